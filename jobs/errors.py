@@ -1,0 +1,99 @@
+"""The one exception tree of batcher.
+
+Every error a user can cause or fix is a ``BatcherError``; its message says what happened and what
+to do next. The CLI turns a ``BatcherError`` into that message and exit code 1; any other exception
+is a bug and shows a traceback. Foreign exceptions (SQLAlchemy, httpx, redis, kombu) are translated
+into this tree at the one boundary that talks to that library.
+
+    BatcherError
+    ├── ConfigError          settings are missing or invalid
+    ├── InputError           a JSONL input file has invalid lines (carries every problem)
+    ├── StoreError           the SQL store cannot be reached or used
+    │   └── JobNotFound      no job has the given id
+    ├── JobStateError        the job is not in a state that allows the operation
+    ├── ApiError             the API answered in a way that ends a line or a job
+    │   └── JobStopped       the API refused the whole job (bad key, no quota): stop calling
+    ├── BrokerError          the Celery broker cannot be reached
+    └── LimiterError         the shared rate limiter cannot be reached (fails closed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BatcherError(Exception):
+    """Raised for any error the user can act on; the message says what to do next."""
+
+
+class ConfigError(BatcherError):
+    """Raised when settings are missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one line of an input file."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class InputError(BatcherError):
+    """Raised when an input file has invalid lines; carries every problem found."""
+
+    def __init__(self, path: str, problems: list[Problem], *, hint: str = "") -> None:
+        self.path = path
+        self.problems = problems
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self, limit: int = 50) -> str:
+        lines = [str(p) for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more problems")
+        count = len(self.problems)
+        lines.append(f"{self.path}: {count} invalid line{'s' if count != 1 else ''}; nothing was stored.")
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+
+class StoreError(BatcherError):
+    """Raised when the SQL store cannot be reached or used."""
+
+
+class JobNotFound(StoreError):
+    """Raised when no job has the given id."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id}; run `batcher jobs` to list the jobs in this store")
+
+
+class JobStateError(BatcherError):
+    """Raised when a job is not in a state that allows the requested operation."""
+
+
+class ApiError(BatcherError):
+    """Raised when the API answers in a way that ends a line or a job."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class JobStopped(ApiError):
+    """Raised when the API refuses the whole job (bad key, no quota): calling on would burn lines."""
+
+
+class BrokerError(BatcherError):
+    """Raised when the Celery broker cannot be reached."""
+
+
+class LimiterError(BatcherError):
+    """Raised when the shared rate limiter cannot be reached; no call is made without it."""
