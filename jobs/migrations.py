@@ -1,0 +1,132 @@
+"""Versioned schema: named migrations applied in order, recorded in ``batcher_migrations``.
+
+Each migration is frozen: it spells out its own DDL with SQLAlchemy Core instead of reading the
+current models, so a fresh database and an old one that is upgraded end with the same schema.
+A test compares the migrated schema with ``jobs.models`` so the two cannot drift apart. To change
+the schema, append a new migration; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+MIGRATIONS_TABLE = "batcher_migrations"
+
+Migration = Callable[[Connection], None]
+
+
+def _m001_initial(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "job", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String, nullable=False),
+        sa.Column("source_path", sa.String, nullable=False),
+        sa.Column("source_sha256", sa.String, nullable=False, index=True),
+        sa.Column("status", sa.String, nullable=False),
+        *(sa.Column(n, sa.Integer, nullable=False) for n in ("total", "succeeded", "failed", "cancelled")),
+        sa.Column("options", sa.Text, nullable=False),
+        sa.Column("last_error", sa.Text),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("started_at", sa.DateTime),
+        sa.Column("finished_at", sa.DateTime),
+    )  # fmt: skip
+    sa.Table(
+        "request", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("job_id", sa.Integer, sa.ForeignKey("job.id"), nullable=False),
+        sa.Column("custom_id", sa.String, nullable=False),
+        sa.Column("line_no", sa.Integer, nullable=False),
+        sa.Column("endpoint", sa.String, nullable=False),
+        sa.Column("model", sa.String, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("est_tokens", sa.Integer, nullable=False),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("claims", sa.Integer, nullable=False),
+        sa.Column("lease_owner", sa.String),
+        sa.Column("lease_expires_at", sa.Float),
+        sa.Column("enqueued_at", sa.Float),
+        sa.Column("error_code", sa.String),
+        sa.Column("last_error", sa.Text),
+        sa.Column("status_code", sa.Integer),
+        sa.Column("response_body", sa.Text),
+        sa.Column("audio_path", sa.String),
+        sa.Column("audio_bytes", sa.Integer),
+        sa.Column("audio_format", sa.String),
+        sa.Column("upstream_request_id", sa.String),
+        sa.Column("prompt_tokens", sa.Integer),
+        sa.Column("completion_tokens", sa.Integer),
+        sa.Column("total_tokens", sa.Integer),
+        sa.Column("usage_estimated", sa.Boolean, nullable=False),
+        sa.Column("latency_ms", sa.Integer),
+        sa.Column("finished_at", sa.DateTime),
+        sa.UniqueConstraint("job_id", "custom_id", name="uq_request_job_custom_id"),
+        sa.Index("ix_request_job_state", "job_id", "state"),
+        sa.Index("ix_request_job_line", "job_id", "line_no"),
+    )  # fmt: skip
+    sa.Table(
+        "attempt", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("request_id", sa.Integer, sa.ForeignKey("request.id"), nullable=False, index=True),
+        sa.Column("job_id", sa.Integer, nullable=False, index=True),
+        sa.Column("attempt_no", sa.Integer, nullable=False),
+        sa.Column("started_at", sa.DateTime, nullable=False),
+        sa.Column("duration_ms", sa.Integer, nullable=False),
+        sa.Column("status_code", sa.Integer),
+        sa.Column("outcome", sa.String, nullable=False),
+        sa.Column("error_class", sa.String, nullable=False),
+        sa.Column("error_message", sa.Text),
+        sa.Column("sent", sa.Boolean, nullable=False),
+        sa.Column("prompt_tokens", sa.Integer),
+        sa.Column("completion_tokens", sa.Integer),
+        sa.Column("total_tokens", sa.Integer),
+        sa.Column("usage_estimated", sa.Boolean, nullable=False),
+        sa.Column("upstream_request_id", sa.String),
+        sa.Column("worker", sa.String),
+    )  # fmt: skip
+    md.create_all(conn)
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("0001_initial", _m001_initial),
+]
+
+_ledger = sa.Table(
+    MIGRATIONS_TABLE,
+    sa.MetaData(),
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("applied_at", sa.DateTime, nullable=False, server_default=sa.func.current_timestamp()),
+)
+
+
+def applied_migrations(conn: Connection) -> set[str]:
+    """The names of the migrations this database has already run."""
+    _ledger.create(conn, checkfirst=True)
+    return {row[0] for row in conn.execute(sa.select(_ledger.c.name))}
+
+
+def _serialize(conn: Connection) -> None:
+    """Make concurrent migrators (several workers starting at once) take turns.
+
+    SQLite's ``BEGIN IMMEDIATE`` (see ``jobs.db``) already does; PostgreSQL needs a lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7311985)"))
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction; return their names."""
+    ran: list[str] = []
+    for name, migration in MIGRATIONS:
+        with engine.begin() as conn:
+            _serialize(conn)
+            if name in applied_migrations(conn):
+                continue
+            migration(conn)
+            conn.execute(sa.insert(_ledger).values(name=name))
+            ran.append(name)
+    return ran

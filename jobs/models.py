@@ -1,0 +1,127 @@
+"""The tables of the SQL store: Job, Request (one input line) and Attempt (one upstream call).
+
+The store is the source of truth: a line's state, lease, result and usage live here, and the
+broker only ever carries ids. Times that people read are UTC datetimes; the lease clock is a float
+of epoch seconds so that lease arithmetic is the same on SQLite and PostgreSQL.
+
+Cost is billed per upstream call, so every call is an ``Attempt`` row, also when a retry of the
+same line later succeeds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time in UTC (the store keeps naive UTC datetimes)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"  # stored, waiting for an executor
+    RUNNING = "running"
+    PAUSED = "paused"  # no new calls until resumed
+    STOPPED = "stopped"  # the API refused the job (key, quota): fix and resume
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"  # every line is terminal (some may have failed)
+
+
+class RequestState(StrEnum):
+    """Where one line is in its life; the last three are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED)
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Job(SQLModel, table=True):
+    """One submitted input file and what became of it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    source_path: str
+    source_sha256: str = Field(index=True)
+    status: str = Field(default=JobStatus.QUEUED)
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    options: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Request(SQLModel, table=True):
+    """One input line: the request as submitted, its state, lease, result and usage."""
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "custom_id", name="uq_request_job_custom_id"),
+        Index("ix_request_job_state", "job_id", "state"),
+        Index("ix_request_job_line", "job_id", "line_no"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id")
+    custom_id: str
+    line_no: int
+    endpoint: str
+    model: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    est_tokens: int = 0
+    state: str = Field(default=RequestState.PENDING)
+    attempts: int = 0
+    claims: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    enqueued_at: float | None = None
+    error_code: str | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    status_code: int | None = None
+    response_body: str | None = Field(default=None, sa_column=Column(Text))
+    audio_path: str | None = None
+    audio_bytes: int | None = None
+    audio_format: str | None = None
+    upstream_request_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    usage_estimated: bool = False
+    latency_ms: int | None = None
+    finished_at: datetime | None = None
+
+
+class Attempt(SQLModel, table=True):
+    """One upstream call for one line: what it answered and what it used."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    job_id: int = Field(index=True)
+    attempt_no: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    outcome: str
+    error_class: str
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    sent: bool = True
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    usage_estimated: bool = False
+    upstream_request_id: str | None = None
+    worker: str | None = None
