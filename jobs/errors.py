@@ -45,18 +45,22 @@ class Problem:
 class InputError(BatcherError):
     """Raised when an input file has invalid lines; carries every problem found."""
 
-    def __init__(self, path: str, problems: list[Problem], *, hint: str = "") -> None:
+    def __init__(
+        self, path: str, problems: list[Problem], *, hint: str = "", total: int | None = None
+    ) -> None:
         self.path = path
         self.problems = problems
         self.hint = hint
+        self.total = len(problems) if total is None else total
         super().__init__(self._render())
 
-    def _render(self, limit: int = 50) -> str:
-        lines = [str(p) for p in self.problems[:limit]]
-        if len(self.problems) > limit:
-            lines.append(f"... and {len(self.problems) - limit} more problems")
-        count = len(self.problems)
-        lines.append(f"{self.path}: {count} invalid line{'s' if count != 1 else ''}; nothing was stored.")
+    def _render(self) -> str:
+        lines = [str(p) for p in self.problems]
+        if self.total > len(self.problems):
+            lines.append(f"... and {self.total - len(self.problems)} more problems")
+        if self.total:
+            plural = "s" if self.total != 1 else ""
+            lines.append(f"{self.path}: {self.total} invalid line{plural}; nothing was stored.")
         if self.hint:
             lines.append(self.hint)
         return "\n".join(lines)

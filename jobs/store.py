@@ -28,7 +28,7 @@ from jobs.models import (
     RequestState,
     utcnow,
 )
-from jobs.records import AttemptRecord, LineResult, WorkItem
+from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 
 _req = Request.__table__  # type: ignore[attr-defined]
 _att = Attempt.__table__  # type: ignore[attr-defined]
@@ -237,8 +237,21 @@ def record_attempts(session: Session, attempts: Sequence[AttemptRecord]) -> None
     conn.execute(stmt, [{"rid": a.request_id, "n": a.attempt_no} for a in attempts])
 
 
+def _usage_values(usage: Usage | None) -> dict[str, Any]:
+    if usage is None:
+        return dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "characters")) | {
+            "usage_estimated": False
+        }
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "characters": usage.characters,
+        "usage_estimated": usage.estimated,
+    }
+
+
 def _attempt_row(a: AttemptRecord) -> dict[str, Any]:
-    usage = a.usage
     return {
         "request_id": a.request_id,
         "job_id": a.job_id,
@@ -250,12 +263,9 @@ def _attempt_row(a: AttemptRecord) -> dict[str, Any]:
         "error_class": a.error_class,
         "error_message": a.error_message,
         "sent": a.sent,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "usage_estimated": usage.estimated if usage else False,
         "upstream_request_id": a.upstream_request_id,
         "worker": a.worker,
+        **_usage_values(a.usage),
     }
 
 
@@ -282,7 +292,6 @@ def record_results(session: Session, results: Sequence[LineResult]) -> int:
 
 
 def _result_values(r: LineResult) -> dict[str, Any]:
-    usage = r.usage
     return {
         "state": r.state,
         "status_code": r.status_code,
@@ -291,10 +300,7 @@ def _result_values(r: LineResult) -> dict[str, Any]:
         "audio_bytes": r.audio_bytes,
         "audio_format": r.audio_format,
         "upstream_request_id": r.upstream_request_id,
-        "prompt_tokens": usage.prompt_tokens if usage else None,
-        "completion_tokens": usage.completion_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "usage_estimated": usage.estimated if usage else False,
+        **_usage_values(r.usage),
         "latency_ms": r.latency_ms,
         "error_code": r.error_code,
         "last_error": r.error_message,
@@ -391,3 +397,29 @@ def iter_lines(session: Session, job_id: int, *, chunk: int = 1000) -> Iterator[
         yield from page
         session.expunge_all()
         last = page[-1].line_no
+
+
+def usage_totals(session: Session, job_id: int) -> dict[str, int]:
+    """Token totals of the job: of its succeeded lines, and of every upstream call (billed)."""
+    lines = session.connection().execute(
+        sa.select(
+            func.coalesce(func.sum(_req.c.prompt_tokens), 0),
+            func.coalesce(func.sum(_req.c.completion_tokens), 0),
+            func.coalesce(func.sum(_req.c.total_tokens), 0),
+            func.coalesce(func.sum(_req.c.characters), 0),
+        ).where(_req.c.job_id == job_id, _req.c.state == RequestState.SUCCEEDED.value)
+    ).one()
+    calls = session.connection().execute(
+        sa.select(
+            func.count(),
+            func.coalesce(func.sum(_att.c.total_tokens), 0),
+        ).where(_att.c.job_id == job_id)
+    ).one()
+    return {
+        "prompt_tokens": int(lines[0]),
+        "completion_tokens": int(lines[1]),
+        "total_tokens": int(lines[2]),
+        "characters": int(lines[3]),
+        "calls": int(calls[0]),
+        "billed_total_tokens": int(calls[1]),
+    }

@@ -1,0 +1,194 @@
+"""Export a job's results: JSONL in the OpenAI Batch output format, or CSV; streamed in line order.
+
+JSONL lines look like OpenAI's: ``{"id", "custom_id", "response": {"status_code", "request_id",
+"body"}, "error"}``. A failed line has ``"error": {"code", "message"}`` and its last response when
+there was one; a cancelled line has the error code ``cancelled``. For speech, ``body`` holds the
+audio file's path, format and size. The stored response body is already compact JSON, so JSONL
+rows are assembled around it without parsing it again.
+
+Lines not yet terminal (pending, running) are not exported; the summary counts them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from jobs import store as q
+from jobs.db import Store
+from jobs.models import Request, RequestState
+
+CSV_COLUMNS = (
+    "custom_id",
+    "line",
+    "state",
+    "endpoint",
+    "model",
+    "text",
+    "embedding_dim",
+    "audio_path",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "characters",
+    "usage_estimated",
+    "latency_ms",
+    "attempts",
+    "error_code",
+    "error",
+)
+
+
+class ExportFormat(StrEnum):
+    """The formats ``batcher export`` writes."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """How many rows went where, and how many lines were not finished."""
+
+    written: int
+    errors_written: int
+    unfinished: int
+
+
+def export_job(
+    store: Store,
+    job_id: int,
+    out: Path,
+    *,
+    fmt: ExportFormat = ExportFormat.JSONL,
+    errors: Path | None = None,
+) -> ExportSummary:
+    """Write the job's terminal lines to ``out`` (failed ones to ``errors`` when given)."""
+    written = errors_written = unfinished = 0
+    with ExitStack() as stack, store.session() as session:
+        q.get_job(session, job_id)
+        main = _Writer.open(stack, out, fmt)
+        side = _Writer.open(stack, errors, fmt) if errors else main
+        for line in q.iter_lines(session, job_id):
+            if line.state not in (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED):
+                unfinished += 1
+                continue
+            target = main if line.state == RequestState.SUCCEEDED else side
+            target.write(line)
+            if target is side and errors:
+                errors_written += 1
+            else:
+                written += 1
+    return ExportSummary(written, errors_written, unfinished)
+
+
+class _Writer:
+    def __init__(self, handle: TextIO, fmt: ExportFormat) -> None:
+        self.handle, self.fmt = handle, fmt
+        self.csv = csv.writer(handle) if fmt == ExportFormat.CSV else None
+        if self.csv:
+            self.csv.writerow(CSV_COLUMNS)
+
+    @classmethod
+    def open(cls, stack: ExitStack, path: Path, fmt: ExportFormat) -> _Writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = stack.enter_context(path.open("w", encoding="utf-8", newline=""))
+        return cls(handle, fmt)
+
+    def write(self, line: Request) -> None:
+        if self.csv:
+            self.csv.writerow(csv_row(line))
+        else:
+            self.handle.write(jsonl_row(line))
+            self.handle.write("\n")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def response_body_json(line: Request) -> str | None:
+    """The stored response body as JSON text; for speech, a description of the audio file."""
+    if line.audio_path:
+        return _dumps({"audio_path": line.audio_path, "format": line.audio_format, "bytes": line.audio_bytes})
+    return line.response_body
+
+
+def jsonl_row(line: Request) -> str:
+    """One line of OpenAI Batch output for a terminal line."""
+    body = response_body_json(line)
+    response = "null"
+    if line.status_code is not None or body is not None:
+        response = (
+            f'{{"status_code":{_dumps(line.status_code)},"request_id":{_dumps(line.upstream_request_id)},'
+            f'"body":{body if body is not None else "null"}}}'
+        )
+    return (
+        f'{{"id":"batch_req_{line.id}","custom_id":{_dumps(line.custom_id)},'
+        f'"response":{response},"error":{_error_json(line)}}}'
+    )
+
+
+def _error_json(line: Request) -> str:
+    if line.state == RequestState.SUCCEEDED:
+        return "null"
+    if line.state == RequestState.CANCELLED:
+        return _dumps({"code": "cancelled", "message": "the job was cancelled before this line ran"})
+    return _dumps({"code": line.error_code, "message": line.last_error})
+
+
+def csv_row(line: Request) -> list[Any]:
+    """One CSV row: the first choice's text or the embedding's dimension, tokens, the error."""
+    text, dim = _summary(line)
+    return [
+        line.custom_id,
+        line.line_no,
+        line.state,
+        line.endpoint,
+        line.model,
+        text,
+        dim,
+        line.audio_path or "",
+        line.prompt_tokens,
+        line.completion_tokens,
+        line.total_tokens,
+        line.characters,
+        int(line.usage_estimated),
+        line.latency_ms,
+        line.attempts,
+        line.error_code or "",
+        line.last_error or "",
+    ]
+
+
+def _summary(line: Request) -> tuple[str, int | str]:
+    if line.state != RequestState.SUCCEEDED or not line.response_body:
+        return "", ""
+    body = orjson.loads(line.response_body)
+    data = body.get("data")
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "embedding" in data[0]:
+        return "", len(data[0]["embedding"])
+    return _first_choice_text(body), ""
+
+
+def _first_choice_text(body: dict[str, Any]) -> str:
+    choices = body.get("choices") or [{}]
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    message = first.get("message")
+    if isinstance(message, dict):
+        return str(message.get("content") or "")
+    return str(first.get("text") or "")
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Read an exported JSONL file back (tests and scripts)."""
+    with path.open("rb") as f:
+        for raw in f:
+            yield orjson.loads(raw)

@@ -1,0 +1,152 @@
+"""The embedded runner: execute a stored job in this process (``batcher run`` and ``run-job``).
+
+It claims the job's lines from the store in line order, a batch at a time, and feeds them to the
+execution core with the in-process rate limiter. Run again after a crash, it first gives back the
+lines that a dead process on this host still held (their owner's pid is gone), then goes on where
+the job stopped: lines that already succeeded are terminal and never called again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session
+
+from jobs import store as q
+from jobs.db import Store
+from jobs.models import Job
+from jobs.records import WorkItem
+from jobs.settings import Settings
+from workers.client import ApiClient, client_config
+from workers.executor import ExecConfig, Executor, Stats
+from workers.ratelimit import InProcessLimiter, Limits
+from workers.redact import redact
+from workers.sink import StoreSink
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How hard to push: concurrency, limits, attempts and timeout."""
+
+    concurrency: int = 32
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 5
+    timeout: float = 120.0
+    lease_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a run ended: the job as stored afterwards and the run's own counters."""
+
+    job: Job
+    stats: Stats
+    counts: dict[str, int]
+
+
+ProgressHook = Callable[[Executor], None]
+
+
+def run_job(
+    store: Store,
+    settings: Settings,
+    job_id: int,
+    options: RunOptions,
+    *,
+    on_start: ProgressHook | None = None,
+) -> RunSummary:
+    """Run the job's remaining lines to the end (or until paused, cancelled or stopped)."""
+    config = client_config(settings, timeout=options.timeout, max_connections=options.concurrency)
+    with store.session() as session:
+        recover_dead_leases(session, job_id)
+        q.start_job(session, job_id)
+    exec_config = ExecConfig(
+        results_dir=Path(settings.results_dir),
+        concurrency=options.concurrency,
+        max_attempts=options.max_attempts,
+        lease_seconds=options.lease_seconds,
+    )
+    sink = StoreSink(store, job_id=job_id, owner=exec_config.owner)
+    limiter = InProcessLimiter(Limits(rpm=options.rpm, tpm=options.tpm))
+    stats = asyncio.run(
+        _run(
+            store,
+            job_id,
+            Executor(
+                client=ApiClient(config),
+                limiter=limiter,
+                sink=sink,
+                config=exec_config,
+                secrets=settings.secret_values(),
+            ),
+            batch=options.concurrency * 2,
+            on_start=on_start,
+        )
+    )
+    with store.session() as session:
+        q.complete_if_done(session, job_id)
+        job, counts = q.get_job(session, job_id), q.state_counts(session, job_id)
+    return RunSummary(job, stats, counts)
+
+
+async def _run(
+    store: Store, job_id: int, executor: Executor, *, batch: int, on_start: ProgressHook | None
+) -> Stats:
+    async with executor.client:
+        if on_start is not None:
+            on_start(executor)
+        return await executor.run(claimed_lines(store, job_id, executor, batch=batch))
+
+
+async def claimed_lines(
+    store: Store, job_id: int, executor: Executor, *, batch: int
+) -> AsyncIterator[WorkItem]:
+    """Claim the job's next lines in batches until none is left or the executor halts."""
+    while not executor.halted:
+        items = await asyncio.to_thread(_claim, store, job_id, executor.config, batch)
+        if not items:
+            return
+        for item in items:
+            yield item
+
+
+def _claim(store: Store, job_id: int, config: ExecConfig, batch: int) -> list[WorkItem]:
+    with store.session() as session:
+        return q.claim_lines(
+            session, job_id=job_id, owner=config.owner, lease_seconds=config.lease_seconds, limit=batch
+        )
+
+
+def recover_dead_leases(session: Session, job_id: int) -> int:
+    """Release lines leased by processes on this host that no longer exist (a killed run)."""
+    dead = [owner for owner in q.lease_owners(session, job_id) if _owner_is_dead(owner)]
+    return q.release_owners(session, job_id, dead)
+
+
+def _owner_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's executor: only its lease expiry can tell
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier executor of this very process is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def describe_stop(job: Job, secrets: list[str]) -> str:
+    """A message for a job that ended without completing."""
+    reason = redact(job.last_error or "", secrets)
+    return f"job {job.id} is {job.status}" + (f": {reason}" if reason else "")
