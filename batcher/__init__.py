@@ -1,0 +1,1 @@
+"""The top layer of batcher: CLI, input reader, ingest, export and the dev relay."""
