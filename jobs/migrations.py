@@ -30,9 +30,9 @@ def _m001_initial(conn: Connection) -> None:
         *(sa.Column(n, sa.Integer, nullable=False) for n in ("total", "succeeded", "failed", "cancelled")),
         sa.Column("options", sa.Text, nullable=False),
         sa.Column("last_error", sa.Text),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("started_at", sa.DateTime),
-        sa.Column("finished_at", sa.DateTime),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True)),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
     )  # fmt: skip
     sa.Table(
         "request", md,
@@ -64,7 +64,7 @@ def _m001_initial(conn: Connection) -> None:
         sa.Column("characters", sa.Integer),
         sa.Column("usage_estimated", sa.Boolean, nullable=False),
         sa.Column("latency_ms", sa.Integer),
-        sa.Column("finished_at", sa.DateTime),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
         sa.UniqueConstraint("job_id", "custom_id", name="uq_request_job_custom_id"),
         sa.Index("ix_request_job_state", "job_id", "state"),
         sa.Index("ix_request_job_line", "job_id", "line_no"),
@@ -75,7 +75,7 @@ def _m001_initial(conn: Connection) -> None:
         sa.Column("request_id", sa.Integer, sa.ForeignKey("request.id"), nullable=False, index=True),
         sa.Column("job_id", sa.Integer, nullable=False, index=True),
         sa.Column("attempt_no", sa.Integer, nullable=False),
-        sa.Column("started_at", sa.DateTime, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Integer, nullable=False),
         sa.Column("status_code", sa.Integer),
         sa.Column("outcome", sa.String, nullable=False),
@@ -101,7 +101,7 @@ _ledger = sa.Table(
     MIGRATIONS_TABLE,
     sa.MetaData(),
     sa.Column("name", sa.String, primary_key=True),
-    sa.Column("applied_at", sa.DateTime, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()),
 )
 
 

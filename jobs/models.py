@@ -1,7 +1,7 @@
 """The tables of the SQL store: Job, Request (one input line) and Attempt (one upstream call).
 
 The store is the source of truth: a line's state, lease, result and usage live here, and the
-broker only ever carries ids. Times that people read are UTC datetimes; the lease clock is a float
+broker only ever carries ids. Times that people read are timezone-aware UTC datetimes; the lease clock is a float
 of epoch seconds so that lease arithmetic is the same on SQLite and PostgreSQL.
 
 Cost is billed per upstream call, so every call is an ``Attempt`` row, also when a retry of the
@@ -18,8 +18,8 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """The current time in UTC (the store keeps naive UTC datetimes)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The current time, timezone-aware in UTC (what the store's datetime columns take)."""
+    return datetime.now(UTC)
 
 
 class JobStatus(StrEnum):

@@ -1,0 +1,81 @@
+"""Shared fixtures: an isolated home per test, stores on SQLite and on the real PostgreSQL.
+
+PostgreSQL tests run against the server on 127.0.0.1:5432 (database ``test``), each in a schema
+of its own that is dropped afterwards. Where the server is missing they skip on a laptop but fail
+under CI (``CI=true``), so a green CI run always means they ran.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.db import Store
+
+PG_BASE = os.environ.get("BATCHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+_ENV_NAMES = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "BATCHER_BASE_URL",
+    "BATCHER_API_KEY",
+    "BATCHER_DATABASE_URL",
+    "BATCHER_HOME",
+    "BATCHER_BROKER_URL",
+    "BATCHER_REDIS_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own BATCHER_HOME and none of the developer's settings."""
+    for name in _ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("BATCHER_HOME", str(home))
+    return home
+
+
+def unavailable(what: str) -> None:
+    """Skip on a laptop, fail under CI: a service test must not silently not run in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is not reachable, and CI must run these tests")
+    pytest.skip(f"{what} is not reachable")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a fresh, empty schema on the local PostgreSQL."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_BASE)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError:
+        admin.dispose()
+        unavailable("PostgreSQL on 127.0.0.1:5432")
+    sep = "&" if "?" in PG_BASE else "?"
+    yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store URL for each backend the tests must pass on."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated store on each backend."""
+    s = Store(store_url)
+    yield s
+    s.close()
