@@ -1,0 +1,96 @@
+"""The provider client: base URL handling, the key only for the configured origin, no redirects."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from jobs.endpoints import Endpoint
+from jobs.errors import ConfigError
+from jobs.settings import load_settings
+from workers.client import ApiClient, ClientConfig, client_config, normalize_base_url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://relay.example.com", "https://relay.example.com/v1"),
+        ("https://relay.example.com/", "https://relay.example.com/v1"),
+        ("https://relay.example.com/v1/", "https://relay.example.com/v1"),
+        ("https://dashscope.example.com/compatible-mode/v1", "https://dashscope.example.com/compatible-mode/v1"),
+        ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765/v1"),
+    ],
+)
+def test_normalize_base_url_table(given: str, expected: str) -> None:
+    assert normalize_base_url(given) == expected
+
+
+def test_client_config_without_base_url_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
+        client_config(load_settings())
+
+
+def test_client_config_prefers_batcher_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://openai.example.com/v1")
+    monkeypatch.setenv("BATCHER_BASE_URL", "https://relay.example.com")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-aaaaaaaa")
+    config = client_config(load_settings())
+    assert config.base_url == "https://relay.example.com/v1"
+    assert config.api_key == "sk-openai-aaaaaaaa"
+    assert "sk-openai" not in repr(config)
+
+
+async def test_call_posts_to_endpoint_with_bearer_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    config = ClientConfig("https://relay.example.com/v1", "sk-secret-123456")
+    async with ApiClient(config, transport=httpx.MockTransport(handler)) as client:
+        answer = await client.call(Endpoint.EMBEDDINGS, b'{"model":"m","input":"x"}')
+    assert answer.status == 200
+    assert str(seen[0].url) == "https://relay.example.com/v1/embeddings"
+    assert seen[0].headers["authorization"] == "Bearer sk-secret-123456"
+    assert seen[0].content == b'{"model":"m","input":"x"}'
+
+
+async def test_call_does_not_follow_redirects_nor_send_key_elsewhere() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"location": "https://evil.example.net/steal"})
+
+    config = ClientConfig("https://relay.example.com/v1", "sk-secret-123456")
+    async with ApiClient(config, transport=httpx.MockTransport(handler)) as client:
+        answer = await client.call(Endpoint.CHAT, b"{}")
+        other = await client._http.post("https://evil.example.net/x", content=b"{}")
+    assert answer.status == 302
+    assert [r.url.host for r in seen] == ["relay.example.com", "evil.example.net"]
+    assert "authorization" not in seen[1].headers
+    assert other.status_code == 302
+
+
+async def test_real_transport_reaches_a_loopback_server() -> None:
+    """The default (aiohttp) transport over real loopback HTTP, with httpx's API."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"auth": request.headers.get("Authorization")})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with ApiClient(ClientConfig(f"http://127.0.0.1:{port}/v1", "sk-loop-1234567")) as client:
+            answer = await client.call(Endpoint.CHAT, b"{}")
+    finally:
+        await runner.cleanup()
+    assert answer.status == 200
+    assert answer.content == b'{"auth": "Bearer sk-loop-1234567"}'

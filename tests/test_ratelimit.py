@@ -1,0 +1,96 @@
+"""The in-process limiter: GCRA arithmetic pinned by tables, pacing and cooldown on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from workers.ratelimit import InProcessLimiter, Limits, gcra_refund, gcra_reserve
+
+
+@pytest.mark.parametrize(
+    ("tat", "now", "units", "rate", "burst", "expected_tat", "expected_wait"),
+    [
+        (0.0, 100.0, 1, 10.0, 0.0, 100.1, 0.0),  # empty bucket: go now
+        (100.1, 100.0, 1, 10.0, 0.0, 100.2, 0.1),  # one ahead: wait one interval
+        (100.5, 100.0, 1, 10.0, 0.0, 100.6, 0.5),
+        (100.5, 100.0, 1, 10.0, 1.0, 100.6, 0.0),  # a second of burst absorbs it
+        (101.0, 100.0, 1, 10.0, 0.5, 101.1, 0.6),
+        (0.0, 100.0, 5000, 1000.0, 1.0, 105.0, 0.0),  # bigger than the burst: still granted at once
+        (102.0, 100.0, 5000, 1000.0, 1.0, 107.0, 2.0),  # ... after what is ahead of it
+    ],
+)
+def test_gcra_reserve_table(
+    tat: float, now: float, units: float, rate: float, burst: float, expected_tat: float, expected_wait: float
+) -> None:
+    new_tat, wait = gcra_reserve(tat, now, units=units, rate=rate, burst=burst)
+    assert new_tat == pytest.approx(expected_tat)
+    assert wait == pytest.approx(expected_wait)
+
+
+@pytest.mark.parametrize(("tat", "units", "rate", "expected"), [(10.0, 5, 10.0, 9.5), (10.0, -5, 10.0, 10.5)])
+def test_gcra_refund_table(tat: float, units: float, rate: float, expected: float) -> None:
+    assert gcra_refund(tat, units=units, rate=rate) == pytest.approx(expected)
+
+
+class FakeClock:
+    """A clock that asyncio.sleep advances: tests run instantly and exactly."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        real_sleep = asyncio.sleep
+
+        async def fake_sleep(delay: float, result: object = None) -> object:
+            self.sleeps.append(delay)
+            self.now += delay
+            await real_sleep(0)
+            return result
+
+        monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_in_process_limiter_spaces_requests_at_rpm(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(rpm=600), clock=clock)
+    starts = []
+    for _ in range(5):
+        await limiter.acquire("k", 0)
+        starts.append(clock.now)
+    gaps = [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == [0.1, 0.1, 0.1, 0.1]
+
+
+async def test_in_process_limiter_paces_tokens_and_refunds_unused(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(tpm=60_000), clock=clock)  # 1000 tokens/s
+    permit = await limiter.acquire("k", 2000)
+    await limiter.settle(permit, 500)  # used 500 of the 2000 reserved
+    start = clock.now
+    await limiter.acquire("k", 1000)
+    assert clock.now - start == pytest.approx(0.5)
+
+
+async def test_in_process_limiter_cooldown_pauses_every_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(), clock=clock)
+    await limiter.cooldown("k", 3.0)
+    await limiter.cooldown("k", 1.0)  # a shorter pause never shortens the longer one
+    start = clock.now
+    await asyncio.gather(limiter.acquire("k", 1), limiter.acquire("k", 1))
+    assert clock.now - start == pytest.approx(3.0)
+    other = clock.now
+    await limiter.acquire("other", 1)
+    assert clock.now == other
+
+
+async def test_in_process_limiter_unlimited_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(), clock=clock)
+    for _ in range(100):
+        await limiter.acquire("k", 10_000)
+    assert clock.sleeps == []
