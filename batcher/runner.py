@@ -9,13 +9,9 @@ the job stopped: lines that already succeeded are terminal and never called agai
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlmodel import Session
 
 from jobs import store as q
 from jobs.db import Store
@@ -24,6 +20,7 @@ from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
+from workers.leases import recover_dead_leases
 from workers.ratelimit import InProcessLimiter, Limits
 from workers.redact import redact
 from workers.sink import StoreSink
@@ -121,29 +118,6 @@ def _claim(store: Store, job_id: int, config: ExecConfig, batch: int) -> list[Wo
         return q.claim_lines(
             session, job_id=job_id, owner=config.owner, lease_seconds=config.lease_seconds, limit=batch
         )
-
-
-def recover_dead_leases(session: Session, job_id: int) -> int:
-    """Release lines leased by processes on this host that no longer exist (a killed run)."""
-    dead = [owner for owner in q.lease_owners(session, job_id) if _owner_is_dead(owner)]
-    return q.release_owners(session, job_id, dead)
-
-
-def _owner_is_dead(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's executor: only its lease expiry can tell
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True  # an earlier executor of this very process is gone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def describe_stop(job: Job, secrets: list[str]) -> str:

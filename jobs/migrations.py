@@ -27,6 +27,8 @@ def _m001_initial(conn: Connection) -> None:
         sa.Column("source_path", sa.String, nullable=False),
         sa.Column("source_sha256", sa.String, nullable=False, index=True),
         sa.Column("status", sa.String, nullable=False),
+        sa.Column("mode", sa.String, nullable=False),
+        sa.Column("priority", sa.Integer, nullable=False),
         *(sa.Column(n, sa.Integer, nullable=False) for n in ("total", "succeeded", "failed", "cancelled")),
         sa.Column("options", sa.Text, nullable=False),
         sa.Column("last_error", sa.Text),
@@ -101,7 +103,9 @@ _ledger = sa.Table(
     MIGRATIONS_TABLE,
     sa.MetaData(),
     sa.Column("name", sa.String, primary_key=True),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column(
+        "applied_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()
+    ),
 )
 
 

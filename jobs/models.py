@@ -1,8 +1,8 @@
 """The tables of the SQL store: Job, Request (one input line) and Attempt (one upstream call).
 
 The store is the source of truth: a line's state, lease, result and usage live here, and the
-broker only ever carries ids. Times that people read are timezone-aware UTC datetimes; the lease clock is a float
-of epoch seconds so that lease arithmetic is the same on SQLite and PostgreSQL.
+broker only ever carries ids. Times that people read are timezone-aware UTC datetimes; the lease
+clock is a float of epoch seconds so that lease arithmetic is the same on SQLite and PostgreSQL.
 
 Cost is billed per upstream call, so every call is an ``Attempt`` row, also when a retry of the
 same line later succeeds.
@@ -55,6 +55,8 @@ class Job(SQLModel, table=True):
     source_path: str
     source_sha256: str = Field(index=True)
     status: str = Field(default=JobStatus.QUEUED)
+    mode: str = Field(default="embedded")  # "embedded" (run in-process) or "celery" (workers)
+    priority: int = 5  # Celery priority of its messages: 0 is served first, 9 last
     total: int = 0
     succeeded: int = 0
     failed: int = 0

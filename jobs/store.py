@@ -401,20 +401,28 @@ def iter_lines(session: Session, job_id: int, *, chunk: int = 1000) -> Iterator[
 
 def usage_totals(session: Session, job_id: int) -> dict[str, int]:
     """Token totals of the job: of its succeeded lines, and of every upstream call (billed)."""
-    lines = session.connection().execute(
-        sa.select(
-            func.coalesce(func.sum(_req.c.prompt_tokens), 0),
-            func.coalesce(func.sum(_req.c.completion_tokens), 0),
-            func.coalesce(func.sum(_req.c.total_tokens), 0),
-            func.coalesce(func.sum(_req.c.characters), 0),
-        ).where(_req.c.job_id == job_id, _req.c.state == RequestState.SUCCEEDED.value)
-    ).one()
-    calls = session.connection().execute(
-        sa.select(
-            func.count(),
-            func.coalesce(func.sum(_att.c.total_tokens), 0),
-        ).where(_att.c.job_id == job_id)
-    ).one()
+    lines = (
+        session.connection()
+        .execute(
+            sa.select(
+                func.coalesce(func.sum(_req.c.prompt_tokens), 0),
+                func.coalesce(func.sum(_req.c.completion_tokens), 0),
+                func.coalesce(func.sum(_req.c.total_tokens), 0),
+                func.coalesce(func.sum(_req.c.characters), 0),
+            ).where(_req.c.job_id == job_id, _req.c.state == RequestState.SUCCEEDED.value)
+        )
+        .one()
+    )
+    calls = (
+        session.connection()
+        .execute(
+            sa.select(
+                func.count(),
+                func.coalesce(func.sum(_att.c.total_tokens), 0),
+            ).where(_att.c.job_id == job_id)
+        )
+        .one()
+    )
     return {
         "prompt_tokens": int(lines[0]),
         "completion_tokens": int(lines[1]),
@@ -423,3 +431,65 @@ def usage_totals(session: Session, job_id: int) -> dict[str, int]:
         "calls": int(calls[0]),
         "billed_total_tokens": int(calls[1]),
     }
+
+
+# --- distributed execution: what the broker should carry -----------------------------------------
+
+
+def active_jobs(session: Session, *, mode: str) -> list[Job]:
+    """Jobs of this mode whose lines executors may claim."""
+    query = select(Job).where(Job.mode == mode, Job.status == JobStatus.RUNNING).order_by(col(Job.id))
+    return list(session.exec(query))
+
+
+def expire_leases(session: Session, job_id: int, *, now: float) -> int:
+    """Lines whose lease ran out go back to pending, to be enqueued again."""
+    stmt = (
+        sa.update(_req)
+        .where(
+            _req.c.job_id == job_id,
+            _req.c.state == RequestState.RUNNING.value,
+            _req.c.lease_expires_at < now,
+        )
+        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
+    )
+    return int(session.connection().execute(stmt).rowcount)
+
+
+def unqueued_lines(
+    session: Session, job_id: int, *, lost_before: float | None, after_id: int = 0, limit: int = 5000
+) -> list[tuple[int, str]]:
+    """Pending lines with no live message: never enqueued, or enqueued before the broker lost it.
+
+    Returns (id, endpoint) pairs in id order, from ``after_id`` on: a keyset page.
+    """
+    lost = _req.c.enqueued_at.is_(None)
+    if lost_before is not None:
+        lost = sa.or_(lost, _req.c.enqueued_at < lost_before)
+    query = (
+        sa.select(_req.c.id, _req.c.endpoint)
+        .where(
+            _req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value, _req.c.id > after_id, lost
+        )
+        .order_by(_req.c.id)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in session.connection().execute(query)]
+
+
+def mark_enqueued(session: Session, request_ids: Sequence[int], *, now: float) -> None:
+    """Stamp lines as carried by a broker message sent at ``now``."""
+    if request_ids:
+        stmt = sa.update(_req).where(_req.c.id.in_(list(request_ids))).values(enqueued_at=now)
+        session.connection().execute(stmt)
+
+
+def set_status(session: Session, job_id: int, status: JobStatus, *, allowed: Sequence[JobStatus]) -> Job:
+    """Move a job to ``status`` if it is in one of the ``allowed`` statuses, else say why not."""
+    job = get_job(session, job_id)
+    if job.status not in allowed:
+        raise JobStateError(
+            f"job {job_id} is {job.status}; it can be {status} only from {', '.join(allowed)}"
+        )
+    set_job_status(session, job, status)
+    return job

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import socket
 import time
-import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,17 +32,13 @@ from jobs.endpoints import Endpoint
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from workers.client import ApiClient, RawResponse
+from workers.leases import new_owner
 from workers.ratelimit import Limiter, Permit
 from workers.redact import redact
 from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
 
 MAX_ERROR_BODY = 20_000
-
-
-def default_owner() -> str:
-    """A lease owner name unique to this executor: host, pid and a random tag."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ class ExecConfig:
     flush_size: int = 200
     flush_interval: float = 0.25
     control_interval: float = 1.0
-    owner: str = field(default_factory=default_owner)
+    owner: str = field(default_factory=new_owner)
 
 
 class Sink(Protocol):
@@ -123,11 +116,13 @@ class Executor:
         config: ExecConfig,
         secrets: Sequence[str] = (),
         jitter: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client, self.limiter, self.sink, self.config = client, limiter, sink, config
         self.stats = Stats()
         self._secrets = list(secrets)
         self._jitter = jitter
+        self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
         self._provider = client.config.provider
         self._calls = asyncio.Semaphore(config.concurrency)
         self._lines = asyncio.Semaphore(config.concurrency * 2)
@@ -195,7 +190,7 @@ class Executor:
             if await self._settle_call(item, endpoint, request, call, attempt):
                 return
             self.stats.retries += 1
-            await asyncio.sleep(next_delay(call.classification, attempt, jitter=self._jitter()))
+            await self._sleep(next_delay(call.classification, attempt, jitter=self._jitter()))
 
     async def _call(self, item: WorkItem, endpoint: Endpoint, content: bytes) -> _Call:
         async with self._calls:
@@ -230,12 +225,12 @@ class Executor:
         c = call.classification
         if c.verdict == Verdict.OK:
             return  # settled with the real usage once the answer is parsed
-        # A refused call used nothing; a call that may have run upstream keeps its reservation.
-        used = permit.tokens if c.sent else 0
-        await self.limiter.settle(permit, used)
+        # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
         if c.retry_after is not None or c.error_class == "rate_limited":
             pause = c.retry_after if c.retry_after is not None else next_delay(c, 1, jitter=self._jitter())
             await self.limiter.cooldown(permit.key, pause)
+        # A refused call used nothing; a call that may have run upstream keeps its reservation.
+        await self.limiter.settle(permit, permit.tokens if c.sent else 0)
 
     async def _settle_call(
         self, item: WorkItem, endpoint: Endpoint, request: dict[str, Any], call: _Call, attempt: int

@@ -1,0 +1,80 @@
+"""The Celery application: settings that keep the SQL store the source of truth.
+
+``celery -A workers.app worker`` and ``batcher worker`` both load this module; the app is built
+from the environment when the module is imported, because Celery's command line needs a module
+attribute. Each setting, and why:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
+  lines are recorded; a worker that dies mid-task gives the message back instead of losing it.
+- ``worker_prefetch_multiplier=1``: a worker reserves one message per process, so a slow worker
+  does not sit on chunks that idle workers could run.
+- JSON only (``accept_content=["json"]``): a pickled message is refused, never executed.
+- Results ignored: the SQL store holds every result; a result backend would be a second truth.
+- ``visibility_timeout`` (1 h) well above the task's hard time limit (15 min): Redis redelivers an
+  unacknowledged message only after it, so a long chunk is never run twice while still alive.
+- ``unacked_restore_interval=2`` / ``unacked_restore_throttle=1``: workers look for messages of
+  dead workers every 2 s instead of kombu's ~100 s, so they come back as soon as they are due.
+  Lines of a dead worker come back sooner still: their SQL lease (60 s, renewed while alive)
+  runs out and the sweeper enqueues them again (``workers.dispatch``).
+- One queue per endpoint kind, so a slow TTS job does not starve embeddings; Redis priority
+  steps 0-9 order jobs within a queue.
+- No ``rate_limit``: it is per worker. The shared limiter is in Redis (``workers.redis_limiter``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.entity import Queue
+
+from jobs.endpoints import Endpoint
+from jobs.settings import Settings, load_settings
+
+QUEUE_PREFIX = "batcher."
+TASK_HARD_TIME_LIMIT_S = 900
+TASK_SOFT_TIME_LIMIT_S = 840
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def queue_name(endpoint: Endpoint) -> str:
+    """The queue of an endpoint kind: ``batcher.chat``, ``batcher.embeddings``, ..."""
+    return QUEUE_PREFIX + endpoint.kind
+
+
+QUEUE_NAMES = [queue_name(e) for e in Endpoint]
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app on the configured broker with the settings above."""
+    app = Celery("batcher", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_time_limit=TASK_HARD_TIME_LIMIT_S,
+        task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
+        task_queues=[Queue(name) for name in QUEUE_NAMES],
+        task_default_queue=QUEUE_NAMES[0],
+        task_default_priority=5,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+        },
+        worker_send_task_events=True,  # Flower shows tasks live
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_app(load_settings())

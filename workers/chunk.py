@@ -1,0 +1,107 @@
+"""Running one broker message: claim its lines in the store, execute them, record the results.
+
+The message carries only a job id and line ids. Everything else (bodies, options, the key) is
+read here, in the worker, from the store and the environment. Claiming with a lease makes a
+redelivered message harmless: lines already terminal or leased by a live executor are skipped.
+A line claimed ``max_attempts`` times without finishing is failed as poison instead of being
+handed to yet another worker to kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs import store as q
+from jobs.db import Store
+from jobs.records import WorkItem
+from jobs.settings import Settings
+from workers.client import ApiClient, client_config
+from workers.executor import ExecConfig, Executor, Stats
+from workers.leases import recover_dead_leases
+from workers.ratelimit import Limiter, Limits
+from workers.sink import StoreSink
+
+LimiterFactory = Callable[[Limits], Limiter]
+
+LEASE_SECONDS = 60.0
+DEFAULT_CONCURRENCY = 256
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """The job's run options as stored at submit."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = 5
+    timeout: float = 120.0
+    rpm: float | None = None
+    tpm: float | None = None
+
+    @classmethod
+    def from_json(cls, text: str) -> ChunkOptions:
+        """Read the options stored with a job, ignoring keys this version does not know."""
+        data = json.loads(text or "{}")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if data.get(k) is not None}
+        return cls(**known)
+
+    @property
+    def limits(self) -> Limits:
+        """The pace the shared limiter enforces for this job's calls."""
+        return Limits(rpm=self.rpm, tpm=self.tpm)
+
+
+def claim_chunk(
+    store: Store, job_id: int, request_ids: list[int], owner: str
+) -> tuple[list[WorkItem], ChunkOptions]:
+    """Claim the message's lines that still need a call, after failing poison lines."""
+    with store.session() as session:
+        job = q.get_job(session, job_id)
+        options = ChunkOptions.from_json(job.options)
+        recover_dead_leases(session, job_id, current=owner)
+        q.fail_overclaimed(session, job_id, max_claims=options.max_attempts)
+        items = q.claim_lines(
+            session, job_id=job_id, owner=owner, lease_seconds=LEASE_SECONDS, request_ids=request_ids
+        )
+        if not items:
+            q.complete_if_done(session, job_id)
+    return items, options
+
+
+def run_chunk(
+    store: Store,
+    settings: Settings,
+    job_id: int,
+    request_ids: list[int],
+    *,
+    limiter_for: LimiterFactory,
+    owner: str,
+) -> Stats:
+    """Execute the message's claimable lines to a terminal state (or until the job halts)."""
+    items, options = claim_chunk(store, job_id, request_ids, owner)
+    if not items:
+        return Stats()
+    config = ExecConfig(
+        results_dir=Path(settings.results_dir),
+        concurrency=min(options.concurrency, len(items)),
+        max_attempts=options.max_attempts,
+        lease_seconds=LEASE_SECONDS,
+        owner=owner,
+    )
+    client = ApiClient(client_config(settings, timeout=options.timeout, max_connections=config.concurrency))
+    executor = Executor(
+        client=client,
+        limiter=limiter_for(options.limits),
+        sink=StoreSink(store, job_id=job_id, owner=owner),
+        config=config,
+        secrets=settings.secret_values(),
+    )
+    return asyncio.run(_run(executor, items))
+
+
+async def _run(executor: Executor, items: list[WorkItem]) -> Stats:
+    async with executor.client:
+        return await executor.run(items)

@@ -1,0 +1,149 @@
+"""What the broker carries: enqueueing a job's lines as chunk messages, and the sweeper.
+
+A message is ``run_lines(job_id, [line ids])``, on the queue of the lines' endpoint kind: never a
+body, a key or a setting. Each line enqueued is stamped ``enqueued_at`` in the store.
+
+The sweeper makes a job finish even if the broker loses messages:
+- lines whose lease ran out (a dead worker on another machine) go back to pending;
+- pending lines never enqueued are enqueued;
+- a broker that lost its data (restart without persistence, FLUSHALL) is noticed through the
+  *epoch* key this module keeps in the broker's Redis: when the key is gone, it is set anew to
+  the current time, and every pending line enqueued before that epoch is enqueued again.
+A line enqueued twice is harmless: claiming it in the store makes the second message a no-op.
+
+Broker errors are translated into ``BrokerError`` here, with what to do next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from jobs import store as q
+from jobs.db import Store, safe_url
+from jobs.endpoints import Endpoint
+from jobs.errors import BrokerError
+from jobs.models import JobStatus
+
+EPOCH_KEY = "batcher:broker:epoch"
+CHUNK_SIZE = 200
+PAGE_SIZE = 5000
+
+Publish = Callable[[int, list[int], str, int], None]  # (job id, line ids, queue, priority)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep did."""
+
+    expired: int = 0
+    enqueued: int = 0
+    messages: int = 0
+
+
+def celery_publisher() -> Publish:
+    """Publish ``run_lines`` messages through the Celery app."""
+    from workers.app import queue_name
+    from workers.tasks import run_lines
+
+    def publish(job_id: int, ids: list[int], endpoint: str, priority: int) -> None:
+        run_lines.apply_async(
+            args=[job_id, ids],
+            queue=queue_name(Endpoint(endpoint)),
+            priority=priority,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+
+    return publish
+
+
+def broker_epoch(client: redis.Redis, *, now: float) -> float:
+    """The time since which the broker's data is intact; set to ``now`` if the key is gone."""
+    client.set(EPOCH_KEY, repr(now), nx=True)
+    value = client.get(EPOCH_KEY)
+    return float(value) if value is not None else now
+
+
+def enqueue_pending(
+    store: Store, job_id: int, publish: Publish, *, lost_before: float | None, chunk_size: int = CHUNK_SIZE
+) -> SweepReport:
+    """Send every pending line of the job that has no live message, in chunks; stamp them."""
+    enqueued = messages = after = 0
+    with store.session() as session:
+        priority = q.get_job(session, job_id).priority
+    while True:
+        with store.session() as session:
+            page = q.unqueued_lines(session, job_id, lost_before=lost_before, after_id=after, limit=PAGE_SIZE)
+            if not page:
+                break
+            for endpoint, ids in _by_endpoint(page).items():
+                for start in range(0, len(ids), chunk_size):
+                    publish(job_id, ids[start : start + chunk_size], endpoint, priority)
+                    messages += 1
+            q.mark_enqueued(session, [rid for rid, _ in page], now=time.time())
+        enqueued, after = enqueued + len(page), page[-1][0]
+    return SweepReport(enqueued=enqueued, messages=messages)
+
+
+def _by_endpoint(page: list[tuple[int, str]]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for rid, endpoint in page:
+        groups[endpoint].append(rid)
+    return groups
+
+
+def sweep_job(store: Store, job_id: int, publish: Publish, client: redis.Redis) -> SweepReport:
+    """Expire dead leases and enqueue what has no live message, for one job."""
+    now = time.time()
+    epoch = broker_epoch(client, now=now)
+    with store.session() as session:
+        expired = q.expire_leases(session, job_id, now=now)
+        q.complete_if_done(session, job_id)
+    report = enqueue_pending(store, job_id, publish, lost_before=epoch)
+    return SweepReport(expired=expired, enqueued=report.enqueued, messages=report.messages)
+
+
+def sweep_all(store: Store, publish: Publish, client: redis.Redis) -> SweepReport:
+    """Sweep every running distributed job."""
+    with store.session() as session:
+        job_ids = [job.id for job in q.active_jobs(session, mode="celery") if job.id is not None]
+    total = SweepReport()
+    for job_id in job_ids:
+        r = sweep_job(store, job_id, publish, client)
+        total = SweepReport(
+            total.expired + r.expired, total.enqueued + r.enqueued, total.messages + r.messages
+        )
+    return total
+
+
+def start_distributed(store: Store, job_id: int, publish: Publish, client: redis.Redis) -> SweepReport:
+    """Mark a job as run by workers and enqueue its lines (submit, resume)."""
+    with store.session() as session:
+        job = q.get_job(session, job_id)
+        job.mode = "celery"
+        if job.status in (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.STOPPED):
+            q.set_job_status(session, job, JobStatus.RUNNING)
+    return translate_broker_errors(lambda: sweep_job(store, job_id, publish, client), client)
+
+
+def translate_broker_errors(action: Callable[[], SweepReport], client: redis.Redis) -> SweepReport:
+    """Run ``action``; a broker that cannot be reached becomes a ``BrokerError`` saying what to do."""
+    try:
+        return action()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KombuOperationalError) as exc:
+        where = safe_url(_client_url(client))
+        raise BrokerError(
+            f"cannot reach the broker at {where} ({exc}); the job is stored: start Redis and run "
+            "`batcher resume JOB`, or run it in this process with `batcher run-job JOB`"
+        ) from None
+
+
+def _client_url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -1,0 +1,45 @@
+"""Lease owners: naming an executor, and telling whether the process behind a lease is gone.
+
+An owner is ``host:pid:tag``. On the same host, a lease whose pid no longer exists belongs to a
+killed process (``kill -9`` of a run or of a Celery pool child), so its lines can be taken back at
+once instead of waiting for the lease to run out. Another host's lease only expires.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from sqlmodel import Session
+
+from jobs import store as q
+
+
+def new_owner() -> str:
+    """A lease owner name unique to one executor: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str, *, current: str | None = None) -> bool:
+    """True when the owner ran on this host in a process that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or owner == current:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier executor of this very process, which is no longer running
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def recover_dead_leases(session: Session, job_id: int, *, current: str | None = None) -> int:
+    """Give back the job's lines leased by dead processes on this host; return how many."""
+    dead = [o for o in q.lease_owners(session, job_id) if owner_is_dead(o, current=current)]
+    return q.release_owners(session, job_id, dead)

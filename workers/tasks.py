@@ -1,0 +1,108 @@
+"""Celery tasks and the worker's background sweeper; thin shells over ``workers.chunk`` and
+``workers.dispatch``.
+
+Per-process resources (the store's engine, the settings) are built on first use in the process
+that uses them and rebuilt after a fork, so a prefork child never shares its parent's database
+connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery.signals import worker_ready, worker_shutdown
+
+from jobs.db import Store
+from jobs.settings import Settings, load_settings
+from workers.app import app
+from workers.chunk import run_chunk
+from workers.dispatch import celery_publisher, sweep_all
+from workers.leases import new_owner
+from workers.ratelimit import Limits
+from workers.redis_limiter import RedisLimiter
+
+log = logging.getLogger(__name__)
+SWEEP_INTERVAL_S = 5.0
+SWEEP_LOCK_KEY = "batcher:sweeper:lock"
+
+
+@dataclass
+class _Resources:
+    pid: int
+    settings: Settings
+    store: Store
+
+
+_per_process: dict[str, _Resources] = {}
+
+
+def resources() -> _Resources:
+    """This process's settings and store, built once per process (and anew after a fork)."""
+    current = _per_process.get("resources")
+    if current is None or current.pid != os.getpid():
+        settings = load_settings()
+        current = _Resources(os.getpid(), settings, Store(settings.effective_database_url))
+        _per_process["resources"] = current
+    return current
+
+
+@app.task(name="batcher.run_lines", ignore_result=True)
+def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
+    """Run one chunk of a job's lines (the message holds only ids)."""
+    res = resources()
+
+    def limiter_for(limits: Limits) -> RedisLimiter:
+        return RedisLimiter.from_url(res.settings.effective_redis_url, limits)
+
+    stats = run_chunk(
+        res.store, res.settings, job_id, request_ids, limiter_for=limiter_for, owner=new_owner()
+    )
+    return {"calls": stats.calls, "succeeded": stats.succeeded, "failed": stats.failed}
+
+
+class Sweeper(threading.Thread):
+    """Sweeps every running distributed job every few seconds; one worker at a time holds the lock."""
+
+    def __init__(self, interval: float = SWEEP_INTERVAL_S) -> None:
+        super().__init__(name="batcher-sweeper", daemon=True)
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.sweep_once()
+            except Exception:  # the sweeper must outlive a passing Redis or database outage
+                log.warning("sweep failed; trying again in %.0f s", self.interval, exc_info=True)
+
+    def sweep_once(self) -> None:
+        res = resources()
+        client = redis.Redis.from_url(res.settings.broker_url, socket_connect_timeout=5, socket_timeout=10)
+        try:
+            if client.set(SWEEP_LOCK_KEY, new_owner(), nx=True, px=int(self.interval * 2000)):
+                report = sweep_all(res.store, celery_publisher(), client)
+                if report.enqueued:
+                    log.info("sweeper: %d expired leases, %d lines enqueued", report.expired, report.enqueued)
+        finally:
+            client.close()
+
+
+_sweepers: list[Sweeper] = []
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    sweeper = Sweeper()
+    _sweepers.append(sweeper)
+    sweeper.start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    for sweeper in _sweepers:
+        sweeper.stopped.set()
