@@ -22,6 +22,7 @@ from batcher.progress import Progress
 from batcher.reader import ReadOptions, read_requests
 from batcher.render import job_dict, table, to_json
 from batcher.runner import RunOptions, RunSummary, describe_stop, run_job
+from batcher.status import rates, render, take_snapshot
 from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
@@ -66,6 +67,12 @@ class App:
         if self._store is None:
             self._store = Store(self.settings.effective_database_url)
         return self._store
+
+    def broker_redis(self) -> Any:
+        """A client of the broker's Redis (dispatch bookkeeping); connects on first command."""
+        import redis
+
+        return redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=3, socket_timeout=10)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -163,6 +170,7 @@ def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
         new=kw["new"],
         name=kw.get("name"),
         job_options={k: kw[k] for k in RUN_KEYS if kw.get(k) is not None},
+        priority=kw.get("priority", 5),
     )
     return ingest_file(app.store, file, options)
 
@@ -225,7 +233,7 @@ def _finish(app: App, summary: RunSummary) -> None:
 @ingest_options
 @run_options
 @pass_app
-def run(app: App, file: Path, output: Path | None, errors: Path | None, **kw: Any) -> None:
+def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw: Any) -> None:
     """Validate, store and run FILE in this process, then export the results.
 
     The embedded default: no Redis or workers needed. Exit code 3 means the job
@@ -249,25 +257,47 @@ def run(app: App, file: Path, output: Path | None, errors: Path | None, **kw: An
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @ingest_options
 @run_options
+@click.option("--no-queue", is_flag=True, help="Only store the job; run it later with `run-job` or `resume`.")
+@click.option(
+    "--priority", type=click.IntRange(0, 9), default=5, show_default=True, help="0 runs first, 9 last."
+)
 @json_option
 @pass_app
-def submit(app: App, file: Path, as_json: bool, **kw: Any) -> None:
-    """Validate FILE and store it as a job; print the job id.
+def submit(app: App, /, file: Path, no_queue: bool, priority: int, as_json: bool, **kw: Any) -> None:
+    """Validate FILE, store it as a job and enqueue it for the workers.
 
-    Run options given here are stored with the job and used by `run-job`.
+    Run options given here are stored with the job. If the broker cannot be reached,
+    the job stays stored: start Redis and `batcher resume JOB`, or run it here with
+    `batcher run-job JOB`.
 
     \b
     Example:
-      batcher submit requests.jsonl --rpm 500
-      batcher run-job 1
+      batcher submit requests.jsonl --rpm 500 --priority 2
+      batcher worker --concurrency 4     # on any machine with the same settings
     """
-    result = _ingest(app, file, kw)
+    result = _ingest(app, file, kw | {"priority": priority})
+    assert result.job.id is not None
+    if not as_json:
+        _say_ingested(result)
+    enqueued = None if no_queue or not result.created else _enqueue(app, result.job.id)
     if as_json:
-        data = {"job_id": result.job.id, "created": result.created, "stored": result.stored}
-        click.echo(to_json(data | {"rejected": result.rejected, "rejects_path": _str(result.rejects_path)}))
+        data: dict[str, Any] = {"job_id": result.job.id, "created": result.created, "stored": result.stored}
+        data |= {"rejected": result.rejected, "rejects_path": _str(result.rejects_path), "enqueued": enqueued}
+        click.echo(to_json(data))
         return
-    _say_ingested(result)
+    if enqueued is not None:
+        click.echo(f"enqueued {enqueued} lines for the workers", err=True)
     click.echo(result.job.id)
+
+
+def _enqueue(app: App, job_id: int) -> int:
+    from workers.dispatch import celery_publisher, start_distributed
+
+    client = app.broker_redis()
+    try:
+        return start_distributed(app.store, job_id, celery_publisher(), client).enqueued
+    finally:
+        client.close()
 
 
 def _str(value: Path | None) -> str | None:
@@ -310,7 +340,7 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
 @job_argument
 @run_options
 @pass_app
-def run_job_command(app: App, job_id: int, **kw: Any) -> None:
+def run_job_command(app: App, /, job_id: int, **kw: Any) -> None:
     """Run a stored job in this process; resumes where it stopped.
 
     After `submit`, after a crash (lines a dead run held are taken back), or after
@@ -350,33 +380,46 @@ def jobs(app: App, limit: int, as_json: bool) -> None:
 @json_option
 @pass_app
 def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
-    """Show a job's progress, line counts by state and token usage.
+    """Show a job's progress across all workers: lines by state, usage, speed.
+
+    For jobs run by workers it also sweeps: lines of dead workers and lines whose
+    messages the broker lost are enqueued again.
 
     \b
     Example:
       batcher status 3 --watch
     """
+    before = None
     while True:
-        with app.store.session() as session:
-            job = q.get_job(session, job_id)
-            counts, usage = q.state_counts(session, job_id), q.usage_totals(session, job_id)
+        _sweep_quietly(app, job_id)
+        snap = take_snapshot(app.store, job_id)
+        speed = rates(before, snap)
         if as_json:
-            click.echo(to_json(job_dict(job, counts, usage)))
+            click.echo(to_json(snap.job | {"counts": snap.counts, "usage": snap.usage, "speed": speed}))
         else:
-            click.echo(_status_text(job_dict(job), counts, usage))
-        if not watch or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+            click.echo(render(snap, speed))
+        if not watch or snap.job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
             return
+        before = snap
         time.sleep(2)
         click.echo()
 
 
-def _status_text(job: dict[str, Any], counts: dict[str, int], usage: dict[str, int]) -> str:
-    head = f"job {job['id']} ({job['name']}): {job['status']}"
-    if job.get("last_error"):
-        head += f"\n  {job['last_error']}"
-    states = table(("state", "lines"), [(k, v) for k, v in counts.items()] + [("total", job["total"])])
-    tokens = table(("usage", "value"), list(usage.items()))
-    return f"{head}\n\n{states}\n\n{tokens}"
+def _sweep_quietly(app: App, job_id: int) -> None:
+    """Sweep a running worker job; a broker that is down only earns a warning here."""
+    with app.store.session() as session:
+        job = q.get_job(session, job_id)
+    if job.mode != "celery" or job.status != JobStatus.RUNNING:
+        return
+    from workers.dispatch import celery_publisher, sweep_job, translate_broker_errors
+
+    client = app.broker_redis()
+    try:
+        translate_broker_errors(lambda: sweep_job(app.store, job_id, celery_publisher(), client), client)
+    except BatcherError as exc:
+        click.echo(f"warning: {exc}", err=True)
+    finally:
+        client.close()
 
 
 @cli.command()
@@ -431,6 +474,67 @@ def cancel(app: App, job_id: int) -> None:
     with app.store.session() as session:
         n = q.cancel_job(session, job_id)
     click.echo(f"job {job_id} cancelled; {n} pending lines will not run")
+
+
+@cli.command()
+@job_argument
+@pass_app
+def pause(app: App, job_id: int) -> None:
+    """Pause a job on every worker: no new calls until `batcher resume JOB`.
+
+    \b
+    Example:
+      batcher pause 3
+    """
+    with app.store.session() as session:
+        q.set_status(session, job_id, JobStatus.PAUSED, allowed=(JobStatus.QUEUED, JobStatus.RUNNING))
+    click.echo(f"job {job_id} paused; calls in flight may finish")
+
+
+@cli.command()
+@job_argument
+@json_option
+@pass_app
+def resume(app: App, job_id: int, as_json: bool) -> None:
+    """Resume a paused or stopped job on the workers: enqueue every line left.
+
+    \b
+    Example:
+      batcher resume 3
+    """
+    enqueued = _enqueue(app, job_id)
+    if as_json:
+        click.echo(to_json({"job_id": job_id, "enqueued": enqueued}))
+    else:
+        click.echo(f"job {job_id} running; enqueued {enqueued} lines")
+
+
+@cli.command()
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--queues",
+    help="Endpoint kinds to serve, comma-separated (chat,completions,embeddings,speech) [default: all].",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
+    """Start a Celery worker with batcher's settings (same as `celery -A workers.app worker`).
+
+    Each process runs a chunk of lines at a time with hundreds of calls in flight; all
+    workers share the Redis rate limiter. Needs BATCHER_BROKER_URL, BATCHER_DATABASE_URL
+    and the provider settings.
+
+    \b
+    Example:
+      batcher worker --concurrency 4 --queues embeddings,chat
+    """
+    from workers.app import QUEUE_PREFIX, app
+
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    if queues:
+        argv += ["-Q", ",".join(QUEUE_PREFIX + k.strip() for k in queues.split(",") if k.strip())]
+    app.worker_main(argv)
 
 
 @cli.command("dev-relay")

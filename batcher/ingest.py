@@ -41,6 +41,7 @@ class IngestOptions:
     new: bool = False
     name: str | None = None
     job_options: dict[str, Any] = field(default_factory=dict)
+    priority: int = 5
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             options=json.dumps(options.job_options, sort_keys=True),
         )
         assert job.id is not None
+        job.priority = options.priority
         stored, problems, rejected = _store_lines(session, job.id, path, options)
         _check(path, options, stored, problems, rejected)
         job.total = stored

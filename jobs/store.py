@@ -188,7 +188,7 @@ def release_lines(session: Session, request_ids: Iterable[int], *, owner: str) -
     stmt = (
         sa.update(_req)
         .where(_req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value)
-        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None)
+        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
     )
     return session.connection().execute(stmt).rowcount
 
@@ -205,7 +205,7 @@ def release_owners(session: Session, job_id: int, owners: Iterable[str]) -> int:
             _req.c.state == RequestState.RUNNING.value,
             _req.c.lease_owner.in_(dead),
         )
-        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None)
+        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
     )
     return session.connection().execute(stmt).rowcount
 

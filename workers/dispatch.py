@@ -27,7 +27,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from jobs import store as q
 from jobs.db import Store, safe_url
 from jobs.endpoints import Endpoint
-from jobs.errors import BrokerError
+from jobs.errors import BrokerError, JobStateError
 from jobs.models import JobStatus
 
 EPOCH_KEY = "batcher:broker:epoch"
@@ -123,13 +123,26 @@ def sweep_all(store: Store, publish: Publish, client: redis.Redis) -> SweepRepor
 
 
 def start_distributed(store: Store, job_id: int, publish: Publish, client: redis.Redis) -> SweepReport:
-    """Mark a job as run by workers and enqueue its lines (submit, resume)."""
+    """Mark a job as run by workers and enqueue every pending line (submit, resume).
+
+    Every pending line gets a new message, also those stamped as enqueued: a message consumed
+    while the job was paused claimed nothing, and is gone. Duplicates are claimed only once.
+    """
     with store.session() as session:
         job = q.get_job(session, job_id)
+        if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+            raise JobStateError(f"job {job_id} is {job.status}; nothing to run")
         job.mode = "celery"
-        if job.status in (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.STOPPED):
-            q.set_job_status(session, job, JobStatus.RUNNING)
-    return translate_broker_errors(lambda: sweep_job(store, job_id, publish, client), client)
+        q.set_job_status(session, job, JobStatus.RUNNING)
+
+    def enqueue() -> SweepReport:
+        broker_epoch(client, now=time.time())
+        with store.session() as session:
+            expired = q.expire_leases(session, job_id, now=time.time())
+        report = enqueue_pending(store, job_id, publish, lost_before=time.time())
+        return SweepReport(expired, report.enqueued, report.messages)
+
+    return translate_broker_errors(enqueue, client)
 
 
 def translate_broker_errors(action: Callable[[], SweepReport], client: redis.Redis) -> SweepReport:

@@ -1,0 +1,66 @@
+"""A job's progress as one snapshot: counts by state, usage, and rates between two snapshots.
+
+``batcher status --watch`` takes a snapshot every two seconds; the rates (lines/s, tokens/s) and
+the ETA come from the difference between the last two, so they describe all workers together.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from batcher.progress import format_duration
+from batcher.render import job_dict, table
+from jobs import store as q
+from jobs.db import Store
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job as stored at one moment."""
+
+    job: dict[str, Any]
+    counts: dict[str, int]
+    usage: dict[str, int]
+    taken_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        """Lines in a terminal state."""
+        return self.counts["succeeded"] + self.counts["failed"] + self.counts["cancelled"]
+
+
+def take_snapshot(store: Store, job_id: int) -> Snapshot:
+    """Read the job, its counts and its usage in one transaction."""
+    with store.session() as session:
+        job = q.get_job(session, job_id)
+        return Snapshot(job_dict(job), q.state_counts(session, job_id), q.usage_totals(session, job_id))
+
+
+def rates(before: Snapshot | None, after: Snapshot) -> dict[str, float | None]:
+    """Lines/s, tokens/s and seconds left, from two snapshots (None without an earlier one)."""
+    if before is None or after.taken_at <= before.taken_at:
+        return {"lines_per_s": None, "tokens_per_s": None, "eta_s": None}
+    elapsed = after.taken_at - before.taken_at
+    lines = (after.done - before.done) / elapsed
+    tokens = (after.usage["billed_total_tokens"] - before.usage["billed_total_tokens"]) / elapsed
+    left = after.job["total"] - after.done
+    return {"lines_per_s": lines, "tokens_per_s": tokens, "eta_s": left / lines if lines > 0 else None}
+
+
+def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
+    """The status as text: a headline, lines by state, usage and speed."""
+    job, counts = snapshot.job, snapshot.counts
+    head = f"job {job['id']} ({job['name']}): {job['status']}, {snapshot.done}/{job['total']} done"
+    if job.get("last_error"):
+        head += f"\n  {job['last_error']}"
+    states = [(k, v) for k, v in counts.items()] + [("total", job["total"])]
+    parts = [head, table(("state", "lines"), states), table(("usage", "value"), list(snapshot.usage.items()))]
+    if speed["lines_per_s"] is not None:
+        eta = format_duration(speed["eta_s"]) if speed["eta_s"] is not None else "-"
+        parts.append(
+            f"{speed['lines_per_s']:.1f} lines/s · {speed['tokens_per_s'] or 0:.0f} tokens/s · "
+            f"{counts['running']} in flight · ETA {eta}"
+        )
+    return "\n\n".join(parts)
