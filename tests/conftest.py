@@ -79,3 +79,21 @@ def store(store_url: str) -> Iterator[Store]:
     s = Store(store_url)
     yield s
     s.close()
+
+
+REDIS_TEST_URL = os.environ.get("BATCHER_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real local Redis (a database of its own), emptied for the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError:
+        unavailable("Redis on 127.0.0.1:6379")
+    finally:
+        client.close()
+    return REDIS_TEST_URL

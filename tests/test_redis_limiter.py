@@ -1,0 +1,96 @@
+"""The shared limiter, the same tests on fakeredis and on the real Redis.
+
+Reservations are checked through the waits the Lua script hands out (the script's answer), not
+by timing calls: two limiter objects stand for two workers sharing one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from fakeredis import FakeAsyncRedis
+
+from jobs.errors import LimiterError
+from workers.ratelimit import Limits, Permit
+from workers.redis_limiter import RedisLimiter
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    if request.param == "fakeredis":
+        c: aioredis.Redis = FakeAsyncRedis()
+    else:
+        c = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+    yield c
+    await c.aclose()
+
+
+def pair(client: aioredis.Redis, limits: Limits) -> tuple[RedisLimiter, RedisLimiter]:
+    """Two limiters on one Redis, as two workers would hold them."""
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    return RedisLimiter(client, limits, prefix=prefix), RedisLimiter(client, limits, prefix=prefix)
+
+
+async def wait_of(limiter: RedisLimiter, key: str, tokens: int) -> float:
+    """The wait the script grants for one reservation (negative: paused, ask again)."""
+    args = [tokens, limiter.limits.rpm or 0, limiter.limits.tpm or 0, limiter.limits.burst, 10.0, 60]
+    return float(await limiter._acquire(keys=[limiter.prefix + key], args=args))
+
+
+async def test_reservations_are_spaced_across_workers(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(rpm=600))  # one call per 0.1 s between both
+    waits = [await wait_of(x, "p|m", 0) for x in (a, b, a, b)]
+    assert waits[0] == pytest.approx(0.0, abs=0.02)
+    assert waits[1:] == pytest.approx([0.1, 0.2, 0.3], abs=0.02)
+
+
+async def test_token_reservations_and_refunds(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(tpm=60_000))  # 1000 tokens/s
+    assert await wait_of(a, "k", 2000) == pytest.approx(0.0, abs=0.02)
+    await a.settle(Permit("k", 2000), 500)  # 1500 given back
+    assert await wait_of(b, "k", 1000) == pytest.approx(0.5, abs=0.02)
+
+
+async def test_keys_are_independent(client: aioredis.Redis) -> None:
+    a, _ = pair(client, Limits(rpm=60))
+    assert await wait_of(a, "p|m1", 0) == pytest.approx(0.0, abs=0.02)
+    assert await wait_of(a, "p|m2", 0) == pytest.approx(0.0, abs=0.02)
+
+
+async def test_cooldown_pauses_every_worker(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits())
+    await a.cooldown("k", 5.0)
+    assert await wait_of(b, "k", 1) == pytest.approx(-5.0, abs=0.1)
+
+
+async def test_after_cooldown_one_probe_goes_first(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits())
+    await a.cooldown("k", 0.05)
+    await asyncio.sleep(0.1)
+    assert await wait_of(a, "k", 1) >= 0  # the probe
+    assert await wait_of(b, "k", 1) < 0  # everyone else waits for its answer
+    await a.cooldown("k", 0.05)  # the probe got 429 again: the pause starts over
+    await a.settle(Permit("k", 1), 0)
+    assert await wait_of(b, "k", 1) < 0
+    await asyncio.sleep(0.1)
+    assert await wait_of(b, "k", 1) >= 0  # the next probe
+    await b.settle(Permit("k", 1), 1)  # answered: the gate opens
+    assert await wait_of(a, "k", 1) >= 0
+
+
+async def test_acquire_returns_a_permit_after_the_wait(client: aioredis.Redis) -> None:
+    a, _ = pair(client, Limits(rpm=6000))
+    permits = [await a.acquire("k", 3) for _ in range(3)]
+    assert permits == [Permit("k", 3)] * 3
+
+
+async def test_unreachable_redis_fails_closed() -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    limiter = RedisLimiter(dead, Limits(rpm=60))
+    with pytest.raises(LimiterError, match="no call is made"):
+        await limiter.acquire("k", 1)
+    await dead.aclose()
