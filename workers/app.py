@@ -30,6 +30,7 @@ from jobs.endpoints import Endpoint
 from jobs.settings import Settings, load_settings
 
 QUEUE_PREFIX = "batcher."
+TASK_NAME = "batcher.run_lines"
 TASK_HARD_TIME_LIMIT_S = 900
 TASK_SOFT_TIME_LIMIT_S = 840
 VISIBILITY_TIMEOUT_S = 3600

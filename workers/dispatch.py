@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -46,13 +47,16 @@ class SweepReport:
     messages: int = 0
 
 
-def celery_publisher() -> Publish:
-    """Publish ``run_lines`` messages through the Celery app."""
-    from workers.app import queue_name
-    from workers.tasks import run_lines
+def celery_publisher(app: Any = None) -> Publish:
+    """Publish ``run_lines`` messages through a Celery app (default: ``workers.app.app``)."""
+    from workers.app import TASK_NAME, queue_name
+
+    if app is None:
+        from workers.app import app
 
     def publish(job_id: int, ids: list[int], endpoint: str, priority: int) -> None:
-        run_lines.apply_async(
+        app.send_task(
+            TASK_NAME,
             args=[job_id, ids],
             queue=queue_name(Endpoint(endpoint)),
             priority=priority,

@@ -19,7 +19,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from jobs.db import Store
 from jobs.settings import Settings, load_settings
-from workers.app import app
+from workers.app import TASK_NAME, app
 from workers.chunk import run_chunk
 from workers.dispatch import celery_publisher, sweep_all
 from workers.leases import new_owner
@@ -51,7 +51,7 @@ def resources() -> _Resources:
     return current
 
 
-@app.task(name="batcher.run_lines", ignore_result=True)
+@app.task(name=TASK_NAME, ignore_result=True)
 def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
     """Run one chunk of a job's lines (the message holds only ids)."""
     res = resources()
