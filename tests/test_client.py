@@ -17,7 +17,10 @@ from workers.client import ApiClient, ClientConfig, client_config, normalize_bas
         ("https://relay.example.com", "https://relay.example.com/v1"),
         ("https://relay.example.com/", "https://relay.example.com/v1"),
         ("https://relay.example.com/v1/", "https://relay.example.com/v1"),
-        ("https://dashscope.example.com/compatible-mode/v1", "https://dashscope.example.com/compatible-mode/v1"),
+        (
+            "https://dashscope.example.com/compatible-mode/v1",
+            "https://dashscope.example.com/compatible-mode/v1",
+        ),
         ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765/v1"),
     ],
 )

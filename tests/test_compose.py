@@ -46,7 +46,10 @@ def test_compose_worker_scales_and_takes_secrets_from_env() -> None:
 
 
 def test_compose_config_accepts_the_file() -> None:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         command = ["docker", "compose", "config", "--quiet"]
     elif shutil.which("docker-compose"):
         command = ["docker-compose", "config", "--quiet"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -61,7 +62,7 @@ async def test_in_process_limiter_spaces_requests_at_rpm(monkeypatch: pytest.Mon
     for _ in range(5):
         await limiter.acquire("k", 0)
         starts.append(clock.now)
-    gaps = [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(starts)]
     assert gaps == [0.1, 0.1, 0.1, 0.1]
 
 

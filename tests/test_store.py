@@ -121,7 +121,9 @@ def test_record_attempts_keeps_every_call_and_raises_attempt_count(store: Store)
     job_id = make_job(store, n=1)
     with store.session() as s:
         item = q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60)[0]
-        q.record_attempts(s, [attempt(item.request_id, job_id, 1, "retry"), attempt(item.request_id, job_id, 2)])
+        q.record_attempts(
+            s, [attempt(item.request_id, job_id, 1, "retry"), attempt(item.request_id, job_id, 2)]
+        )
     with store.session() as s:
         totals = q.usage_totals(s, job_id)
         line = next(q.iter_lines(s, job_id))
@@ -162,7 +164,9 @@ def test_retry_failed_puts_failed_lines_back_with_fresh_budget(store: Store) -> 
     with store.session() as s:
         items = q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60)
         q.record_attempts(s, [attempt(items[0].request_id, job_id, 5, "permanent")])
-        failed = LineResult(request_id=items[0].request_id, job_id=job_id, state=RequestState.FAILED, error_code="x")
+        failed = LineResult(
+            request_id=items[0].request_id, job_id=job_id, state=RequestState.FAILED, error_code="x"
+        )
         q.record_results(s, [failed, ok(items[1].request_id, job_id)])
         q.complete_if_done(s, job_id)
     with store.session() as s:
@@ -211,7 +215,7 @@ def test_concurrent_writers_never_see_database_locked(store: Store) -> None:
                 with store.session() as s:
                     q.record_attempts(s, [attempt(rid, job_id, 1)])
                     q.record_results(s, [ok(rid, job_id)])
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     ids = [i.request_id for i in items]
