@@ -4,7 +4,8 @@ A message is ``run_lines(job_id, [line ids])``, on the queue of the lines' endpo
 body, a key or a setting. Each line enqueued is stamped ``enqueued_at`` in the store.
 
 The sweeper makes a job finish even if the broker loses messages:
-- lines whose lease ran out (a dead worker on another machine) go back to pending;
+- lines whose lease ran out (a dead worker on another machine), or leased by a process of this
+  host that is gone (``kill -9``), go back to pending;
 - pending lines never enqueued are enqueued;
 - a broker that lost its data (restart without persistence, FLUSHALL) is noticed through the
   *epoch* key this module keeps in the broker's Redis: when the key is gone, it is set anew to
@@ -30,6 +31,7 @@ from jobs.db import Store, safe_url
 from jobs.endpoints import Endpoint
 from jobs.errors import BrokerError, JobStateError
 from jobs.models import JobStatus
+from workers.leases import recover_dead_leases
 
 EPOCH_KEY = "batcher:broker:epoch"
 CHUNK_SIZE = 200
@@ -107,7 +109,7 @@ def sweep_job(store: Store, job_id: int, publish: Publish, client: redis.Redis) 
     now = time.time()
     epoch = broker_epoch(client, now=now)
     with store.session() as session:
-        expired = q.expire_leases(session, job_id, now=now)
+        expired = recover_dead_leases(session, job_id) + q.expire_leases(session, job_id, now=now)
         q.complete_if_done(session, job_id)
     report = enqueue_pending(store, job_id, publish, lost_before=epoch)
     return SweepReport(expired=expired, enqueued=report.enqueued, messages=report.messages)
