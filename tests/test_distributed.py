@@ -1,0 +1,307 @@
+"""Distributed execution on real services: Celery worker subprocesses, the local Redis (broker
+and shared limiter), the local PostgreSQL (store), and the stand-in relay over loopback.
+
+Each test checks the promise that matters: exactly one terminal result per custom_id, whatever
+dies or is lost, and the relay's limits kept by all workers together.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from batcher.devrelay import RelayConfig, RelayServer, body_key, expected_embedding
+from batcher.export import export_job
+from jobs import store as q
+from jobs.db import Store
+from tests.cluster import Cluster, child_pids, cluster_env
+from tests.helpers import all_attempts, batch_line, read_jsonl, write_jsonl
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+KEY = "sk-canary-distributed-9f8e7d6c5b4a"
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+    "--save", "", "--appendonly", "no",
+]  # fmt: skip
+
+
+@pytest.fixture
+def relay() -> Iterator[RelayServer]:
+    with RelayServer(RelayConfig(api_key=KEY, latency=0.05)) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, relay: RelayServer, redis_url: str, pg_url: str) -> Iterator[Cluster]:
+    env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=redis_url)
+    c = Cluster(tmp_path, env, Store(pg_url))
+    yield c
+    c.stop()
+    c.store.close()
+
+
+def embedding_rows(tmp: Path, n: int, *, name: str = "in.jsonl") -> tuple[Path, list[dict[str, Any]]]:
+    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "emb", "input": f"text {i}"}) for i in range(n)]
+    return write_jsonl(tmp / name, rows), rows
+
+
+def assert_one_result_each(cluster: Cluster, job_id: int, rows: list[dict[str, Any]], tmp: Path) -> None:
+    out = tmp / f"out-{job_id}.jsonl"
+    summary = export_job(cluster.store, job_id, out)
+    exported = read_jsonl(out)
+    assert summary.unfinished == 0
+    assert Counter(r["custom_id"] for r in exported) == Counter(r["custom_id"] for r in rows)
+    for row, line in zip(exported, rows, strict=True):
+        assert row["error"] is None, row
+        assert row["response"]["body"]["data"][0]["embedding"] == expected_embedding(line["body"]["input"], 8)
+
+
+def extra_calls(relay: RelayServer, rows: list[dict[str, Any]]) -> int:
+    per_key = relay.stats()["per_key"]
+    return sum(max(0, per_key.get(body_key(r["body"]), 0) - 1) for r in rows)
+
+
+def test_two_workers_finish_a_job_with_one_result_per_line(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    path, rows = embedding_rows(tmp_path, 600)
+    cluster.start_worker("a")
+    cluster.start_worker("b")
+    job_id = cluster.submit(path)
+    cluster.wait_done(job_id)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+    assert extra_calls(relay, rows) == 0
+    workers = {a.worker.split(":")[1] for a in all_attempts(cluster.store) if a.worker}
+    assert len(workers) >= 2  # both workers took part
+
+
+def test_kill_9_workers_repeatedly_the_job_still_completes(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, latency=0.3))
+    path, rows = embedding_rows(tmp_path, 1500)
+    cluster.start_worker("a")
+    cluster.start_worker("b")
+    job_id = cluster.submit(path)
+    in_flight_at_kills = 0
+    for round_no in range(3):
+        time.sleep(2.5)
+        in_flight_at_kills += cluster.counts(job_id)["running"]
+        cluster.kill("a")  # the main process, with its pool child's work in flight
+        cluster.start_worker("a" if round_no < 2 else "c")
+    time.sleep(2.0)
+    pool_child = child_pids(cluster.workers["b"].pid)[0]
+    in_flight_at_kills += cluster.counts(job_id)["running"]
+    subprocess.run(["kill", "-9", str(pool_child)], check=True)  # one pool child only
+    cluster.wait_done(job_id, timeout=180)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+    assert extra_calls(relay, rows) <= in_flight_at_kills
+
+
+def _restart_redis() -> None:
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, check=False)
+    subprocess.run(REDIS_START, check=True, capture_output=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(socket_connect_timeout=1).ping():
+                return
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError("Redis did not come back")
+
+
+@pytest.mark.parametrize("loss", ["restart", "flushall"])
+def test_broker_losing_every_message_mid_job_still_completes(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path, loss: str
+) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, latency=0.2))
+    path, rows = embedding_rows(tmp_path, 1200)
+    cluster.start_worker("a")
+    job_id = cluster.submit(path)
+    time.sleep(3)
+    assert cluster.counts(job_id)["pending"] > 0  # messages were still queued
+    if loss == "restart":
+        _restart_redis()
+    else:
+        cluster.redis().flushall()
+    cluster.wait_done(job_id, timeout=180)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+
+
+def test_workers_share_one_rate_limit(cluster: Cluster, relay: RelayServer, tmp_path: Path) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, latency=0.05, rps_limit=100))
+    path, rows = embedding_rows(tmp_path, 3000)
+    cluster.start_worker("a")
+    cluster.start_worker("b")
+    time.sleep(3)  # both workers up before the first message
+    job_id = cluster.submit(path, options={"rpm": 6000})
+    cluster.wait_done(job_id, timeout=180)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+    stats = relay.stats()
+    answered = {int(k): v for k, v in stats["answered_per_second"].items()}
+    assert max(answered.values()) <= 100
+    seconds = sorted(answered)
+    steady = [answered[s] for s in seconds[2:-1]]  # after warm-up, before the tail
+    assert sum(steady) / len(steady) >= 95, answered
+    assert stats["rate_limited"] <= 0.01 * stats["calls"]
+
+
+def test_429_storm_costs_one_call_per_retry_after_and_fails_no_line(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    path, rows = embedding_rows(tmp_path, 400)
+    cluster.start_worker("a")
+    cluster.start_worker("b")
+    time.sleep(3)
+    job_id = cluster.submit(path)
+    time.sleep(1.0)
+    storm = RelayConfig(api_key=KEY, latency=0.05, fault_rate=1.0, faults=("429",), retry_after=1.0)
+    before = relay.stats()["calls"]
+    relay.set_config(storm)
+    time.sleep(4.0)
+    during = relay.stats()["calls"] - before
+    relay.set_config(RelayConfig(api_key=KEY, latency=0.05))
+    cluster.wait_done(job_id, timeout=120)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+    # 4 s of storm with Retry-After 1 s: a probe a second, plus calls already in flight when it began.
+    in_flight_allowance = 2 * 200
+    assert during <= 4 + 2 + in_flight_allowance
+    with cluster.store.session() as s:
+        calls_in_storm = (
+            s.connection()
+            .execute(sa.text("SELECT count(*) FROM attempt WHERE status_code = 429"))
+            .scalar_one()
+        )
+    assert calls_in_storm <= in_flight_allowance + 6
+
+
+def test_canary_key_appears_nowhere(cluster: Cluster, relay: RelayServer, tmp_path: Path) -> None:
+    captured: list[str] = []
+    monitor_client = cluster.redis()
+    stop = threading.Event()
+
+    def monitor() -> None:
+        with monitor_client.monitor() as m:
+            for command in m.listen():
+                captured.append(str(command.get("command", "")))
+                if stop.is_set():
+                    return
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    thread.start()
+    path, rows = embedding_rows(tmp_path, 100)
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [batch_line("x", "/v1/embeddings", {"model": "e", "input": "[[fault:400]]"})]
+    )
+    cluster.start_worker("a")
+    job_id = cluster.submit(path)
+    bad_id = cluster.submit(bad)
+    cluster.wait_done(job_id)
+    cluster.wait_done(bad_id)
+    stop.set()
+    cluster.redis().ping()  # wakes the monitor loop
+    thread.join(timeout=5)
+    assert captured  # the capture really saw the traffic
+    assert not any(KEY in c for c in captured)
+    r = cluster.redis()
+    for key in r.scan_iter("*"):
+        assert KEY.encode() not in key
+        assert KEY.encode() not in r.dump(key)
+    dump = subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "test"], capture_output=True, text=True, check=True
+    ).stdout
+    assert KEY not in dump
+    for log in cluster.logs.values():
+        assert KEY not in log.read_text(errors="replace")
+    out = tmp_path / "export.jsonl"
+    export_job(cluster.store, bad_id, out)
+    assert KEY not in out.read_text()
+    assert "sk-canary" not in out.read_text()
+
+
+def test_pickle_message_is_refused_and_runs_nothing(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    path, rows = embedding_rows(tmp_path, 5)
+    from batcher.ingest import IngestOptions, ingest_file
+
+    job = ingest_file(cluster.store, path, IngestOptions()).job
+    with cluster.store.session() as s:
+        q.start_job(s, job.id or 0)
+        ids = [ln.id for ln in q.iter_lines(s, job.id or 0)]
+    from jobs.settings import load_settings
+    from workers.app import make_app
+
+    app = make_app(load_settings(broker_url=cluster.broker_url))
+    app.send_task("batcher.run_lines", args=[job.id, ids], queue="batcher.embeddings", serializer="pickle")
+    cluster.start_worker("a")
+    deadline = time.monotonic() + 30
+    log = cluster.logs["a"]
+    while "pickle" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    assert "pickle" in log.read_text(errors="replace")
+    assert relay.stats()["calls"] == 0
+    assert cluster.counts(job.id or 0)["pending"] == 5
+
+
+def test_poison_line_that_kills_its_worker_ends_failed(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    rows = [batch_line("poison", "/v1/embeddings", {"model": "e", "input": "[[fault:hang]]"})]
+    rows += [batch_line(f"ok{i}", "/v1/embeddings", {"model": "e", "input": f"fine {i}"}) for i in range(5)]
+    relay.set_config(RelayConfig(api_key=KEY, hang_seconds=60))
+    path = write_jsonl(tmp_path / "poison.jsonl", rows)
+    cluster.start_worker("a")
+    job_id = cluster.submit(path, options={"max_attempts": 3, "timeout": 120})
+    kills = 0
+    deadline = time.monotonic() + 150
+
+    def poison_state() -> str:
+        with cluster.store.session() as s:
+            return next(ln.state for ln in q.iter_lines(s, job_id) if ln.custom_id == "poison")
+
+    while poison_state() != "failed" and time.monotonic() < deadline:
+        if poison_state() == "running":  # the line is in flight: it "crashes" its worker
+            time.sleep(0.5)
+            cluster.kill("a")
+            kills += 1
+            cluster.start_worker("a")
+        time.sleep(0.2)
+    cluster.wait_done(job_id, timeout=60)
+    with cluster.store.session() as s:
+        poison = next(ln for ln in q.iter_lines(s, job_id) if ln.custom_id == "poison")
+        counts = q.state_counts(s, job_id)
+    assert poison.state == "failed"
+    assert poison.error_code == "poison_line"
+    assert kills == 3
+    assert counts["succeeded"] == 5
+
+
+def test_status_json_reports_counts_for_a_distributed_job(cluster: Cluster, tmp_path: Path) -> None:
+    path, _ = embedding_rows(tmp_path, 50)
+    cluster.start_worker("a")
+    job_id = cluster.submit(path)
+    cluster.wait_done(job_id)
+    result = subprocess.run(
+        ["python", "-m", "batcher", "status", str(job_id), "--json"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(result.stdout)
+    assert data["counts"]["succeeded"] == 50
+    assert data["mode"] == "celery"
+    assert data["status"] == "completed"
