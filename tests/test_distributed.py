@@ -200,7 +200,7 @@ def test_canary_key_appears_nowhere(cluster: Cluster, relay: RelayServer, tmp_pa
 
     thread = threading.Thread(target=monitor, daemon=True)
     thread.start()
-    path, rows = embedding_rows(tmp_path, 100)
+    path, _rows = embedding_rows(tmp_path, 100)
     bad = write_jsonl(
         tmp_path / "bad.jsonl", [batch_line("x", "/v1/embeddings", {"model": "e", "input": "[[fault:400]]"})]
     )
@@ -233,7 +233,7 @@ def test_canary_key_appears_nowhere(cluster: Cluster, relay: RelayServer, tmp_pa
 def test_pickle_message_is_refused_and_runs_nothing(
     cluster: Cluster, relay: RelayServer, tmp_path: Path
 ) -> None:
-    path, rows = embedding_rows(tmp_path, 5)
+    path, _rows = embedding_rows(tmp_path, 5)
     from batcher.ingest import IngestOptions, ingest_file
 
     job = ingest_file(cluster.store, path, IngestOptions()).job
