@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from workers.ratelimit import InProcessLimiter, Limits, gcra_refund, gcra_reserve
+from workers.ratelimit import InProcessLimiter, Limits, gcra_refund, gcra_reserve, header_pause, parse_reset
 
 
 @pytest.mark.parametrize(
@@ -95,3 +95,42 @@ async def test_in_process_limiter_unlimited_never_waits(monkeypatch: pytest.Monk
     for _ in range(100):
         await limiter.acquire("k", 10_000)
     assert clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("1m30.5s", 90.5),
+        ("2.5", 2.5),
+        ("soon", None),
+        ("1x", None),
+    ],
+)
+def test_parse_reset_table(value: str, expected: float | None) -> None:
+    assert parse_reset(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1s"}, None),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}, 2.0),
+        ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1m0s"}, 60.0),
+        ({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2h"}, 60.0),  # capped
+        (
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-remaining-tokens": "0",
+                "x-ratelimit-reset-tokens": "3s",
+            },
+            3.0,
+        ),
+    ],
+)
+def test_header_pause_only_lowers_the_pace(headers: dict[str, str], expected: float | None) -> None:
+    assert header_pause(headers) == expected

@@ -33,7 +33,7 @@ from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from workers.client import ApiClient, RawResponse
 from workers.leases import new_owner
-from workers.ratelimit import Limiter, Permit
+from workers.ratelimit import Limiter, Permit, header_pause
 from workers.redact import redact
 from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
@@ -223,6 +223,9 @@ class Executor:
 
     async def _after_call(self, permit: Permit, call: _Call) -> None:
         c = call.classification
+        pause = header_pause(call.response.headers) if call.response is not None else None
+        if pause is not None:
+            await self.limiter.cooldown(permit.key, pause)
         if c.verdict == Verdict.OK:
             return  # settled with the real usage once the answer is parsed
         # The pause goes first: settling opens the limiter's probe gate, which must stay shut.

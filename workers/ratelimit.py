@@ -17,8 +17,9 @@ The Redis implementation for many workers (next to the Celery tasks) keeps the s
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -132,3 +133,39 @@ class InProcessLimiter:
         """Pause all calls on the key until ``seconds`` from now (never shortens a longer pause)."""
         state = self._state(key)
         state.paused_until = max(state.paused_until, self._clock() + seconds)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_HEADER_PAUSE_S = 60.0
+
+
+def parse_reset(value: str) -> float | None:
+    """A reset time as OpenAI writes it (``1s``, ``6m0s``, ``20ms``) or plain seconds."""
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def header_pause(headers: Mapping[str, str]) -> float | None:
+    """How long ``x-ratelimit-*`` headers ask us to wait: only when a budget is exhausted.
+
+    Relays copy these headers from whichever upstream key served the call, so they may only
+    lower our pace (pause until the reset when ``remaining`` is 0), never raise it above the
+    configured limits. Pauses are capped at a minute: an upstream key's hourly budget is not ours.
+    """
+    pauses = []
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        if remaining is not None and remaining.strip() == "0" and reset:
+            seconds = parse_reset(reset)
+            if seconds:
+                pauses.append(min(seconds, MAX_HEADER_PAUSE_S))
+    return max(pauses) if pauses else None
