@@ -1,0 +1,1 @@
+"""Benchmarks: they measure speed and print tables; tests check behaviour."""
