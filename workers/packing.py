@@ -1,0 +1,103 @@
+"""Embedding packing: many one-input lines travel in one upstream call, and come back apart.
+
+Lines for ``/v1/embeddings`` whose bodies are equal except for ``input`` (same model,
+``dimensions``, ``encoding_format``, ``user``) share a *pack key*. A pack joins their inputs into
+one list, up to a number of inputs and an estimated-token budget per call. The answer's ``data``
+items come back in input order (by ``index``); each line gets its own slice, re-indexed from 0,
+in a body shaped exactly as if it had been called alone.
+
+Usage attribution rule (so per-line numbers add up exactly to the call's total): the call's
+``prompt_tokens`` are split in proportion to each line's estimated tokens by the largest
+remainder method: every line gets the floor of its share, and the tokens left over go one each
+to the lines with the largest fractional remainders (earlier lines first on ties). ``total`` is
+attributed the same way. An answer without usage is attributed from the estimates, flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from jobs.records import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class PackLimits:
+    """How big one packed call may get."""
+
+    max_inputs: int = 256
+    max_tokens: int = 100_000
+
+
+def pack_key(body: Mapping[str, Any]) -> bytes:
+    """Lines with equal keys may share a call: the body without its ``input``, canonically."""
+    rest = {k: v for k, v in body.items() if k != "input"}
+    return orjson.dumps(rest, option=orjson.OPT_SORT_KEYS)
+
+
+def inputs_of(body: Mapping[str, Any]) -> list[Any]:
+    """A line's inputs as a list: a string or one token array is one input."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(x, int) for x in value):
+        return [value]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def merge_bodies(bodies: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """One request body for a pack, and each line's (start, end) span in its ``input`` list."""
+    merged = dict(bodies[0])
+    inputs: list[Any] = []
+    spans = []
+    for body in bodies:
+        own = inputs_of(body)
+        spans.append((len(inputs), len(inputs) + len(own)))
+        inputs.extend(own)
+    merged["input"] = inputs
+    return merged, spans
+
+
+def split_answer(answer: Mapping[str, Any], spans: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Each line's own answer body (without usage: see ``attribute_usage``)."""
+    data = sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))
+    if len(data) != spans[-1][1]:
+        raise ValueError(f"the answer has {len(data)} embeddings for {spans[-1][1]} inputs")
+    rest = {k: v for k, v in answer.items() if k not in ("data", "usage")}
+    parts = []
+    for start, end in spans:
+        items = [dict(item, index=i) for i, item in enumerate(data[start:end])]
+        parts.append(rest | {"data": items})
+    return parts
+
+
+def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` into integers that sum to exactly ``total``."""
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1] * len(weights), len(weights)
+    shares = [total * w / weight_sum for w in weights]
+    floors = [int(s) for s in shares]
+    left = total - sum(floors)
+    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
+    for i in order[:left]:
+        floors[i] += 1
+    return floors
+
+
+def attribute_usage(answer: Mapping[str, Any], estimates: Sequence[int]) -> list[Usage]:
+    """Per-line usage that adds up to the call's usage (rule in the module docstring)."""
+    usage = answer.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        prompt = largest_remainder(int(usage["prompt_tokens"]), estimates)
+        total = largest_remainder(int(usage.get("total_tokens") or usage["prompt_tokens"]), estimates)
+        return [Usage(p, 0, t) for p, t in zip(prompt, total, strict=True)]
+    return [Usage(e, 0, e, estimated=True) for e in estimates]
+
+
+def with_usage(part: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    """A line's answer body with its attributed usage, as the API would have reported it."""
+    return part | {"usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens}}
