@@ -148,13 +148,19 @@ def run_options(func: F) -> F:
         click.option(
             "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per call [default: 120]."
         ),
+        click.option(
+            "--pack/--no-pack", default=None, help="Pack embedding lines into shared calls [default: pack]."
+        ),
+        click.option(
+            "--pack-size", type=click.IntRange(1, 2048), help="Inputs per packed call [default: 256]."
+        ),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 job_argument = click.argument("job_id", metavar="JOB", type=int)
-RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout")
+RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout", "pack", "pack_size")
 
 
 def _read_opts(kw: dict[str, Any]) -> ReadOptions:

@@ -21,6 +21,7 @@ from jobs.settings import Settings
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
+from workers.packing import PackLimits
 from workers.ratelimit import InProcessLimiter, Limits
 from workers.redact import redact
 from workers.sink import StoreSink
@@ -36,6 +37,13 @@ class RunOptions:
     max_attempts: int = 5
     timeout: float = 120.0
     lease_seconds: float = 300.0
+    pack: bool = True
+    pack_size: int = 256
+
+    @property
+    def pack_limits(self) -> PackLimits | None:
+        """Embedding packing, unless turned off."""
+        return PackLimits(max_inputs=self.pack_size) if self.pack else None
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ def run_job(
         concurrency=options.concurrency,
         max_attempts=options.max_attempts,
         lease_seconds=options.lease_seconds,
+        pack=options.pack_limits,
     )
     sink = StoreSink(store, job_id=job_id, owner=exec_config.owner)
     limiter = InProcessLimiter(Limits(rpm=options.rpm, tpm=options.tpm))

@@ -22,6 +22,7 @@ from jobs.settings import Settings
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
+from workers.packing import PackLimits
 from workers.ratelimit import Limiter, Limits
 from workers.sink import StoreSink
 
@@ -40,6 +41,8 @@ class ChunkOptions:
     timeout: float = 120.0
     rpm: float | None = None
     tpm: float | None = None
+    pack: bool = True
+    pack_size: int = 256
 
     @classmethod
     def from_json(cls, text: str) -> ChunkOptions:
@@ -89,6 +92,7 @@ def run_chunk(
         concurrency=min(options.concurrency, len(items)),
         max_attempts=options.max_attempts,
         lease_seconds=LEASE_SECONDS,
+        pack=PackLimits(max_inputs=options.pack_size) if options.pack else None,
         owner=owner,
     )
     client = ApiClient(client_config(settings, timeout=options.timeout, max_connections=config.concurrency))

@@ -4,12 +4,14 @@ The caller decides where lines come from (the embedded runner claims them from t
 order; a Celery task claims the ids in its message) and passes a ``Sink`` that writes to the store.
 The core owns what happens between:
 
+- lines become units (``workers.units``): one line per call, or a pack of embedding lines;
 - at most ``concurrency`` calls in flight, each after the rate limiter granted its place;
-- retries with the pure policy in ``workers.retry``; a line waiting to retry gives up its call
+- retries with the pure policy in ``workers.retry``; a unit waiting to retry gives up its call
   slot, so backoff never idles the pipe; Retry-After also pauses the limiter key for everyone;
-- one ``Attempt`` per upstream call and one terminal result per line, buffered and flushed in
-  batches (every ``flush_interval`` or ``flush_size`` records) so a crash loses only what was in
-  flight, without a transaction per call;
+- a pack the API refuses as a whole is bisected until the bad input is alone;
+- one ``Attempt`` per line per upstream call and one terminal result per line, buffered and
+  flushed in batches (every ``flush_interval`` or ``flush_size`` records) so a crash loses only
+  what was in flight, without a transaction per call;
 - leases renewed while lines run; lines it will not finish (paused, cancelled, stopped) released;
 - a FATAL answer (bad key, no quota) stops the job instead of burning every remaining line.
 """
@@ -23,22 +25,21 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
-import orjson
 
-from jobs.endpoints import Endpoint
 from jobs.models import RequestState, utcnow
-from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
-from workers.client import ApiClient, RawResponse
+from jobs.records import AttemptRecord, LineResult, WorkItem
+from workers import outcomes
+from workers.client import ApiClient
 from workers.leases import new_owner
+from workers.outcomes import Call
+from workers.packing import PackLimits
 from workers.ratelimit import Limiter, Permit, header_pause
 from workers.redact import redact
-from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
-
-MAX_ERROR_BODY = 20_000
+from workers.units import Unit, units_from
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ExecConfig:
     flush_size: int = 200
     flush_interval: float = 0.25
     control_interval: float = 1.0
+    pack: PackLimits | None = field(default_factory=PackLimits)
     owner: str = field(default_factory=new_owner)
 
 
@@ -94,16 +96,6 @@ class Stats:
     halted: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One finished upstream call."""
-
-    classification: Classification
-    response: RawResponse | None
-    started_at: Any
-    duration_ms: int
-
-
 class Executor:
     """Runs lines with a concurrency cap, a rate limiter and the retry policy; see module doc."""
 
@@ -125,7 +117,7 @@ class Executor:
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
         self._provider = client.config.provider
         self._calls = asyncio.Semaphore(config.concurrency)
-        self._lines = asyncio.Semaphore(config.concurrency * 2)
+        self._units = asyncio.Semaphore(config.concurrency * 2)
         self._active: set[int] = set()
         self._attempts: list[AttemptRecord] = []
         self._results: list[LineResult] = []
@@ -154,205 +146,156 @@ class Executor:
 
     async def _feed(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> None:
         running: set[asyncio.Task[None]] = set()
-        async for item in _aiter(items):
+        async for unit in units_from(items, pack=self.config.pack):
             if self.halted:
-                await self._release([item.request_id])
+                await self._release(unit.items)
                 continue
-            await self._lines.acquire()
-            task = asyncio.create_task(self._run_line(item))
+            await self._units.acquire()
+            task = asyncio.create_task(self._run_unit(unit))
             running.add(task)
             task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
 
-    async def _run_line(self, item: WorkItem) -> None:
-        self._active.add(item.request_id)
+    async def _run_unit(self, unit: Unit) -> None:
+        ids = [item.request_id for item in unit.items]
+        self._active.update(ids)
         try:
-            await self._line(item)
+            await self._unit(unit)
         finally:
-            self._active.discard(item.request_id)
-            self._lines.release()
+            self._active.difference_update(ids)
+            self._units.release()
 
-    async def _line(self, item: WorkItem) -> None:
-        endpoint = Endpoint(item.endpoint)
-        request = orjson.loads(item.body)
-        content = item.body.encode()
-        attempt = item.attempts
+    async def _unit(self, unit: Unit) -> None:
         while True:
             if self.halted:
-                await self._release([item.request_id])
+                await self._release(unit.items)
                 return
-            if attempt >= self.config.max_attempts:
-                self._fail_capped(item, attempt)
+            unit = self._drop_capped(unit)
+            if not unit.items:
                 return
-            attempt += 1
-            call = await self._call(item, endpoint, content)
-            if await self._settle_call(item, endpoint, request, call, attempt):
+            unit.attempts = [n + 1 for n in unit.attempts]
+            call = await self._call(unit)
+            if await self._settle(unit, call):
                 return
             self.stats.retries += 1
-            await self._sleep(next_delay(call.classification, attempt, jitter=self._jitter()))
+            await self._sleep(next_delay(call.classification, max(unit.attempts), jitter=self._jitter()))
 
-    async def _call(self, item: WorkItem, endpoint: Endpoint, content: bytes) -> _Call:
+    def _drop_capped(self, unit: Unit) -> Unit:
+        """Fail lines whose attempts are used up (on earlier claims); keep the others."""
+        keep = []
+        for i, (item, attempts) in enumerate(zip(unit.items, unit.attempts, strict=True)):
+            if attempts >= self.config.max_attempts:
+                self._finish(outcomes.capped(item, attempts))
+            else:
+                keep.append(i)
+        return unit if len(keep) == len(unit.items) else unit.keep(keep)
+
+    # --- one call ------------------------------------------------------------------------------
+
+    async def _call(self, unit: Unit) -> Call:
+        content = unit.content()
         async with self._calls:
-            permit = await self.limiter.acquire(f"{self._provider}|{item.model}", item.est_tokens)
+            permit = await self.limiter.acquire(f"{self._provider}|{unit.model}", unit.est_tokens)
             self.stats.in_flight += 1
-            started_at, start = utcnow(), time.monotonic()
             try:
-                call = await self._send(endpoint, content, started_at, start)
+                call = await self._send(unit, content)
             finally:
                 self.stats.in_flight -= 1
         self.stats.calls += 1
         await self._after_call(permit, call)
         return call
 
-    async def _send(self, endpoint: Endpoint, content: bytes, started_at: Any, start: float) -> _Call:
+    async def _send(self, unit: Unit, content: bytes) -> Call:
+        started_at, start = utcnow(), time.monotonic()
         try:
-            response = await self.client.call(endpoint, content)
+            response = await self.client.call(unit.endpoint, content)
         except httpx.TransportError as exc:
-            elapsed = int((time.monotonic() - start) * 1000)
-            return _Call(classify_exception(exc), None, started_at, elapsed)
-        elapsed = int((time.monotonic() - start) * 1000)
+            return Call(classify_exception(exc), None, started_at, _ms_since(start))
         c = classify_response(
             response.status,
             response.headers,
             response.content,
             now=time.time(),
-            binary_ok=endpoint == Endpoint.SPEECH,
+            binary_ok=outcomes.is_speech(unit),
         )
-        return _Call(c, response, started_at, elapsed)
+        return Call(c, response, started_at, _ms_since(start))
 
-    async def _after_call(self, permit: Permit, call: _Call) -> None:
+    async def _after_call(self, permit: Permit, call: Call) -> None:
         c = call.classification
         pause = header_pause(call.response.headers) if call.response is not None else None
+        if c.retry_after is not None or c.error_class == "rate_limited":
+            pause = max(pause or 0.0, c.retry_after or next_delay(c, 1, jitter=self._jitter()))
+        # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
         if pause is not None:
             await self.limiter.cooldown(permit.key, pause)
         if c.verdict == Verdict.OK:
             return  # settled with the real usage once the answer is parsed
-        # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
-        if c.retry_after is not None or c.error_class == "rate_limited":
-            pause = c.retry_after if c.retry_after is not None else next_delay(c, 1, jitter=self._jitter())
-            await self.limiter.cooldown(permit.key, pause)
         # A refused call used nothing; a call that may have run upstream keeps its reservation.
         await self.limiter.settle(permit, permit.tokens if c.sent else 0)
 
-    async def _settle_call(
-        self, item: WorkItem, endpoint: Endpoint, request: dict[str, Any], call: _Call, attempt: int
-    ) -> bool:
-        """Record the attempt; write a terminal result if there is one. True when the line is done."""
+    # --- what the call meant ---------------------------------------------------------------------
+
+    async def _settle(self, unit: Unit, call: Call) -> bool:
+        """Record attempts; write terminal results if any. True when the unit is done."""
         c = call.classification
         if c.verdict == Verdict.OK:
-            result = await self._success(item, endpoint, request, call)
-            self._record(self._attempt(item, call, attempt, usage=result.usage))
-            self._finish(result)
-            return True
-        self._record(self._attempt(item, call, attempt))
+            return await self._succeed(unit, call)
+        self._record_attempts(unit, call)
         if c.verdict == Verdict.FATAL:
             await self._halt_job(c)
-            await self._release([item.request_id])
+            await self._release(unit.items)
             return True
-        if c.verdict == Verdict.PERMANENT or attempt >= self.config.max_attempts:
-            self._finish(self._failure(item, call))
+        if c.verdict == Verdict.PERMANENT and unit.packed:
+            # The pack was refused, not a line: the halves keep their attempt budget.
+            unit.attempts = [n - 1 for n in unit.attempts]
+            await asyncio.gather(*(self._unit(half) for half in unit.halves()))
+            return True
+        if c.verdict == Verdict.PERMANENT or max(unit.attempts) >= self.config.max_attempts:
+            for item in unit.items:
+                self._finish(outcomes.failure(item, call, self._clean))
             return True
         return False
 
-    async def _success(
-        self, item: WorkItem, endpoint: Endpoint, request: dict[str, Any], call: _Call
-    ) -> LineResult:
-        response = call.response
-        assert response is not None  # an OK classification always has a response
-        if endpoint == Endpoint.SPEECH:
-            result = await self._speech_result(item, request, call)
-        else:
-            parsed = parse_json_answer(endpoint, request, response.content, response.headers)
-            result = LineResult(
-                request_id=item.request_id,
-                job_id=item.job_id,
-                state=RequestState.SUCCEEDED,
-                status_code=response.status,
-                response_body=parsed.body_json,
-                upstream_request_id=parsed.request_id,
-                usage=parsed.usage,
-                latency_ms=call.duration_ms,
-            )
-        usage = result.usage or Usage()
-        permit = Permit(f"{self._provider}|{item.model}", item.est_tokens)
-        await self.limiter.settle(
-            permit, usage.total_tokens if endpoint != Endpoint.SPEECH else item.est_tokens
-        )
-        self.stats.prompt_tokens += usage.prompt_tokens
-        self.stats.completion_tokens += usage.completion_tokens
-        return result
-
-    async def _speech_result(self, item: WorkItem, request: dict[str, Any], call: _Call) -> LineResult:
-        response = call.response
-        assert response is not None
-        fmt = speech_format(request)
-        path = self.config.results_dir / f"job-{item.job_id}" / f"{item.request_id}.{fmt}"
-        await asyncio.to_thread(_write_atomically, path, response.content)
-        return LineResult(
-            request_id=item.request_id,
-            job_id=item.job_id,
-            state=RequestState.SUCCEEDED,
-            status_code=response.status,
-            audio_path=str(path),
-            audio_bytes=len(response.content),
-            audio_format=fmt,
-            upstream_request_id=request_id_of(response.headers),
-            usage=speech_usage(request),
-            latency_ms=call.duration_ms,
-        )
-
-    def _failure(self, item: WorkItem, call: _Call) -> LineResult:
-        c, response = call.classification, call.response
-        return LineResult(
-            request_id=item.request_id,
-            job_id=item.job_id,
-            state=RequestState.FAILED,
-            status_code=response.status if response else None,
-            response_body=self._error_body(response),
-            upstream_request_id=request_id_of(response.headers) if response else None,
-            error_code=c.code or c.error_class,
-            error_message=self._clean(c.message),
-        )
-
-    def _error_body(self, response: RawResponse | None) -> str | None:
-        if response is None or not response.content:
-            return None
+    async def _succeed(self, unit: Unit, call: Call) -> bool:
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            return None
-        return self._clean(orjson.dumps(body).decode()[:MAX_ERROR_BODY])
-
-    def _fail_capped(self, item: WorkItem, attempts: int) -> None:
-        self._finish(
-            LineResult(
-                request_id=item.request_id,
-                job_id=item.job_id,
-                state=RequestState.FAILED,
-                error_code="max_attempts",
-                error_message=f"gave up after {attempts} attempts (--max-attempts)",
+            results = await self._results_of(unit, call)
+        except ValueError as exc:  # a packed answer that does not split back: retry it
+            bad = Classification(
+                verdict=Verdict.RETRY,
+                error_class="bad_body",
+                message=self._clean(str(exc)),
+                code=None,
+                retry_after=None,
+                sent=True,
             )
-        )
+            self._record_attempts(unit, Call(bad, call.response, call.started_at, call.duration_ms))
+            return False
+        for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
+            self._record(self._attempt(item, call, attempt, result))
+            self._finish(result)
+        used = sum((r.usage.total_tokens if r.usage else 0) for r in results)
+        reserved = Permit(f"{self._provider}|{unit.model}", unit.est_tokens)
+        await self.limiter.settle(reserved, unit.est_tokens if outcomes.is_speech(unit) else used)
+        return True
 
-    def _attempt(
-        self, item: WorkItem, call: _Call, attempt: int, *, usage: Usage | None = None
-    ) -> AttemptRecord:
-        c, response = call.classification, call.response
-        return AttemptRecord(
-            request_id=item.request_id,
-            job_id=item.job_id,
-            attempt_no=attempt,
-            started_at=call.started_at,
-            duration_ms=call.duration_ms,
-            status_code=response.status if response else None,
-            outcome=c.verdict.value,
-            error_class=c.error_class,
-            error_message=None if c.verdict == Verdict.OK else self._clean(c.message),
-            sent=c.sent is not False,
-            usage=usage,
-            upstream_request_id=request_id_of(response.headers) if response else None,
-            worker=self.config.owner,
+    async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
+        if not outcomes.is_speech(unit):
+            return outcomes.json_results(unit, call)
+        item, request = unit.items[0], unit.requests[0]
+        path = outcomes.audio_path(self.config.results_dir, item, request)
+        assert call.response is not None
+        await asyncio.to_thread(_write_atomically, path, call.response.content)
+        return [outcomes.speech_result(item, request, call, path)]
+
+    def _record_attempts(self, unit: Unit, call: Call) -> None:
+        for item, attempt in zip(unit.items, unit.attempts, strict=True):
+            self._record(self._attempt(item, call, attempt, None))
+
+    def _attempt(self, item: WorkItem, call: Call, attempt: int, result: LineResult | None) -> AttemptRecord:
+        usage = result.usage if result is not None else None
+        return outcomes.attempt_record(
+            item, call, attempt, owner=self.config.owner, clean=self._clean, usage=usage
         )
 
     def _clean(self, text: str) -> str:
@@ -374,6 +317,9 @@ class Executor:
     def _finish(self, result: LineResult) -> None:
         if result.state == RequestState.SUCCEEDED:
             self.stats.succeeded += 1
+            if result.usage is not None:
+                self.stats.prompt_tokens += result.usage.prompt_tokens
+                self.stats.completion_tokens += result.usage.completion_tokens
         else:
             self.stats.failed += 1
         self._results.append(result)
@@ -417,18 +363,13 @@ class Executor:
             if reason:
                 self.stats.halted = reason
 
-    async def _release(self, request_ids: Sequence[int]) -> None:
-        self.stats.released += len(request_ids)
-        await asyncio.to_thread(self.sink.release, list(request_ids))
+    async def _release(self, items: Sequence[WorkItem]) -> None:
+        self.stats.released += len(items)
+        await asyncio.to_thread(self.sink.release, [item.request_id for item in items])
 
 
-async def _aiter(items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Any:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+def _ms_since(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

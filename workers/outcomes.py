@@ -1,0 +1,159 @@
+"""What a finished call means for its lines: attempt records and terminal results.
+
+Pure builders: from a call (classification + raw answer) and the lines it carried, make the
+``AttemptRecord`` of each line and, when the call ended them, their ``LineResult``. A packed
+embedding answer is split so each line gets its own body and its share of the usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from jobs.endpoints import Endpoint
+from jobs.models import RequestState
+from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
+from workers.client import RawResponse
+from workers.packing import attribute_usage, split_answer, with_usage
+from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
+from workers.retry import Classification, Verdict
+from workers.units import Unit
+
+MAX_ERROR_BODY = 20_000
+Clean = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One finished upstream call."""
+
+    classification: Classification
+    response: RawResponse | None
+    started_at: datetime
+    duration_ms: int
+
+    @property
+    def request_id(self) -> str | None:
+        """The upstream request id, if the call got an answer."""
+        return request_id_of(self.response.headers) if self.response is not None else None
+
+
+def attempt_record(
+    item: WorkItem, call: Call, attempt_no: int, *, owner: str, clean: Clean, usage: Usage | None = None
+) -> AttemptRecord:
+    """The record of one line's part in one call."""
+    c = call.classification
+    return AttemptRecord(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        attempt_no=attempt_no,
+        started_at=call.started_at,
+        duration_ms=call.duration_ms,
+        status_code=call.response.status if call.response else None,
+        outcome=c.verdict.value,
+        error_class=c.error_class,
+        error_message=None if c.verdict == Verdict.OK else clean(c.message),
+        sent=c.sent is not False,
+        usage=usage,
+        upstream_request_id=call.request_id,
+        worker=owner,
+    )
+
+
+def success(item: WorkItem, call: Call, body_json: str, usage: Usage) -> LineResult:
+    """A succeeded line with its answer body and usage."""
+    assert call.response is not None  # an OK classification always has an answer
+    return LineResult(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        state=RequestState.SUCCEEDED,
+        status_code=call.response.status,
+        response_body=body_json,
+        upstream_request_id=call.request_id,
+        usage=usage,
+        latency_ms=call.duration_ms,
+    )
+
+
+def json_results(unit: Unit, call: Call) -> list[LineResult]:
+    """Results of an OK JSON answer; a packed answer is split per line (ValueError if it cannot be)."""
+    response = call.response
+    assert response is not None
+    parsed = parse_json_answer(unit.endpoint, unit.requests[0], response.content, response.headers)
+    if not unit.packed:
+        return [success(unit.items[0], call, parsed.body_json, parsed.usage)]
+    answer = orjson.loads(parsed.body_json)
+    parts = split_answer(answer, unit.spans())
+    usages = attribute_usage(answer, [item.est_tokens for item in unit.items])
+    return [
+        success(item, call, orjson.dumps(with_usage(part, usage)).decode(), usage)
+        for item, part, usage in zip(unit.items, parts, usages, strict=True)
+    ]
+
+
+def speech_result(item: WorkItem, request: dict[str, Any], call: Call, path: Path) -> LineResult:
+    """A succeeded speech line whose audio was saved at ``path``."""
+    assert call.response is not None
+    return LineResult(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        state=RequestState.SUCCEEDED,
+        status_code=call.response.status,
+        audio_path=str(path),
+        audio_bytes=len(call.response.content),
+        audio_format=speech_format(request),
+        upstream_request_id=call.request_id,
+        usage=speech_usage(request),
+        latency_ms=call.duration_ms,
+    )
+
+
+def failure(item: WorkItem, call: Call, clean: Clean) -> LineResult:
+    """A failed line with the error and the last answer's body, if it was JSON."""
+    c = call.classification
+    return LineResult(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        state=RequestState.FAILED,
+        status_code=call.response.status if call.response else None,
+        response_body=_error_body(call.response, clean),
+        upstream_request_id=call.request_id,
+        error_code=c.code or c.error_class,
+        error_message=clean(c.message),
+    )
+
+
+def capped(item: WorkItem, attempts: int) -> LineResult:
+    """A line that used up its attempts (on earlier claims)."""
+    return LineResult(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        state=RequestState.FAILED,
+        error_code="max_attempts",
+        error_message=f"gave up after {attempts} attempts (--max-attempts)",
+    )
+
+
+def _error_body(response: RawResponse | None, clean: Clean) -> str | None:
+    if response is None or not response.content:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return clean(orjson.dumps(body).decode()[:MAX_ERROR_BODY])
+
+
+def audio_path(results_dir: Path, item: WorkItem, request: dict[str, Any]) -> Path:
+    """Where a speech line's audio goes: one folder per job, one file per line id."""
+    return results_dir / f"job-{item.job_id}" / f"{item.request_id}.{speech_format(request)}"
+
+
+def is_speech(unit: Unit) -> bool:
+    """Speech answers are audio bytes, saved to files."""
+    return unit.endpoint == Endpoint.SPEECH

@@ -1,0 +1,163 @@
+"""Units of work: what one upstream call carries. A unit is one line, or a pack of embedding lines.
+
+``units_from`` turns a stream of claimed lines into units. Embedding lines with the same pack key
+(``workers.packing``) are gathered until a pack is full (inputs or estimated tokens) or no new
+line has arrived for ``linger`` seconds; every other line is a unit of its own at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from jobs.endpoints import Endpoint
+from jobs.records import WorkItem
+from workers.packing import PackLimits, inputs_of, merge_bodies, pack_key
+
+
+@dataclass
+class Unit:
+    """Lines that travel in one call, with their parsed bodies and attempts so far."""
+
+    items: list[WorkItem]
+    requests: list[dict[str, Any]]
+    attempts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.attempts:
+            self.attempts = [item.attempts for item in self.items]
+
+    @classmethod
+    def single(cls, item: WorkItem) -> Unit:
+        """A unit of one line."""
+        return cls([item], [orjson.loads(item.body)])
+
+    @property
+    def packed(self) -> bool:
+        """True when several lines share the call."""
+        return len(self.items) > 1
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint every line of the unit calls."""
+        return Endpoint(self.items[0].endpoint)
+
+    @property
+    def model(self) -> str:
+        """The model every line of the unit names."""
+        return self.items[0].model
+
+    @property
+    def est_tokens(self) -> int:
+        """Tokens to reserve for the call."""
+        return sum(item.est_tokens for item in self.items)
+
+    def content(self) -> bytes:
+        """The request body to send."""
+        if not self.packed:
+            return self.items[0].body.encode()
+        return orjson.dumps(merge_bodies(self.requests)[0])
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Each line's span in the packed ``input`` list."""
+        return merge_bodies(self.requests)[1]
+
+    def keep(self, indexes: list[int]) -> Unit:
+        """The unit made of these lines only."""
+        return Unit(
+            [self.items[i] for i in indexes],
+            [self.requests[i] for i in indexes],
+            [self.attempts[i] for i in indexes],
+        )
+
+    def halves(self) -> tuple[Unit, Unit]:
+        """Split a pack in two (to isolate an input the API refuses)."""
+        middle = len(self.items) // 2
+        return self.keep(list(range(middle))), self.keep(list(range(middle, len(self.items))))
+
+
+_Queue = asyncio.Queue[WorkItem | Exception | None]
+
+
+@dataclass
+class _Pack:
+    unit: Unit
+    inputs: int = 0
+    tokens: int = 0
+
+
+def _fits(pack: _Pack, inputs: int, tokens: int, limits: PackLimits) -> bool:
+    return pack.inputs + inputs <= limits.max_inputs and pack.tokens + tokens <= limits.max_tokens
+
+
+async def units_from(
+    items: AsyncIterable[WorkItem] | Iterable[WorkItem], *, pack: PackLimits | None, linger: float = 0.02
+) -> AsyncIterator[Unit]:
+    """Yield units: embedding lines packed per key when ``pack`` is set, others one by one."""
+    queue: _Queue = asyncio.Queue(maxsize=(pack.max_inputs if pack else 1) * 2)
+    producer = asyncio.create_task(_produce(items, queue))
+    open_packs: dict[bytes, _Pack] = {}
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), linger) if open_packs else await queue.get()
+            except TimeoutError:
+                for key in list(open_packs):
+                    yield open_packs.pop(key).unit
+                continue
+            if item is None:
+                break
+            if isinstance(item, Exception):
+                raise item
+            if pack is None or item.endpoint != Endpoint.EMBEDDINGS.value:
+                yield Unit.single(item)
+                continue
+            for full in _add(open_packs, item, pack):
+                yield full
+        for leftover in open_packs.values():
+            yield leftover.unit
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
+def _add(open_packs: dict[bytes, _Pack], item: WorkItem, limits: PackLimits) -> list[Unit]:
+    """Put a line into its pack; return the packs that are complete."""
+    body = orjson.loads(item.body)
+    key, inputs = pack_key(body), len(inputs_of(body))
+    done = []
+    current = open_packs.get(key)
+    if current is not None and not _fits(current, inputs, item.est_tokens, limits):
+        done.append(open_packs.pop(key).unit)
+        current = None
+    if current is None:
+        current = open_packs[key] = _Pack(Unit([], []))
+    current.unit.items.append(item)
+    current.unit.requests.append(body)
+    current.unit.attempts.append(item.attempts)
+    current.inputs += inputs
+    current.tokens += item.est_tokens
+    if current.inputs >= limits.max_inputs:
+        done.append(open_packs.pop(key).unit)
+    return done
+
+
+async def _produce(items: AsyncIterable[WorkItem] | Iterable[WorkItem], queue: _Queue) -> None:
+    """Move lines from the source into the queue; end with None, or with the source's error."""
+    try:
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                await queue.put(item)
+        else:
+            for item in items:
+                await queue.put(item)
+    except Exception as exc:  # handed to the consumer, which raises it
+        await queue.put(exc)
+        return
+    await queue.put(None)
