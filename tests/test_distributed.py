@@ -77,7 +77,7 @@ def test_two_workers_finish_a_job_with_one_result_per_line(
     path, rows = embedding_rows(tmp_path, 600)
     cluster.start_worker("a")
     cluster.start_worker("b")
-    job_id = cluster.submit(path)
+    job_id = cluster.submit(path, options={"pack": False})
     cluster.wait_done(job_id)
     assert_one_result_each(cluster, job_id, rows, tmp_path)
     assert extra_calls(relay, rows) == 0
@@ -92,7 +92,7 @@ def test_kill_9_workers_repeatedly_the_job_still_completes(
     path, rows = embedding_rows(tmp_path, 1500)
     cluster.start_worker("a")
     cluster.start_worker("b")
-    job_id = cluster.submit(path)
+    job_id = cluster.submit(path, options={"pack": False})
     in_flight_at_kills = 0
     for round_no in range(3):
         time.sleep(2.5)
@@ -145,7 +145,7 @@ def test_workers_share_one_rate_limit(cluster: Cluster, relay: RelayServer, tmp_
     cluster.start_worker("a")
     cluster.start_worker("b")
     time.sleep(3)  # both workers up before the first message
-    job_id = cluster.submit(path, options={"rpm": 6000})
+    job_id = cluster.submit(path, options={"rpm": 6000, "pack": False})
     cluster.wait_done(job_id, timeout=180)
     assert_one_result_each(cluster, job_id, rows, tmp_path)
     stats = relay.stats()
@@ -164,7 +164,7 @@ def test_429_storm_costs_one_call_per_retry_after_and_fails_no_line(
     cluster.start_worker("a")
     cluster.start_worker("b")
     time.sleep(3)
-    job_id = cluster.submit(path)
+    job_id = cluster.submit(path, options={"pack": False})
     time.sleep(1.0)
     storm = RelayConfig(api_key=KEY, latency=0.05, fault_rate=1.0, faults=("429",), retry_after=1.0)
     before = relay.stats()["calls"]

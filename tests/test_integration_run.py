@@ -131,7 +131,17 @@ def test_run_with_ten_percent_faults_of_every_kind_ends_with_one_result_per_line
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
     result = invoke(
-        "run", str(source), "-o", str(out), "--timeout", "1", "--max-attempts", "12", "--concurrency", "32"
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "--timeout",
+        "1",
+        "--max-attempts",
+        "12",
+        "--concurrency",
+        "32",
+        "--no-pack",
     )
     assert result.exit_code == 0, result.stderr
     exported = read_jsonl(out)
@@ -255,7 +265,7 @@ def test_sigkill_mid_job_then_run_job_never_calls_a_done_line_again(
     relay.set_config(RelayConfig(api_key=KEY, latency=0.1))
     rows = [batch_line(f"c{i}", "/v1/embeddings", {"model": "e", "input": f"text {i}"}) for i in range(300)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    assert invoke("submit", str(source), "--no-queue").exit_code == 0
+    assert invoke("submit", str(source), "--no-queue", "--no-pack").exit_code == 0
     store = Store(env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "batcher", "run-job", "1", "--concurrency", "8"],
@@ -284,3 +294,43 @@ def test_sigkill_mid_job_then_run_job_never_calls_a_done_line_again(
     exported = tmp_path / "out.jsonl"
     assert invoke("export", "1", "-o", str(exported)).exit_code == 0
     assert Counter(r["custom_id"] for r in read_jsonl(exported)) == Counter(r["custom_id"] for r in rows)
+
+
+def test_run_packs_embedding_lines_and_splits_them_back_exactly(
+    env: str, relay: RelayServer, tmp_path: Path
+) -> None:
+    rows = [
+        batch_line(f"e{i}", "/v1/embeddings", {"model": "e", "input": f"text number {i}"}) for i in range(500)
+    ]
+    rows.append(
+        batch_line("b64", "/v1/embeddings", {"model": "e", "input": "other", "encoding_format": "base64"})
+    )
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    result = invoke("run", str(source), "-o", str(out), "--pack-size", "100")
+    assert result.exit_code == 0, result.stderr
+    exported = read_jsonl(out)
+    assert [r["custom_id"] for r in exported] == [r["custom_id"] for r in rows]
+    for row, line in zip(exported, rows, strict=True):
+        check_body(row, line["body"], line["url"])
+        assert [d["index"] for d in row["response"]["body"]["data"]] == [0]
+    assert relay.stats()["calls"] == 6  # 5 packs of 100, and the base64 line on its own
+    lines = all_lines(Store(env))
+    assert sum(ln.prompt_tokens or 0 for ln in lines) == relay.stats()["usage"]["prompt_tokens"]
+    usage_in_bodies = sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in exported)
+    assert usage_in_bodies == relay.stats()["usage"]["prompt_tokens"]
+    assert len(all_attempts(Store(env))) == len(rows)  # one attempt row per line per call
+
+
+def test_run_bisects_a_refused_pack_down_to_the_bad_line(
+    env: str, relay: RelayServer, tmp_path: Path
+) -> None:
+    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "e", "input": f"text {i}"}) for i in range(16)]
+    rows[11]["body"]["input"] = "bad [[fault:400]]"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    result = invoke("run", str(source), "-o", str(out), "--errors", str(errors), "--max-attempts", "2")
+    assert result.exit_code == 3
+    assert [r["custom_id"] for r in read_jsonl(errors)] == ["e11"]
+    assert len(read_jsonl(out)) == 15
+    assert relay.stats()["calls"] == 1 + 2 + 2 + 2 + 2  # the pack, then halves down to one line
