@@ -1,4 +1,4 @@
-"""Export a job's results: JSONL in the OpenAI Batch output format, or CSV; streamed in line order.
+"""Export a job's results: JSONL in the OpenAI Batch output format, CSV or Parquet; streamed in order.
 
 JSONL lines look like OpenAI's: ``{"id", "custom_id", "response": {"status_code", "request_id",
 "body"}, "error"}``. A failed line has ``"error": {"code", "message"}`` and its last response when
@@ -23,6 +23,7 @@ import orjson
 
 from jobs import store as q
 from jobs.db import Store
+from jobs.errors import BatcherError
 from jobs.models import Request, RequestState
 
 CSV_COLUMNS = (
@@ -51,6 +52,7 @@ class ExportFormat(StrEnum):
 
     JSONL = "jsonl"
     CSV = "csv"
+    PARQUET = "parquet"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def export_job(
     errors: Path | None = None,
 ) -> ExportSummary:
     """Write the job's terminal lines to ``out`` (failed ones to ``errors`` when given)."""
+    if fmt == ExportFormat.PARQUET:
+        return _parquet(store, job_id, out, errors)
     written = errors_written = unfinished = 0
     with ExitStack() as stack, store.session() as session:
         q.get_job(session, job_id)
@@ -87,6 +91,19 @@ def export_job(
             else:
                 written += 1
     return ExportSummary(written, errors_written, unfinished)
+
+
+def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> ExportSummary:
+    from batcher.parquet_export import export_parquet
+
+    if errors is not None:
+        raise BatcherError(
+            "--errors goes with jsonl or csv; a Parquet file keeps failed lines in its `state` column"
+        )
+    with store.session() as session:
+        counts = q.state_counts(session, job_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return ExportSummary(export_parquet(store, job_id, out), 0, counts["pending"] + counts["running"])
 
 
 class _Writer:

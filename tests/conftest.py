@@ -37,6 +37,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("BATCHER_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach for the network
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return home
 
 
