@@ -1,0 +1,126 @@
+"""Cost of one upstream call under one price: pure arithmetic on ``Decimal``.
+
+Two kinds of price (``batcher.prices``):
+
+- a list price (USD per 1M tokens, per 1M characters, per minute, per image, per call): the cost
+  is the plain sum. Cached prompt tokens are part of ``prompt_tokens`` and cost ``cached`` instead
+  of ``input``; reasoning tokens are part of ``completion_tokens`` and cost ``reasoning`` instead of
+  ``output`` when the price names one.
+- a relay price (one-api / new-api): the relay charges quota, rounded up **per request**::
+
+      quota = ceil((prompt + cached × (cache_ratio − 1) + completion × completion_ratio)
+                   × model_ratio × group_ratio)
+
+  with 500,000 quota = 1 USD (model_ratio 1 ≙ $2 per 1M prompt tokens). Because of the ceil, cost
+  is computed per attempt and summed, never computed on totals. Speech characters count as prompt
+  tokens, as one-api bills TTS. A fixed price per call (quota_type 1) costs
+  ``model_price × group_ratio`` USD whatever the tokens.
+
+``None`` means "no price": the usage has something to bill that the price does not cover. A caller
+must show that, never count it as zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from batcher.prices import MILLION, ListPrice, Price, RelayPrice
+
+QUOTA_PER_USD = Decimal(500_000)  # one-api's QuotaPerUnit
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CallUsage:
+    """What one call used; cached and reasoning tokens are parts of prompt and completion."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    characters: int = 0
+    seconds: Decimal = _ZERO  # transcribed audio
+    images: int = 0
+
+
+def cost_of_attempt(
+    usage: CallUsage, price: Price | None, *, group_ratio: Decimal = Decimal(1)
+) -> Decimal | None:
+    """USD one call cost under ``price`` (the group ratio applies to relay prices only)."""
+    if price is None:
+        return None
+    if isinstance(price, RelayPrice):
+        return relay_cost(usage, price, group_ratio=group_ratio)
+    return list_cost(usage, price)
+
+
+def list_cost(usage: CallUsage, price: ListPrice) -> Decimal | None:
+    """USD of a call under a list price; None when something used has no rate (and no per-call price)."""
+    if price.per_call is None and _unpriced(usage, price):
+        return None
+    reasoning = _reasoning(usage, price)
+    parts = [
+        _tokens(usage.prompt_tokens - usage.cached_tokens, price.input),
+        _tokens(usage.cached_tokens, price.input if price.cached is None else price.cached),
+        _tokens(usage.completion_tokens - reasoning, price.output),
+        _tokens(reasoning, price.reasoning),
+        _tokens(usage.characters, price.characters),
+        _times(usage.seconds / 60, price.per_minute),
+        _times(Decimal(usage.images), price.per_image),
+        price.per_call or _ZERO,
+    ]
+    return sum(parts, _ZERO)
+
+
+def _reasoning(usage: CallUsage, price: ListPrice) -> int:
+    """Reasoning tokens billed apart from output: only when the price names their own rate."""
+    return usage.reasoning_tokens if price.reasoning is not None else 0
+
+
+def _tokens(count: int, per_million: Decimal | None) -> Decimal:
+    return _ZERO if per_million is None else count * per_million / MILLION
+
+
+def _times(quantity: Decimal, unit_price: Decimal | None) -> Decimal:
+    return _ZERO if unit_price is None else quantity * unit_price
+
+
+def _unpriced(usage: CallUsage, price: ListPrice) -> bool:
+    """True when some non-zero quantity of the usage has no rate in the price."""
+    needs = [
+        (usage.prompt_tokens, price.input),
+        (usage.completion_tokens - _reasoning(usage, price), price.output),
+        (usage.characters, price.characters),
+        (usage.seconds, price.per_minute),
+        (usage.images, price.per_image),
+    ]
+    return any(quantity and rate is None for quantity, rate in needs)
+
+
+def relay_quota(usage: CallUsage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> int:
+    """The quota a one-api / new-api relay charges for one token-priced call (rounded up)."""
+    cache_ratio = Decimal(1) if price.cache_ratio is None else price.cache_ratio
+    prompt = Decimal(usage.prompt_tokens + usage.characters) + usage.cached_tokens * (cache_ratio - 1)
+    weighted = prompt + usage.completion_tokens * price.completion_ratio
+    return math.ceil(weighted * price.model_ratio * group_ratio)
+
+
+def relay_cost(usage: CallUsage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> Decimal:
+    """USD (the relay's quota dollars) of one call under a relay price."""
+    if price.model_price is not None:
+        return price.model_price * group_ratio
+    return Decimal(relay_quota(usage, price, group_ratio=group_ratio)) / QUOTA_PER_USD
+
+
+def upper_bound_cost(
+    tokens: int, characters: int, price: Price | None, *, group_ratio: Decimal = Decimal(1)
+) -> Decimal | None:
+    """The most a call of ``tokens`` tokens (prompt and completion unknown) or characters costs."""
+    if characters:
+        return cost_of_attempt(CallUsage(characters=characters), price, group_ratio=group_ratio)
+    as_prompt = cost_of_attempt(CallUsage(prompt_tokens=tokens), price, group_ratio=group_ratio)
+    as_output = cost_of_attempt(CallUsage(completion_tokens=tokens), price, group_ratio=group_ratio)
+    known = [c for c in (as_prompt, as_output) if c is not None]
+    return max(known) if known else None
