@@ -553,7 +553,13 @@ def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
 @click.option("--rps-limit", type=int, default=0, help="Answer 429 past this many requests per second.")
 @click.option("--api-key", help="Require this key (401 otherwise).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def dev_relay(host: str, port: int, **kw: Any) -> None:
+@click.option(
+    "--faults",
+    help="Fault kinds to draw from, comma-separated; repeat one to weigh it: 503,503,hang [default: all].",
+)
+@click.option("--hang-seconds", type=float, default=30.0, show_default=True, help="How long a hang lasts.")
+@click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After of 429 faults.")
+def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     """Run a stand-in relay on loopback, to try batcher without an API key.
 
     It answers chat, completions, embeddings and speech deterministically, and can
@@ -565,7 +571,12 @@ def dev_relay(host: str, port: int, **kw: Any) -> None:
     """
     from batcher.devrelay import RelayConfig, run_forever
 
-    config = RelayConfig(**kw)
+    if faults:
+        kw["faults"] = tuple(k.strip() for k in faults.split(",") if k.strip())
+    try:
+        config = RelayConfig(**kw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     run_forever(config, host=host, port=port)
 
 
