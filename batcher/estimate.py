@@ -1,0 +1,176 @@
+"""Estimate: the tokens and cost of an input file before any call is made.
+
+Streams the file with the reader; per line, the prompt is batcher's own token estimate
+(``workers.tokens.estimate_prompt_tokens``) and the output is the line's ``max_completion_tokens``
+or ``max_tokens`` times ``n`` (an upper bound: answers often stop sooner), else a stated typical
+output. Speech is counted in input characters. Each line is priced as one call (a relay's quota is
+rounded up per call), so the total is what the lines cost if each is called exactly once: retries
+and duplicate calls come on top, and ``batcher usage`` reports them afterwards.
+
+``estimate_lines`` is the pure core over parsed lines; ``estimate_file`` feeds it from a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from batcher.cost import CallUsage, cost_of_attempt
+from batcher.prices import PriceBook
+from batcher.usage import unpriced_hint
+from jobs.endpoints import Endpoint
+from jobs.errors import Problem
+
+PromptCounter = Callable[[str, Mapping[str, Any]], int]
+
+
+class Line(Protocol):
+    """What the estimate reads of a parsed line (``batcher.reader.ParsedLine``)."""
+
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def body(self) -> Mapping[str, Any]: ...
+
+
+@dataclass
+class ModelEstimate:
+    """Expected usage and cost of the lines naming one model."""
+
+    model: str
+    lines: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    characters: int = 0
+    cost: Decimal = Decimal(0)
+    priced: bool = True
+    without_max: int = 0  # chat/completion lines that set no max tokens
+
+
+@dataclass
+class Estimate:
+    """The file's expected usage and cost per model, and the assumptions behind the numbers."""
+
+    models: list[ModelEstimate]
+    prices: PriceBook
+    group: str | None
+    typical_output: int | None
+    invalid_lines: int = 0
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def cost(self) -> Decimal:
+        """USD of the priced lines."""
+        return sum((m.cost for m in self.models), Decimal(0))
+
+    @property
+    def unpriced_models(self) -> set[str]:
+        """Models with no price: their lines are not in ``cost``."""
+        return {m.model for m in self.models if not m.priced}
+
+
+def output_tokens(endpoint: Endpoint, body: Mapping[str, Any], typical_output: int | None) -> int | None:
+    """Tokens a line may produce: max tokens × n, else the typical output × n, else None."""
+    if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+        return 0
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = body.get("n")
+    n = n if isinstance(n, int) and n > 0 else 1
+    if isinstance(limit, int) and limit > 0:
+        return int(limit) * n
+    return None if typical_output is None else typical_output * n
+
+
+def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCounter) -> tuple[CallUsage, bool]:
+    """The usage one line is expected to have, and whether it set its own output limit."""
+    if line.endpoint == Endpoint.SPEECH:
+        text = line.body.get("input")
+        return CallUsage(characters=len(text) if isinstance(text, str) else 0), True
+    out = output_tokens(line.endpoint, line.body, typical_output)
+    has_max = output_tokens(line.endpoint, line.body, None) is not None
+    prompt = count_prompt(line.endpoint.value, line.body)
+    return CallUsage(prompt_tokens=prompt, completion_tokens=out or 0), has_max
+
+
+def estimate_lines(
+    lines: Iterable[Line | Problem],
+    prices: PriceBook,
+    *,
+    group: str | None = None,
+    typical_output: int | None = None,
+    count_prompt: PromptCounter,
+) -> Estimate:
+    """Add up the expected usage and cost of parsed lines (invalid lines are only counted)."""
+    ratio = prices.group_ratio(group)
+    models: dict[str, ModelEstimate] = {}
+    invalid = 0
+    for line in lines:
+        if isinstance(line, Problem):
+            invalid += 1
+            continue
+        usage, has_max = line_usage(line, typical_output, count_prompt)
+        _add(models.setdefault(line.model, ModelEstimate(line.model)), usage, has_max)
+        cost = cost_of_attempt(usage, prices.lookup(line.model), group_ratio=ratio)
+        models[line.model].priced &= cost is not None
+        models[line.model].cost += cost or Decimal(0)
+    estimate = Estimate(
+        sorted(models.values(), key=lambda m: m.model), prices, group, typical_output, invalid
+    )
+    estimate.assumptions = assumptions(estimate)
+    return estimate
+
+
+def _add(row: ModelEstimate, usage: CallUsage, has_max: bool) -> None:
+    row.lines += 1
+    row.prompt_tokens += usage.prompt_tokens
+    row.output_tokens += usage.completion_tokens
+    row.characters += usage.characters
+    row.without_max += not has_max
+
+
+def assumptions(estimate: Estimate) -> list[str]:
+    """The assumptions behind an estimate, in words, for the report."""
+    out = [
+        "prompt tokens: batcher's estimate (ASCII text 4 characters per token, any other character "
+        "1 token): slightly high",
+        "output tokens: max_completion_tokens or max_tokens × n where a line sets them: an upper "
+        "bound, answers often stop sooner",
+        "each line called once: retries and duplicate calls cost extra (see `batcher usage` afterwards)",
+    ]
+    missing = sum(m.without_max for m in estimate.models)
+    if missing and estimate.typical_output is not None:
+        out.append(
+            f"{missing} lines set no max tokens: counted at --typical-output {estimate.typical_output}"
+        )
+    elif missing:
+        out.append(
+            f"{missing} lines set no max tokens: their output is counted as 0, so the cost is too low; "
+            "pass --typical-output N (tokens per answer)"
+        )
+    if any(m.characters for m in estimate.models):
+        out.append("speech: billed per input character")
+    if estimate.unpriced_models:
+        out.append(unpriced_hint(estimate.unpriced_models))
+    return out
+
+
+def estimate_file(
+    path: Path,
+    read_options: Any,
+    prices: PriceBook,
+    group: str | None = None,
+    typical_output: int | None = None,
+) -> Estimate:
+    """Estimate a JSONL input file (``read_options``: a ``batcher.reader.ReadOptions``)."""
+    from batcher.reader import read_requests
+    from workers.tokens import estimate_prompt_tokens
+
+    lines = read_requests(path, read_options)
+    return estimate_lines(
+        lines, prices, group=group, typical_output=typical_output, count_prompt=estimate_prompt_tokens
+    )

@@ -1,0 +1,211 @@
+"""The ``usage`` and ``estimate`` commands: thin click shells over ``batcher.usage`` and ``batcher.estimate``.
+
+They are standalone commands for the main group to add (``cli.add_command(usage)``); they read the
+group's object (``batcher.cli.App``, with ``.settings`` and ``.store``) through ``HasStore`` so that
+this module does not import the CLI module (no cycle).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import click
+
+from batcher.estimate import Estimate, estimate_file
+from batcher.prices import PriceBook, load_prices
+from batcher.render import table, to_json
+from batcher.usage import parse_by, usage_report
+from batcher.usage_render import money_text, plot_cost, render_csv, render_json, render_table
+from jobs.db import Store
+from jobs.endpoints import Endpoint
+from jobs.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HasStore(Protocol):
+    """What these commands need of the group's object."""
+
+    @property
+    def store(self) -> Store: ...
+
+
+def _app() -> HasStore:
+    obj = click.get_current_context().obj
+    if obj is None or not hasattr(obj, "store"):
+        raise click.UsageError("this command runs inside `batcher` (its group sets up the store)")
+    return obj  # type: ignore[no-any-return]
+
+
+class DecimalParam(click.ParamType):  # type: ignore[type-arg]
+    """A positive exact decimal (an exchange rate): never a float."""
+
+    name = "decimal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Decimal:
+        try:
+            number = Decimal(str(value))
+        except ArithmeticError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not number.is_finite() or number <= 0:
+            self.fail(f"{value!r} must be a positive number", param, ctx)
+        return number
+
+
+def price_options(func: F) -> F:
+    """Options that choose prices, relay group and currency."""
+    decorators = [
+        click.option(
+            "--prices", "price_files", multiple=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Price file (batcher TOML/JSON, LiteLLM, new-api /api/pricing, one-api ratios); repeatable.",
+        ),
+        click.option("--group", help="Relay group whose ratio (分组倍率) applies to relay prices."),
+        click.option("--currency", help="Show money in this currency (e.g. CNY); needs --rate."),
+        click.option("--rate", type=DecimalParam(), help="Units of --currency per USD (e.g. 7.2)."),
+    ]  # fmt: skip
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+
+
+def _prices(price_files: tuple[Path, ...], currency: str | None, rate: Decimal | None) -> PriceBook:
+    if (currency is None) != (rate is None) and not price_files:
+        raise click.UsageError("--currency and --rate go together, e.g. --currency CNY --rate 7.2")
+    return load_prices(price_files, currency=currency, rate=rate)
+
+
+def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return parse_by(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+@click.command()
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1, type=int)
+@click.option(
+    "--by", default="job", show_default=True, callback=_by,
+    help="Group by job, model, endpoint, day, tag or metadata.KEY; comma-separated for several.",
+)  # fmt: skip
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC) of calls to count.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC) of calls to count.")
+@price_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw cost by day and model (PNG)."
+)
+def usage(
+    *,
+    job_ids: tuple[int, ...], by: tuple[str, ...], since: datetime | None, until: datetime | None, fmt: str,
+    plot: Path | None, price_files: tuple[Path, ...], group: str | None, currency: str | None,
+    rate: Decimal | None,
+) -> None:  # fmt: skip
+    """Show tokens and cost of every call made, billed retries and duplicates included.
+
+    Cost is confirmed (calls that answered) plus an upper bound for calls sent with no
+    answer. Models with no price are marked, never counted as zero.
+
+    \b
+    Example:
+      batcher usage 3 4 --by model
+      batcher usage --by day,model --since 2025-05-01 --plot cost.png
+      batcher usage 3 --prices pricing.json --group vip --currency CNY --rate 7.2
+    """
+    store = _app().store
+    prices = _prices(price_files, currency, rate)
+    window = {"since": since and since.date(), "until": until and until.date()}
+    report = usage_report(store, list(job_ids) or None, by=by, prices=prices, group=group, **window)
+    render = {"table": render_table, "csv": render_csv, "json": render_json}[fmt]
+    click.echo(render(report).rstrip("\n"))
+    if plot is not None:
+        daily = usage_report(
+            store, list(job_ids) or None, by=("day", "model"), prices=prices, group=group, **window
+        )
+        plot_cost(daily, plot)
+        click.echo(f"wrote the chart to {plot}", err=True)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--endpoint", type=click.Choice([e.value for e in Endpoint]),
+    help="Endpoint for bare request bodies (lines without custom_id/url/body).",
+)  # fmt: skip
+@click.option("--model", help="Model for bodies that name none.")
+@click.option(
+    "--max-line-bytes", type=click.IntRange(min=1), default=8 * 1024 * 1024, show_default=True,
+    help="Reject lines longer than this.",
+)  # fmt: skip
+@price_options
+@click.option(
+    "--typical-output",
+    type=click.IntRange(min=0),
+    help="Output tokens per answer for lines with no max_tokens.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def estimate(
+    *, file: Path, endpoint: str | None, model: str | None, max_line_bytes: int, typical_output: int | None,
+    as_json: bool, price_files: tuple[Path, ...], group: str | None, currency: str | None,
+    rate: Decimal | None,
+) -> None:  # fmt: skip
+    """Estimate the tokens and cost of FILE before running it.
+
+    Prompt tokens are batcher's estimate; output is each line's max tokens (an upper
+    bound) or --typical-output. The assumptions are printed with the numbers.
+
+    \b
+    Example:
+      batcher estimate requests.jsonl --typical-output 300
+      batcher estimate docs.jsonl --endpoint /v1/embeddings --model text-embedding-3-small --json
+    """
+    from batcher.reader import ReadOptions
+
+    read = ReadOptions(
+        endpoint=Endpoint(endpoint) if endpoint else None, model=model, max_line_bytes=max_line_bytes
+    )
+    result = estimate_file(file, read, _prices(price_files, currency, rate), group, typical_output)
+    click.echo(estimate_json(result) if as_json else estimate_text(result))
+
+
+def estimate_text(result: Estimate) -> str:
+    """An estimate as a table per model, its total, and the assumptions."""
+    book = result.prices
+    headers = ("model", "lines", "prompt tok", "output tok", "chars", f"cost {book.currency}")
+    rows: list[list[Any]] = [
+        [m.model, m.lines, m.prompt_tokens, m.output_tokens, m.characters,
+         money_text(m.cost * book.usd_rate) if m.priced else "no price"]
+        for m in result.models
+    ]  # fmt: skip
+    rows.append(
+        ["total", sum(m.lines for m in result.models), "", "", "", money_text(result.cost * book.usd_rate)]
+    )
+    parts = [table(headers, rows), "assumptions:\n" + "\n".join(f"- {a}" for a in result.assumptions)]
+    if result.invalid_lines:
+        parts.append(
+            f"{result.invalid_lines} invalid lines were left out; `batcher validate FILE` lists them"
+        )
+    return "\n\n".join(parts)
+
+
+def estimate_json(result: Estimate) -> str:
+    """An estimate as JSON, money as exact decimal strings in the display currency."""
+    rate = result.prices.usd_rate
+    models = [
+        {"model": m.model, "lines": m.lines, "prompt_tokens": m.prompt_tokens,
+         "output_tokens": m.output_tokens, "characters": m.characters,
+         "cost": str(m.cost * rate) if m.priced else None}
+        for m in result.models
+    ]  # fmt: skip
+    data: dict[str, Any] = {
+        "currency": result.prices.currency,
+        "cost": str(result.cost * rate),
+        "models": models,
+    }
+    data |= {"unpriced_models": sorted(result.unpriced_models), "invalid_lines": result.invalid_lines}
+    return to_json(data | {"assumptions": result.assumptions})

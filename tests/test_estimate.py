@@ -1,0 +1,93 @@
+"""The estimate before any call: output limits, speech characters, pricing per model, assumptions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batcher.estimate import estimate_file, estimate_lines, output_tokens
+from batcher.prices import default_book
+from jobs.endpoints import Endpoint
+from jobs.errors import Problem
+
+
+@dataclass(frozen=True)
+class Line:
+    """A parsed line as the reader yields it (endpoint, model, body)."""
+
+    endpoint: Endpoint
+    model: str
+    body: Mapping[str, Any]
+
+
+def ten_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
+    """A prompt counter that says 10 for any line, so the arithmetic is easy to check."""
+    return 10
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "typical", "expected"),
+    [
+        (Endpoint.CHAT, {"max_tokens": 100}, None, 100),
+        (Endpoint.CHAT, {"max_completion_tokens": 50, "max_tokens": 100}, None, 50),
+        (Endpoint.CHAT, {"max_tokens": 100, "n": 3}, None, 300),
+        (Endpoint.CHAT, {}, 200, 200),
+        (Endpoint.CHAT, {"n": 2}, 200, 400),
+        (Endpoint.CHAT, {}, None, None),  # unknown: the caller must say so
+        (Endpoint.COMPLETIONS, {"max_tokens": 16}, None, 16),
+        (Endpoint.EMBEDDINGS, {"input": "x"}, 200, 0),
+    ],
+)
+def test_output_tokens(
+    endpoint: Endpoint, body: dict[str, Any], typical: int | None, expected: int | None
+) -> None:
+    assert output_tokens(endpoint, body, typical) == expected
+
+
+def test_estimate_per_model() -> None:
+    lines = [
+        Line(Endpoint.CHAT, "gpt-4o-mini", {"max_tokens": 100}),
+        Line(Endpoint.CHAT, "gpt-4o-mini", {"max_tokens": 100}),
+        Line(Endpoint.SPEECH, "tts-1", {"input": "x" * 1000}),
+        Line(Endpoint.CHAT, "mystery-model", {"max_tokens": 5}),
+        Problem("in.jsonl", 5, "bad"),
+    ]
+    est = estimate_lines(lines, default_book(), count_prompt=ten_tokens)
+    rows = {m.model: m for m in est.models}
+    mini = rows["gpt-4o-mini"]
+    assert (mini.lines, mini.prompt_tokens, mini.output_tokens) == (2, 20, 200)
+    # 2 × (10 × 0.15/1M + 100 × 0.60/1M) = 2 × 0.0000615
+    assert mini.cost == D("0.000123")
+    assert rows["tts-1"].characters == 1000 and rows["tts-1"].cost == D("0.015")  # 1000 × 15/1M
+    assert not rows["mystery-model"].priced
+    assert est.cost == D("0.015123")
+    assert est.invalid_lines == 1
+    assert any("no price for mystery-model" in a for a in est.assumptions)
+
+
+@pytest.mark.parametrize(
+    ("typical", "note"),
+    [(None, "counted as 0, so the cost is too low; pass --typical-output N"), (300, "--typical-output 300")],
+)
+def test_lines_without_max_tokens_are_stated(typical: int | None, note: str) -> None:
+    lines = [Line(Endpoint.CHAT, "gpt-4o-mini", {})]
+    est = estimate_lines(lines, default_book(), typical_output=typical, count_prompt=ten_tokens)
+    assert any(note in a for a in est.assumptions)
+    assert est.models[0].output_tokens == (typical or 0)
+
+
+def test_estimate_file_streams_the_reader(tmp_path: Path) -> None:
+    reader = pytest.importorskip("batcher.reader")
+    path = tmp_path / "in.jsonl"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100}
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    path.write_text(json.dumps(line) + "\n" + "{not json\n")
+    est = estimate_file(path, reader.ReadOptions(), default_book())
+    assert est.models[0].lines == 1 and est.models[0].output_tokens == 100
+    assert est.invalid_lines == 1

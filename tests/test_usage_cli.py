@@ -1,0 +1,135 @@
+"""The usage and estimate commands over a tiny group: help, output formats, chart, usage errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from batcher.usage_cli import estimate, usage
+from jobs.db import Store
+from jobs.records import Usage
+from tests.test_usage import _job, _line
+
+COMMANDS = {"usage": usage, "estimate": estimate}
+
+
+@dataclass
+class FakeApp:
+    """The group's object as the commands see it."""
+
+    settings: Any
+    store: Store
+
+
+def _group(store: Store | None) -> click.Group:
+    @click.group()
+    @click.pass_context
+    def group(ctx: click.Context) -> None:
+        ctx.obj = FakeApp(settings=None, store=store) if store is not None else None
+
+    for command in COMMANDS.values():
+        group.add_command(command)
+    return group
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path}/x.db")
+    one = _job(store, "nightly.jsonl", {"tag": "nightly"})
+    _line(store, one, "a", [(200, "ok", Usage(1000, 500, 1500))], state="succeeded")
+    _line(store, one, "e", [(None, "retry", None)], state="failed", est_tokens=3000)
+    _line(store, one, "f", [(200, "ok", Usage(10, 5, 15))], state="succeeded", model="mystery-model")
+    return store
+
+
+def run(store: Store | None, *args: str) -> Result:
+    return CliRunner().invoke(_group(store), list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(name: str) -> None:
+    result = run(None, name, "--help")
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert (COMMANDS[name].help or "").strip().splitlines()[0]
+
+
+def test_usage_table_with_notes(sqlite_store: Store) -> None:
+    result = run(sqlite_store, "usage", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["job", "calls", "billed"]
+    assert lines[2].split()[:3] == ["1:nightly.jsonl", "3", "2"]
+    # a: 1000 × 0.15/1M + 500 × 0.60/1M = 0.00045; e: at most 3000 × 0.60/1M = 0.0018
+    assert (
+        "spend: 0.000450 USD confirmed + at most 0.001800 USD for 1 calls sent with no answer"
+        in result.output
+    )
+    assert "no price for mystery-model" in result.output
+    assert '[models."mystery-model"]' in result.output
+
+
+def test_usage_json_keeps_exact_money(sqlite_store: Store) -> None:
+    result = run(
+        sqlite_store, "usage", "--by", "model", "--format", "json", "--currency", "CNY", "--rate", "7.2"
+    )
+    data = json.loads(result.output)
+    assert data["currency"] == "CNY"
+    assert data["total"]["cost"] == "0.003240"  # 0.00045 × 7.2
+    assert [r["model"] for r in data["rows"]] == ["gpt-4o-mini", "mystery-model"]
+    assert data["total"]["unpriced_models"] == ["mystery-model"]
+
+
+def test_usage_csv_has_a_total_row(sqlite_store: Store) -> None:
+    result = run(sqlite_store, "usage", "--format", "csv", "--by", "model")
+    rows = result.output.splitlines()
+    assert rows[0].startswith("model,calls,billed_calls,unknown_calls,succeeded_prompt")
+    assert rows[-1].startswith("total,3,2,1,")
+
+
+def test_usage_plot_writes_a_png(sqlite_store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "cost.png"
+    result = run(sqlite_store, "usage", "--plot", str(chart))
+    assert result.exit_code == 0
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--by", "week"], "cannot group by week"),
+        (["--currency", "CNY"], "--currency and --rate go together"),
+        (["--rate", "-1", "--currency", "CNY"], "must be a positive number"),
+        (["--since", "yesterday"], "does not match the format"),
+    ],
+)
+def test_usage_errors_are_usage_errors(sqlite_store: Store, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(_group(sqlite_store), ["usage", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_estimate_command(tmp_path: Path) -> None:
+    pytest.importorskip("batcher.reader")
+    path = tmp_path / "in.jsonl"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100}
+    path.write_text(
+        json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n"
+    )
+    result = run(None, "estimate", str(path), "--json")
+    data = json.loads(result.output)
+    assert data["models"][0]["output_tokens"] == 100
+
+
+def test_unpriced_model_row_says_no_price(sqlite_store: Store) -> None:
+    result = run(sqlite_store, "usage", "--by", "model")
+    rows = {line.split()[0]: line for line in result.output.splitlines()[2:5]}
+    assert rows["mystery-model"].split()[-3:] == ["no", "price", "0.000000"]
+    assert "0.000450 + no price" in rows["total"]
