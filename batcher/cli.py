@@ -23,6 +23,7 @@ from batcher.reader import ReadOptions, read_requests
 from batcher.render import job_dict, table, to_json
 from batcher.runner import RunOptions, RunSummary, describe_stop, run_job
 from batcher.status import rates, render, take_snapshot
+from batcher.usage_cli import estimate, usage
 from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
@@ -578,6 +579,10 @@ def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     run_forever(config, host=host, port=port)
+
+
+cli.add_command(usage)
+cli.add_command(estimate)
 
 
 def main() -> None:

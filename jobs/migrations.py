@@ -63,6 +63,8 @@ def _m001_initial(conn: Connection) -> None:
         sa.Column("prompt_tokens", sa.Integer),
         sa.Column("completion_tokens", sa.Integer),
         sa.Column("total_tokens", sa.Integer),
+        sa.Column("cached_tokens", sa.Integer),
+        sa.Column("reasoning_tokens", sa.Integer),
         sa.Column("characters", sa.Integer),
         sa.Column("usage_estimated", sa.Boolean, nullable=False),
         sa.Column("latency_ms", sa.Integer),
@@ -87,9 +89,12 @@ def _m001_initial(conn: Connection) -> None:
         sa.Column("prompt_tokens", sa.Integer),
         sa.Column("completion_tokens", sa.Integer),
         sa.Column("total_tokens", sa.Integer),
+        sa.Column("cached_tokens", sa.Integer),
+        sa.Column("reasoning_tokens", sa.Integer),
         sa.Column("characters", sa.Integer),
         sa.Column("usage_estimated", sa.Boolean, nullable=False),
         sa.Column("upstream_request_id", sa.String),
+        sa.Column("call_id", sa.String),
         sa.Column("worker", sa.String),
     )  # fmt: skip
     md.create_all(conn)

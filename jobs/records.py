@@ -33,6 +33,8 @@ class Usage:
     total_tokens: int = 0
     characters: int = 0
     estimated: bool = False
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class AttemptRecord:
     usage: Usage | None = None
     upstream_request_id: str | None = None
     worker: str | None = None
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,16 +239,26 @@ def record_attempts(session: Session, attempts: Sequence[AttemptRecord]) -> None
 
 def _usage_values(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
-        return dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "characters")) | {
-            "usage_estimated": False
-        }
+        return dict.fromkeys(_USAGE_COLUMNS) | {"usage_estimated": False}
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
         "characters": usage.characters,
         "usage_estimated": usage.estimated,
     }
+
+
+_USAGE_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "characters",
+)
 
 
 def _attempt_row(a: AttemptRecord) -> dict[str, Any]:
@@ -264,6 +274,7 @@ def _attempt_row(a: AttemptRecord) -> dict[str, Any]:
         "error_message": a.error_message,
         "sent": a.sent,
         "upstream_request_id": a.upstream_request_id,
+        "call_id": a.call_id,
         "worker": a.worker,
         **_usage_values(a.usage),
     }

@@ -269,7 +269,9 @@ class Executor:
                 retry_after=None,
                 sent=True,
             )
-            self._record_attempts(unit, Call(bad, call.response, call.started_at, call.duration_ms))
+            self._record_attempts(
+                unit, Call(bad, call.response, call.started_at, call.duration_ms, call.call_id)
+            )
             return False
         for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
             self._record(self._attempt(item, call, attempt, result))

@@ -7,8 +7,9 @@ embedding answer is split so each line gets its own body and its share of the us
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class Call:
     response: RawResponse | None
     started_at: datetime
     duration_ms: int
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def request_id(self) -> str | None:
@@ -62,6 +64,7 @@ def attempt_record(
         usage=usage,
         upstream_request_id=call.request_id,
         worker=owner,
+        call_id=call.call_id,
     )
 
 

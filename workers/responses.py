@@ -61,12 +61,27 @@ def _usage(endpoint: Endpoint, request: Mapping[str, Any], answer: Mapping[str, 
         prompt = int(usage["prompt_tokens"])
         completion = int(usage.get("completion_tokens") or 0)
         total = int(usage.get("total_tokens") or prompt + completion)
-        return Usage(prompt, completion, total)
+        return Usage(
+            prompt,
+            completion,
+            total,
+            cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens", "prompt_cache_hit_tokens"),
+            reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        )
     prompt = estimate_prompt_tokens(endpoint.value, request)
     completion = (
         0 if endpoint == Endpoint.EMBEDDINGS else estimate_text_tokens(_answer_text(endpoint, answer))
     )
     return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+def _detail(usage: Mapping[str, Any], group: str, key: str, flat: str | None = None) -> int:
+    """A nested usage detail (``prompt_tokens_details.cached_tokens``), or a flat alias (DeepSeek)."""
+    details = usage.get(group)
+    value = details.get(key) if isinstance(details, dict) else None
+    if value is None and flat is not None:
+        value = usage.get(flat)
+    return int(value) if isinstance(value, int) else 0
 
 
 def request_id_of(headers: Mapping[str, str], body: Mapping[str, Any] | None = None) -> str | None:
