@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, worker_ready, worker_shutdown
 
 from jobs.db import Store
 from jobs.settings import Settings, load_settings
@@ -24,6 +24,7 @@ from workers.chunk import run_chunk
 from workers.dispatch import celery_publisher, sweep_all
 from workers.leases import new_owner
 from workers.ratelimit import Limits
+from workers.redact import install_log_redaction
 from workers.redis_limiter import RedisLimiter
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,11 @@ class Sweeper(threading.Thread):
 
 
 _sweepers: list[Sweeper] = []
+
+
+@after_setup_logger.connect
+def _redact_logs(**_: Any) -> None:
+    install_log_redaction(load_settings().secret_values())
 
 
 @worker_ready.connect

@@ -1,0 +1,303 @@
+"""Reading and validating input files: a stream of valid lines and problems, never the whole file.
+
+Two line formats are accepted:
+
+- the **OpenAI Batch input format** ``{"custom_id", "method", "url", "body"}`` (a line is in it
+  when it has ``body`` or ``url``, or ``custom_id`` with ``method``); a missing ``method`` counts
+  as POST;
+- **bare request bodies** ``{"model": ..., "messages": [...]}`` when an endpoint is given
+  (``--endpoint``); their ``custom_id`` is ``line-<n>``.
+
+Every invalid line yields a ``Problem`` naming the line, what is wrong and what to do; reading
+goes on, so one pass reports every problem. Lines are read with a bounded ``readline``, so a huge
+line never sits in memory. The only state that grows with the file is the duplicate check: a set
+of ``hash(custom_id)`` (64-bit; at a million lines the odds of a false "duplicate" are about 3 in
+10^8), not the ids themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from jobs.endpoints import ENDPOINT_LIST, Endpoint
+from jobs.errors import Problem
+
+BOM = b"\xef\xbb\xbf"
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+_SKIP_CHUNK = 1024 * 1024
+_NAN = re.compile(r"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
+_ENDPOINTS = {e.value: e for e in Endpoint}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a file: the endpoint and model for bare bodies, and the line size cap."""
+
+    endpoint: Endpoint | None = None
+    model: str | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedLine:
+    """One valid request line."""
+
+    line_no: int
+    custom_id: str
+    endpoint: Endpoint
+    model: str
+    body: dict[str, Any]
+    body_json: bytes
+
+
+class LineError(ValueError):
+    """A line is invalid; the message says why and what to do."""
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_SKIP_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_requests(path: Path, options: ReadOptions) -> Iterator[ParsedLine | Problem]:
+    """Yield each line of the file as a ``ParsedLine`` or a ``Problem``, in order."""
+    seen: set[int] = set()
+    name = str(path)
+    with path.open("rb") as f:
+        for line_no, raw in _raw_lines(f, options.max_line_bytes):
+            if isinstance(raw, int):
+                yield Problem(name, line_no, _too_long(raw, options.max_line_bytes))
+                continue
+            if not raw.strip():
+                continue
+            try:
+                parsed = parse_line(raw, line_no, options)
+                _check_unique(parsed.custom_id, seen)
+            except LineError as exc:
+                yield Problem(name, line_no, str(exc))
+                continue
+            yield parsed
+
+
+def _raw_lines(f: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | int]]:
+    """(line number, bytes) per line; (line number, size) for a line over the limit."""
+    line_no = 0
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        line_no += 1
+        if line_no == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            yield line_no, len(raw) + _skip_rest(f)
+            continue
+        yield line_no, raw
+
+
+def _skip_rest(f: BinaryIO) -> int:
+    skipped = 0
+    while True:
+        chunk = f.readline(_SKIP_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _too_long(size: int, limit: int) -> str:
+    return f"line is {size:,} bytes, over the limit of {limit:,}; shorten it or raise --max-line-bytes"
+
+
+def _check_unique(custom_id: str, seen: set[int]) -> None:
+    key = hash(custom_id)
+    if key in seen:
+        raise LineError(
+            f'custom_id "{_short(custom_id)}" is used by an earlier line; custom_ids must be unique in a file'
+        )
+    seen.add(key)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode(errors="replace")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- one line ------------------------------------------------------------------------------------
+
+
+def parse_line(raw: bytes, line_no: int, options: ReadOptions) -> ParsedLine:
+    """Validate one line; raise ``LineError`` with what is wrong and what to do."""
+    data = _decode(raw)
+    if _is_batch_format(data):
+        custom_id = _custom_id(data)
+        _check_method(data)
+        endpoint = _endpoint(data.get("url"))
+        body = data.get("body")
+        if not isinstance(body, dict):
+            raise LineError(f'"body" must be a JSON object with the request (got {_type(body)})')
+    elif options.endpoint is not None:
+        custom_id, endpoint, body = f"line-{line_no}", options.endpoint, data
+    else:
+        raise LineError(
+            "not an OpenAI Batch line (no custom_id/url/body); give the request as "
+            '{"custom_id", "method", "url", "body"}, or pass --endpoint (e.g. --endpoint '
+            "/v1/chat/completions) to submit bare request bodies"
+        )
+    model = _model(body, options.model)
+    _check_body(endpoint, body)
+    return ParsedLine(line_no, custom_id, endpoint, model, body, orjson.dumps(body))
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(
+            f"invalid UTF-8 at byte {exc.start + 1} of the line; save the file as UTF-8"
+        ) from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if _NAN.search(raw.decode("utf-8")):
+            raise LineError("NaN and Infinity are not valid JSON; write null or a number") from None
+        raise LineError(f"invalid JSON ({exc}); each line must be one JSON object") from None
+    if not isinstance(data, dict):
+        raise LineError(f"each line must be a JSON object (got {_type(data)})")
+    return data
+
+
+def _type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _is_batch_format(data: dict[str, Any]) -> bool:
+    return "body" in data or "url" in data or ("custom_id" in data and "method" in data)
+
+
+def _custom_id(data: dict[str, Any]) -> str:
+    if "custom_id" not in data:
+        raise LineError('"custom_id" is missing; give every line a unique string custom_id')
+    value = data["custom_id"]
+    if not isinstance(value, str):
+        raise LineError(f'"custom_id" must be a string (got {_type(value)} {_short(value)})')
+    if not value.strip():
+        raise LineError('"custom_id" is empty; give every line a unique, non-empty custom_id')
+    return value
+
+
+def _check_method(data: dict[str, Any]) -> None:
+    method = data.get("method", "POST")
+    if method != "POST":
+        raise LineError(f'"method" must be "POST" (got {_short(method)}); every endpoint here takes POST')
+
+
+def _endpoint(url: Any) -> Endpoint:
+    if not isinstance(url, str):
+        raise LineError(f'"url" must be one of {ENDPOINT_LIST} (got {_type(url)})')
+    if url in _ENDPOINTS:
+        return _ENDPOINTS[url]
+    where = "the host comes from OPENAI_BASE_URL, never from the file"
+    if "://" in url or url.startswith("//"):
+        raise LineError(f'"url" must be a path, one of {ENDPOINT_LIST} (got "{_short(url)}"); {where}')
+    if ".." in url or "?" in url or "#" in url:
+        raise LineError(
+            f'"url" must be exactly one of {ENDPOINT_LIST}, without "..", a query or a fragment '
+            f'(got "{_short(url)}"); {where}'
+        )
+    raise LineError(f'"url" must be one of {ENDPOINT_LIST} (got "{_short(url)}"); {where}')
+
+
+def _model(body: dict[str, Any], default: str | None) -> str:
+    if "model" not in body and default:
+        body["model"] = default
+    model = body.get("model")
+    if model is None:
+        raise LineError('"model" is missing from the body; add it, or pass --model for lines without one')
+    if not isinstance(model, str) or not model.strip():
+        raise LineError(f'"model" must be a non-empty string (got {_type(model)} {_short(model)})')
+    return model
+
+
+# --- endpoint shapes -----------------------------------------------------------------------------
+
+
+def _check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    if body.get("stream") is True:
+        raise LineError('"stream": true is not supported in a batch; remove "stream" or set it to false')
+    {
+        Endpoint.CHAT: _check_chat,
+        Endpoint.COMPLETIONS: _check_completions,
+        Endpoint.EMBEDDINGS: _check_embeddings,
+        Endpoint.SPEECH: _check_speech,
+    }[endpoint](body)
+
+
+def _check_chat(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise LineError('chat needs "messages", a non-empty list of {"role", "content"} objects')
+    for i, message in enumerate(messages):
+        _check_message(i, message)
+
+
+def _check_message(i: int, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise LineError(f'messages[{i}] must be an object with "role" and "content" (got {_type(message)})')
+    if not isinstance(message.get("role"), str):
+        raise LineError(f'messages[{i}] needs a string "role" (system, user, assistant, tool)')
+    if "content" not in message:
+        raise LineError(f'messages[{i}] needs "content" (a string or a list of parts)')
+    content = message["content"]
+    if content is None and not message.get("tool_calls"):
+        raise LineError(f'messages[{i}] has "content": null without "tool_calls"; give it text')
+    if content is not None and not isinstance(content, str | list):
+        raise LineError(f'messages[{i}]."content" must be a string or a list of parts (got {_type(content)})')
+
+
+def _is_tokens(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+    )
+
+
+def _is_prompt(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return _is_tokens(value) or all(isinstance(x, str) or _is_tokens(x) for x in value)
+
+
+def _check_completions(body: dict[str, Any]) -> None:
+    if not _is_prompt(body.get("prompt")):
+        raise LineError('completions need "prompt": a string, a list of strings, or token lists')
+
+
+def _check_embeddings(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    if value == "" or not _is_prompt(value):
+        raise LineError(
+            'embeddings need "input": a non-empty string or a non-empty list of strings or tokens'
+        )
+
+
+def _check_speech(body: dict[str, Any]) -> None:
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise LineError('speech needs "input": the non-empty text to speak')
+    if not isinstance(body.get("voice"), str | dict):
+        raise LineError('speech needs "voice", e.g. "alloy"')
