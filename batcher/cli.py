@@ -69,6 +69,11 @@ class App:
             self._store = Store(self.settings.effective_database_url)
         return self._store
 
+    def close(self) -> None:
+        """Release the store's connections (at the end of every command)."""
+        if self._store is not None:
+            self._store.close()
+
     def broker_redis(self) -> Any:
         """A client of the broker's Redis (dispatch bookkeeping); connects on first command."""
         import redis
@@ -97,6 +102,7 @@ def cli(ctx: click.Context) -> None:
         raise DomainError(str(exc)) from None
     install_log_redaction(settings.secret_values())
     ctx.obj = App(settings)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # --- shared options ---------------------------------------------------------------------------

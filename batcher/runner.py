@@ -91,7 +91,7 @@ def run_job(
                 config=exec_config,
                 secrets=settings.secret_values(),
             ),
-            batch=options.concurrency * 2,
+            batch=max(options.concurrency * 2, options.pack_size * 2 if options.pack else 0),
             on_start=on_start,
         )
     )

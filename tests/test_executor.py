@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,8 +25,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'exec.db'}")
+def db(tmp_path: Path) -> Iterator[Store]:
+    with Store(f"sqlite:///{tmp_path / 'exec.db'}") as store:
+        yield store
 
 
 def add_job(db: Store, endpoint: str, bodies: list[dict[str, object]]) -> int:

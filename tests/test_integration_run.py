@@ -51,6 +51,13 @@ def env(monkeypatch: pytest.MonkeyPatch, relay: RelayServer, store_url: str) -> 
     return store_url
 
 
+@pytest.fixture
+def db(env: str) -> Iterator[Store]:
+    """The store the CLI writes to, for the test to read."""
+    with Store(env) as store:
+        yield store
+
+
 def chat(i: int, **extra: Any) -> dict[str, Any]:
     return {
         "model": "gpt-4o-mini",
@@ -95,7 +102,9 @@ def check_body(row: dict[str, Any], request: dict[str, Any], url: str) -> None:
         assert body["bytes"] == len(expected_audio(request))
 
 
-def test_run_all_four_endpoints_results_match_requests(env: str, relay: RelayServer, tmp_path: Path) -> None:
+def test_run_all_four_endpoints_results_match_requests(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
     rows = mixed_requests()
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
@@ -110,7 +119,7 @@ def test_run_all_four_endpoints_results_match_requests(env: str, relay: RelaySer
         assert row["response"]["status_code"] == 200
         assert row["response"]["request_id"].startswith("req_")
         check_body(row, line["body"], line["url"])
-    store = Store(env)
+    store = db
     lines = all_lines(store)
     served = relay.stats()["usage"]
     assert sum(ln.prompt_tokens or 0 for ln in lines) == served["prompt_tokens"]
@@ -121,7 +130,7 @@ def test_run_all_four_endpoints_results_match_requests(env: str, relay: RelaySer
 
 
 def test_run_with_ten_percent_faults_of_every_kind_ends_with_one_result_per_line(
-    env: str, relay: RelayServer, tmp_path: Path
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
 ) -> None:
     relay.set_config(
         RelayConfig(api_key=KEY, fault_rate=0.10, faults=ALL_FAULTS, hang_seconds=5.0, retry_after=0.2)
@@ -150,7 +159,7 @@ def test_run_with_ten_percent_faults_of_every_kind_ends_with_one_result_per_line
         check_body(row, line["body"], line["url"])
     stats = relay.stats()
     assert set(stats["by_fault"]) >= set(ALL_FAULTS)  # every kind was injected
-    store = Store(env)
+    store = db
     assert len(all_attempts(store)) == stats["calls"]  # every upstream call recorded
     lines = all_lines(store)
     assert all(ln.state == "succeeded" for ln in lines)
@@ -179,7 +188,7 @@ def test_run_permanent_errors_are_exported_with_their_error(
 
 
 def test_run_with_a_bad_key_stops_the_job_without_burning_lines(
-    env: str, relay: RelayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    env: str, db: Store, relay: RelayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-000000000")
     rows = [batch_line(f"c{i}", "/v1/chat/completions", chat(i)) for i in range(50)]
@@ -188,7 +197,7 @@ def test_run_with_a_bad_key_stops_the_job_without_burning_lines(
     assert result.exit_code == 1
     assert "stopped" in result.stderr
     assert "sk-wrong-key" not in result.stderr + result.stdout
-    with Store(env).session() as s:
+    with db.session() as s:
         job = q.list_jobs(s)[0]
         assert job.status == JobStatus.STOPPED
         assert q.state_counts(s, job.id or 0)["pending"] >= 48
@@ -205,7 +214,8 @@ def test_export_csv_has_one_row_per_line(env: str, relay: RelayServer, tmp_path:
     assert invoke("export", "1", "-o", str(csv_path), "--format", "csv").exit_code == 0
     import csv
 
-    table = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    with csv_path.open(encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
     assert [r["custom_id"] for r in table] == [r["custom_id"] for r in rows]
     by_id = {r["custom_id"]: r for r in table}
     assert by_id["chat-0"]["text"] == expected_chat_content(rows[0]["body"])
@@ -228,7 +238,7 @@ def test_rerunning_the_same_file_reuses_the_job(env: str, relay: RelayServer, tm
 
 
 def test_hostile_file_reports_every_line_and_stores_nothing(
-    env: str, relay: RelayServer, tmp_path: Path
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
 ) -> None:
     good = orjson.dumps(batch_line("ok", "/v1/embeddings", {"model": "e", "input": "x"})).decode()
     bad = [
@@ -246,7 +256,7 @@ def test_hostile_file_reports_every_line_and_stores_nothing(
     for line_no in range(2, 8):
         assert f"hostile.jsonl:{line_no}:" in result.stderr
     assert "hostile.jsonl:1:" not in result.stderr
-    with Store(env).session() as s:
+    with db.session() as s:
         assert q.list_jobs(s) == []
     assert relay.stats()["calls"] == 0
 
@@ -260,13 +270,13 @@ def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
 
 
 def test_sigkill_mid_job_then_run_job_never_calls_a_done_line_again(
-    env: str, relay: RelayServer, tmp_path: Path
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
 ) -> None:
     relay.set_config(RelayConfig(api_key=KEY, latency=0.1))
     rows = [batch_line(f"c{i}", "/v1/embeddings", {"model": "e", "input": f"text {i}"}) for i in range(300)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     assert invoke("submit", str(source), "--no-queue", "--no-pack").exit_code == 0
-    store = Store(env)
+    store = db
     proc = subprocess.Popen(
         [sys.executable, "-m", "batcher", "run-job", "1", "--concurrency", "8"],
         env=os.environ.copy(),
@@ -297,7 +307,7 @@ def test_sigkill_mid_job_then_run_job_never_calls_a_done_line_again(
 
 
 def test_run_packs_embedding_lines_and_splits_them_back_exactly(
-    env: str, relay: RelayServer, tmp_path: Path
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
 ) -> None:
     rows = [
         batch_line(f"e{i}", "/v1/embeddings", {"model": "e", "input": f"text number {i}"}) for i in range(500)
@@ -314,12 +324,13 @@ def test_run_packs_embedding_lines_and_splits_them_back_exactly(
     for row, line in zip(exported, rows, strict=True):
         check_body(row, line["body"], line["url"])
         assert [d["index"] for d in row["response"]["body"]["data"]] == [0]
-    assert relay.stats()["calls"] == 6  # 5 packs of 100, and the base64 line on its own
-    lines = all_lines(Store(env))
+    # 5 full packs of 100 and the base64 line alone; a claim slower than the linger may cut one pack short
+    assert 6 <= relay.stats()["calls"] <= 7
+    lines = all_lines(db)
     assert sum(ln.prompt_tokens or 0 for ln in lines) == relay.stats()["usage"]["prompt_tokens"]
     usage_in_bodies = sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in exported)
     assert usage_in_bodies == relay.stats()["usage"]["prompt_tokens"]
-    assert len(all_attempts(Store(env))) == len(rows)  # one attempt row per line per call
+    assert len(all_attempts(db)) == len(rows)  # one attempt row per line per call
 
 
 def test_run_bisects_a_refused_pack_down_to_the_bad_line(

@@ -3,6 +3,7 @@ pyarrow, pandas and Hugging Face datasets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -50,8 +51,9 @@ def emb(*vectors: list[float]) -> dict[str, object]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'p.db'}")
+def db(tmp_path: Path) -> Iterator[Store]:
+    with Store(f"sqlite:///{tmp_path / 'p.db'}") as store:
+        yield store
 
 
 def test_parquet_has_fixed_size_float32_embeddings_and_opens_everywhere(db: Store, tmp_path: Path) -> None:
