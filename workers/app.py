@@ -24,7 +24,7 @@ attribute. Each setting, and why:
 from __future__ import annotations
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from jobs.endpoints import Endpoint
 from jobs.settings import Settings, load_settings
@@ -58,7 +58,7 @@ def make_app(settings: Settings) -> Celery:
         task_store_errors_even_if_ignored=False,
         task_time_limit=TASK_HARD_TIME_LIMIT_S,
         task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
-        task_queues=[Queue(name) for name in QUEUE_NAMES],
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES],
         task_default_queue=QUEUE_NAMES[0],
         task_default_priority=5,
         broker_connection_retry_on_startup=True,

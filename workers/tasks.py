@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery.signals import after_setup_logger, worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 from jobs.db import Store
 from jobs.settings import Settings, load_settings
@@ -67,7 +67,7 @@ def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
 
 
 class Sweeper(threading.Thread):
-    """Sweeps every running distributed job every few seconds; one worker at a time holds the lock."""
+    """Sweeps every running distributed job every few seconds; one process at a time holds the lock."""
 
     def __init__(self, interval: float = SWEEP_INTERVAL_S) -> None:
         super().__init__(name="batcher-sweeper", daemon=True)
@@ -101,14 +101,16 @@ def _redact_logs(**_: Any) -> None:
     install_log_redaction(load_settings().secret_values())
 
 
-@worker_ready.connect
+@worker_process_init.connect
 def _start_sweeper(**_: Any) -> None:
+    # In each pool process, never in the main one: the main process forks new pool processes,
+    # and a fork taken while a thread holds a lock (logging, a connection pool) deadlocks the child.
     sweeper = Sweeper()
     _sweepers.append(sweeper)
     sweeper.start()
 
 
-@worker_shutdown.connect
+@worker_process_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     for sweeper in _sweepers:
         sweeper.stopped.set()
