@@ -18,11 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from batcher.cost import CallUsage, cost_of_attempt
-from batcher.prices import PriceBook
 from batcher.usage import unpriced_hint
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
+from workers.cost import CallUsage, cost_of_attempt
+from workers.prices import PriceBook
 
 PromptCounter = Callable[[str, Mapping[str, Any]], int]
 

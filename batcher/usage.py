@@ -34,12 +34,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from batcher.cost import CallUsage, cost_of_attempt, upper_bound_cost
-from batcher.prices import PriceBook
 from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.models import Attempt, Job, Request, RequestState
+from workers.cost import CallUsage, cost_of_attempt, upper_bound_cost
+from workers.prices import PriceBook
 
 KINDS = ("succeeded", "duplicate", "failed", "unknown", "other")
 DIMENSIONS = ("job", "model", "endpoint", "day", "tag")

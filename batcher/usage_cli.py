@@ -17,13 +17,13 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from batcher.estimate import Estimate, estimate_file
-from batcher.prices import PriceBook, load_prices
 from batcher.render import table, to_json
 from batcher.usage import parse_by, usage_report
 from batcher.usage_render import money_text, plot_cost, render_csv, render_json, render_table
 from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
+from workers.prices import PriceBook, load_prices
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,8 +6,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from batcher.cost import CallUsage, cost_of_attempt, relay_quota, upper_bound_cost
-from batcher.prices import ListPrice, RelayPrice
+from workers.cost import CallUsage, cost_of_attempt, relay_quota, upper_bound_cost
+from workers.prices import ListPrice, RelayPrice
 
 GPT4O = ListPrice(input=D("2.50"), output=D("10.00"), cached=D("1.25"))
 EMBED = ListPrice(input=D("0.02"))

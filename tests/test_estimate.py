@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from batcher.estimate import estimate_file, estimate_lines, output_tokens
-from batcher.prices import default_book
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
+from workers.prices import default_book
 
 
 @dataclass(frozen=True)

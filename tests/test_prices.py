@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from batcher.prices import (
+from jobs.errors import ConfigError
+from workers.prices import (
     ListPrice,
     PriceBook,
     RelayPrice,
@@ -19,7 +20,6 @@ from batcher.prices import (
     normalize_model,
     parse_prices,
 )
-from jobs.errors import ConfigError
 
 NEW_API = {
     "success": True,

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from batcher.prices import PriceBook, default_book, load_prices
 from batcher.usage import (
     NO_TAG,
     Report,
@@ -38,6 +37,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import ConfigError
 from jobs.records import AttemptRecord, LineResult, Usage
+from workers.prices import PriceBook, default_book, load_prices
 
 DAY1 = datetime(2025, 5, 1, 23, 30, tzinfo=UTC)
 DAY2 = datetime(2025, 5, 2, 8, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """Prices: the shipped default table, price files in four formats, and model-name matching.
 
-A ``PriceBook`` maps model names to prices. It starts from ``batcher/data/prices.toml`` (the
+A ``PriceBook`` maps model names to prices. It starts from ``workers/data/prices.toml`` (the
 providers' list prices, with the date they were taken) and is overridden, file by file, by
 ``--prices FILE``. The format of a file is detected from its content:
 
@@ -17,7 +17,7 @@ providers' list prices, with the date they were taken) and is overridden, file b
   also wrapped as ``/api/option``'s ``{"data": [{"key", "value"}]}``.
 
 Relay prices stay ratios (``RelayPrice``): their quota is rounded up per call, so they cannot be
-turned into a per-token price without changing the arithmetic (see ``batcher.cost``).
+turned into a per-token price without changing the arithmetic (see ``workers.cost``).
 
 Money is ``Decimal`` throughout: JSON and TOML numbers are parsed as ``Decimal``, never float.
 Every price is in USD (a relay's quota dollar for relay formats); ``currency`` / ``usd_rate``
@@ -134,7 +134,7 @@ def normalize_model(name: str) -> str:
 
 def default_book() -> PriceBook:
     """The price table shipped with batcher."""
-    text = resources.files("batcher").joinpath("data/prices.toml").read_text(encoding="utf-8")
+    text = resources.files("workers").joinpath("data/prices.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text, parse_float=Decimal)
     book = parse_prices(data, source="batcher default prices")
     return replace(book, taken=str(data.get("taken")))

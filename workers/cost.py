@@ -1,6 +1,6 @@
 """Cost of one upstream call under one price: pure arithmetic on ``Decimal``.
 
-Two kinds of price (``batcher.prices``):
+Two kinds of price (``workers.prices``):
 
 - a list price (USD per 1M tokens, per 1M characters, per minute, per image, per call): the cost
   is the plain sum. Cached prompt tokens are part of ``prompt_tokens`` and cost ``cached`` instead
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from batcher.prices import MILLION, ListPrice, Price, RelayPrice
+from workers.prices import MILLION, ListPrice, Price, RelayPrice
 
 QUOTA_PER_USD = Decimal(500_000)  # one-api's QuotaPerUnit
 _ZERO = Decimal(0)
