@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError, Problem
 from jobs.models import JobStatus
 from jobs.settings import Settings, load_settings
+from workers.client import client_config
 from workers.redact import install_log_redaction
 
 EXIT_OK = 0  # every line succeeded
@@ -125,10 +127,40 @@ def reader_options(func: F) -> F:
     return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
 
 
+def _metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx, param)
+        pairs[key.strip()] = text
+    return pairs
+
+
+budget_option = click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Pause the job before its cost in USD would pass this.",
+)
+
+
 def ingest_options(func: F) -> F:
     """Options of ``submit`` and ``run`` about storing a file."""
     decorators = [
         reader_options,
+        budget_option,
+        click.option(
+            "--prices",
+            "price_files",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Price file(s) for --budget (batcher, LiteLLM or relay format).",
+        ),
+        click.option("--group", help="The relay group whose ratio applies to --budget (分组倍率)."),
+        click.option("--tag", help="A tag for usage reports (`batcher usage --by tag`)."),
+        click.option(
+            "--metadata", multiple=True, callback=_metadata, help="KEY=VALUE for usage reports; repeatable."
+        ),
         click.option(
             "--skip-invalid", is_flag=True, help="Store the valid lines; write the rest to a rejects file."
         ),
@@ -182,10 +214,31 @@ def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
         rejects_path=kw.get("rejects"),
         new=kw["new"],
         name=kw.get("name"),
-        job_options={k: kw[k] for k in RUN_KEYS if kw.get(k) is not None},
+        job_options={k: kw[k] for k in RUN_KEYS if kw.get(k) is not None} | _accounting(kw),
         priority=kw.get("priority", 5),
     )
     return ingest_file(app.store, file, options)
+
+
+def _accounting(kw: dict[str, Any]) -> dict[str, Any]:
+    """Budget, prices, group, tag and metadata as the job stores them."""
+    stored: dict[str, Any] = {}
+    if kw.get("budget") is not None:
+        stored["budget"] = str(Decimal(str(kw["budget"])))
+    if kw.get("price_files"):
+        stored["prices"] = [str(p.resolve()) for p in kw["price_files"]]
+    for key in ("group", "tag"):
+        if kw.get(key):
+            stored[key] = kw[key]
+    if kw.get("metadata"):
+        stored["metadata"] = kw["metadata"]
+    return stored
+
+
+def _raise_budget(app: App, job_id: int, budget: float | None) -> None:
+    if budget is not None:
+        with app.store.session() as session:
+            q.update_options(session, job_id, {"budget": str(Decimal(str(budget)))})
 
 
 def _run_opts(app: App, job_id: int, kw: dict[str, Any]) -> RunOptions:
@@ -274,9 +327,22 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
 @click.option(
     "--priority", type=click.IntRange(0, 9), default=5, show_default=True, help="0 runs first, 9 last."
 )
+@click.option(
+    "--no-balance-check", is_flag=True, help="Skip comparing the estimate with the relay's balance."
+)
 @json_option
 @pass_app
-def submit(app: App, /, file: Path, no_queue: bool, priority: int, as_json: bool, **kw: Any) -> None:
+def submit(
+    app: App,
+    /,
+    file: Path,
+    *,
+    no_queue: bool,
+    priority: int,
+    no_balance_check: bool,
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Validate FILE, store it as a job and enqueue it for the workers.
 
     Run options given here are stored with the job. If the broker cannot be reached,
@@ -300,7 +366,30 @@ def submit(app: App, /, file: Path, no_queue: bool, priority: int, as_json: bool
         return
     if enqueued is not None:
         click.echo(f"enqueued {enqueued} lines for the workers", err=True)
+    if result.created and not no_balance_check and app.settings.base_url:
+        _warn_over_balance(app, file, kw)
     click.echo(result.job.id)
+
+
+def _warn_over_balance(app: App, file: Path, kw: dict[str, Any]) -> None:
+    """Warn when the job's estimate passes the relay's balance; a relay without one says so."""
+    from batcher.balance import fetch_balance
+    from batcher.estimate import estimate_file
+    from workers.prices import load_prices
+
+    try:
+        balance = fetch_balance(client_config(app.settings))
+    except BatcherError as exc:
+        click.echo(f"note: balance not checked: {exc}", err=True)
+        return
+    book = load_prices(kw.get("price_files") or ())
+    cost = estimate_file(file, _read_opts(kw), book, kw.get("group")).cost
+    if cost > balance.remaining_usd:
+        click.echo(
+            f"warning: this job's estimate (${cost:.2f}) is more than the relay's balance "
+            f"(${balance.remaining_usd:.2f}); top up, or set --budget to pause it in time",
+            err=True,
+        )
 
 
 def _enqueue(app: App, job_id: int) -> int:
@@ -352,8 +441,9 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
 @cli.command("run-job")
 @job_argument
 @run_options
+@budget_option
 @pass_app
-def run_job_command(app: App, /, job_id: int, **kw: Any) -> None:
+def run_job_command(app: App, /, job_id: int, budget: float | None, **kw: Any) -> None:
     """Run a stored job in this process; resumes where it stopped.
 
     After `submit`, after a crash (lines a dead run held are taken back), or after
@@ -363,6 +453,7 @@ def run_job_command(app: App, /, job_id: int, **kw: Any) -> None:
     Example:
       batcher run-job 3 --concurrency 64
     """
+    _raise_budget(app, job_id, budget)
     summary = _execute(app, job_id, _run_opts(app, job_id, kw))
     _finish(app, summary)
 
@@ -506,15 +597,17 @@ def pause(app: App, job_id: int) -> None:
 
 @cli.command()
 @job_argument
+@budget_option
 @json_option
 @pass_app
-def resume(app: App, job_id: int, as_json: bool) -> None:
+def resume(app: App, job_id: int, budget: float | None, as_json: bool) -> None:
     """Resume a paused or stopped job on the workers: enqueue every line left.
 
     \b
     Example:
       batcher resume 3
     """
+    _raise_budget(app, job_id, budget)
     enqueued = _enqueue(app, job_id)
     if as_json:
         click.echo(to_json({"job_id": job_id, "enqueued": enqueued}))
@@ -585,6 +678,28 @@ def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     run_forever(config, host=host, port=port)
+
+
+@cli.command()
+@json_option
+@pass_app
+def balance(app: App, as_json: bool) -> None:
+    """Show the relay's balance: its limit, what was used and what is left (USD).
+
+    From one-api / new-api's /v1/dashboard/billing endpoints.
+
+    \b
+    Example:
+      batcher balance --json
+    """
+    from batcher.balance import fetch_balance
+
+    found = fetch_balance(client_config(app.settings))
+    data = {"limit_usd": found.limit_usd, "used_usd": found.used_usd, "remaining_usd": found.remaining_usd}
+    if as_json:
+        click.echo(to_json({k: str(v) for k, v in data.items()}))
+    else:
+        click.echo(table(("balance", "USD"), [(k.removesuffix("_usd"), f"{v:.2f}") for k, v in data.items()]))
 
 
 cli.add_command(usage)

@@ -9,6 +9,7 @@ the job stopped: lines that already succeeded are terminal and never called agai
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from jobs.db import Store
 from jobs.models import Job
 from jobs.records import WorkItem
 from jobs.settings import Settings
+from workers.budget import job_budget
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
@@ -70,7 +72,8 @@ def run_job(
     config = client_config(settings, timeout=options.timeout, max_connections=options.concurrency)
     with store.session() as session:
         recover_dead_leases(session, job_id)
-        q.start_job(session, job_id)
+        job = q.start_job(session, job_id)
+    budget = job_budget(store, job_id, json.loads(job.options or "{}"))
     exec_config = ExecConfig(
         results_dir=Path(settings.results_dir),
         concurrency=options.concurrency,
@@ -90,6 +93,7 @@ def run_job(
                 sink=sink,
                 config=exec_config,
                 secrets=settings.secret_values(),
+                budget=budget,
             ),
             batch=max(options.concurrency * 2, options.pack_size * 2 if options.pack else 0),
             on_start=on_start,

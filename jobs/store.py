@@ -11,6 +11,7 @@ caller (``Store.session()``). The rules that make execution safe live here:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -85,6 +86,15 @@ def start_job(session: Session, job_id: int) -> Job:
     if job.status != JobStatus.COMPLETED:
         set_job_status(session, job, JobStatus.RUNNING)
     return job
+
+
+def update_options(session: Session, job_id: int, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the job's stored options (a new budget, say); return them all."""
+    job = get_job(session, job_id)
+    options: dict[str, Any] = json.loads(job.options or "{}") | dict(updates)
+    job.options = json.dumps(options, sort_keys=True)
+    session.add(job)
+    return options
 
 
 def state_counts(session: Session, job_id: int) -> dict[str, int]:
@@ -504,3 +514,30 @@ def set_status(session: Session, job_id: int, status: JobStatus, *, allowed: Seq
         )
     set_job_status(session, job, status)
     return job
+
+
+def usage_by_model(session: Session, job_id: int) -> list[tuple[str, int, int, int, int, int, int]]:
+    """Per model: calls with usage, prompt, completion, cached, reasoning tokens, characters."""
+    s = func.coalesce
+    query = (
+        sa.select(
+            _req.c.model,
+            func.count(_att.c.id),
+            s(func.sum(_att.c.prompt_tokens), 0),
+            s(func.sum(_att.c.completion_tokens), 0),
+            s(func.sum(_att.c.cached_tokens), 0),
+            s(func.sum(_att.c.reasoning_tokens), 0),
+            s(func.sum(_att.c.characters), 0),
+        )
+        .select_from(_att.join(_req, _att.c.request_id == _req.c.id))
+        .where(_att.c.job_id == job_id, _att.c.total_tokens.is_not(None) | _att.c.characters.is_not(None))
+        .group_by(_req.c.model)
+    )
+    rows = session.connection().execute(query)
+    return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in rows]
+
+
+def job_models(session: Session, job_id: int) -> list[str]:
+    """The models a job's lines name."""
+    query = sa.select(_req.c.model).where(_req.c.job_id == job_id).distinct()
+    return sorted(str(row[0]) for row in session.connection().execute(query))

@@ -345,3 +345,48 @@ def test_run_bisects_a_refused_pack_down_to_the_bad_line(
     assert [r["custom_id"] for r in read_jsonl(errors)] == ["e11"]
     assert len(read_jsonl(out)) == 15
     assert relay.stats()["calls"] == 1 + 2 + 2 + 2 + 2  # the pack, then halves down to one line
+
+
+def test_budget_pauses_the_job_then_a_raised_budget_finishes_it(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."m"]\ninput = 1000000\noutput = 1000000\n')  # $1 per token: easy sums
+    rows = [
+        batch_line(
+            f"c{i}",
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": f"q {i}"}], "max_tokens": 10},
+        )
+        for i in range(20)
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = [
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "--budget",
+        "100",
+        "--prices",
+        str(prices),
+        "--concurrency",
+        "1",
+    ]
+    first = invoke(*args)
+    assert first.exit_code == 1
+    assert "budget reached" in first.stderr
+    with db.session() as s:
+        job = q.get_job(s, 1)
+        done = q.state_counts(s, 1)["succeeded"]
+    spent = sum(a.total_tokens or 0 for a in all_attempts(db))  # $1 per token
+    assert job.status == JobStatus.PAUSED
+    assert 0 < done < 20
+    assert spent <= 100  # never past the budget
+    assert spent + 30 > 100  # and stopped only when the next call (estimated at most $30) might pass it
+    second = invoke("run-job", "1", "--budget", "1000")
+    assert second.exit_code == 0, second.stderr
+    assert relay.stats()["calls"] == 20  # no line called twice
+    with db.session() as s:
+        assert q.get_job(s, 1).status == JobStatus.COMPLETED

@@ -14,11 +14,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jobs import store as q
 from jobs.db import Store
 from jobs.records import WorkItem
 from jobs.settings import Settings
+from workers.budget import job_budget
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
@@ -59,11 +61,12 @@ class ChunkOptions:
 
 def claim_chunk(
     store: Store, job_id: int, request_ids: list[int], owner: str
-) -> tuple[list[WorkItem], ChunkOptions]:
+) -> tuple[list[WorkItem], ChunkOptions, dict[str, Any]]:
     """Claim the message's lines that still need a call, after failing poison lines."""
     with store.session() as session:
         job = q.get_job(session, job_id)
         options = ChunkOptions.from_json(job.options)
+        raw = json.loads(job.options or "{}")
         recover_dead_leases(session, job_id, current=owner)
         q.fail_overclaimed(session, job_id, max_claims=options.max_attempts)
         items = q.claim_lines(
@@ -71,7 +74,7 @@ def claim_chunk(
         )
         if not items:
             q.complete_if_done(session, job_id)
-    return items, options
+    return items, options, raw
 
 
 def run_chunk(
@@ -84,7 +87,7 @@ def run_chunk(
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
-    items, options = claim_chunk(store, job_id, request_ids, owner)
+    items, options, raw = claim_chunk(store, job_id, request_ids, owner)
     if not items:
         return Stats()
     config = ExecConfig(
@@ -102,6 +105,7 @@ def run_chunk(
         sink=StoreSink(store, job_id=job_id, owner=owner),
         config=config,
         secrets=settings.secret_values(),
+        budget=job_budget(store, job_id, raw),
     )
     return asyncio.run(_run(executor, items))
 

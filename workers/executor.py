@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +33,9 @@ import httpx
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
+from workers.budget import Budget
 from workers.client import ApiClient
+from workers.cost import CallUsage
 from workers.leases import new_owner
 from workers.outcomes import Call
 from workers.packing import PackLimits
@@ -80,6 +83,10 @@ class Sink(Protocol):
         """Stop the job: the API refused it as a whole."""
         ...
 
+    def pause_job(self, message: str) -> None:
+        """Pause the job (its budget is reached)."""
+        ...
+
 
 @dataclass
 class Stats:
@@ -109,8 +116,11 @@ class Executor:
         secrets: Sequence[str] = (),
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        budget: Budget | None = None,
     ) -> None:
         self.client, self.limiter, self.sink, self.config = client, limiter, sink, config
+        self.budget = budget
+        self._call_usage: dict[str, CallUsage] = {}
         self.stats = Stats()
         self._secrets = list(secrets)
         self._jitter = jitter
@@ -131,6 +141,8 @@ class Executor:
 
     async def run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         """Run every line the source yields (until halted) and flush all records; return the stats."""
+        if self.budget is not None:
+            await asyncio.to_thread(self.budget.refresh)
         flusher = asyncio.create_task(self._flusher())
         background = [asyncio.create_task(self._renewer()), asyncio.create_task(self._controller())]
         try:
@@ -174,9 +186,15 @@ class Executor:
             unit = self._drop_capped(unit)
             if not unit.items:
                 return
+            reserved = await self._budget_gate(unit)
+            if reserved is None:
+                await self._release(unit.items)
+                return
             unit.attempts = [n + 1 for n in unit.attempts]
             call = await self._call(unit)
-            if await self._settle(unit, call):
+            done = await self._settle(unit, call)
+            self._settle_budget(unit, call, reserved)
+            if done:
                 return
             self.stats.retries += 1
             await self._sleep(next_delay(call.classification, max(unit.attempts), jitter=self._jitter()))
@@ -190,6 +208,34 @@ class Executor:
             else:
                 keep.append(i)
         return unit if len(keep) == len(unit.items) else unit.keep(keep)
+
+    # --- the budget ----------------------------------------------------------------------------
+
+    async def _budget_gate(self, unit: Unit) -> Decimal | None:
+        """The cost reserved for the unit's call, or None when it would pass the budget (paused)."""
+        if self.budget is None:
+            return Decimal(0)
+        amount = self.budget.estimate(unit.endpoint.value, unit.model, unit.requests)
+        if self.budget.try_reserve(amount):
+            return amount
+        if not self.stats.halted:
+            message = (
+                f"budget reached: {self.budget.spent_text()}; raise it with "
+                "`batcher resume JOB --budget USD` (workers) or `batcher run-job JOB --budget USD`"
+            )
+            self.stats.halted = message
+            await asyncio.to_thread(self.sink.pause_job, message)
+        return None
+
+    def _settle_budget(self, unit: Unit, call: Call, reserved: Decimal) -> None:
+        if self.budget is None:
+            return
+        usage = self._call_usage.pop(call.call_id, None)
+        if usage is not None:
+            spent = self.budget.cost(unit.model, usage)
+        else:  # no answer to bill; one that may have run upstream counts as its estimate
+            spent = reserved if call.response is None and call.classification.sent else Decimal(0)
+        self.budget.settle(reserved, spent)
 
     # --- one call ------------------------------------------------------------------------------
 
@@ -276,6 +322,7 @@ class Executor:
         for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
             self._record(self._attempt(item, call, attempt, result))
             self._finish(result)
+        self._call_usage[call.call_id] = _call_usage(results)
         used = sum((r.usage.total_tokens if r.usage else 0) for r in results)
         reserved = Permit(f"{self._provider}|{unit.model}", unit.est_tokens)
         await self.limiter.settle(reserved, unit.est_tokens if outcomes.is_speech(unit) else used)
@@ -364,10 +411,24 @@ class Executor:
             reason = await asyncio.to_thread(self.sink.halt_reason)
             if reason:
                 self.stats.halted = reason
+            if self.budget is not None:
+                await asyncio.to_thread(self.budget.refresh)
 
     async def _release(self, items: Sequence[WorkItem]) -> None:
         self.stats.released += len(items)
         await asyncio.to_thread(self.sink.release, [item.request_id for item in items])
+
+
+def _call_usage(results: Sequence[LineResult]) -> CallUsage:
+    """What a whole call used: the sum of its lines' usage."""
+    usages = [r.usage for r in results if r.usage is not None]
+    return CallUsage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in usages),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        characters=sum(u.characters for u in usages),
+    )
 
 
 def _ms_since(start: float) -> int:

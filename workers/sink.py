@@ -45,6 +45,13 @@ class StoreSink:
             job = q.get_job(session, self.job_id)
             return _HALTING.get(JobStatus(job.status))
 
+    def pause_job(self, message: str) -> None:
+        """Pause the job with the reason (its budget is reached)."""
+        with self.store.session() as session:
+            job = q.get_job(session, self.job_id)
+            if job.status == JobStatus.RUNNING:
+                q.set_job_status(session, job, JobStatus.PAUSED, error=message)
+
     def stop_job(self, message: str) -> None:
         """Mark the job stopped with the API's reason."""
         with self.store.session() as session:

@@ -1,0 +1,120 @@
+"""A job's spending cap: the job pauses (not fails) before a call would take spend past it.
+
+Before each call the executor asks ``try_reserve`` with the call's estimated cost (the same
+estimate as the TPM reservation: prompt estimate + ``max_tokens`` × n, or input characters for
+speech). The call may go when
+
+    recorded spend + this executor's spend since the last refresh + reserved in flight + estimate
+    <= budget
+
+Recorded spend is re-read from the store every second (``refresh``), so several workers see each
+other's calls; each worker adds only its own in-flight reservations, so with N workers the
+overshoot is bounded by the other workers' calls in flight. Refreshing while results are still
+unflushed counts them twice for a moment: the guard errs on the early side, never the late.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jobs import store as q
+from jobs.db import Store
+from jobs.errors import ConfigError
+from workers.cost import CallUsage, cost_of_attempt
+from workers.prices import PriceBook, RelayPrice, load_prices
+from workers.tokens import estimate_prompt_tokens, expected_completion_tokens
+
+SpendRows = Sequence[tuple[str, int, int, int, int, int, int]]
+
+
+def spend_of(rows: SpendRows, book: PriceBook, group_ratio: Decimal) -> Decimal:
+    """Recorded spend from per-model sums (a relay's per-call rounding adds at most 1 quota a call)."""
+    total = Decimal(0)
+    for model, calls, prompt, completion, cached, reasoning, characters in rows:
+        usage = CallUsage(prompt, completion, cached, reasoning, characters)
+        price = book.lookup(model)
+        total += cost_of_attempt(usage, price, group_ratio=group_ratio) or Decimal(0)
+        if isinstance(price, RelayPrice):
+            total += Decimal(calls) / Decimal(500_000)
+    return total
+
+
+class Budget:
+    """The cap for one job as one executor sees it; see the module docstring."""
+
+    def __init__(
+        self, limit: Decimal, book: PriceBook, *, group: str | None, recorded: Callable[[], SpendRows]
+    ) -> None:
+        self.limit, self.book = limit, book
+        self.group_ratio = book.group_ratio(group)
+        self._recorded_rows = recorded
+        self._lock = threading.Lock()
+        self.recorded = Decimal(0)
+        self.local = Decimal(0)  # this executor's spend since the last refresh began
+        self.reserved = Decimal(0)
+
+    def refresh(self) -> None:
+        """Re-read the recorded spend (call from a thread: it queries the store)."""
+        with self._lock:
+            local_before = self.local
+        recorded = spend_of(self._recorded_rows(), self.book, self.group_ratio)
+        with self._lock:
+            self.recorded, self.local = recorded, self.local - local_before
+
+    def estimate(self, endpoint: str, model: str, requests: Sequence[dict[str, Any]]) -> Decimal:
+        """The expected cost of one call carrying these request bodies."""
+        prompt = sum(estimate_prompt_tokens(endpoint, r) for r in requests)
+        completion = sum(expected_completion_tokens(endpoint, r) for r in requests)
+        if endpoint == "/v1/audio/speech":
+            usage = CallUsage(characters=prompt)
+        else:
+            usage = CallUsage(prompt_tokens=prompt, completion_tokens=completion)
+        return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
+
+    def try_reserve(self, amount: Decimal) -> bool:
+        """Reserve ``amount`` if spend stays within the budget; False means pause the job."""
+        with self._lock:
+            if self.recorded + self.local + self.reserved + amount > self.limit:
+                return False
+            self.reserved += amount
+            return True
+
+    def settle(self, reserved: Decimal, spent: Decimal) -> None:
+        """A call ended: free its reservation and count what it cost."""
+        with self._lock:
+            self.reserved -= reserved
+            self.local += spent
+
+    def cost(self, model: str, usage: CallUsage) -> Decimal:
+        """What a finished call cost (zero for an unpriced model: the job refused those at start)."""
+        return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
+
+    def spent_text(self) -> str:
+        """A sentence for the pause message."""
+        spent = self.recorded + self.local
+        return f"spent ${spent:.4f} with ${self.reserved:.4f} in flight of a ${self.limit} budget"
+
+
+def job_budget(store: Store, job_id: int, options: dict[str, Any]) -> Budget | None:
+    """The budget a job's stored options ask for (``budget``, ``prices``, ``group``), or None."""
+    if options.get("budget") is None:
+        return None
+    book = load_prices([Path(p) for p in options.get("prices") or []])
+    with store.session() as session:
+        models = q.job_models(session, job_id)
+    unpriced = [m for m in models if book.lookup(m) is None]
+    if unpriced:
+        raise ConfigError(
+            f"a budget needs a price for every model; none for {', '.join(unpriced)}: "
+            "add them with --prices FILE (see `batcher usage --help`)"
+        )
+
+    def recorded() -> SpendRows:
+        with store.session() as session:
+            return q.usage_by_model(session, job_id)
+
+    return Budget(Decimal(str(options["budget"])), book, group=options.get("group"), recorded=recorded)
