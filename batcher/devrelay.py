@@ -193,20 +193,25 @@ class RelayStats:
     by_status: Counter[int | str] = field(default_factory=Counter)
     by_fault: Counter[str] = field(default_factory=Counter)
     usage: Counter[str] = field(default_factory=Counter)
+    reported_usage: Counter[str] = field(default_factory=Counter)
     per_key: Counter[str] = field(default_factory=Counter)
     per_second: Counter[int] = field(default_factory=Counter)
     answered_per_second: Counter[int] = field(default_factory=Counter)
 
-    def add_served(self, usage: Usage) -> None:
-        """Count one answer whose work was done, with its usage even if the client never sees it."""
+    def add_served(self, usage: Usage, *, reported: bool = False) -> None:
+        """Count one answer whose work was done, with its usage even if the client never sees it.
+
+        ``reported``: the answer carried that usage to the client intact (what it can confirm).
+        """
         self.served += 1
         self.usage.update(usage)
+        if reported:
+            self.reported_usage.update(usage)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain dicts: status codes and seconds stay ints here; JSON makes every key a string."""
-        usage = {
-            k: self.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens", "characters")
-        }
+        keys = ("prompt_tokens", "completion_tokens", "total_tokens", "characters")
+        usage = {k: self.usage[k] for k in keys}
         return {
             "calls": self.calls,
             "served": self.served,
@@ -214,6 +219,7 @@ class RelayStats:
             "by_status": dict(self.by_status),
             "by_fault": dict(self.by_fault),
             "usage": usage,
+            "reported_usage": {k: self.reported_usage[k] for k in keys},
             "per_key": dict(self.per_key),
             "per_second": dict(self.per_second),
             "answered_per_second": dict(self.answered_per_second),
@@ -400,7 +406,10 @@ class Relay:
         try:
             await asyncio.sleep(self.config.hang_seconds)
         except asyncio.CancelledError:
-            self.stats.by_status["hang"] += 1  # the client gave up, or the relay stopped
+            # The client gave up (or the relay stopped), but the upstream work was under way and a
+            # real relay bills it: it counts as served, without usage the client could see.
+            self.stats.by_status["hang"] += 1
+            self.stats.add_served(served.usage)
             raise
         return self._serve(call, served)
 
@@ -427,7 +436,9 @@ class Relay:
         return await self._abort(call)
 
     def _serve(self, call: _Call, served: _Served, *, with_usage: bool = True) -> web.Response:
-        self.stats.add_served(served.usage)
+        # Speech carries no usage in its body: its characters are what the client counts itself.
+        reported = with_usage or served.content_type != JSON
+        self.stats.add_served(served.usage, reported=reported)
         return self._respond(call, 200, served.encode(with_usage=with_usage), served.content_type)
 
     def _respond(

@@ -8,8 +8,8 @@ call that answered with usage counts even when its line was called again. Each c
 - ``duplicate``: a later ``ok`` call of a line that had already succeeded (a lease expired and the
   line ran twice);
 - ``failed``: a call on a line that finally failed;
-- ``unknown``: a call sent with no status code back (timeout, dropped connection): the relay may
-  or may not have billed it. Its usage is estimated from the line's eventual usage if it succeeded,
+- ``unknown``: a call sent with no answer back (timeout, dropped connection), or whose 2xx body
+  was cut off: the relay may or may not have billed it. Its usage is estimated from the line's eventual usage if it succeeded,
   else from the line's pre-call estimate (``Request.est_tokens``) priced at the dearer of input and
   output: an upper bound. Reports show spend as confirmed + at most this unknown part;
 - ``other``: any other call (not sent, a non-``ok`` answer on a line that later succeeded, lines
@@ -93,6 +93,7 @@ class Totals:
     unknown_calls: int = 0
     unknown_cost: Decimal = Decimal(0)  # upper bound of calls whose answer never came
     estimated_calls: int = 0  # usage estimated by batcher: the answer had none
+    estimated: Tokens = field(default_factory=Tokens)  # the estimated part of the billed tokens
     unpriced_calls: int = 0
     unpriced_models: set[str] = field(default_factory=set)
 
@@ -116,6 +117,7 @@ class Totals:
         self.unknown_calls += other.unknown_calls
         self.unknown_cost += other.unknown_cost
         self.estimated_calls += other.estimated_calls
+        self.estimated.merge(other.estimated)
         self.unpriced_calls += other.unpriced_calls
         self.unpriced_models |= other.unpriced_models
 
@@ -166,10 +168,20 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 
 def attempt_kind(
-    *, sent: bool, status_code: int | None, outcome: str, line_state: str, first_ok: bool
+    *,
+    sent: bool,
+    status_code: int | None,
+    outcome: str,
+    line_state: str,
+    first_ok: bool,
+    error_class: str = "",
 ) -> str:
-    """Which kind of call an attempt is, for the report (see the module docstring)."""
-    if sent and status_code is None:
+    """Which kind of call an attempt is, for the report (see the module docstring).
+
+    Unknown: sent, and no answer came (a timeout, a dropped connection), or a 2xx came whose body
+    was cut off: either way the relay may have done and billed the work without telling how much.
+    """
+    if sent and (status_code is None or (200 <= status_code < 300 and error_class == "bad_body")):
         return "unknown"
     if line_state == RequestState.FAILED:
         return "failed"
@@ -222,7 +234,7 @@ def _columns() -> list[sa.ColumnElement[Any]]:
         else_=sa.null(),
     )
     return [
-        *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent")),
+        *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent", "error_class")),
         *(_att.c[n] for n in ("prompt_tokens", "completion_tokens", "characters", "usage_estimated")),
         _optional(_att, "cached_tokens").label("cached_tokens"),
         _optional(_att, "reasoning_tokens").label("reasoning_tokens"),
@@ -351,6 +363,7 @@ def count_call(totals: Totals, row: Any, prices: PriceBook, ratio: Decimal) -> N
         outcome=row.outcome,
         line_state=row.line_state,
         first_ok=bool(row.first_ok),
+        error_class=row.error_class or "",
     )
     if kind == "unknown":
         _count_unknown(totals, row, prices, ratio)
@@ -360,6 +373,8 @@ def count_call(totals: Totals, row: Any, prices: PriceBook, ratio: Decimal) -> N
         return
     totals.billed_calls += 1
     totals.estimated_calls += bool(row.usage_estimated)
+    if row.usage_estimated:
+        totals.estimated.add(usage)
     totals.tokens[kind].add(usage)
     totals.characters += usage.characters
     cost = cost_of_attempt(usage, prices.lookup(row.line_model), group_ratio=ratio)

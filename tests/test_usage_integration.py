@@ -1,0 +1,93 @@
+"""Cost accounting end to end: `batcher run` against the stand-in relay, then the usage report.
+
+Prices are $1 per token for model "m", so dollars equal tokens and every sum is checkable by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batcher.devrelay import RelayConfig, RelayServer
+from batcher.usage import usage_report
+from jobs.db import Store
+from tests.helpers import batch_line, invoke, write_jsonl
+from workers.prices import load_prices
+
+pytestmark = pytest.mark.slow
+KEY = "sk-usage-integration-000111222"
+
+
+@pytest.fixture
+def relay() -> Iterator[RelayServer]:
+    with RelayServer(RelayConfig(api_key=KEY)) as server:
+        yield server
+
+
+@pytest.fixture
+def db(monkeypatch: pytest.MonkeyPatch, relay: RelayServer, store_url: str) -> Iterator[Store]:
+    monkeypatch.setenv("OPENAI_BASE_URL", relay.url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("BATCHER_DATABASE_URL", store_url)
+    with Store(store_url) as store:
+        yield store
+
+
+def price_file(tmp: Path) -> Path:
+    path = tmp / "prices.toml"
+    path.write_text('[models."m"]\ninput = 1000000\noutput = 1000000\n')
+    return path
+
+
+def rows(n: int) -> list[dict[str, Any]]:
+    body = {"model": "m", "max_tokens": 20}
+    return [
+        batch_line(
+            f"c{i}",
+            "/v1/chat/completions",
+            body | {"messages": [{"role": "user", "content": f"say {i} now"}]},
+        )
+        for i in range(n)
+    ]
+
+
+def test_confirmed_usage_equals_what_the_relay_reported_and_cost_is_exact(
+    db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    faults = ("500", "502", "503", "truncated", "error200", "missing_usage")
+    relay.set_config(RelayConfig(api_key=KEY, fault_rate=0.3, faults=faults, seed=7))
+    source = write_jsonl(tmp_path / "in.jsonl", rows(120))
+    result = invoke(
+        "run", str(source), "-o", str(tmp_path / "out.jsonl"), "--no-pack", "--max-attempts", "10"
+    )
+    assert result.exit_code == 0, result.stderr
+    prices = load_prices([price_file(tmp_path)])
+    total = usage_report(db, [1], prices=prices).total
+    stats = relay.stats()
+    assert stats["by_fault"]["missing_usage"] > 0
+    assert stats["by_fault"]["truncated"] > 0
+    confirmed = total.billed.total - total.estimated.total
+    assert confirmed == stats["reported_usage"]["total_tokens"]
+    # $1 a token: the confirmed cost is the billed token count, estimates included, to the cent.
+    assert total.cost == Decimal(total.billed.total)
+    assert total.unknown_calls == stats["by_fault"]["truncated"]  # cut-off 2xx: billed, amount unknown
+    assert total.cost + total.unknown_cost >= Decimal(stats["usage"]["total_tokens"])
+
+
+def test_calls_slower_than_the_timeout_are_bounded_by_the_unknown_part(
+    db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, fault_rate=0.5, faults=("hang",), hang_seconds=3.0, seed=3))
+    source = write_jsonl(tmp_path / "in.jsonl", rows(30))
+    result = invoke(
+        "run", str(source), "-o", str(tmp_path / "out.jsonl"), "--timeout", "0.5", "--max-attempts", "20"
+    )
+    assert result.exit_code == 0, result.stderr
+    total = usage_report(db, [1], prices=load_prices([price_file(tmp_path)])).total
+    billed_by_relay = Decimal(relay.stats()["usage"]["total_tokens"])  # every call whose work was done
+    assert total.unknown_calls > 0
+    assert total.cost <= billed_by_relay <= total.cost + total.unknown_cost
