@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import aiohttp
 import httpx
 import orjson
 
@@ -188,6 +189,10 @@ def _error_in_200(status: int, data: dict[str, object], retry_after: float | Non
 
 def classify_exception(exc: BaseException) -> Classification:
     """What a transport failure means: always retryable; ``sent`` says if the relay may have billed it."""
+    if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+        # httpx-aiohttp maps a refused connection to ConnectTimeout; the request never left.
+        detail = str(exc.__cause__) or type(exc.__cause__).__name__
+        return Classification(Verdict.RETRY, "connection", _cut(f"cannot connect: {detail}"), sent=False)
     if isinstance(exc, httpx.TimeoutException):
         sent = not isinstance(exc, httpx.PoolTimeout)
         return Classification(Verdict.RETRY, "timeout", f"timed out ({type(exc).__name__})", sent=sent)

@@ -1,0 +1,288 @@
+"""The retry policy, pinned by tables: classification on status + body, Retry-After, backoff."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from workers.retry import (
+    Verdict,
+    backoff_delay,
+    classify_exception,
+    classify_response,
+    next_delay,
+    parse_error_body,
+    parse_retry_after,
+    should_retry,
+)
+
+NOW = 1_700_000_000.0
+JSON = {"content-type": "application/json"}
+
+
+def err(message: str, kind: str | None = None, code: str | int | None = None) -> bytes:
+    import orjson
+
+    return orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "verdict", "error_class", "code", "text"),
+    [
+        (200, JSON, b'{"id": "x", "choices": []}', Verdict.OK, "ok", None, ""),
+        (200, JSON, b'{"id": "x", "error": null}', Verdict.OK, "ok", None, ""),
+        (
+            200,
+            JSON,
+            err("upstream error: 上游服务异常", "upstream_error", "bad_response"),
+            Verdict.RETRY,
+            "error_in_200",
+            "bad_response",
+            "上游服务异常",
+        ),
+        (
+            200,
+            JSON,
+            err("用户额度不足", "one_api_error", "insufficient_user_quota"),
+            Verdict.FATAL,
+            "quota",
+            "insufficient_user_quota",
+            "额度",
+        ),
+        (200, JSON, b'{"id": "x", "choi', Verdict.RETRY, "bad_body", None, "truncated"),
+        (
+            200,
+            {"content-type": "text/html"},
+            b"<html>oops</html>",
+            Verdict.RETRY,
+            "bad_body",
+            None,
+            "non-JSON",
+        ),
+        (200, JSON, b"[1, 2]", Verdict.RETRY, "bad_body", None, "list"),
+        (429, {}, b"", Verdict.RETRY, "rate_limited", None, "429"),
+        (
+            429,
+            JSON,
+            err("当前分组上游负载已饱和，请稍后再试", "new_api_error", "rate_limit"),
+            Verdict.RETRY,
+            "rate_limited",
+            "rate_limit",
+            "负载已饱和",
+        ),
+        (
+            429,
+            JSON,
+            err("You exceeded your current quota", "insufficient_quota", "insufficient_quota"),
+            Verdict.FATAL,
+            "quota",
+            "insufficient_quota",
+            "quota",
+        ),
+        (
+            429,
+            JSON,
+            err("Resource has been exhausted (e.g. check quota).", "upstream_error"),
+            Verdict.RETRY,
+            "rate_limited",
+            "upstream_error",
+            "exhausted",
+        ),
+        (
+            500,
+            JSON,
+            err("do request failed", "one_api_error", "do_request_failed"),
+            Verdict.RETRY,
+            "server_error",
+            "do_request_failed",
+            "do request failed",
+        ),
+        (
+            502,
+            {"content-type": "text/html"},
+            b"<html><head><title>502 Bad Gateway</title></head></html>",
+            Verdict.RETRY,
+            "server_error",
+            None,
+            "502 Bad Gateway",
+        ),
+        (
+            503,
+            {},
+            b"upstream connect error or disconnect/reset before headers",
+            Verdict.RETRY,
+            "server_error",
+            None,
+            "upstream connect error",
+        ),
+        (408, {}, b"", Verdict.RETRY, "request_timeout", None, "408"),
+        (409, {}, b"", Verdict.RETRY, "conflict", None, "409"),
+        (
+            401,
+            JSON,
+            err("无效的令牌", "one_api_error", "invalid_api_key"),
+            Verdict.FATAL,
+            "auth",
+            "invalid_api_key",
+            "无效的令牌",
+        ),
+        (
+            403,
+            JSON,
+            err("该令牌无权访问模型", "one_api_error"),
+            Verdict.FATAL,
+            "auth",
+            "one_api_error",
+            "无权",
+        ),
+        (403, JSON, err("用户余额不足"), Verdict.FATAL, "quota", None, "余额"),
+        (402, JSON, b'{"message": "payment required"}', Verdict.FATAL, "quota", None, "payment"),
+        (
+            400,
+            JSON,
+            err("invalid messages", "invalid_request_error"),
+            Verdict.PERMANENT,
+            "bad_request",
+            "invalid_request_error",
+            "invalid messages",
+        ),
+        (
+            404,
+            JSON,
+            b'{"detail": "model not found"}',
+            Verdict.PERMANENT,
+            "not_found",
+            None,
+            "model not found",
+        ),
+        (413, {}, b"too large", Verdict.PERMANENT, "too_large", None, "too large"),
+        (422, JSON, b'{"msg": "bad field"}', Verdict.PERMANENT, "unprocessable", None, "bad field"),
+        (418, {}, b"teapot", Verdict.PERMANENT, "client_error", None, "teapot"),
+    ],
+)
+def test_classify_response_table(
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    verdict: Verdict,
+    error_class: str,
+    code: str | None,
+    text: str,
+) -> None:
+    c = classify_response(status, headers, body, now=NOW)
+    assert (c.verdict, c.error_class, c.code) == (verdict, error_class, code)
+    assert text in c.message
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "verdict"),
+    [
+        ({"content-type": "audio/mpeg"}, b"ID3\x04audio", Verdict.OK),
+        ({"content-type": "audio/mpeg"}, b"", Verdict.RETRY),
+        (JSON, err("upstream error"), Verdict.RETRY),
+    ],
+)
+def test_classify_speech_answers(headers: dict[str, str], body: bytes, verdict: Verdict) -> None:
+    assert classify_response(200, headers, body, now=NOW, binary_ok=True).verdict == verdict
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"", (None, None, None)),
+        (err("m", "t", 42), ("m", "t", "42")),
+        (b'{"error": "plain text error"}', ("plain text error", None, None)),
+        (b'{"message": "msg", "success": false}', ("msg", None, None)),
+        (b'{"detail": "d"}', ("d", None, None)),
+        (b"<html><title> Oops </title></html>", ("Oops", None, None)),
+        (b"plain  text\nbody", ("plain text body", None, None)),
+    ],
+)
+def test_parse_error_body_table(body: bytes, expected: tuple[str | None, str | None, str | None]) -> None:
+    assert parse_error_body(body) == expected
+
+
+def test_long_messages_are_cut() -> None:
+    message = parse_error_body(err("x" * 2000))[0] or ""
+    assert len(message) == 500
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after": "0.37"}, 0.37),
+        ({"Retry-After": "Tue, 14 Nov 2023 22:13:30 GMT"}, 10.0),
+        ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "-3"}, None),
+        ({"Retry-After": "99999"}, None),
+    ],
+)
+def test_parse_retry_after_table(headers: dict[str, str], expected: float | None) -> None:
+    assert (
+        parse_retry_after(headers, now=NOW) == pytest.approx(expected)
+        if expected
+        else parse_retry_after(headers, now=NOW) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [
+        (1, 0.0, 0.5),
+        (2, 0.0, 1.0),
+        (3, 0.0, 2.0),
+        (1, 1.0, 0.375),
+        (3, 0.5, 1.75),
+        (10, 0.0, 30.0),
+        (10, 1.0, 22.5),
+    ],
+)
+def test_backoff_delay_table(attempt: int, jitter: float, expected: float) -> None:
+    assert backoff_delay(attempt, jitter=jitter) == pytest.approx(expected)
+
+
+def test_next_delay_prefers_retry_after_and_should_retry_caps() -> None:
+    c = classify_response(429, {"retry-after": "3"}, b"", now=NOW)
+    assert next_delay(c, 1, jitter=0.0) == 3.0
+    assert next_delay(classify_response(503, {}, b"", now=NOW), 2, jitter=0.0) == 1.0
+    assert should_retry(c, 2, 3)
+    assert not should_retry(c, 3, 3)
+    assert not should_retry(classify_response(400, {}, b"", now=NOW), 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class", "sent"),
+    [
+        (httpx.ConnectError("refused"), "connection", False),
+        (httpx.ReadTimeout("slow"), "timeout", True),
+        (httpx.ConnectTimeout("slow connect"), "timeout", True),
+        (httpx.PoolTimeout("pool"), "timeout", False),
+        (httpx.RemoteProtocolError("peer closed"), "connection", True),
+        (httpx.ReadError("reset"), "connection", True),
+    ],
+)
+def test_classify_exception_table(exc: Exception, error_class: str, sent: bool) -> None:
+    c = classify_exception(exc)
+    assert (c.verdict, c.error_class, c.sent) == (Verdict.RETRY, error_class, sent)
+
+
+async def test_classify_exception_refused_connection_behind_aiohttp_was_never_sent() -> None:
+    """httpx-aiohttp reports a refused connection as ConnectTimeout; it still was never sent."""
+    from jobs.endpoints import Endpoint
+    from workers.client import ApiClient, ClientConfig
+
+    async with ApiClient(ClientConfig("http://127.0.0.1:1/v1", "sk-x-00000000")) as client:
+        with pytest.raises(httpx.TransportError) as caught:
+            await client.call(Endpoint.CHAT, b"{}")
+    c = classify_exception(caught.value)
+    assert (c.error_class, c.sent) == ("connection", False)
+    assert "cannot connect" in c.message
+
+
+def test_classify_exception_rejects_other_errors() -> None:
+    with pytest.raises(TypeError):
+        classify_exception(ValueError("not transport"))
