@@ -9,9 +9,10 @@ call that answered with usage counts even when its line was called again. Each c
   line ran twice);
 - ``failed``: a call on a line that finally failed;
 - ``unknown``: a call sent with no answer back (timeout, dropped connection), or whose 2xx body
-  was cut off: the relay may or may not have billed it. Its usage is estimated from the line's eventual usage if it succeeded,
-  else from the line's pre-call estimate (``Request.est_tokens``) priced at the dearer of input and
-  output: an upper bound. Reports show spend as confirmed + at most this unknown part;
+  was cut off: the relay may or may not have billed it. Its usage is estimated from the line's
+  eventual usage if it succeeded, else from the line's pre-call estimate (``Request.est_tokens``)
+  priced at the dearer of input and output: an upper bound. Reports show spend as confirmed +
+  at most this unknown part;
 - ``other``: any other call (not sent, a non-``ok`` answer on a line that later succeeded, lines
   still pending or cancelled).
 
