@@ -294,22 +294,37 @@ def record_results(session: Session, results: Sequence[LineResult]) -> int:
     """Write terminal results of lines not yet terminal; count them on their jobs.
 
     Returns how many lines moved. A result for a line that is already terminal (a duplicate call
-    after a lease expired, a redelivered message) changes nothing.
+    after a lease expired, a redelivered message) changes nothing. The lines that will move are
+    read first under a row lock (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    serializes writers), so the counters stay exact when two workers race on one line; then one
+    executemany writes them all.
     """
-    moved: dict[tuple[int, str], int] = {}
+    if not results:
+        return 0
     conn = session.connection()
+    moving = _not_terminal(conn, [r.request_id for r in results])
+    chosen: dict[int, LineResult] = {}
     for result in results:
-        stmt = (
-            sa.update(_req)
-            .where(_req.c.id == result.request_id, _req.c.state.in_(_NOT_TERMINAL))
-            .values(**_result_values(result))
-        )
-        if conn.execute(stmt).rowcount:
-            key = (result.job_id, result.state)
-            moved[key] = moved.get(key, 0) + 1
+        if result.request_id in moving:
+            chosen.setdefault(result.request_id, result)  # the first result of a line wins
+    if not chosen:
+        return 0
+    params = [{f"v_{k}": v for k, v in _result_values(r).items()} | {"rid": rid} for rid, r in chosen.items()]
+    conn.execute(_RESULT_UPDATE, params)
+    moved: dict[tuple[int, str], int] = {}
+    for result in chosen.values():
+        key = (result.job_id, result.state)
+        moved[key] = moved.get(key, 0) + 1
     for (job_id, state), n in moved.items():
         _bump_counter(session, job_id, state, n)
-    return sum(moved.values())
+    return len(chosen)
+
+
+def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
+    query = sa.select(_req.c.id).where(_req.c.id.in_(ids), _req.c.state.in_(_NOT_TERMINAL))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {row[0] for row in conn.execute(query)}
 
 
 def _result_values(r: LineResult) -> dict[str, Any]:
@@ -329,6 +344,31 @@ def _result_values(r: LineResult) -> dict[str, Any]:
         "lease_expires_at": None,
         "finished_at": utcnow(),
     }
+
+
+_RESULT_COLUMNS = (
+    "state",
+    "status_code",
+    "response_body",
+    "audio_path",
+    "audio_bytes",
+    "audio_format",
+    "upstream_request_id",
+    *_USAGE_COLUMNS,
+    "usage_estimated",
+    "latency_ms",
+    "error_code",
+    "last_error",
+    "lease_owner",
+    "lease_expires_at",
+    "finished_at",
+)
+_RESULT_UPDATE = (
+    sa.update(_req)
+    # A literal list: executemany cannot expand an IN parameter.
+    .where(_req.c.id == sa.bindparam("rid"), sa.text("request.state IN ('pending', 'running')"))
+    .values({name: sa.bindparam(f"v_{name}") for name in _RESULT_COLUMNS})
+)
 
 
 def _bump_counter(session: Session, job_id: int, state: str, n: int) -> None:

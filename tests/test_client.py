@@ -8,7 +8,7 @@ import pytest
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import load_settings
-from workers.client import ApiClient, ClientConfig, client_config, normalize_base_url
+from workers.client import ApiClient, ClientConfig, OriginBearerAuth, client_config, normalize_base_url
 
 
 @pytest.mark.parametrize(
@@ -69,11 +69,18 @@ async def test_call_does_not_follow_redirects_nor_send_key_elsewhere() -> None:
     config = ClientConfig("https://relay.example.com/v1", "sk-secret-123456")
     async with ApiClient(config, transport=httpx.MockTransport(handler)) as client:
         answer = await client.call(Endpoint.CHAT, b"{}")
-        other = await client._http.post("https://evil.example.net/x", content=b"{}")
     assert answer.status == 302
-    assert [r.url.host for r in seen] == ["relay.example.com", "evil.example.net"]
-    assert "authorization" not in seen[1].headers
-    assert other.status_code == 302
+    assert [r.url.host for r in seen] == ["relay.example.com"]  # the redirect was not followed
+    assert "sk-secret" not in repr(client)
+
+
+def test_origin_auth_adds_the_key_only_for_the_configured_origin() -> None:
+    auth = OriginBearerAuth("sk-secret-123456", "https://relay.example.com/v1")
+    mine = next(auth.auth_flow(httpx.Request("GET", "https://relay.example.com/v1/dashboard")))
+    other = next(auth.auth_flow(httpx.Request("GET", "https://evil.example.net/v1/dashboard")))
+    assert mine.headers["authorization"] == "Bearer sk-secret-123456"
+    assert "authorization" not in other.headers
+    assert "sk-secret" not in repr(auth)
 
 
 async def test_real_transport_reaches_a_loopback_server() -> None:

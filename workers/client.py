@@ -4,9 +4,9 @@ It speaks httpx's API over ``httpx_aiohttp.AiohttpTransport``: httpx's own async
 several milliseconds of CPU per request under concurrency (encode/httpx#3215), aiohttp's a tenth of
 that, and a batch runner lives on that margin. Tests inject ``httpx.MockTransport`` instead.
 
-The ``Authorization`` header is added by an ``httpx.Auth`` only for requests to the configured
-origin, and redirects are never followed, so the key cannot travel to another host. The key is
-kept out of ``repr`` and of every message.
+Requests go to the configured origin only and redirects are never followed, so the key cannot
+travel to another host (``OriginBearerAuth`` gives the same promise to the billing client). The
+key is kept out of ``repr`` and of every message.
 """
 
 from __future__ import annotations
@@ -97,32 +97,47 @@ def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
 
 
 class ApiClient:
-    """One provider's async client; ``call`` posts a body to an endpoint and returns the raw answer."""
+    """One provider's async client; ``call`` posts a body to an endpoint and returns the raw answer.
+
+    Requests go straight to the transport as ``httpx.Request`` objects: the client machinery
+    (auth flows, redirect handling, cookies, event hooks) costs more CPU per call than the
+    transport itself, and batcher needs none of it. Every URL is the configured base URL plus one
+    of the four endpoint paths, so the ``Authorization`` header can only reach the configured
+    host, and a transport never follows redirects (a 3xx comes back as an answer).
+    """
 
     def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
-        auth = OriginBearerAuth(config.api_key, config.base_url) if config.api_key else None
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url + "/",
-            auth=auth,
-            timeout=httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout)),
-            follow_redirects=False,
-            transport=transport or _fast_transport(config),
-            headers={"Content-Type": "application/json", "Accept": "application/json, */*"},
-        )
+        self._transport = transport or _fast_transport(config)
+        self._urls = {e: httpx.URL(f"{config.base_url}/{e.relative_path}") for e in Endpoint}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, */*"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = httpx.Headers(headers)
+        timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
+        self._extensions = {"timeout": timeout.as_dict()}
 
     async def call(self, endpoint: Endpoint, body: bytes) -> RawResponse:
         """POST the body; httpx exceptions (timeouts, connection errors) propagate to the caller."""
-        response = await self._http.post(endpoint.relative_path, content=body)
-        content = await response.aread()
+        request = httpx.Request(
+            "POST", self._urls[endpoint], headers=self._headers, content=body, extensions=self._extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
         return RawResponse(response.status_code, response.headers, content)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> ApiClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.config.base_url!r}, key=***)"
