@@ -9,9 +9,7 @@ handed to yet another worker to kill.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +19,13 @@ from jobs.db import Store
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.budget import job_budget
-from workers.client import ApiClient, client_config
+from workers.client import client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
 from workers.packing import PackLimits
-from workers.ratelimit import Limiter, Limits
+from workers.ratelimit import Limits
+from workers.runtime import WorkerRuntime
 from workers.sink import StoreSink
-
-LimiterFactory = Callable[[Limits], Limiter]
 
 LEASE_SECONDS = 60.0
 DEFAULT_CONCURRENCY = 256
@@ -83,7 +80,7 @@ def run_chunk(
     job_id: int,
     request_ids: list[int],
     *,
-    limiter_for: LimiterFactory,
+    runtime: WorkerRuntime,
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
@@ -98,18 +95,12 @@ def run_chunk(
         pack=PackLimits(max_inputs=options.pack_size) if options.pack else None,
         owner=owner,
     )
-    client = ApiClient(client_config(settings, timeout=options.timeout, max_connections=config.concurrency))
     executor = Executor(
-        client=client,
-        limiter=limiter_for(options.limits),
+        client=runtime.client(client_config(settings, timeout=options.timeout)),
+        limiter=runtime.limiter(options.limits),
         sink=StoreSink(store, job_id=job_id, owner=owner),
         config=config,
         secrets=settings.secret_values(),
         budget=job_budget(store, job_id, raw),
     )
-    return asyncio.run(_run(executor, items))
-
-
-async def _run(executor: Executor, items: list[WorkItem]) -> Stats:
-    async with executor.client:
-        return await executor.run(items)
+    return runtime.run(executor.run(items))

@@ -34,7 +34,7 @@ from jobs.models import JobStatus
 from workers.leases import recover_dead_leases
 
 EPOCH_KEY = "batcher:broker:epoch"
-CHUNK_SIZE = 200
+CHUNK_SIZE = 500
 PAGE_SIZE = 5000
 
 Publish = Callable[[int, list[int], str, int], None]  # (job id, line ids, queue, priority)

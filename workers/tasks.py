@@ -23,9 +23,8 @@ from workers.app import TASK_NAME, app
 from workers.chunk import run_chunk
 from workers.dispatch import celery_publisher, sweep_all
 from workers.leases import new_owner
-from workers.ratelimit import Limits
 from workers.redact import install_log_redaction
-from workers.redis_limiter import RedisLimiter
+from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 5.0
@@ -37,6 +36,7 @@ class _Resources:
     pid: int
     settings: Settings
     store: Store
+    runtime: WorkerRuntime
 
 
 _per_process: dict[str, _Resources] = {}
@@ -47,7 +47,8 @@ def resources() -> _Resources:
     current = _per_process.get("resources")
     if current is None or current.pid != os.getpid():
         settings = load_settings()
-        current = _Resources(os.getpid(), settings, Store(settings.effective_database_url))
+        store = Store(settings.effective_database_url)
+        current = _Resources(os.getpid(), settings, store, WorkerRuntime(settings.effective_redis_url))
         _per_process["resources"] = current
     return current
 
@@ -56,13 +57,7 @@ def resources() -> _Resources:
 def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
     """Run one chunk of a job's lines (the message holds only ids)."""
     res = resources()
-
-    def limiter_for(limits: Limits) -> RedisLimiter:
-        return RedisLimiter.from_url(res.settings.effective_redis_url, limits)
-
-    stats = run_chunk(
-        res.store, res.settings, job_id, request_ids, limiter_for=limiter_for, owner=new_owner()
-    )
+    stats = run_chunk(res.store, res.settings, job_id, request_ids, runtime=res.runtime, owner=new_owner())
     return {"calls": stats.calls, "succeeded": stats.succeeded, "failed": stats.failed}
 
 
