@@ -259,3 +259,28 @@ async def test_executor_stops_new_calls_when_job_is_paused(db: Store, tmp_path: 
     with db.session() as s:
         assert q.state_counts(s, job_id)["pending"] == 3
     assert executor.stats.calls == 0
+
+
+class DeadLimiter(InProcessLimiter):
+    async def acquire(self, key: str, tokens: int) -> Permit:
+        from jobs.errors import LimiterError
+
+        raise LimiterError("the shared rate limiter's Redis cannot be reached; no call is made without it")
+
+
+async def test_executor_fails_closed_when_the_limiter_is_unreachable(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT | {"n": i} for i in range(4)])
+    config = ExecConfig(results_dir=tmp_path, concurrency=2)
+    sink = StoreSink(db, job_id=job_id, owner=config.owner)
+    with db.session() as s:
+        items = q.claim_lines(s, job_id=job_id, owner=config.owner, lease_seconds=60)
+    client = ApiClient(
+        ClientConfig("https://relay.test/v1", KEY), transport=httpx.MockTransport(scripted(chat_ok()))
+    )
+    executor = Executor(client=client, limiter=DeadLimiter(Limits()), sink=sink, config=config)
+    async with client:
+        stats = await executor.run(items)
+    assert stats.calls == 0
+    assert "no call is made" in (stats.halted or "")
+    with db.session() as s:
+        assert q.state_counts(s, job_id)["pending"] == 4  # given back, to run when Redis is back

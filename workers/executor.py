@@ -30,13 +30,14 @@ from typing import Protocol
 
 import httpx
 
+from jobs.errors import BatcherError
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
 from workers.budget import Budget
 from workers.client import ApiClient
 from workers.cost import CallUsage
-from workers.leases import new_owner
+from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Call
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter, Permit, header_pause
@@ -133,6 +134,7 @@ class Executor:
         self._results: list[LineResult] = []
         self._flush_now = asyncio.Event()
         self._closing = False
+        self._failures: list[Exception] = []
 
     @property
     def halted(self) -> str | None:
@@ -141,6 +143,13 @@ class Executor:
 
     async def run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         """Run every line the source yields (until halted) and flush all records; return the stats."""
+        LIVE_OWNERS.add(self.config.owner)
+        try:
+            return await self._run(items)
+        finally:
+            LIVE_OWNERS.discard(self.config.owner)
+
+    async def _run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         if self.budget is not None:
             await asyncio.to_thread(self.budget.refresh)
         flusher = asyncio.create_task(self._flusher())
@@ -168,12 +177,21 @@ class Executor:
             task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
+        if self._failures:
+            raise self._failures[0]
 
     async def _run_unit(self, unit: Unit) -> None:
         ids = [item.request_id for item in unit.items]
         self._active.update(ids)
         try:
             await self._unit(unit)
+        except Exception as exc:
+            # No line may be left claimed and forgotten: give them back, start no new call, and
+            # (for a bug rather than an unreachable limiter) raise once the run has wound down.
+            self.stats.halted = self.stats.halted or self._clean(str(exc) or type(exc).__name__)
+            if not isinstance(exc, BatcherError):
+                self._failures.append(exc)
+            await self._release(unit.items)
         finally:
             self._active.difference_update(ids)
             self._units.release()

@@ -15,6 +15,10 @@ from sqlmodel import Session
 
 from jobs import store as q
 
+# Owners of executors running in this process: a sweeper thread in the same process must not take
+# back the lines they are working on, though their pid is alive by definition.
+LIVE_OWNERS: set[str] = set()
+
 
 def new_owner() -> str:
     """A lease owner name unique to one executor: host, pid and a random tag."""
@@ -29,7 +33,7 @@ def owner_is_dead(owner: str, *, current: str | None = None) -> bool:
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return True  # an earlier executor of this very process, which is no longer running
+        return owner not in LIVE_OWNERS  # an earlier executor of this very process has ended
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -115,7 +115,10 @@ class RedisLimiter:
     @classmethod
     def from_url(cls, url: str, limits: Limits) -> RedisLimiter:
         """A limiter on the Redis at ``url`` (``BATCHER_REDIS_URL``)."""
-        return cls(aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10), limits)
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=10, max_connections=512
+        )
+        return cls(client, limits)
 
     async def acquire(self, key: str, tokens: int) -> Permit:
         """Wait until the shared pace lets a call with ``tokens`` go, and reserve its place."""
