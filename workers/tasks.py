@@ -42,15 +42,23 @@ class _Resources:
 _per_process: dict[str, _Resources] = {}
 
 
+_resources_lock = threading.Lock()
+
+
 def resources() -> _Resources:
-    """This process's settings and store, built once per process (and anew after a fork)."""
-    current = _per_process.get("resources")
-    if current is None or current.pid != os.getpid():
-        settings = load_settings()
-        store = Store(settings.effective_database_url)
-        current = _Resources(os.getpid(), settings, store, WorkerRuntime(settings.effective_redis_url))
-        _per_process["resources"] = current
-    return current
+    """This process's settings and store, built once per process (and anew after a fork).
+
+    Locked: the sweeper thread and the task may ask at the same moment, and two runtimes would
+    leave one's connections open and orphaned.
+    """
+    with _resources_lock:
+        current = _per_process.get("resources")
+        if current is None or current.pid != os.getpid():
+            settings = load_settings()
+            store = Store(settings.effective_database_url)
+            current = _Resources(os.getpid(), settings, store, WorkerRuntime(settings.effective_redis_url))
+            _per_process["resources"] = current
+        return current
 
 
 @app.task(name=TASK_NAME, ignore_result=True)
