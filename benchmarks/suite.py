@@ -74,6 +74,13 @@ def _wait_done(db_url: str, job_id: int, timeout: float = 900) -> None:
         engine.dispose()
 
 
+def _start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h"]
+    command += ["--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    with (tmp / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def _celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: list[str]) -> float:
     """Seconds from submit to the last line done, with ``workers`` worker processes."""
     import redis
@@ -84,30 +91,7 @@ def _celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: li
         subprocess.run(
             batcher("submit", str(source), "--no-queue", *options), env=env, check=True, capture_output=True
         )
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.app",
-                    "worker",
-                    "-n",
-                    f"w{i}@%h",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for i in range(workers)
-        ]
+        procs = [_start_worker(tmp, env, f"w{i}") for i in range(workers)]
         time.sleep(4)  # workers up before the first message
         start = time.perf_counter()
         subprocess.run(batcher("resume", "1"), env=env, check=True, capture_output=True)

@@ -103,6 +103,21 @@ return 1
 """
 
 
+REDIS_POOL_SIZE = 64
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """An asyncio Redis client whose callers queue for a connection when all are busy.
+
+    redis-py's default pool refuses the 101st concurrent command ("Too many connections"); with
+    hundreds of calls in flight asking the limiter at once, waiting briefly is right, failing is not.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_POOL_SIZE, timeout=10, socket_connect_timeout=5, socket_timeout=10
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class RedisLimiter:
     """The ``Limiter`` shared by all workers through one Redis; see the module docstring."""
 
@@ -115,10 +130,7 @@ class RedisLimiter:
     @classmethod
     def from_url(cls, url: str, limits: Limits) -> RedisLimiter:
         """A limiter on the Redis at ``url`` (``BATCHER_REDIS_URL``)."""
-        client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=10, max_connections=512
-        )
-        return cls(client, limits)
+        return cls(redis_client(url), limits)
 
     async def acquire(self, key: str, tokens: int) -> Permit:
         """Wait until the shared pace lets a call with ``tokens`` go, and reserve its place."""

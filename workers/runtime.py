@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from workers.client import ApiClient, ClientConfig
 from workers.ratelimit import Limits
-from workers.redis_limiter import RedisLimiter
+from workers.redis_limiter import RedisLimiter, redis_client
 
 T = TypeVar("T")
 POOL_CONNECTIONS = 512
@@ -45,9 +45,7 @@ class WorkerRuntime:
     def limiter(self, limits: Limits) -> RedisLimiter:
         """A shared-limit view with these limits over the process's one Redis connection pool."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                self._redis_url, socket_connect_timeout=5, socket_timeout=10
-            )
+            self._redis = redis_client(self._redis_url)
         return RedisLimiter(self._redis, limits)
 
     def close(self) -> None:

@@ -66,7 +66,14 @@ def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
     """Run one chunk of a job's lines (the message holds only ids)."""
     res = resources()
     stats = run_chunk(res.store, res.settings, job_id, request_ids, runtime=res.runtime, owner=new_owner())
-    return {"calls": stats.calls, "succeeded": stats.succeeded, "failed": stats.failed}
+    if stats.halted:
+        log.warning("job %s: stopped early, %d lines given back: %s", job_id, stats.released, stats.halted)
+    return {
+        "calls": stats.calls,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "released": stats.released,
+    }
 
 
 class Sweeper(threading.Thread):
