@@ -330,6 +330,7 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
 @click.option(
     "--no-balance-check", is_flag=True, help="Skip comparing the estimate with the relay's balance."
 )
+@click.option("--dry-run", is_flag=True, help="Only validate and estimate tokens and cost; store nothing.")
 @json_option
 @pass_app
 def submit(
@@ -340,6 +341,7 @@ def submit(
     no_queue: bool,
     priority: int,
     no_balance_check: bool,
+    dry_run: bool,
     as_json: bool,
     **kw: Any,
 ) -> None:
@@ -354,6 +356,9 @@ def submit(
       batcher submit requests.jsonl --rpm 500 --priority 2
       batcher worker --concurrency 4     # on any machine with the same settings
     """
+    if dry_run:
+        _dry_run(file, kw, as_json=as_json)
+        return
     result = _ingest(app, file, kw | {"priority": priority})
     assert result.job.id is not None
     if not as_json:
@@ -369,6 +374,17 @@ def submit(
     if result.created and not no_balance_check and app.settings.base_url:
         _warn_over_balance(app, file, kw)
     click.echo(result.job.id)
+
+
+def _dry_run(file: Path, kw: dict[str, Any], *, as_json: bool) -> None:
+    """What `submit` would cost: the same estimate as `batcher estimate`, and nothing stored."""
+    from batcher.estimate import estimate_file
+    from batcher.usage_cli import estimate_json, estimate_text
+    from workers.prices import load_prices
+
+    result = estimate_file(file, _read_opts(kw), load_prices(kw.get("price_files") or ()), kw.get("group"))
+    click.echo(estimate_json(result) if as_json else estimate_text(result))
+    click.echo("dry run: nothing was stored", err=True)
 
 
 def _warn_over_balance(app: App, file: Path, kw: dict[str, Any]) -> None:

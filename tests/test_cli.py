@@ -110,3 +110,28 @@ def test_run_without_base_url_says_what_to_set(tmp_path: Path) -> None:
     result = invoke("run", str(path))
     assert result.exit_code == EXIT_ERROR
     assert "OPENAI_BASE_URL" in result.stderr
+
+
+def test_submit_dry_run_estimates_and_stores_nothing(tmp_path: Path) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}
+    path = write_jsonl(tmp_path / "in.jsonl", [batch_line("a", "/v1/chat/completions", body)])
+    result = invoke("submit", str(path), "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)  # the estimate, as JSON
+    assert "nothing was stored" in result.stderr
+    assert json.loads(invoke("jobs", "--json").stdout) == []
+
+
+def test_submit_with_the_broker_down_keeps_the_job_and_says_how_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHER_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    path = write_jsonl(
+        tmp_path / "in.jsonl", [batch_line("a", "/v1/embeddings", {"model": "m", "input": "x"})]
+    )
+    result = invoke("submit", str(path))
+    assert result.exit_code == EXIT_ERROR
+    assert "cannot reach the broker" in result.stderr
+    assert "batcher run-job" in result.stderr
+    jobs = json.loads(invoke("jobs", "--json").stdout)
+    assert [j["total"] for j in jobs] == [1]  # stored, ready for run-job or resume
