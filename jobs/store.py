@@ -177,30 +177,33 @@ def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: f
 _WORK_COLUMNS = ("id", "job_id", "custom_id", "endpoint", "model", "body", "attempts", "est_tokens")
 
 
-def renew_leases(session: Session, request_ids: Iterable[int], *, owner: str, until: float) -> int:
-    """Extend the leases this owner holds on lines still running; return how many."""
+def _update_owned(session: Session, request_ids: Iterable[int], owner: str, values: dict[str, Any]) -> int:
+    """Update the lines this owner holds running leases on; return how many."""
     ids = list(request_ids)
     if not ids:
         return 0
-    stmt = (
-        sa.update(_req)
-        .where(_req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value)
-        .values(lease_expires_at=until)
+    mine = sa.and_(
+        _req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value
     )
-    return session.connection().execute(stmt).rowcount
+    return int(session.connection().execute(sa.update(_req).where(mine).values(values)).rowcount)
+
+
+def renew_leases(session: Session, request_ids: Iterable[int], *, owner: str, until: float) -> int:
+    """Extend the leases this owner holds on lines still running; return how many."""
+    return _update_owned(session, request_ids, owner, {"lease_expires_at": until})
 
 
 def release_lines(session: Session, request_ids: Iterable[int], *, owner: str) -> int:
     """Give back lines this owner leased but will not finish (pause, stop, shutdown)."""
-    ids = list(request_ids)
-    if not ids:
-        return 0
-    stmt = (
-        sa.update(_req)
-        .where(_req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value)
-        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
-    )
-    return session.connection().execute(stmt).rowcount
+    return _update_owned(session, request_ids, owner, _RELEASED)
+
+
+_RELEASED = {
+    "state": RequestState.PENDING.value,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "enqueued_at": None,
+}
 
 
 def release_owners(session: Session, job_id: int, owners: Iterable[str]) -> int:
@@ -215,7 +218,7 @@ def release_owners(session: Session, job_id: int, owners: Iterable[str]) -> int:
             _req.c.state == RequestState.RUNNING.value,
             _req.c.lease_owner.in_(dead),
         )
-        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
+        .values(_RELEASED)
     )
     return session.connection().execute(stmt).rowcount
 
