@@ -320,31 +320,29 @@ def _utc_day(started: datetime) -> str:
 # --- counting one call --------------------------------------------------------------------------
 
 
-def _call_usage(row: Any) -> CallUsage | None:
-    if row.prompt_tokens is None and row.characters is None:
+def _usage_columns(row: Any, prefix: str = "") -> CallUsage | None:
+    """The usage in a row's attempt columns, or (``prefix="line_"``) in its line's columns."""
+    prompt, characters = getattr(row, f"{prefix}prompt_tokens"), getattr(row, f"{prefix}characters")
+    if prompt is None and characters is None:
         return None
     return CallUsage(
-        prompt_tokens=row.prompt_tokens or 0,
-        completion_tokens=row.completion_tokens or 0,
-        cached_tokens=int(row.cached_tokens),
-        reasoning_tokens=int(row.reasoning_tokens),
-        characters=row.characters or 0,
+        prompt_tokens=prompt or 0,
+        completion_tokens=getattr(row, f"{prefix}completion_tokens") or 0,
+        cached_tokens=int(getattr(row, f"{prefix}cached_tokens")),
+        reasoning_tokens=int(getattr(row, f"{prefix}reasoning_tokens")),
+        characters=characters or 0,
     )
+
+
+def _call_usage(row: Any) -> CallUsage | None:
+    return _usage_columns(row)
 
 
 def _line_usage(row: Any) -> CallUsage | None:
     """The usage a succeeded line was stored with (what an unknown call of it most likely used)."""
-    if row.line_state != RequestState.SUCCEEDED or (
-        row.line_prompt_tokens is None and row.line_characters is None
-    ):
+    if row.line_state != RequestState.SUCCEEDED:
         return None
-    return CallUsage(
-        prompt_tokens=row.line_prompt_tokens or 0,
-        completion_tokens=row.line_completion_tokens or 0,
-        cached_tokens=int(row.line_cached_tokens),
-        reasoning_tokens=int(row.line_reasoning_tokens),
-        characters=row.line_characters or 0,
-    )
+    return _usage_columns(row, "line_")
 
 
 def _speech_characters(row: Any) -> int:

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from batcher.devrelay import RelayConfig, RelayServer
 from jobs.db import Store
+from tests.helpers import RELAY_KEY
 
 PG_BASE = os.environ.get("BATCHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _ENV_NAMES = (
@@ -99,3 +101,26 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_TEST_URL
+
+
+@pytest.fixture
+def relay() -> Iterator[RelayServer]:
+    """The stand-in relay on loopback, requiring ``RELAY_KEY``."""
+    with RelayServer(RelayConfig(api_key=RELAY_KEY)) as server:
+        yield server
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, relay: RelayServer, store_url: str) -> str:
+    """Point the CLI at the relay and at the store of this test's backend; return the store URL."""
+    monkeypatch.setenv("OPENAI_BASE_URL", relay.url)
+    monkeypatch.setenv("OPENAI_API_KEY", RELAY_KEY)
+    monkeypatch.setenv("BATCHER_DATABASE_URL", store_url)
+    return store_url
+
+
+@pytest.fixture
+def db(env: str) -> Iterator[Store]:
+    """The store the CLI writes to, for the test to read."""
+    with Store(env) as store:
+        yield store

@@ -14,6 +14,8 @@ from batcher.cli import cli
 from jobs.db import Store
 from jobs.models import Attempt, Request
 
+RELAY_KEY = "sk-canary-integration-0123456789"  # the key the stand-in relay of the tests requires
+
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +30,10 @@ from batcher.devrelay import (
 from jobs import store as q
 from jobs.db import Store
 from jobs.models import JobStatus
-from tests.helpers import all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
+from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
-KEY = "sk-canary-integration-0123456789"
-
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY)) as server:
-        yield server
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, relay: RelayServer, store_url: str) -> str:
-    monkeypatch.setenv("OPENAI_BASE_URL", relay.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("BATCHER_DATABASE_URL", store_url)
-    return store_url
-
-
-@pytest.fixture
-def db(env: str) -> Iterator[Store]:
-    """The store the CLI writes to, for the test to read."""
-    with Store(env) as store:
-        yield store
+KEY = RELAY_KEY
 
 
 def chat(i: int, **extra: Any) -> dict[str, Any]:

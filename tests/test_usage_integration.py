@@ -5,7 +5,6 @@ Prices are $1 per token for model "m", so dollars equal tokens and every sum is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,26 +14,11 @@ import pytest
 from batcher.devrelay import RelayConfig, RelayServer
 from batcher.usage import usage_report
 from jobs.db import Store
-from tests.helpers import batch_line, invoke, write_jsonl
+from tests.helpers import RELAY_KEY, batch_line, invoke, write_jsonl
 from workers.prices import load_prices
 
 pytestmark = pytest.mark.slow
-KEY = "sk-usage-integration-000111222"
-
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY)) as server:
-        yield server
-
-
-@pytest.fixture
-def db(monkeypatch: pytest.MonkeyPatch, relay: RelayServer, store_url: str) -> Iterator[Store]:
-    monkeypatch.setenv("OPENAI_BASE_URL", relay.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("BATCHER_DATABASE_URL", store_url)
-    with Store(store_url) as store:
-        yield store
+KEY = RELAY_KEY
 
 
 def price_file(tmp: Path) -> Path:
