@@ -1,8 +1,10 @@
 """Shared fixtures: an isolated home per test, stores on SQLite and on the real PostgreSQL.
 
-PostgreSQL tests run against the server on 127.0.0.1:5432 (database ``test``), each in a schema
-of its own that is dropped afterwards. Where the server is missing they skip on a laptop but fail
-under CI (``CI=true``), so a green CI run always means they ran.
+The tests leave the machine's services alone. PostgreSQL tests run in a database the session
+creates on 127.0.0.1:5432 and drops at the end (each test in a schema of its own inside it);
+Redis tests use a ``redis-server`` the session starts on a free port (``tests/services.py``).
+Where a service is missing they skip on a laptop but fail under CI (``CI=true``), so a green
+CI run always means they ran.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import sqlalchemy as sa
 from batcher.devrelay import RelayConfig, RelayServer
 from jobs.db import Store
 from tests.helpers import RELAY_KEY
+from tests.services import PostgresDatabase, RedisServer, ServiceUnavailable, machine_redis_snapshot
 
-PG_BASE = os.environ.get("BATCHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_SERVER = os.environ.get("BATCHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _ENV_NAMES = (
     "OPENAI_BASE_URL",
     "OPENAI_API_KEY",
@@ -32,6 +35,18 @@ _ENV_NAMES = (
 )
 
 
+NO_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a test that needs Redis asks for one
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_redis_untouched() -> Iterator[None]:
+    """Fail the session if the machine's own Redis on 6379 was restarted or its keys changed."""
+    before = machine_redis_snapshot()
+    yield
+    after = machine_redis_snapshot()
+    assert after == before, f"the tests changed the machine's Redis on 6379: {before} -> {after}"
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own BATCHER_HOME and none of the developer's settings."""
@@ -39,6 +54,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("BATCHER_HOME", str(home))
+    monkeypatch.setenv("BATCHER_BROKER_URL", NO_BROKER)  # never the machine's Redis by default
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach for the network
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return home
@@ -51,19 +67,26 @@ def unavailable(what: str) -> None:
     pytest.skip(f"{what} is not reachable")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A URL to a fresh, empty schema on the local PostgreSQL."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_BASE)
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[PostgresDatabase]:
+    """A database of the session's own on the local PostgreSQL, dropped at the end."""
+    database = PostgresDatabase(PG_SERVER)
     try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError:
-        admin.dispose()
-        unavailable("PostgreSQL on 127.0.0.1:5432")
-    sep = "&" if "?" in PG_BASE else "?"
-    yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+        database.create()
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def pg_url(pg_database: PostgresDatabase) -> Iterator[str]:
+    """A URL to a fresh, empty schema in the session's PostgreSQL database."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_database.url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{pg_database.url}?options=-csearch_path%3D{schema}"
     with admin.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
@@ -85,22 +108,39 @@ def store(store_url: str) -> Iterator[Store]:
     s.close()
 
 
-REDIS_TEST_URL = os.environ.get("BATCHER_TEST_REDIS", "redis://127.0.0.1:6379/9")
+def start_redis(folder: Path) -> RedisServer:
+    """A private ``redis-server``; skips (fails under CI) when it cannot be started."""
+    server = RedisServer(folder)
+    try:
+        server.start()
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The session's own Redis, shared by the tests that only read and write it."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """The real local Redis (a database of its own), emptied for the test."""
-    import redis
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's own Redis, emptied for the test."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test before this one stopped it
+    redis_server.flush()
+    return redis_server.url
 
-    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
-    try:
-        client.flushdb()
-    except redis.exceptions.ConnectionError:
-        unavailable("Redis on 127.0.0.1:6379")
-    finally:
-        client.close()
-    return REDIS_TEST_URL
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis for this test alone, which it may kill and restart."""
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import sqlalchemy as sa
 
 from batcher.devrelay import RelayConfig, RelayServer, body_key, expected_embedding
@@ -27,13 +26,10 @@ from jobs import store as q
 from jobs.db import Store
 from tests.cluster import Cluster, child_pids, cluster_env
 from tests.helpers import all_attempts, batch_line, read_jsonl, write_jsonl
+from tests.services import PostgresDatabase, RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 KEY = "sk-canary-distributed-9f8e7d6c5b4a"
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-    "--save", "", "--appendonly", "no",
-]  # fmt: skip
 
 
 @pytest.fixture
@@ -42,13 +38,27 @@ def relay() -> Iterator[RelayServer]:
         yield server
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, relay: RelayServer, redis_url: str, pg_url: str) -> Iterator[Cluster]:
-    env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=redis_url)
+def make_cluster(tmp_path: Path, relay: RelayServer, broker_url: str, pg_url: str) -> Iterator[Cluster]:
+    env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=broker_url)
     c = Cluster(tmp_path, env, Store(pg_url))
     yield c
     c.stop()
     c.store.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, relay: RelayServer, redis_url: str, pg_url: str) -> Iterator[Cluster]:
+    """Workers on the session's own Redis."""
+    yield from make_cluster(tmp_path, relay, redis_url, pg_url)
+
+
+@pytest.fixture
+def lossy_cluster(
+    tmp_path: Path, relay: RelayServer, own_redis: RedisServer, pg_url: str
+) -> Iterator[tuple[Cluster, RedisServer]]:
+    """Workers on a Redis of this test alone, which the test kills and restarts."""
+    for c in make_cluster(tmp_path, relay, own_redis.url, pg_url):
+        yield c, own_redis
 
 
 def embedding_rows(tmp: Path, n: int, *, name: str = "in.jsonl") -> tuple[Path, list[dict[str, Any]]]:
@@ -109,23 +119,11 @@ def test_kill_9_workers_repeatedly_the_job_still_completes(
     assert extra_calls(relay, rows) <= in_flight_at_kills
 
 
-def _restart_redis() -> None:
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True, check=False)
-    subprocess.run(REDIS_START, check=True, capture_output=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis(socket_connect_timeout=1).ping():
-                return
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("Redis did not come back")
-
-
 @pytest.mark.parametrize("loss", ["restart", "flushall"])
 def test_broker_losing_every_message_mid_job_still_completes(
-    cluster: Cluster, relay: RelayServer, tmp_path: Path, loss: str
+    lossy_cluster: tuple[Cluster, RedisServer], relay: RelayServer, tmp_path: Path, loss: str
 ) -> None:
+    cluster, broker = lossy_cluster
     relay.set_config(RelayConfig(api_key=KEY, latency=0.3))
     path, rows = embedding_rows(tmp_path, 1200)
     cluster.start_worker("a")
@@ -134,9 +132,9 @@ def test_broker_losing_every_message_mid_job_still_completes(
     time.sleep(2)
     assert cluster.counts(job_id)["pending"] > 0  # messages were still queued
     if loss == "restart":
-        _restart_redis()
+        broker.restart()  # kill -9 of the broker: every message and key is gone
     else:
-        cluster.redis().flushall()
+        broker.flush()
     cluster.wait_done(job_id, timeout=180)
     assert_one_result_each(cluster, job_id, rows, tmp_path)
 
@@ -197,7 +195,9 @@ def test_429_storm_costs_one_call_per_retry_after_and_fails_no_line(
     assert calls_in_storm <= in_flight_allowance + 6, [(str(t), w[-12:]) for t, w in times]
 
 
-def test_canary_key_appears_nowhere(cluster: Cluster, relay: RelayServer, tmp_path: Path) -> None:
+def test_canary_key_appears_nowhere(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path, pg_database: PostgresDatabase
+) -> None:
     captured: list[str] = []
     monitor_client = cluster.redis()
     stop = threading.Event()
@@ -230,7 +230,10 @@ def test_canary_key_appears_nowhere(cluster: Cluster, relay: RelayServer, tmp_pa
         assert KEY.encode() not in key
         assert KEY.encode() not in r.dump(key)
     dump = subprocess.run(
-        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "test"], capture_output=True, text=True, check=True
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", pg_database.name],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert KEY not in dump
     for log in cluster.logs.values():
