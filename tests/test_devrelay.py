@@ -13,18 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-from batcher.devrelay import (
-    ALL_FAULTS,
-    RelayConfig,
-    RelayServer,
+from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay.answers import (
     body_key,
     count_tokens,
     expected_audio,
     expected_chat_content,
     expected_completion_text,
     expected_embedding,
-    find_marker,
 )
+from batcher.devrelay.faults import ALL_FAULTS, find_marker
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there world"}]}
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from batcher.devrelay import RelayConfig, RelayServer, body_key, expected_embedding
+from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay.answers import body_key, expected_embedding
 from batcher.export import export_job
 from jobs import store as q
 from jobs.db import Store

@@ -17,16 +17,15 @@ from typing import Any
 import orjson
 import pytest
 
-from batcher.devrelay import (
-    ALL_FAULTS,
-    RelayConfig,
-    RelayServer,
+from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay.answers import (
     body_key,
     expected_audio,
     expected_chat_content,
     expected_completion_text,
     expected_embedding,
 )
+from batcher.devrelay.faults import ALL_FAULTS
 from jobs import store as q
 from jobs.db import Store
 from jobs.models import JobStatus

@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
-from batcher.usage_cli import estimate, usage
+from batcher.cli.base import App
+from batcher.cli.usage import estimate, usage
 from jobs.db import Store
 from jobs.records import Usage
+from jobs.settings import load_settings
 from tests.test_usage import _job, _line
 
 COMMANDS = {"usage": usage, "estimate": estimate}
-
-
-@dataclass
-class FakeApp:
-    """The group's object as the commands see it."""
-
-    settings: Any
-    store: Store
 
 
 def _group(store: Store | None) -> click.Group:
     @click.group()
     @click.pass_context
     def group(ctx: click.Context) -> None:
-        ctx.obj = FakeApp(settings=None, store=store) if store is not None else None
+        ctx.obj = App(settings=load_settings(), _store=store)
 
     for command in COMMANDS.values():
         group.add_command(command)

@@ -1,9 +1,4 @@
-"""The ``usage`` and ``estimate`` commands: thin click shells over ``batcher.usage`` and ``batcher.estimate``.
-
-They are standalone commands for the main group to add (``cli.add_command(usage)``); they read the
-group's object (``batcher.cli.App``, with ``.settings`` and ``.store``) through ``HasStore`` so that
-this module does not import the CLI module (no cycle).
-"""
+"""The ``usage`` and ``estimate`` commands: thin shells over ``batcher.usage`` and ``batcher.estimate``."""
 
 from __future__ import annotations
 
@@ -12,34 +7,20 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from batcher.cli.base import App, cli, pass_app
+from batcher.cli.options import json_option, read_opts, reader_options
 from batcher.estimate import Estimate, estimate_file
 from batcher.render import table, to_json
 from batcher.usage import parse_by, usage_report
 from batcher.usage_render import money_text, plot_cost, render_csv, render_json, render_table
-from jobs.db import Store
-from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from workers.prices import PriceBook, load_prices
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class HasStore(Protocol):
-    """What these commands need of the group's object."""
-
-    @property
-    def store(self) -> Store: ...
-
-
-def _app() -> HasStore:
-    obj = click.get_current_context().obj
-    if obj is None or not hasattr(obj, "store"):
-        raise click.UsageError("this command runs inside `batcher` (its group sets up the store)")
-    return obj  # type: ignore[no-any-return]
 
 
 class DecimalParam(click.ParamType):  # type: ignore[type-arg]
@@ -85,7 +66,7 @@ def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ..
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-@click.command()
+@cli.command()
 @click.argument("job_ids", metavar="[JOB]...", nargs=-1, type=int)
 @click.option(
     "--by", default="job", show_default=True, callback=_by,
@@ -100,7 +81,10 @@ def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ..
 @click.option(
     "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw cost by day and model (PNG)."
 )
+@pass_app
 def usage(
+    app: App,
+    /,
     *,
     job_ids: tuple[int, ...], by: tuple[str, ...], since: datetime | None, until: datetime | None, fmt: str,
     plot: Path | None, price_files: tuple[Path, ...], group: str | None, currency: str | None,
@@ -117,7 +101,7 @@ def usage(
       batcher usage --by day,model --since 2025-05-01 --plot cost.png
       batcher usage 3 --prices pricing.json --group vip --currency CNY --rate 7.2
     """
-    store = _app().store
+    store = app.store
     prices = _prices(price_files, currency, rate)
     window = {"since": since and since.date(), "until": until and until.date()}
     report = usage_report(store, list(job_ids) or None, by=by, prices=prices, group=group, **window)
@@ -131,24 +115,16 @@ def usage(
         click.echo(f"wrote the chart to {plot}", err=True)
 
 
-@click.command()
+@cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--endpoint", type=click.Choice([e.value for e in Endpoint]),
-    help="Endpoint for bare request bodies (lines without custom_id/url/body).",
-)  # fmt: skip
-@click.option("--model", help="Model for bodies that name none.")
-@click.option(
-    "--max-line-bytes", type=click.IntRange(min=1), default=8 * 1024 * 1024, show_default=True,
-    help="Reject lines longer than this.",
-)  # fmt: skip
+@reader_options
 @price_options
 @click.option(
     "--typical-output",
     type=click.IntRange(min=0),
     help="Output tokens per answer for lines with no max_tokens.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def estimate(
     *, file: Path, endpoint: str | None, model: str | None, max_line_bytes: int, typical_output: int | None,
     as_json: bool, price_files: tuple[Path, ...], group: str | None, currency: str | None,
@@ -164,11 +140,7 @@ def estimate(
       batcher estimate requests.jsonl --typical-output 300
       batcher estimate docs.jsonl --endpoint /v1/embeddings --model text-embedding-3-small --json
     """
-    from batcher.reader import ReadOptions
-
-    read = ReadOptions(
-        endpoint=Endpoint(endpoint) if endpoint else None, model=model, max_line_bytes=max_line_bytes
-    )
+    read = read_opts({"endpoint": endpoint, "model": model, "max_line_bytes": max_line_bytes})
     result = estimate_file(file, read, _prices(price_files, currency, rate), group, typical_output)
     click.echo(estimate_json(result) if as_json else estimate_text(result))
 

@@ -1,0 +1,20 @@
+"""The ``batcher`` command line: thin click commands over the library functions.
+
+One module per command group: ``base`` (the group, shared app object, exit codes), ``options``
+(option bundles), ``run`` (commands that read a file), ``control`` (commands over stored jobs),
+``ops`` (worker, dev relay, balance), ``usage`` (usage and estimate). Importing this package
+registers every command on ``cli``.
+"""
+
+from __future__ import annotations
+
+from batcher.cli import control, ops, run, usage
+from batcher.cli.base import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, App, DomainError, cli
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "App", "DomainError", "cli", "main"]
+_COMMAND_MODULES = (control, ops, run, usage)
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="batcher")

@@ -1,0 +1,99 @@
+"""Operations commands: ``worker``, ``dev-relay`` and ``balance``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from batcher.cli.base import App, cli, pass_app
+from batcher.cli.options import json_option
+from batcher.render import table, to_json
+from workers.client import client_config
+
+
+@cli.command()
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--queues",
+    help="Endpoint kinds to serve, comma-separated (chat,completions,embeddings,speech) [default: all].",
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
+    """Start a Celery worker with batcher's settings (same as `celery -A workers.app worker`).
+
+    Each process runs a chunk of lines at a time with hundreds of calls in flight; all
+    workers share the Redis rate limiter. Needs BATCHER_BROKER_URL, BATCHER_DATABASE_URL
+    and the provider settings.
+
+    \b
+    Example:
+      batcher worker --concurrency 4 --queues embeddings,chat
+    """
+    from workers.app import QUEUE_PREFIX, app
+
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    if queues:
+        argv += ["-Q", ",".join(QUEUE_PREFIX + k.strip() for k in queues.split(",") if k.strip())]
+    app.worker_main(argv)
+
+
+@cli.command("dev-relay")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--latency", type=float, default=0.05, show_default=True, help="Seconds added to each answer.")
+@click.option(
+    "--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of faulty calls."
+)
+@click.option("--rps-limit", type=int, default=0, help="Answer 429 past this many requests per second.")
+@click.option("--api-key", help="Require this key (401 otherwise).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--faults",
+    help="Fault kinds to draw from, comma-separated; repeat one to weigh it: 503,503,hang [default: all].",
+)
+@click.option("--hang-seconds", type=float, default=30.0, show_default=True, help="How long a hang lasts.")
+@click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After of 429 faults.")
+def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
+    """Run a stand-in relay on loopback, to try batcher without an API key.
+
+    It answers chat, completions, embeddings and speech deterministically, and can
+    inject faults (429, 5xx, hangs, resets, truncated JSON, errors inside 200).
+
+    \b
+    Example:
+      batcher dev-relay --latency 0.2 --fault-rate 0.1
+    """
+    from batcher.devrelay import RelayConfig, run_forever
+
+    if faults:
+        kw["faults"] = tuple(k.strip() for k in faults.split(",") if k.strip())
+    try:
+        config = RelayConfig(**kw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    run_forever(config, host=host, port=port)
+
+
+@cli.command()
+@json_option
+@pass_app
+def balance(app: App, as_json: bool) -> None:
+    """Show the relay's balance: its limit, what was used and what is left (USD).
+
+    From one-api / new-api's /v1/dashboard/billing endpoints.
+
+    \b
+    Example:
+      batcher balance --json
+    """
+    from batcher.balance import fetch_balance
+
+    found = fetch_balance(client_config(app.settings))
+    data = {"limit_usd": found.limit_usd, "used_usd": found.used_usd, "remaining_usd": found.remaining_usd}
+    if as_json:
+        click.echo(to_json({k: str(v) for k, v in data.items()}))
+    else:
+        click.echo(table(("balance", "USD"), [(k.removesuffix("_usd"), f"{v:.2f}") for k, v in data.items()]))

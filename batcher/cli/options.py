@@ -1,0 +1,115 @@
+"""Option bundles shared by several commands, as decorators, and how they map onto library options."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batcher.reader import ReadOptions
+from jobs.endpoints import Endpoint
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reader_options(func: F) -> F:
+    """Options that say how to read an input file."""
+    decorators = [
+        click.option(
+            "--endpoint",
+            type=click.Choice([e.value for e in Endpoint]),
+            help="Endpoint for bare request bodies (lines without custom_id/url/body).",
+        ),
+        click.option("--model", help="Model for bodies that name none."),
+        click.option(
+            "--max-line-bytes", type=click.IntRange(min=1), default=8 * 1024 * 1024, show_default=True,
+            help="Reject lines longer than this.",
+        ),
+    ]  # fmt: skip
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+
+
+def parse_metadata(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx, param)
+        pairs[key.strip()] = text
+    return pairs
+
+
+budget_option = click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Pause the job before its cost in USD would pass this.",
+)
+
+
+def ingest_options(func: F) -> F:
+    """Options of ``submit`` and ``run`` about storing a file."""
+    decorators = [
+        reader_options,
+        budget_option,
+        click.option(
+            "--prices",
+            "price_files",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Price file(s) for --budget (batcher, LiteLLM or relay format).",
+        ),
+        click.option("--group", help="The relay group whose ratio applies to --budget (分组倍率)."),
+        click.option("--tag", help="A tag for usage reports (`batcher usage --by tag`)."),
+        click.option(
+            "--metadata",
+            multiple=True,
+            callback=parse_metadata,
+            help="KEY=VALUE for usage reports; repeatable.",
+        ),
+        click.option(
+            "--skip-invalid", is_flag=True, help="Store the valid lines; write the rest to a rejects file."
+        ),
+        click.option(
+            "--rejects", type=click.Path(path_type=Path), help="Rejects file (default FILE.rejects.jsonl)."
+        ),
+        click.option("--new", is_flag=True, help="Make a new job even if this file was submitted before."),
+        click.option("--name", help="A name for the job (default: the file name)."),
+    ]
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+
+
+def run_options(func: F) -> F:
+    """Options about how hard to push the API."""
+    decorators = [
+        click.option(
+            "--concurrency", type=click.IntRange(min=1), help="Calls in flight at once [default: 32]."
+        ),
+        click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute limit."),
+        click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute limit."),
+        click.option(
+            "--max-attempts", type=click.IntRange(min=1), help="Calls per line at most [default: 5]."
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per call [default: 120]."
+        ),
+        click.option(
+            "--pack/--no-pack", default=None, help="Pack embedding lines into shared calls [default: pack]."
+        ),
+        click.option(
+            "--pack-size", type=click.IntRange(1, 2048), help="Inputs per packed call [default: 256]."
+        ),
+    ]
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+job_argument = click.argument("job_id", metavar="JOB", type=int)
+RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout", "pack", "pack_size")
+
+
+def read_opts(kw: dict[str, Any]) -> ReadOptions:
+    endpoint = Endpoint(kw["endpoint"]) if kw.get("endpoint") else None
+    return ReadOptions(endpoint=endpoint, model=kw.get("model"), max_line_bytes=kw["max_line_bytes"])

@@ -1,0 +1,296 @@
+"""Commands that read an input file and run it: ``run``, ``submit``, ``validate``, ``run-job``."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batcher.cli.base import EXIT_ERROR, EXIT_PARTIAL, App, DomainError, cli, pass_app
+from batcher.cli.options import (
+    RUN_KEYS,
+    budget_option,
+    ingest_options,
+    job_argument,
+    json_option,
+    read_opts,
+    reader_options,
+    run_options,
+)
+from batcher.export import export_job
+from batcher.ingest import IngestOptions, IngestResult, ingest_file
+from batcher.progress import Progress
+from batcher.reader import read_requests
+from batcher.render import to_json
+from batcher.runner import RunOptions, RunSummary, describe_stop, run_job
+from jobs import store as q
+from jobs.errors import BatcherError, Problem
+from jobs.models import JobStatus
+from workers.client import client_config
+
+
+def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
+    options = IngestOptions(
+        read=read_opts(kw),
+        skip_invalid=kw["skip_invalid"],
+        rejects_path=kw.get("rejects"),
+        new=kw["new"],
+        name=kw.get("name"),
+        job_options={k: kw[k] for k in RUN_KEYS if kw.get(k) is not None} | _accounting(kw),
+        priority=kw.get("priority", 5),
+    )
+    return ingest_file(app.store, file, options)
+
+
+def _accounting(kw: dict[str, Any]) -> dict[str, Any]:
+    """Budget, prices, group, tag and metadata as the job stores them."""
+    stored: dict[str, Any] = {}
+    if kw.get("budget") is not None:
+        stored["budget"] = str(Decimal(str(kw["budget"])))
+    if kw.get("price_files"):
+        stored["prices"] = [str(p.resolve()) for p in kw["price_files"]]
+    for key in ("group", "tag"):
+        if kw.get(key):
+            stored[key] = kw[key]
+    if kw.get("metadata"):
+        stored["metadata"] = kw["metadata"]
+    return stored
+
+
+def raise_budget(app: App, job_id: int, budget: float | None) -> None:
+    if budget is not None:
+        with app.store.session() as session:
+            q.update_options(session, job_id, {"budget": str(Decimal(str(budget)))})
+
+
+def _run_opts(app: App, job_id: int, kw: dict[str, Any]) -> RunOptions:
+    """Flags win over the options stored with the job, which win over the defaults."""
+    with app.store.session() as session:
+        stored = json.loads(q.get_job(session, job_id).options or "{}")
+    chosen = {k: kw[k] if kw.get(k) is not None else stored.get(k) for k in RUN_KEYS}
+    return RunOptions(**{k: v for k, v in chosen.items() if v is not None})
+
+
+def _say_ingested(result: IngestResult) -> None:
+    job = result.job
+    if not result.created:
+        click.echo(
+            f"{job.source_path} was already submitted as job {job.id}; using it (--new makes another).",
+            err=True,
+        )
+        return
+    click.echo(f"job {job.id}: stored {result.stored} lines from {job.name}", err=True)
+    if result.rejected:
+        click.echo(f"skipped {result.rejected} invalid lines; see {result.rejects_path}", err=True)
+
+
+def _execute(app: App, job_id: int, options: RunOptions) -> RunSummary:
+    with app.store.session() as session:
+        job = q.get_job(session, job_id)
+    progress = Progress(total=job.total, already_done=job.succeeded + job.failed, already_failed=job.failed)
+    try:
+        return run_job(app.store, app.settings, job_id, options, on_start=progress.attach)
+    finally:
+        progress.close()
+
+
+def _finish(app: App, summary: RunSummary) -> None:
+    job, counts = summary.job, summary.counts
+    click.echo(
+        f"job {job.id} {job.status}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+        f"{counts['pending'] + counts['running']} left; {summary.stats.calls} calls",
+        err=True,
+    )
+    if job.status not in (JobStatus.COMPLETED, JobStatus.RUNNING):
+        raise DomainError(
+            describe_stop(job, app.settings.secret_values()) + f"; resume with `batcher run-job {job.id}`"
+        )
+    if counts["failed"]:
+        raise click.exceptions.Exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Results file (default FILE.results.jsonl)."
+)
+@click.option("--errors", type=click.Path(path_type=Path), help="Write failed lines here instead.")
+@ingest_options
+@run_options
+@pass_app
+def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw: Any) -> None:
+    """Validate, store and run FILE in this process, then export the results.
+
+    The embedded default: no Redis or workers needed. Exit code 3 means the job
+    completed with some failed lines (they are in the results with an "error").
+
+    \b
+    Example:
+      batcher run requests.jsonl -o results.jsonl --rpm 500 --concurrency 64
+    """
+    result = _ingest(app, file, kw)
+    _say_ingested(result)
+    assert result.job.id is not None
+    summary = _execute(app, result.job.id, _run_opts(app, result.job.id, kw))
+    output = output or file.with_name(file.stem + ".results.jsonl")
+    exported = export_job(app.store, result.job.id, output, errors=errors)
+    click.echo(f"wrote {exported.written} results to {output}", err=True)
+    _finish(app, summary)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@ingest_options
+@run_options
+@click.option("--no-queue", is_flag=True, help="Only store the job; run it later with `run-job` or `resume`.")
+@click.option(
+    "--priority", type=click.IntRange(0, 9), default=5, show_default=True, help="0 runs first, 9 last."
+)
+@click.option(
+    "--no-balance-check", is_flag=True, help="Skip comparing the estimate with the relay's balance."
+)
+@click.option("--dry-run", is_flag=True, help="Only validate and estimate tokens and cost; store nothing.")
+@json_option
+@pass_app
+def submit(
+    app: App,
+    /,
+    file: Path,
+    *,
+    no_queue: bool,
+    priority: int,
+    no_balance_check: bool,
+    dry_run: bool,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Validate FILE, store it as a job and enqueue it for the workers.
+
+    Run options given here are stored with the job. If the broker cannot be reached,
+    the job stays stored: start Redis and `batcher resume JOB`, or run it here with
+    `batcher run-job JOB`.
+
+    \b
+    Example:
+      batcher submit requests.jsonl --rpm 500 --priority 2
+      batcher worker --concurrency 4     # on any machine with the same settings
+    """
+    if dry_run:
+        _dry_run(file, kw, as_json=as_json)
+        return
+    result = _ingest(app, file, kw | {"priority": priority})
+    assert result.job.id is not None
+    if not as_json:
+        _say_ingested(result)
+    enqueued = None if no_queue or not result.created else enqueue(app, result.job.id)
+    if as_json:
+        data: dict[str, Any] = {"job_id": result.job.id, "created": result.created, "stored": result.stored}
+        data |= {"rejected": result.rejected, "rejects_path": _str(result.rejects_path), "enqueued": enqueued}
+        click.echo(to_json(data))
+        return
+    if enqueued is not None:
+        click.echo(f"enqueued {enqueued} lines for the workers", err=True)
+    if result.created and not no_balance_check and app.settings.base_url:
+        _warn_over_balance(app, file, kw)
+    click.echo(result.job.id)
+
+
+def _dry_run(file: Path, kw: dict[str, Any], *, as_json: bool) -> None:
+    """What `submit` would cost: the same estimate as `batcher estimate`, and nothing stored."""
+    from batcher.cli.usage import estimate_json, estimate_text
+    from batcher.estimate import estimate_file
+    from workers.prices import load_prices
+
+    result = estimate_file(file, read_opts(kw), load_prices(kw.get("price_files") or ()), kw.get("group"))
+    click.echo(estimate_json(result) if as_json else estimate_text(result))
+    click.echo("dry run: nothing was stored", err=True)
+
+
+def _warn_over_balance(app: App, file: Path, kw: dict[str, Any]) -> None:
+    """Warn when the job's estimate passes the relay's balance; a relay without one says so."""
+    from batcher.balance import fetch_balance
+    from batcher.estimate import estimate_file
+    from workers.prices import load_prices
+
+    try:
+        balance = fetch_balance(client_config(app.settings))
+    except BatcherError as exc:
+        click.echo(f"note: balance not checked: {exc}", err=True)
+        return
+    book = load_prices(kw.get("price_files") or ())
+    cost = estimate_file(file, read_opts(kw), book, kw.get("group")).cost
+    if cost > balance.remaining_usd:
+        click.echo(
+            f"warning: this job's estimate (${cost:.2f}) is more than the relay's balance "
+            f"(${balance.remaining_usd:.2f}); top up, or set --budget to pause it in time",
+            err=True,
+        )
+
+
+def enqueue(app: App, job_id: int) -> int:
+    from workers.dispatch import celery_publisher, start_distributed
+
+    client = app.broker_redis()
+    try:
+        return start_distributed(app.store, job_id, celery_publisher(), client).enqueued
+    finally:
+        client.close()
+
+
+def _str(value: Path | None) -> str | None:
+    return str(value) if value else None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@reader_options
+@click.option("--rejects", type=click.Path(path_type=Path), help="Also write the problems as JSONL here.")
+def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
+    """Check FILE without storing anything; print every problem with its line.
+
+    \b
+    Example:
+      batcher validate requests.jsonl
+    """
+    valid, problems = 0, 0
+    out = rejects.open("w", encoding="utf-8") if rejects else None
+    try:
+        for item in read_requests(file, read_opts(kw)):
+            if isinstance(item, Problem):
+                problems += 1
+                click.echo(str(item))
+                if out:
+                    out.write(
+                        json.dumps({"line": item.line, "error": item.message}, ensure_ascii=False) + "\n"
+                    )
+            else:
+                valid += 1
+    finally:
+        if out:
+            out.close()
+    click.echo(f"{file}: {valid} valid lines, {problems} invalid", err=True)
+    if problems:
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@cli.command("run-job")
+@job_argument
+@run_options
+@budget_option
+@pass_app
+def run_job_command(app: App, /, job_id: int, budget: float | None, **kw: Any) -> None:
+    """Run a stored job in this process; resumes where it stopped.
+
+    After `submit`, after a crash (lines a dead run held are taken back), or after
+    fixing the key of a stopped job.
+
+    \b
+    Example:
+      batcher run-job 3 --concurrency 64
+    """
+    raise_budget(app, job_id, budget)
+    summary = _execute(app, job_id, _run_opts(app, job_id, kw))
+    _finish(app, summary)

@@ -1,0 +1,31 @@
+"""How the stand-in relay behaves: ``RelayConfig``, swappable at run time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batcher.devrelay.faults import ALL_FAULTS
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """How the relay behaves; swap it at run time with ``RelayServer.set_config``."""
+
+    latency: float = 0.0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = ALL_FAULTS
+    seed: int = 0
+    hang_seconds: float = 30.0
+    retry_after: float = 1.0
+    rps_limit: int = 0
+    api_key: str | None = None
+    embedding_dim: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(ALL_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {', '.join(ALL_FAULTS)}")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be between 0 and 1 (got {self.fault_rate})")
+        if self.fault_rate > 0 and not self.faults:
+            raise ValueError("fault_rate > 0 needs at least one fault kind")

@@ -1,0 +1,89 @@
+"""The stand-in relay's faults: the kinds, the ``[[fault:KIND]]`` markers and the canned error answers.
+
+Faults come two ways: at random (``RelayConfig.fault_rate`` over ``faults``, from one seeded RNG)
+or forced by a marker in the request, ``[[fault:KIND]]`` (every call) or ``[[fault:KINDxN]]``
+(the first N calls of that identical body, then success). The marker is searched in the raw
+request bytes, so it may sit in any message, prompt or input text. A body with a marker never
+gets a random fault, so marker tests are exact.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+ALL_FAULTS: tuple[str, ...] = (
+    "429",
+    "429_empty",
+    "500",
+    "502",
+    "503",
+    "hang",
+    "reset",
+    "truncated",
+    "error200",
+    "missing_usage",
+)
+"""The fault kinds a call may draw at random."""
+
+PERMANENT_FAULTS: tuple[str, ...] = ("400", "401", "quota", "404")
+"""Kinds only a marker can force: errors a retry does not cure."""
+
+MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS)
+
+JSON = "application/json"
+_MARKER = re.compile(rb"\[\[fault:([a-z0-9_]+?)(?:x(\d+))?\]\]")
+
+
+def find_marker(raw: bytes) -> tuple[str, int | None] | None:
+    """The first known ``[[fault:KIND]]`` / ``[[fault:KINDxN]]`` marker: (kind, N or None)."""
+    for match in _MARKER.finditer(raw):
+        kind = match.group(1).decode()
+        if kind in MARKER_FAULTS:
+            return kind, int(match.group(2)) if match.group(2) else None
+    return None
+
+
+# --- Canned error answers --------------------------------------------------------------------
+
+
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+CANNED: dict[str, tuple[int, bytes, str]] = {
+    "429": (429, error_body("当前分组上游负载已饱和，请稍后再试", "new_api_error", "rate_limit"), JSON),
+    "429_empty": (429, b"", "text/plain"),
+    "500": (500, error_body("do request failed: 上游服务错误", "one_api_error", "do_request_failed"), JSON),
+    "502": (502, _HTML_502, "text/html"),
+    "503": (
+        503,
+        b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        "text/plain",
+    ),
+    "error200": (200, error_body("upstream error: 上游服务异常", "upstream_error", "bad_response"), JSON),
+    "400": (400, error_body("invalid request (forced by marker)", "invalid_request_error", None), JSON),
+    "401": (401, error_body("无效的令牌", "one_api_error", "invalid_api_key"), JSON),
+    "quota": (
+        403,
+        error_body("用户额度不足, 剩余额度: $0.00", "one_api_error", "insufficient_user_quota"),
+        JSON,
+    ),
+    "404": (404, error_body("Invalid URL (forced by marker)", "invalid_request_error", "not_found"), JSON),
+}
+"""Faults that are a fixed answer: kind → (status, body, content type)."""
+
+
+def retry_after_headers(value: float) -> dict[str, str]:
+    """Retry-After in seconds and retry-after-ms, as relays and OpenAI send them."""
+    seconds = f"{value:.3f}".rstrip("0").rstrip(".")
+    return {"Retry-After": seconds, "retry-after-ms": str(round(value * 1000))}
+
+
+# --- Counters --------------------------------------------------------------------------------

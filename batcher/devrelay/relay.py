@@ -1,0 +1,268 @@
+"""The stand-in relay's routes and handlers: authentication, the rate limit, answers and faults.
+
+Handlers run with aiohttp's handler cancellation on: when a client gives up on a hang, the
+handler is cancelled at once instead of sleeping on, and ``RelayServer.stop`` cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batcher.devrelay.answers import (
+    InvalidBody,
+    Usage,
+    audio_content_type,
+    body_key,
+    chat_answer,
+    completion_answer,
+    embedding_answer,
+    speech_answer,
+)
+from batcher.devrelay.config import RelayConfig
+from batcher.devrelay.faults import CANNED, JSON, error_body, find_marker, retry_after_headers
+from batcher.devrelay.stats import RelayStats
+from jobs.endpoints import Endpoint
+
+
+@dataclass
+class _Call:
+    """One request in flight: what every response needs to be labelled and counted."""
+
+    request: web.Request
+    request_id: str
+    window: int
+    key: str = ""
+
+
+@dataclass
+class _Served:
+    """A successful answer before any fault bends it."""
+
+    payload: dict[str, Any] | bytes
+    usage: Usage
+    content_type: str
+
+    def encode(self, *, with_usage: bool = True) -> bytes:
+        if isinstance(self.payload, bytes):
+            return self.payload
+        if with_usage:
+            return orjson.dumps(self.payload)
+        return orjson.dumps({k: v for k, v in self.payload.items() if k != "usage"})
+
+
+class Relay:
+    """The relay's state and handlers, bound to one event loop."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.stats = RelayStats()
+        self._rng = random.Random(config.seed)
+        self._ids = itertools.count(1)
+        self._marker_calls: Counter[str] = Counter()
+        self._window = (0, 0)  # (epoch second, requests admitted in it) for rps_limit
+        self.inflight: set[asyncio.Task[Any]] = set()
+
+    def set_config(self, config: RelayConfig) -> None:
+        """Use a new config from the next request on; the fault RNG restarts from its seed."""
+        self.config = config
+        self._rng = random.Random(config.seed)
+
+    def reset(self) -> None:
+        """Zero every counter, marker counts included, and restart the fault RNG."""
+        self.stats = RelayStats()
+        self._marker_calls.clear()
+        self._rng = random.Random(self.config.seed)
+
+    def app(self) -> web.Application:
+        """The aiohttp application: four endpoints plus ``/_stats`` and ``/_reset``."""
+        app = web.Application(client_max_size=64 * 1024**2)
+        for endpoint in Endpoint:
+            app.router.add_post(endpoint.value, self._handler(endpoint))
+        app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/_reset", self._reset)
+        return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(self.stats.snapshot(), option=orjson.OPT_NON_STR_KEYS), content_type=JSON
+        )
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(body=b'{"ok":true}', content_type=JSON)
+
+    def _handler(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            task = asyncio.current_task()
+            assert task is not None
+            self.inflight.add(task)
+            try:
+                return await self._handle(request, endpoint)
+            finally:
+                self.inflight.discard(task)
+
+        return handle
+
+    async def _handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        raw = await request.read()
+        call = self._receive(request)
+        if self.config.latency > 0:
+            await asyncio.sleep(self.config.latency)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            call.key = body_key(body)
+            self.stats.per_key[call.key] += 1
+        refusal = self._refusal(call)
+        if refusal is not None:
+            return refusal
+        try:
+            served = self._build(endpoint, body)
+        except InvalidBody as exc:
+            return self._respond(call, 400, error_body(str(exc), "invalid_request_error", None, exc.param))
+        fault = self._pick_fault(call, raw)
+        if fault is None:
+            return self._serve(call, served)
+        self.stats.by_fault[fault] += 1
+        return await self._fault(call, fault, served)
+
+    def _receive(self, request: web.Request) -> _Call:
+        now = int(time.time())
+        self.stats.calls += 1
+        self.stats.per_second[now] += 1
+        return _Call(request, f"req_{next(self._ids)}", now)
+
+    def _build(self, endpoint: Endpoint, body: Any) -> _Served:
+        if not isinstance(body, dict):
+            raise InvalidBody("the request body must be a JSON object")
+        if endpoint is Endpoint.CHAT:
+            return _Served(*chat_answer(body), JSON)
+        if endpoint is Endpoint.COMPLETIONS:
+            return _Served(*completion_answer(body), JSON)
+        if endpoint is Endpoint.EMBEDDINGS:
+            return _Served(*embedding_answer(body, self.config.embedding_dim), JSON)
+        audio, usage = speech_answer(body)
+        return _Served(audio, usage, audio_content_type(body))
+
+    def _refusal(self, call: _Call) -> web.Response | None:
+        """A 401 for a missing or wrong key, or a 429 past ``rps_limit`` in this second."""
+        key = self.config.api_key
+        auth = call.request.headers.get("Authorization", "")
+        if key is not None and auth != f"Bearer {key}":
+            message = "无效的令牌" if auth else "未提供令牌"
+            return self._respond(call, 401, error_body(message, "one_api_error", "invalid_api_key"))
+        now = time.time()
+        call.window = int(now)
+        if self._admit(call.window):
+            return None
+        self.stats.rate_limited += 1
+        body = error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded")
+        return self._respond(call, 429, body, headers=retry_after_headers(call.window + 1 - now))
+
+    def _admit(self, second: int) -> bool:
+        limit = self.config.rps_limit
+        if limit <= 0:
+            return True
+        window, admitted = self._window
+        admitted = admitted if window == second else 0
+        if admitted >= limit:
+            return False
+        self._window = (second, admitted + 1)
+        return True
+
+    def _pick_fault(self, call: _Call, raw: bytes) -> str | None:
+        marker = find_marker(raw)
+        if marker is not None:
+            kind, times = marker
+            self._marker_calls[call.key] += 1
+            return kind if times is None or self._marker_calls[call.key] <= times else None
+        config = self.config
+        if config.fault_rate > 0 and self._rng.random() < config.fault_rate:
+            return self._rng.choice(config.faults)
+        return None
+
+    async def _fault(self, call: _Call, kind: str, served: _Served) -> web.StreamResponse:
+        if kind == "hang":
+            return await self._hang(call, served)
+        if kind == "reset":
+            self.stats.by_status["reset"] += 1
+            return await self._abort(call)
+        if kind == "truncated":
+            return await self._truncated(call, served)
+        if kind == "missing_usage":
+            return self._serve(call, served, with_usage=False)
+        status, body, content_type = CANNED[kind]
+        headers = retry_after_headers(self.config.retry_after) if kind == "429" else None
+        return self._respond(call, status, body, content_type, headers)
+
+    async def _hang(self, call: _Call, served: _Served) -> web.StreamResponse:
+        try:
+            await asyncio.sleep(self.config.hang_seconds)
+        except asyncio.CancelledError:
+            # The client gave up (or the relay stopped), but the upstream work was under way and a
+            # real relay bills it: it counts as served, without usage the client could see.
+            self.stats.by_status["hang"] += 1
+            self.stats.add_served(served.usage)
+            raise
+        return self._serve(call, served)
+
+    async def _abort(self, call: _Call) -> web.StreamResponse:
+        transport = call.request.transport
+        if transport is not None:
+            transport.abort()
+        # Losing the connection cancels this handler (handler_cancellation); the sleep only waits for it.
+        await asyncio.sleep(self.config.hang_seconds)
+        return web.Response(status=499)
+
+    async def _truncated(self, call: _Call, served: _Served) -> web.StreamResponse:
+        self.stats.add_served(served.usage)
+        body = served.encode()
+        if served.content_type == JSON:
+            return self._respond(call, 200, body[: len(body) // 2])
+        # Audio cut short is only detectable when the length promised more than arrives.
+        self._count(call, 200)
+        response = web.StreamResponse(headers={"x-request-id": call.request_id})
+        response.content_type = served.content_type
+        response.content_length = len(body)
+        await response.prepare(call.request)
+        await response.write(body[: len(body) // 2])
+        return await self._abort(call)
+
+    def _serve(self, call: _Call, served: _Served, *, with_usage: bool = True) -> web.Response:
+        # Speech carries no usage in its body: its characters are what the client counts itself.
+        reported = with_usage or served.content_type != JSON
+        self.stats.add_served(served.usage, reported=reported)
+        return self._respond(call, 200, served.encode(with_usage=with_usage), served.content_type)
+
+    def _respond(
+        self,
+        call: _Call,
+        status: int,
+        body: bytes,
+        content_type: str = JSON,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self._count(call, status)
+        response = web.Response(status=status, body=body, content_type=content_type, headers=headers)
+        response.headers["x-request-id"] = call.request_id
+        return response
+
+    def _count(self, call: _Call, status: int) -> None:
+        self.stats.by_status[status] += 1
+        if 200 <= status < 300:
+            self.stats.answered_per_second[call.window] += 1
+
+
+# --- Running it ------------------------------------------------------------------------------

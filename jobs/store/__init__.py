@@ -1,0 +1,76 @@
+"""The SQL store's queries: every function takes ``session`` and returns models or records.
+
+Transactions belong to the caller (``Store.session()``). One module per table family: ``jobs``
+(jobs and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry) and
+``results`` (attempts, results, usage read back). Callers use ``from jobs import store as q``.
+"""
+
+from __future__ import annotations
+
+from jobs.store.jobs import (
+    active_jobs,
+    cancel_job,
+    complete_if_done,
+    create_job,
+    fail_overclaimed,
+    find_job_by_source,
+    get_job,
+    iter_lines,
+    list_jobs,
+    retry_failed,
+    set_job_status,
+    set_status,
+    start_job,
+    state_counts,
+    update_options,
+)
+from jobs.store.lines import (
+    claim_lines,
+    expire_leases,
+    insert_requests,
+    lease_owners,
+    mark_enqueued,
+    release_lines,
+    release_owners,
+    renew_leases,
+    unqueued_lines,
+)
+from jobs.store.results import (
+    job_models,
+    record_attempts,
+    record_results,
+    usage_by_model,
+    usage_totals,
+)
+
+__all__ = [
+    "active_jobs",
+    "cancel_job",
+    "claim_lines",
+    "complete_if_done",
+    "create_job",
+    "expire_leases",
+    "fail_overclaimed",
+    "find_job_by_source",
+    "get_job",
+    "insert_requests",
+    "iter_lines",
+    "job_models",
+    "lease_owners",
+    "list_jobs",
+    "mark_enqueued",
+    "record_attempts",
+    "record_results",
+    "release_lines",
+    "release_owners",
+    "renew_leases",
+    "retry_failed",
+    "set_job_status",
+    "set_status",
+    "start_job",
+    "state_counts",
+    "unqueued_lines",
+    "update_options",
+    "usage_by_model",
+    "usage_totals",
+]

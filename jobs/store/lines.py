@@ -1,0 +1,180 @@
+"""Queries of lines: insert, claim with a lease, renew, release, expire, and what the broker should carry.
+
+A line is claimed with a lease; a line whose lease expired can be claimed again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from jobs.models import (
+    JobStatus,
+    RequestState,
+)
+from jobs.records import WorkItem
+from jobs.store.common import REQUEST_TABLE
+from jobs.store.jobs import get_job
+
+_req = REQUEST_TABLE
+
+
+def insert_requests(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bulk-insert lines (dicts of Request columns) with one executemany."""
+    if rows:
+        session.connection().execute(sa.insert(_req), list(rows))
+
+
+def _claimable(now: float) -> sa.ColumnElement[bool]:
+    expired = sa.and_(_req.c.state == RequestState.RUNNING.value, _req.c.lease_expires_at < now)
+    return sa.or_(_req.c.state == RequestState.PENDING.value, expired)
+
+
+def claim_lines(
+    session: Session,
+    *,
+    job_id: int,
+    owner: str,
+    lease_seconds: float,
+    limit: int | None = None,
+    request_ids: Sequence[int] | None = None,
+    now: float | None = None,
+) -> list[WorkItem]:
+    """Lease claimable lines of a running job: the next ``limit`` in line order, or those ids.
+
+    A line is claimable when pending, or running under an expired lease. A line already terminal
+    or leased by a live executor is skipped, so a redelivered message claims nothing twice.
+    """
+    now = time.time() if now is None else now
+    if get_job(session, job_id).status != JobStatus.RUNNING:
+        return []
+    where = sa.and_(_req.c.job_id == job_id, _claimable(now))
+    if request_ids is not None:
+        where = sa.and_(where, _req.c.id.in_(list(request_ids)))
+    candidates = sa.select(_req.c.id).where(where).order_by(_req.c.line_no).limit(limit)
+    ids = [row[0] for row in session.connection().execute(candidates)]
+    return _lease(session, ids, owner=owner, until=now + lease_seconds, now=now)
+
+
+def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: float) -> list[WorkItem]:
+    if not ids:
+        return []
+    stmt = (
+        sa.update(_req)
+        .where(_req.c.id.in_(ids), _claimable(now))
+        .values(
+            state=RequestState.RUNNING.value,
+            lease_owner=owner,
+            lease_expires_at=until,
+            claims=_req.c.claims + 1,
+        )
+        .returning(*(_req.c[name] for name in _WORK_COLUMNS))
+    )
+    rows = session.connection().execute(stmt)
+    items = [WorkItem(*row) for row in rows]
+    return sorted(items, key=lambda item: item.request_id)
+
+
+_WORK_COLUMNS = ("id", "job_id", "custom_id", "endpoint", "model", "body", "attempts", "est_tokens")
+
+
+def _update_owned(session: Session, request_ids: Iterable[int], owner: str, values: dict[str, Any]) -> int:
+    """Update the lines this owner holds running leases on; return how many."""
+    ids = list(request_ids)
+    if not ids:
+        return 0
+    mine = sa.and_(
+        _req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value
+    )
+    return int(session.connection().execute(sa.update(_req).where(mine).values(values)).rowcount)
+
+
+def renew_leases(session: Session, request_ids: Iterable[int], *, owner: str, until: float) -> int:
+    """Extend the leases this owner holds on lines still running; return how many."""
+    return _update_owned(session, request_ids, owner, {"lease_expires_at": until})
+
+
+def release_lines(session: Session, request_ids: Iterable[int], *, owner: str) -> int:
+    """Give back lines this owner leased but will not finish (pause, stop, shutdown)."""
+    return _update_owned(session, request_ids, owner, _RELEASED)
+
+
+_RELEASED = {
+    "state": RequestState.PENDING.value,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "enqueued_at": None,
+}
+
+
+def release_owners(session: Session, job_id: int, owners: Iterable[str]) -> int:
+    """Give back every line leased by these owners (executors known to be dead)."""
+    dead = list(owners)
+    if not dead:
+        return 0
+    stmt = (
+        sa.update(_req)
+        .where(
+            _req.c.job_id == job_id,
+            _req.c.state == RequestState.RUNNING.value,
+            _req.c.lease_owner.in_(dead),
+        )
+        .values(_RELEASED)
+    )
+    return session.connection().execute(stmt).rowcount
+
+
+def lease_owners(session: Session, job_id: int) -> list[str]:
+    """The owners holding leases on running lines of the job."""
+    query = (
+        sa.select(_req.c.lease_owner)
+        .where(_req.c.job_id == job_id, _req.c.state == RequestState.RUNNING.value)
+        .distinct()
+    )
+    return [row[0] for row in session.connection().execute(query) if row[0]]
+
+
+def expire_leases(session: Session, job_id: int, *, now: float) -> int:
+    """Lines whose lease ran out go back to pending, to be enqueued again."""
+    stmt = (
+        sa.update(_req)
+        .where(
+            _req.c.job_id == job_id,
+            _req.c.state == RequestState.RUNNING.value,
+            _req.c.lease_expires_at < now,
+        )
+        .values(state=RequestState.PENDING.value, lease_owner=None, lease_expires_at=None, enqueued_at=None)
+    )
+    return int(session.connection().execute(stmt).rowcount)
+
+
+def unqueued_lines(
+    session: Session, job_id: int, *, lost_before: float | None, after_id: int = 0, limit: int = 5000
+) -> list[tuple[int, str]]:
+    """Pending lines with no live message: never enqueued, or enqueued before the broker lost it.
+
+    Returns (id, endpoint) pairs in id order, from ``after_id`` on: a keyset page.
+    """
+    lost = _req.c.enqueued_at.is_(None)
+    if lost_before is not None:
+        lost = sa.or_(lost, _req.c.enqueued_at < lost_before)
+    query = (
+        sa.select(_req.c.id, _req.c.endpoint)
+        .where(
+            _req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value, _req.c.id > after_id, lost
+        )
+        .order_by(_req.c.id)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in session.connection().execute(query)]
+
+
+def mark_enqueued(session: Session, request_ids: Sequence[int], *, now: float) -> None:
+    """Stamp lines as carried by a broker message sent at ``now``."""
+    if request_ids:
+        stmt = sa.update(_req).where(_req.c.id.in_(list(request_ids))).values(enqueued_at=now)
+        session.connection().execute(stmt)
