@@ -6,7 +6,9 @@ there was one; a cancelled line has the error code ``cancelled``. For speech, ``
 audio file's path, format and size. The stored response body is already compact JSON, so JSONL
 rows are assembled around it without parsing it again.
 
-Lines not yet terminal (pending, running) are not exported; the summary counts them.
+Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
+stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
+(with docker compose, the workers' ``/data/results`` is the host's ``./results``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import BatcherError
 from jobs.models import Request, RequestState
+from jobs.store import AudioFiles
 
 CSV_COLUMNS = (
     "custom_id",
@@ -62,6 +65,7 @@ class ExportSummary:
     written: int
     errors_written: int
     unfinished: int
+    audio: AudioFiles
 
 
 def export_job(
@@ -90,7 +94,21 @@ def export_job(
                 errors_written += 1
             else:
                 written += 1
-    return ExportSummary(written, errors_written, unfinished)
+        audio = q.audio_files(session, job_id)
+    return ExportSummary(written, errors_written, unfinished, audio)
+
+
+def audio_note(audio: AudioFiles) -> str | None:
+    """Where the job's audio files are, and what to do when that folder is not on this machine."""
+    if not audio.count or audio.folder is None:
+        return None
+    note = f"{audio.count} audio files are in {audio.folder} (the audio_path of each line)"
+    if not Path(audio.folder).is_dir():
+        note += (
+            f"; {audio.folder} is not on this machine: the worker that ran the job wrote it "
+            f"(with docker compose it is ./results/{Path(audio.folder).name} beside docker-compose.yml)"
+        )
+    return note
 
 
 def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> ExportSummary:
@@ -102,8 +120,10 @@ def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> Expor
         )
     with store.session() as session:
         counts = q.state_counts(session, job_id)
+        audio = q.audio_files(session, job_id)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return ExportSummary(export_parquet(store, job_id, out), 0, counts["pending"] + counts["running"])
+    written = export_parquet(store, job_id, out)
+    return ExportSummary(written, 0, counts["pending"] + counts["running"], audio)
 
 
 class _Writer:

@@ -7,6 +7,7 @@ No Docker engine runs here, so the file is checked as data, and with ``docker co
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,15 +47,90 @@ def test_compose_worker_scales_and_takes_secrets_from_env() -> None:
 
 
 def test_compose_config_accepts_the_file() -> None:
+    command = [*_compose_command(), "config", "--quiet"]
+    env = os.environ | {"OPENAI_BASE_URL": "https://relay.example.com/v1", "OPENAI_API_KEY": "sk-test"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _interpolated_defaults(text: str) -> dict[str, str]:
+    """``${NAME:-default}`` pairs of the compose file."""
+    return dict(re.findall(r"\$\{(\w+):-([^}]*)\}", text))
+
+
+def test_compose_host_ports_are_offset_and_configurable() -> None:
+    """A local Redis on 6379 or PostgreSQL on 5432 never clashes with the compose services."""
+    services = compose()["services"]
+    published = {name: services[name]["ports"][0] for name in ("redis", "postgres", "flower")}
+    assert published == {
+        "redis": "127.0.0.1:${BATCHER_REDIS_PORT:-16379}:6379",
+        "postgres": "127.0.0.1:${BATCHER_POSTGRES_PORT:-15432}:5432",
+        "flower": "127.0.0.1:${BATCHER_FLOWER_PORT:-5555}:5555",
+    }
+
+
+def test_compose_local_image_is_built_never_pulled() -> None:
+    services = compose()["services"]
+    for name in ("worker", "flower"):
+        assert services[name]["image"] == "batcher-worker:latest"
+        assert services[name]["build"] == "."
+        assert services[name]["pull_policy"] == "build", name
+
+
+def test_compose_results_are_a_bind_mount_on_the_host() -> None:
+    worker = compose()["services"]["worker"]
+    assert worker["volumes"] == ["${BATCHER_RESULTS_HOST_DIR:-./results}:/data/results"]
+    assert worker["environment"]["BATCHER_HOME"] == "/data"  # so results land in /data/results
+
+
+def test_env_example_names_every_variable_the_compose_file_reads() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{(\w+)", text))
+    example = (ROOT / ".env.example").read_text()
+    given = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
+    assert given == read
+    defaults = _interpolated_defaults(text)
+    for line in example.splitlines():
+        name, _, value = line.partition("=")
+        if name in defaults:
+            assert value == defaults[name], name  # the example shows the real defaults
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_readme_without_docker_steps_leave_a_running_redis_alone() -> None:
+    """The steps start a Redis of their own on another port and check it answers."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Without Docker", 1)[1].split("\n### ", 1)[0]
+    starts = [line for line in section.splitlines() if line.startswith("redis-server")]
+    assert starts
+    for line in starts:
+        port = re.search(r"--port (\d+)", line)
+        assert port is not None and port.group(1) != "6379", line
+        assert f"redis-cli -p {port.group(1)} ping" in section
+        assert f"BATCHER_BROKER_URL=redis://127.0.0.1:{port.group(1)}/0" in section
+
+
+def _compose_command() -> list[str]:
     if (
         shutil.which("docker")
         and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
     ):
-        command = ["docker", "compose", "config", "--quiet"]
-    elif shutil.which("docker-compose"):
-        command = ["docker-compose", "config", "--quiet"]
-    else:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    env = os.environ | {"OPENAI_BASE_URL": "https://relay.example.com/v1", "OPENAI_API_KEY": "sk-test"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+
+
+def test_compose_config_publishes_the_chosen_ports() -> None:
+    env = os.environ | {
+        "OPENAI_BASE_URL": "https://relay.example.com/v1",
+        "OPENAI_API_KEY": "sk-test",
+        "BATCHER_REDIS_PORT": "7001",
+        "BATCHER_POSTGRES_PORT": "7002",
+    }
+    result = subprocess.run(
+        [*_compose_command(), "config"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "7001" in str(services["redis"]["ports"]) and "7002" in str(services["postgres"]["ports"])

@@ -9,7 +9,7 @@ import click
 
 from batcher.cli.base import App, cli, pass_app
 from batcher.cli.options import budget_option, job_argument, json_option
-from batcher.cli.run import enqueue, raise_budget
+from batcher.cli.run import enqueue, raise_budget, say_exported
 from batcher.export import ExportFormat, export_job
 from batcher.render import job_dict, table, to_json
 from batcher.status import rates, render, take_snapshot
@@ -103,11 +103,7 @@ def export(app: App, job_id: int, output: Path, fmt: str, errors: Path | None) -
       batcher export 3 -o results.csv --format csv
     """
     summary = export_job(app.store, job_id, output, fmt=ExportFormat(fmt), errors=errors)
-    click.echo(f"wrote {summary.written} lines to {output}", err=True)
-    if errors:
-        click.echo(f"wrote {summary.errors_written} failed lines to {errors}", err=True)
-    if summary.unfinished:
-        click.echo(f"{summary.unfinished} lines are not finished yet and were not exported", err=True)
+    say_exported(summary, output, errors)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from batcher.cli.options import (
     reader_options,
     run_options,
 )
-from batcher.export import export_job
+from batcher.export import ExportSummary, audio_note, export_job
 from batcher.ingest import IngestOptions, IngestResult, ingest_file
 from batcher.progress import Progress
 from batcher.reader import read_requests
@@ -87,6 +87,18 @@ def _say_ingested(result: IngestResult) -> None:
         click.echo(f"skipped {result.rejected} invalid lines; see {result.rejects_path}", err=True)
 
 
+def say_exported(summary: ExportSummary, output: Path, errors: Path | None) -> None:
+    """What an export wrote, where the audio files are, and what it left out."""
+    click.echo(f"wrote {summary.written} lines to {output}", err=True)
+    if errors:
+        click.echo(f"wrote {summary.errors_written} failed lines to {errors}", err=True)
+    note = audio_note(summary.audio)
+    if note:
+        click.echo(note, err=True)
+    if summary.unfinished:
+        click.echo(f"{summary.unfinished} lines are not finished yet and were not exported", err=True)
+
+
 def _execute(app: App, job_id: int, options: RunOptions) -> RunSummary:
     with app.store.session() as session:
         job = q.get_job(session, job_id)
@@ -136,8 +148,7 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
     assert result.job.id is not None
     summary = _execute(app, result.job.id, _run_opts(app, result.job.id, kw))
     output = output or file.with_name(file.stem + ".results.jsonl")
-    exported = export_job(app.store, result.job.id, output, errors=errors)
-    click.echo(f"wrote {exported.written} results to {output}", err=True)
+    say_exported(export_job(app.store, result.job.id, output, errors=errors), output, errors)
     _finish(app, summary)
 
 

@@ -7,6 +7,7 @@ Transactions belong to the caller (``Store.session()``). One module per table fa
 
 from __future__ import annotations
 
+from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
     active_jobs,
     cancel_job,
@@ -44,7 +45,10 @@ from jobs.store.results import (
 )
 
 __all__ = [
+    "AudioFiles",
     "active_jobs",
+    "audio_files",
+    "audio_paths",
     "cancel_job",
     "claim_lines",
     "complete_if_done",
