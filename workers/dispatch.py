@@ -9,7 +9,12 @@ The sweeper makes a job finish even if the broker loses messages:
 - pending lines never enqueued are enqueued;
 - a broker that lost its data (restart without persistence, FLUSHALL) is noticed through the
   *epoch* key this module keeps in the broker's Redis: when the key is gone, it is set anew to
-  the current time, and every pending line enqueued before that epoch is enqueued again.
+  the current time, and every pending line enqueued before that epoch is enqueued again;
+- a message taken by a worker that was killed before its pool process claimed the lines stays
+  unacknowledged in Redis until the visibility timeout (an hour) gives it back. So when no
+  message waits in any batcher queue, a line still pending ``STALE_MESSAGE_S`` after it was
+  enqueued has lost its message, and is enqueued again (while messages wait, it may simply
+  be behind them).
 A line enqueued twice is harmless: claiming it in the store makes the second message a no-op.
 
 Broker errors are translated into ``BrokerError`` here, with what to do next.
@@ -34,6 +39,7 @@ from jobs.models import JobStatus
 from workers.leases import recover_dead_leases
 
 EPOCH_KEY = "batcher:broker:epoch"
+STALE_MESSAGE_S = 30.0  # far above the time from a message's delivery to its lines' claim
 CHUNK_SIZE = 500
 PAGE_SIZE = 5000
 
@@ -76,6 +82,25 @@ def broker_epoch(client: redis.Redis, *, now: float) -> float:
     return float(value) if value is not None else now
 
 
+def queued_messages(client: redis.Redis) -> int:
+    """How many messages wait in batcher's queues (every priority step of every endpoint kind)."""
+    from workers.app import QUEUE_PREFIX
+
+    waiting = 0
+    for key in client.scan_iter(match=QUEUE_PREFIX + "*", count=200):
+        if client.type(key) == b"list":
+            waiting += int(client.llen(key))
+    return waiting
+
+
+def lost_since(client: redis.Redis, *, now: float) -> float:
+    """Lines stamped as enqueued before this time have no live message any more."""
+    epoch = broker_epoch(client, now=now)
+    if queued_messages(client) == 0:
+        return max(epoch, now - STALE_MESSAGE_S)
+    return epoch
+
+
 def enqueue_pending(
     store: Store, job_id: int, publish: Publish, *, lost_before: float | None, chunk_size: int = CHUNK_SIZE
 ) -> SweepReport:
@@ -107,11 +132,10 @@ def _by_endpoint(page: list[tuple[int, str]]) -> dict[str, list[int]]:
 def sweep_job(store: Store, job_id: int, publish: Publish, client: redis.Redis) -> SweepReport:
     """Expire dead leases and enqueue what has no live message, for one job."""
     now = time.time()
-    epoch = broker_epoch(client, now=now)
     with store.session() as session:
         expired = recover_dead_leases(session, job_id) + q.expire_leases(session, job_id, now=now)
         q.complete_if_done(session, job_id)
-    report = enqueue_pending(store, job_id, publish, lost_before=epoch)
+    report = enqueue_pending(store, job_id, publish, lost_before=lost_since(client, now=now))
     return SweepReport(expired=expired, enqueued=report.enqueued, messages=report.messages)
 
 

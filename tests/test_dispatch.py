@@ -1,0 +1,124 @@
+"""The sweeper's decisions about which pending lines have lost their message (fakeredis broker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from batcher.ingest import IngestOptions, ingest_file
+from jobs import store as q
+from jobs.db import Store
+from tests.helpers import batch_line, write_jsonl
+from workers.dispatch import EPOCH_KEY, STALE_MESSAGE_S, queued_messages, start_distributed, sweep_job
+
+
+class Recorder:
+    """A publisher that keeps the line ids of every message instead of sending it."""
+
+    def __init__(self) -> None:
+        self.messages: list[list[int]] = []
+
+    def __call__(self, job_id: int, ids: list[int], queue: str, priority: int) -> None:
+        self.messages.append(ids)
+
+    @property
+    def lines(self) -> list[int]:
+        return [i for ids in self.messages for i in ids]
+
+
+@pytest.fixture
+def broker() -> Iterator[fakeredis.FakeRedis]:
+    client = fakeredis.FakeRedis()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Iterator[tuple[Store, int]]:
+    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "m", "input": f"t{i}"}) for i in range(4)]
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    result = ingest_file(store, write_jsonl(tmp_path / "in.jsonl", rows), IngestOptions())
+    assert result.job.id is not None
+    yield store, result.job.id
+    store.close()
+
+
+def age_stamps(store: Store, job_id: int, broker: fakeredis.FakeRedis, seconds: float) -> None:
+    """Pretend every line was enqueued ``seconds`` ago, into a broker intact since before then."""
+    broker.set(EPOCH_KEY, repr(time.time() - seconds - 60))
+    with store.session() as s:
+        ids = [ln.id for ln in q.iter_lines(s, job_id) if ln.id is not None]
+        q.mark_enqueued(s, ids, now=time.time() - seconds)
+
+
+def test_start_enqueues_every_line_once(job: tuple[Store, int], broker: fakeredis.FakeRedis) -> None:
+    store, job_id = job
+    publish = Recorder()
+    start_distributed(store, job_id, publish, broker)
+    with store.session() as s:
+        ids = [ln.id for ln in q.iter_lines(s, job_id)]
+    assert sorted(publish.lines) == sorted(ids)
+    assert len(ids) == 4
+
+
+def test_sweep_leaves_recently_enqueued_lines_alone(
+    job: tuple[Store, int], broker: fakeredis.FakeRedis
+) -> None:
+    store, job_id = job
+    start_distributed(store, job_id, Recorder(), broker)
+    again = Recorder()
+    sweep_job(store, job_id, again, broker)
+    assert again.lines == []
+
+
+def test_sweep_reenqueues_stale_lines_when_no_message_waits(
+    job: tuple[Store, int], broker: fakeredis.FakeRedis
+) -> None:
+    """A message taken by a worker killed before it claimed its lines sits unacknowledged for an
+    hour: with the queues empty, lines still pending long after their message was sent get a new one."""
+    store, job_id = job
+    start_distributed(store, job_id, Recorder(), broker)
+    age_stamps(store, job_id, broker, STALE_MESSAGE_S + 5)
+    again = Recorder()
+    report = sweep_job(store, job_id, again, broker)
+    assert len(again.lines) == 4
+    assert report.enqueued == 4
+
+
+def test_sweep_waits_while_messages_are_queued(job: tuple[Store, int], broker: fakeredis.FakeRedis) -> None:
+    """Lines behind a backlog are not lost: no duplicate messages while any batcher queue holds one."""
+    store, job_id = job
+    start_distributed(store, job_id, Recorder(), broker)
+    age_stamps(store, job_id, broker, STALE_MESSAGE_S + 5)
+    broker.rpush("batcher.chat\x06\x163", b"a message of another job")
+    again = Recorder()
+    sweep_job(store, job_id, again, broker)
+    assert again.lines == []
+
+
+def test_sweep_reenqueues_everything_after_the_broker_lost_its_data(
+    job: tuple[Store, int], broker: fakeredis.FakeRedis
+) -> None:
+    store, job_id = job
+    start_distributed(store, job_id, Recorder(), broker)
+    age_stamps(store, job_id, broker, 1.0)
+    broker.rpush("batcher.embeddings", b"still queued")
+    broker.delete(EPOCH_KEY)  # a restart without persistence
+    again = Recorder()
+    sweep_job(store, job_id, again, broker)
+    assert len(again.lines) == 4
+
+
+def test_queued_messages_counts_every_priority_step_and_ignores_other_keys(
+    broker: fakeredis.FakeRedis,
+) -> None:
+    broker.rpush("batcher.embeddings", b"1", b"2")
+    broker.rpush("batcher.embeddings\x06\x169", b"3")
+    broker.set("batcher.not-a-queue", b"x")
+    broker.rpush("other.queue", b"4")
+    broker.sadd("_kombu.binding.batcher.embeddings", b"binding")
+    assert queued_messages(broker) == 3
