@@ -8,6 +8,8 @@ import click
 
 from batcher.cli.base import App, cli, pass_app
 from batcher.cli.options import json_option
+from batcher.devrelay.enforce import Hints, LimitRules
+from batcher.devrelay.windows import LimitMode
 from batcher.render import table, to_json
 from workers.client import client_config
 
@@ -56,25 +58,72 @@ def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
 )
 @click.option("--hang-seconds", type=float, default=30.0, show_default=True, help="How long a hang lasts.")
 @click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After of 429 faults.")
+@click.option("--limit-requests", type=click.IntRange(min=0), default=0, help="Requests per window and key.")
+@click.option("--limit-tokens", type=click.IntRange(min=0), default=0, help="Tokens per window and key.")
+@click.option(
+    "--limit-window", type=click.FloatRange(min=0.001), default=1.0, show_default=True, help="Seconds."
+)
+@click.option(
+    "--limit-mode",
+    type=click.Choice([m.value for m in LimitMode]),
+    default=LimitMode.SLIDING.value,
+    show_default=True,
+    help="fixed windows, a sliding log, or a token bucket.",
+)
+@click.option(
+    "--limit-hints",
+    type=click.Choice([h.value for h in Hints]),
+    default=Hints.RETRY_AFTER.value,
+    show_default=True,
+    help="How a 429 says when to come back.",
+)
+@click.option("--ratelimit-headers", is_flag=True, help="Send x-ratelimit-* headers on every answer.")
+@click.option("--max-concurrent", type=click.IntRange(min=0), default=0, help="503 past this many in flight.")
+@click.option(
+    "--overload-retry-after",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Retry-After of those 503s (0: none).",
+)
 def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     """Run a stand-in relay on loopback, to try batcher without an API key.
 
-    It answers chat, completions, embeddings and speech deterministically, and can
-    inject faults (429, 5xx, hangs, resets, truncated JSON, errors inside 200).
+    It answers chat, completions, embeddings and speech deterministically, can
+    inject faults (429, 5xx, hangs, resets, truncated JSON, errors inside 200), and
+    enforces limits per API key the way real relays do (fixed or sliding windows,
+    token buckets, a cap on calls in flight).
 
     \b
     Example:
       batcher dev-relay --latency 0.2 --fault-rate 0.1
+      batcher dev-relay --limit-requests 100 --limit-mode sliding --max-concurrent 20
     """
     from batcher.devrelay import RelayConfig, run_forever
 
     if faults:
         kw["faults"] = tuple(k.strip() for k in faults.split(",") if k.strip())
+    kw["limits"] = _limit_rules(kw)
     try:
         config = RelayConfig(**kw)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     run_forever(config, host=host, port=port)
+
+
+def _limit_rules(kw: dict[str, Any]) -> LimitRules:
+    """Take the ``--limit-*`` options out of ``kw`` as the relay's rules."""
+    overload_after = kw.pop("overload_retry_after")
+    return LimitRules(
+        requests=kw.pop("limit_requests"),
+        tokens=kw.pop("limit_tokens"),
+        window=kw.pop("limit_window"),
+        mode=LimitMode(kw.pop("limit_mode")),
+        hints=Hints(kw.pop("limit_hints")),
+        ratelimit_headers=kw.pop("ratelimit_headers"),
+        max_concurrent=kw.pop("max_concurrent"),
+        overload_retry_after=overload_after or None,
+    )
 
 
 @cli.command()

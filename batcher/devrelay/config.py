@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from batcher.devrelay.enforce import Hints, LimitRules
 from batcher.devrelay.faults import ALL_FAULTS
+from batcher.devrelay.windows import LimitMode
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class RelayConfig:
     seed: int = 0
     hang_seconds: float = 30.0
     retry_after: float = 1.0
-    rps_limit: int = 0
+    rps_limit: int = 0  # the old per-wall-clock-second limit: ``limits`` in fixed mode, 1 s windows
+    limits: LimitRules = field(default_factory=LimitRules)
     api_key: str | None = None
     embedding_dim: int = 8
 
@@ -29,3 +32,21 @@ class RelayConfig:
             raise ValueError(f"fault_rate must be between 0 and 1 (got {self.fault_rate})")
         if self.fault_rate > 0 and not self.faults:
             raise ValueError("fault_rate > 0 needs at least one fault kind")
+        if self.limits.window <= 0:
+            raise ValueError(f"the limit window must be positive (got {self.limits.window})")
+
+    @property
+    def rules(self) -> LimitRules:
+        """The limits in force: ``limits``, or ``rps_limit`` as a fixed one-second window."""
+        if self.rps_limit > 0 and not self.limits.requests:
+            return LimitRules(
+                requests=self.rps_limit,
+                tokens=self.limits.tokens,
+                window=1.0,
+                mode=LimitMode.FIXED,
+                hints=Hints.RETRY_AFTER,
+                ratelimit_headers=self.limits.ratelimit_headers,
+                max_concurrent=self.limits.max_concurrent,
+                overload_retry_after=self.limits.overload_retry_after,
+            )
+        return self.limits

@@ -1,4 +1,7 @@
-"""The stand-in relay's routes and handlers: authentication, the rate limit, answers and faults.
+"""The stand-in relay's routes and handlers: authentication, limits, answers and faults.
+
+A call is checked at arrival, before the upstream latency, as real relays do: the key, then the
+limits and the in-flight cap (``enforce``); a refused call is answered at once.
 
 Handlers run with aiohttp's handler cancellation on: when a client gives up on a hang, the
 handler is cancelled at once instead of sleeping on, and ``RelayServer.stop`` cancels the rest.
@@ -29,6 +32,7 @@ from batcher.devrelay.answers import (
     speech_answer,
 )
 from batcher.devrelay.config import RelayConfig
+from batcher.devrelay.enforce import Enforcer, Refusal
 from batcher.devrelay.faults import CANNED, JSON, error_body, find_marker, retry_after_headers
 from batcher.devrelay.stats import RelayStats
 from jobs.endpoints import Endpoint
@@ -42,6 +46,8 @@ class _Call:
     request_id: str
     window: int
     key: str = ""
+    api_key: str = ""
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -69,19 +75,26 @@ class Relay:
         self._rng = random.Random(config.seed)
         self._ids = itertools.count(1)
         self._marker_calls: Counter[str] = Counter()
-        self._window = (0, 0)  # (epoch second, requests admitted in it) for rps_limit
+        self.enforcer = Enforcer(config.rules)
         self.inflight: set[asyncio.Task[Any]] = set()
 
     def set_config(self, config: RelayConfig) -> None:
-        """Use a new config from the next request on; the fault RNG restarts from its seed."""
+        """Use a new config from the next request on; the fault RNG and the limits start afresh."""
         self.config = config
         self._rng = random.Random(config.seed)
+        self._new_enforcer()
 
     def reset(self) -> None:
-        """Zero every counter, marker counts included, and restart the fault RNG."""
+        """Zero every counter, marker counts and limits included, and restart the fault RNG."""
         self.stats = RelayStats()
         self._marker_calls.clear()
         self._rng = random.Random(self.config.seed)
+        self._new_enforcer()
+
+    def _new_enforcer(self) -> None:
+        # Calls in flight keep counting against the cap they were admitted under.
+        in_flight = self.enforcer.in_flight
+        self.enforcer = Enforcer(self.config.rules, in_flight=in_flight)
 
     def app(self) -> web.Application:
         """The aiohttp application: four endpoints plus ``/_stats`` and ``/_reset``."""
@@ -116,8 +129,6 @@ class Relay:
     async def _handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         raw = await request.read()
         call = self._receive(request)
-        if self.config.latency > 0:
-            await asyncio.sleep(self.config.latency)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -125,12 +136,31 @@ class Relay:
         if isinstance(body, dict):
             call.key = body_key(body)
             self.stats.per_key[call.key] += 1
-        refusal = self._refusal(call)
+        refusal = self._unauthorized(call)
         if refusal is not None:
             return refusal
         try:
-            served = self._build(endpoint, body)
+            served: _Served | InvalidBody = self._build(endpoint, body)
         except InvalidBody as exc:
+            served = exc
+        tokens = served.usage.get("total_tokens", 0) if isinstance(served, _Served) else 0
+        limited = self.enforcer.admit(call.api_key, tokens, time.time())
+        if limited is not None:
+            return self._refuse(call, limited)
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.enforcer.in_flight)
+        try:
+            return await self._admitted(call, endpoint, raw, served)
+        finally:
+            self.enforcer.leave()
+
+    async def _admitted(
+        self, call: _Call, endpoint: Endpoint, raw: bytes, served: _Served | InvalidBody
+    ) -> web.StreamResponse:
+        if self.config.latency > 0:
+            await asyncio.sleep(self.config.latency)
+        call.headers = self.enforcer.headers(call.api_key, time.time())
+        if isinstance(served, InvalidBody):
+            exc = served
             return self._respond(call, 400, error_body(str(exc), "invalid_request_error", None, exc.param))
         fault = self._pick_fault(call, raw)
         if fault is None:
@@ -156,31 +186,24 @@ class Relay:
         audio, usage = speech_answer(body)
         return _Served(audio, usage, audio_content_type(body))
 
-    def _refusal(self, call: _Call) -> web.Response | None:
-        """A 401 for a missing or wrong key, or a 429 past ``rps_limit`` in this second."""
-        key = self.config.api_key
+    def _unauthorized(self, call: _Call) -> web.Response | None:
+        """A 401 for a missing or wrong key."""
         auth = call.request.headers.get("Authorization", "")
+        call.api_key = auth.removeprefix("Bearer ")
+        key = self.config.api_key
         if key is not None and auth != f"Bearer {key}":
             message = "无效的令牌" if auth else "未提供令牌"
             return self._respond(call, 401, error_body(message, "one_api_error", "invalid_api_key"))
-        now = time.time()
-        call.window = int(now)
-        if self._admit(call.window):
-            return None
-        self.stats.rate_limited += 1
-        body = error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded")
-        return self._respond(call, 429, body, headers=retry_after_headers(call.window + 1 - now))
+        return None
 
-    def _admit(self, second: int) -> bool:
-        limit = self.config.rps_limit
-        if limit <= 0:
-            return True
-        window, admitted = self._window
-        admitted = admitted if window == second else 0
-        if admitted >= limit:
-            return False
-        self._window = (second, admitted + 1)
-        return True
+    def _refuse(self, call: _Call, refusal: Refusal) -> web.Response:
+        """A 429 past a limit or a 503 past the in-flight cap, counted as such."""
+        if refusal.kind == "rate_limited":
+            self.stats.rate_limited += 1
+        else:
+            self.stats.overloaded += 1
+        call.headers = self.enforcer.headers(call.api_key, time.time())
+        return self._respond(call, refusal.status, refusal.body, refusal.content_type, refusal.headers)
 
     def _pick_fault(self, call: _Call, raw: bytes) -> str | None:
         marker = find_marker(raw)
@@ -257,6 +280,8 @@ class Relay:
         self._count(call, status)
         response = web.Response(status=status, body=body, content_type=content_type, headers=headers)
         response.headers["x-request-id"] = call.request_id
+        if call.headers:
+            response.headers.update(call.headers)
         return response
 
     def _count(self, call: _Call, status: int) -> None:

@@ -16,6 +16,8 @@ class RelayStats:
     calls: int = 0
     served: int = 0
     rate_limited: int = 0
+    overloaded: int = 0
+    peak_in_flight: int = 0
     by_status: Counter[int | str] = field(default_factory=Counter)
     by_fault: Counter[str] = field(default_factory=Counter)
     usage: Counter[str] = field(default_factory=Counter)
@@ -42,6 +44,8 @@ class RelayStats:
             "calls": self.calls,
             "served": self.served,
             "rate_limited": self.rate_limited,
+            "overloaded": self.overloaded,
+            "peak_in_flight": self.peak_in_flight,
             "by_status": dict(self.by_status),
             "by_fault": dict(self.by_fault),
             "usage": usage,
