@@ -121,6 +121,8 @@ def test_past_max_concurrent_answers_new_api_overload(relay: RelayServer, retry_
     assert (stats["overloaded"], stats["peak_in_flight"]) == (4, 2)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.558, "558ms"), (0.0001, "1ms"), (1.5, "1.5s"), (60.0, "60s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.558, "558ms"), (0.0001, "1ms"), (1.5, "1.5s"), (60.0, "60s")]
+)
 def test_format_reset(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
