@@ -12,7 +12,6 @@ A file whose content (sha256) was already submitted returns the existing job unl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import InputError, Problem
 from jobs.models import Job, RequestState
+from jobs.options import JobOptions
 from workers.tokens import reservation_tokens
 
 MAX_PROBLEMS = 1000
@@ -40,7 +40,7 @@ class IngestOptions:
     rejects_path: Path | None = None
     new: bool = False
     name: str | None = None
-    job_options: dict[str, Any] = field(default_factory=dict)
+    job_options: JobOptions = field(default_factory=JobOptions)
     priority: int = 5
 
 
@@ -74,7 +74,7 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             name=options.name or path.name,
             source_path=str(path.resolve()),
             source_sha256=sha256,
-            options=json.dumps(options.job_options, sort_keys=True),
+            options=options.job_options,
         )
         assert job.id is not None
         job.priority = options.priority

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from jobs import store as q
 from jobs.models import Job
 
 
@@ -39,7 +40,7 @@ def job_dict(
 ) -> dict[str, Any]:
     """A job as plain data for ``--json``."""
     data = job.model_dump(mode="json")
-    data["options"] = orjson.loads(job.options or "{}")
+    data["options"] = q.options_of(job).public()
     if counts is not None:
         data["counts"] = counts
     if usage is not None:

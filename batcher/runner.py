@@ -9,7 +9,6 @@ the job stopped: lines that already succeeded are terminal and never called agai
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,35 +16,17 @@ from pathlib import Path
 from jobs import store as q
 from jobs.db import Store
 from jobs.models import Job
+from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.budget import job_budget
 from workers.client import ApiClient, client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
-from workers.packing import PackLimits
+from workers.packing import pack_limits
 from workers.ratelimit import InProcessLimiter, Limits
 from workers.redact import redact
 from workers.sink import StoreSink
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How hard to push: concurrency, limits, attempts and timeout."""
-
-    concurrency: int = 32
-    rpm: float | None = None
-    tpm: float | None = None
-    max_attempts: int = 5
-    timeout: float = 120.0
-    lease_seconds: float = 300.0
-    pack: bool = True
-    pack_size: int = 256
-
-    @property
-    def pack_limits(self) -> PackLimits | None:
-        """Embedding packing, unless turned off."""
-        return PackLimits(max_inputs=self.pack_size) if self.pack else None
 
 
 @dataclass(frozen=True)
@@ -64,22 +45,26 @@ def run_job(
     store: Store,
     settings: Settings,
     job_id: int,
-    options: RunOptions,
+    options: JobOptions,
     *,
     on_start: ProgressHook | None = None,
 ) -> RunSummary:
-    """Run the job's remaining lines to the end (or until paused, cancelled or stopped)."""
-    config = client_config(settings, timeout=options.timeout, max_connections=options.concurrency)
+    """Run the job's remaining lines to the end (or until paused, cancelled or stopped).
+
+    ``options`` are the job's stored options with this run's flags applied (``JobOptions.merged``).
+    """
+    concurrency = options.concurrency_in(RunMode.EMBEDDED)
+    config = client_config(settings, timeout=options.timeout, max_connections=concurrency)
     with store.session() as session:
         recover_dead_leases(session, job_id)
-        job = q.start_job(session, job_id)
-    budget = job_budget(store, job_id, json.loads(job.options or "{}"))
+        q.start_job(session, job_id)
+    budget = job_budget(store, job_id, options)
     exec_config = ExecConfig(
         results_dir=Path(settings.results_dir),
-        concurrency=options.concurrency,
+        concurrency=concurrency,
         max_attempts=options.max_attempts,
-        lease_seconds=options.lease_seconds,
-        pack=options.pack_limits,
+        lease_seconds=PLACEMENTS[RunMode.EMBEDDED].lease_seconds,
+        pack=pack_limits(options),
     )
     sink = StoreSink(store, job_id=job_id, owner=exec_config.owner)
     limiter = InProcessLimiter(Limits(rpm=options.rpm, tpm=options.tpm))
@@ -95,7 +80,7 @@ def run_job(
                 secrets=settings.secret_values(),
                 budget=budget,
             ),
-            batch=max(options.concurrency * 2, options.pack_size * 2 if options.pack else 0),
+            batch=max(concurrency * 2, options.pack_size * 2 if options.pack else 0),
             on_start=on_start,
         )
     )

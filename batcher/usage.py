@@ -39,6 +39,7 @@ from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.models import Attempt, Job, Request, RequestState
+from jobs.options import JobOptions
 from workers.cost import CallUsage, cost_of_attempt, upper_bound_cost
 from workers.prices import PriceBook
 
@@ -277,21 +278,13 @@ class _JobCache:
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
-        self._jobs: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._jobs: dict[int, tuple[str, JobOptions]] = {}
 
-    def get(self, job_id: int) -> tuple[str, dict[str, Any]]:
+    def get(self, job_id: int) -> tuple[str, JobOptions]:
         if job_id not in self._jobs:
             row = self._conn.execute(sa.select(_job.c.name, _job.c.options).where(_job.c.id == job_id)).one()
-            self._jobs[job_id] = (row.name, _options(row.options))
+            self._jobs[job_id] = (row.name, JobOptions.from_json(row.options))
         return self._jobs[job_id]
-
-
-def _options(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _key_value(dim: str, row: Any, jobs: _JobCache) -> str:
@@ -305,10 +298,8 @@ def _key_value(dim: str, row: Any, jobs: _JobCache) -> str:
         return _utc_day(row.started_at)
     options = jobs.get(row.job_id)[1]
     if dim == "tag":
-        return str(options.get("tag") or NO_TAG)
-    metadata = options.get("metadata")
-    value = metadata.get(dim.removeprefix(METADATA_PREFIX)) if isinstance(metadata, dict) else None
-    return NO_TAG if value is None else str(value)
+        return options.tag or NO_TAG
+    return options.metadata.get(dim.removeprefix(METADATA_PREFIX), NO_TAG)
 
 
 def _utc_day(started: datetime) -> str:

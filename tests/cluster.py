@@ -18,6 +18,7 @@ import redis
 from batcher.ingest import IngestOptions, ingest_file
 from jobs import store as q
 from jobs.db import Store
+from jobs.options import JobOptions
 from jobs.settings import load_settings
 from workers.app import make_app
 from workers.dispatch import celery_publisher, start_distributed
@@ -61,7 +62,11 @@ class Cluster:
         proc.wait()
 
     def submit(self, rows_path: Path, *, options: dict[str, Any] | None = None) -> int:
-        result = ingest_file(self.store, rows_path, IngestOptions(new=True, job_options=options or {}))
+        result = ingest_file(
+            self.store,
+            rows_path,
+            IngestOptions(new=True, job_options=JobOptions.model_validate(options or {})),
+        )
         assert result.job.id is not None
         app = make_app(load_settings(broker_url=self.broker_url))
         client = self.redis()

@@ -32,7 +32,7 @@ def db(tmp_path: Path) -> Iterator[Store]:
 
 def add_job(db: Store, endpoint: str, bodies: list[dict[str, object]]) -> int:
     with db.session() as s:
-        job = q.create_job(s, name="t", source_path="/t", source_sha256="x", options="{}")
+        job = q.create_job(s, name="t", source_path="/t", source_sha256="x")
         assert job.id is not None
         q.insert_requests(
             s,

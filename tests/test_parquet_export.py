@@ -20,7 +20,7 @@ from jobs.records import LineResult, Usage
 
 def job_with(store: Store, answers: list[dict[str, object] | None], endpoint: str = "/v1/embeddings") -> int:
     with store.session() as s:
-        job = q.create_job(s, name="t", source_path="/t", source_sha256="x", options="{}")
+        job = q.create_job(s, name="t", source_path="/t", source_sha256="x")
         assert job.id is not None
         rows = [
             {

@@ -16,7 +16,7 @@ from jobs.records import AttemptRecord, LineResult, Usage
 
 def make_job(store: Store, n: int = 5) -> int:
     with store.session() as s:
-        job = q.create_job(s, name="t", source_path="/t.jsonl", source_sha256="abc", options="{}")
+        job = q.create_job(s, name="t", source_path="/t.jsonl", source_sha256="abc")
         assert job.id is not None
         rows = [
             {

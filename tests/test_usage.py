@@ -36,6 +36,7 @@ from batcher.usage import (
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import ConfigError
+from jobs.options import JobOptions
 from jobs.records import AttemptRecord, LineResult, Usage
 from workers.prices import PriceBook, default_book, load_prices
 
@@ -45,7 +46,9 @@ DAY2 = datetime(2025, 5, 2, 8, 0, tzinfo=UTC)
 
 def _job(store: Store, name: str, options: dict[str, object]) -> int:
     with store.session() as s:
-        job = q.create_job(s, name=name, source_path=name, source_sha256=name, options=json.dumps(options))
+        job = q.create_job(
+            s, name=name, source_path=name, source_sha256=name, options=JobOptions.model_validate(options)
+        )
         assert job.id is not None
         return job.id
 

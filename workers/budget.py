@@ -24,6 +24,7 @@ from typing import Any
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import ConfigError
+from jobs.options import JobOptions
 from workers.cost import CallUsage, cost_of_attempt
 from workers.prices import PriceBook, RelayPrice, load_prices
 from workers.tokens import estimate_prompt_tokens, expected_completion_tokens
@@ -99,11 +100,11 @@ class Budget:
         return f"spent ${spent:.4f} with ${self.reserved:.4f} in flight of a ${self.limit} budget"
 
 
-def job_budget(store: Store, job_id: int, options: dict[str, Any]) -> Budget | None:
-    """The budget a job's stored options ask for (``budget``, ``prices``, ``group``), or None."""
-    if options.get("budget") is None:
+def job_budget(store: Store, job_id: int, options: JobOptions) -> Budget | None:
+    """The budget a job's options ask for (``budget``, ``prices``, ``group``), or None."""
+    if options.budget is None:
         return None
-    book = load_prices([Path(p) for p in options.get("prices") or []])
+    book = load_prices([Path(p) for p in options.prices])
     with store.session() as session:
         models = q.job_models(session, job_id)
     unpriced = [m for m in models if book.lookup(m) is None]
@@ -117,4 +118,4 @@ def job_budget(store: Store, job_id: int, options: dict[str, Any]) -> Budget | N
         with store.session() as session:
             return q.usage_by_model(session, job_id)
 
-    return Budget(Decimal(str(options["budget"])), book, group=options.get("group"), recorded=recorded)
+    return Budget(options.budget, book, group=options.group, recorded=recorded)

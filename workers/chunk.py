@@ -9,61 +9,31 @@ handed to yet another worker to kill.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from jobs import store as q
 from jobs.db import Store
+from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.budget import job_budget
 from workers.client import client_config
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
-from workers.packing import PackLimits
+from workers.packing import pack_limits
 from workers.ratelimit import Limits
 from workers.runtime import WorkerRuntime
 from workers.sink import StoreSink
 
-LEASE_SECONDS = 60.0
-DEFAULT_CONCURRENCY = 256
-
-
-@dataclass(frozen=True)
-class ChunkOptions:
-    """The job's run options as stored at submit."""
-
-    concurrency: int = DEFAULT_CONCURRENCY
-    max_attempts: int = 5
-    timeout: float = 120.0
-    rpm: float | None = None
-    tpm: float | None = None
-    pack: bool = True
-    pack_size: int = 256
-
-    @classmethod
-    def from_json(cls, text: str) -> ChunkOptions:
-        """Read the options stored with a job, ignoring keys this version does not know."""
-        data = json.loads(text or "{}")
-        known = {k: data[k] for k in cls.__dataclass_fields__ if data.get(k) is not None}
-        return cls(**known)
-
-    @property
-    def limits(self) -> Limits:
-        """The pace the shared limiter enforces for this job's calls."""
-        return Limits(rpm=self.rpm, tpm=self.tpm)
+LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
 
 
 def claim_chunk(
     store: Store, job_id: int, request_ids: list[int], owner: str
-) -> tuple[list[WorkItem], ChunkOptions, dict[str, Any]]:
+) -> tuple[list[WorkItem], JobOptions]:
     """Claim the message's lines that still need a call, after failing poison lines."""
     with store.session() as session:
-        job = q.get_job(session, job_id)
-        options = ChunkOptions.from_json(job.options)
-        raw = json.loads(job.options or "{}")
+        options = q.job_options(session, job_id)
         recover_dead_leases(session, job_id, current=owner)
         q.fail_overclaimed(session, job_id, max_claims=options.max_attempts)
         items = q.claim_lines(
@@ -71,7 +41,7 @@ def claim_chunk(
         )
         if not items:
             q.complete_if_done(session, job_id)
-    return items, options, raw
+    return items, options
 
 
 def run_chunk(
@@ -84,23 +54,23 @@ def run_chunk(
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
-    items, options, raw = claim_chunk(store, job_id, request_ids, owner)
+    items, options = claim_chunk(store, job_id, request_ids, owner)
     if not items:
         return Stats()
     config = ExecConfig(
         results_dir=Path(settings.results_dir),
-        concurrency=min(options.concurrency, len(items)),
+        concurrency=min(options.concurrency_in(RunMode.CELERY), len(items)),
         max_attempts=options.max_attempts,
         lease_seconds=LEASE_SECONDS,
-        pack=PackLimits(max_inputs=options.pack_size) if options.pack else None,
+        pack=pack_limits(options),
         owner=owner,
     )
     executor = Executor(
         client=runtime.client(client_config(settings, timeout=options.timeout)),
-        limiter=runtime.limiter(options.limits),
+        limiter=runtime.limiter(Limits(rpm=options.rpm, tpm=options.tpm)),
         sink=StoreSink(store, job_id=job_id, owner=owner),
         config=config,
         secrets=settings.secret_values(),
-        budget=job_budget(store, job_id, raw),
+        budget=job_budget(store, job_id, options),
     )
     return runtime.run(executor.run(items))

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from jobs.options import JobOptions
 from jobs.records import Usage
 
 
@@ -30,6 +31,11 @@ class PackLimits:
 
     max_inputs: int = 256
     max_tokens: int = 100_000
+
+
+def pack_limits(options: JobOptions) -> PackLimits | None:
+    """The packing a job asks for: ``pack_size`` inputs a call, or None when packing is off."""
+    return PackLimits(max_inputs=options.pack_size) if options.pack else None
 
 
 def pack_key(body: Mapping[str, Any]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -156,7 +157,7 @@ def pause(app: App, job_id: int) -> None:
 @budget_option
 @json_option
 @pass_app
-def resume(app: App, job_id: int, budget: float | None, as_json: bool) -> None:
+def resume(app: App, job_id: int, budget: Decimal | None, as_json: bool) -> None:
     """Resume a paused or stopped job on the workers: enqueue every line left.
 
     \b

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ import click
 
 from batcher.reader import ReadOptions
 from jobs.endpoints import Endpoint
+from jobs.options import JobOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,9 +44,24 @@ def parse_metadata(ctx: click.Context, param: click.Parameter, values: tuple[str
     return pairs
 
 
+def parse_usd(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
+    """An amount of US dollars above zero, kept exact as a ``Decimal`` (never a float)."""
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        message = f"{value!r} is not an amount of USD, like 25 or 2.50"
+        raise click.BadParameter(message, ctx, param) from None
+    if not amount.is_finite() or amount <= 0:
+        raise click.BadParameter(f"{value!r} is not above zero", ctx, param)
+    return amount
+
+
 budget_option = click.option(
     "--budget",
-    type=click.FloatRange(min=0, min_open=True),
+    metavar="USD",
+    callback=parse_usd,
     help="Pause the job before its cost in USD would pass this.",
 )
 
@@ -108,6 +125,23 @@ def run_options(func: F) -> F:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 job_argument = click.argument("job_id", metavar="JOB", type=int)
 RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout", "pack", "pack_size")
+
+
+def run_flags(kw: dict[str, Any]) -> dict[str, Any]:
+    """The run options given on the command line (None: not given)."""
+    return {key: kw.get(key) for key in RUN_KEYS}
+
+
+def job_options(kw: dict[str, Any]) -> JobOptions:
+    """The options ``submit`` and ``run`` store with a new job: run flags and accounting."""
+    return JobOptions().merged(
+        **run_flags(kw),
+        budget=kw.get("budget"),
+        prices=tuple(str(p.resolve()) for p in kw.get("price_files") or ()) or None,
+        group=kw.get("group") or None,
+        tag=kw.get("tag") or None,
+        metadata=kw.get("metadata") or None,
+    )
 
 
 def read_opts(kw: dict[str, Any]) -> ReadOptions:

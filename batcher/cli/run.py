@@ -11,13 +11,14 @@ import click
 
 from batcher.cli.base import EXIT_ERROR, EXIT_PARTIAL, App, DomainError, cli, pass_app
 from batcher.cli.options import (
-    RUN_KEYS,
     budget_option,
     ingest_options,
     job_argument,
+    job_options,
     json_option,
     read_opts,
     reader_options,
+    run_flags,
     run_options,
 )
 from batcher.export import ExportSummary, audio_note, export_job
@@ -25,10 +26,11 @@ from batcher.ingest import IngestOptions, IngestResult, ingest_file
 from batcher.progress import Progress
 from batcher.reader import read_requests
 from batcher.render import to_json
-from batcher.runner import RunOptions, RunSummary, describe_stop, run_job
+from batcher.runner import RunSummary, describe_stop, run_job
 from jobs import store as q
 from jobs.errors import BatcherError, Problem
 from jobs.models import JobStatus
+from jobs.options import JobOptions
 from workers.client import client_config
 
 
@@ -39,39 +41,22 @@ def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
         rejects_path=kw.get("rejects"),
         new=kw["new"],
         name=kw.get("name"),
-        job_options={k: kw[k] for k in RUN_KEYS if kw.get(k) is not None} | _accounting(kw),
+        job_options=job_options(kw),
         priority=kw.get("priority", 5),
     )
     return ingest_file(app.store, file, options)
 
 
-def _accounting(kw: dict[str, Any]) -> dict[str, Any]:
-    """Budget, prices, group, tag and metadata as the job stores them."""
-    stored: dict[str, Any] = {}
-    if kw.get("budget") is not None:
-        stored["budget"] = str(Decimal(str(kw["budget"])))
-    if kw.get("price_files"):
-        stored["prices"] = [str(p.resolve()) for p in kw["price_files"]]
-    for key in ("group", "tag"):
-        if kw.get(key):
-            stored[key] = kw[key]
-    if kw.get("metadata"):
-        stored["metadata"] = kw["metadata"]
-    return stored
-
-
-def raise_budget(app: App, job_id: int, budget: float | None) -> None:
+def raise_budget(app: App, job_id: int, budget: Decimal | None) -> None:
     if budget is not None:
         with app.store.session() as session:
-            q.update_options(session, job_id, {"budget": str(Decimal(str(budget)))})
+            q.update_options(session, job_id, budget=budget)
 
 
-def _run_opts(app: App, job_id: int, kw: dict[str, Any]) -> RunOptions:
+def _run_opts(app: App, job_id: int, kw: dict[str, Any]) -> JobOptions:
     """Flags win over the options stored with the job, which win over the defaults."""
     with app.store.session() as session:
-        stored = json.loads(q.get_job(session, job_id).options or "{}")
-    chosen = {k: kw[k] if kw.get(k) is not None else stored.get(k) for k in RUN_KEYS}
-    return RunOptions(**{k: v for k, v in chosen.items() if v is not None})
+        return q.job_options(session, job_id).merged(**run_flags(kw))
 
 
 def _say_ingested(result: IngestResult) -> None:
@@ -99,7 +84,7 @@ def say_exported(summary: ExportSummary, output: Path, errors: Path | None) -> N
         click.echo(f"{summary.unfinished} lines are not finished yet and were not exported", err=True)
 
 
-def _execute(app: App, job_id: int, options: RunOptions) -> RunSummary:
+def _execute(app: App, job_id: int, options: JobOptions) -> RunSummary:
     with app.store.session() as session:
         job = q.get_job(session, job_id)
     progress = Progress(total=job.total, already_done=job.succeeded + job.failed, already_failed=job.failed)
@@ -292,7 +277,7 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
 @run_options
 @budget_option
 @pass_app
-def run_job_command(app: App, /, job_id: int, budget: float | None, **kw: Any) -> None:
+def run_job_command(app: App, /, job_id: int, budget: Decimal | None, **kw: Any) -> None:
     """Run a stored job in this process; resumes where it stopped.
 
     After `submit`, after a crash (lines a dead run held are taken back), or after

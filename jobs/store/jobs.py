@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -19,14 +17,18 @@ from jobs.models import (
     RequestState,
     utcnow,
 )
+from jobs.options import JobOptions
 from jobs.store.common import NOT_TERMINAL, REQUEST_TABLE, bump_counter
 
 _req = REQUEST_TABLE
 
 
-def create_job(session: Session, *, name: str, source_path: str, source_sha256: str, options: str) -> Job:
+def create_job(
+    session: Session, *, name: str, source_path: str, source_sha256: str, options: JobOptions | None = None
+) -> Job:
     """Insert a new queued job and return it with its id."""
-    job = Job(name=name, source_path=source_path, source_sha256=source_sha256, options=options)
+    stored = (options or JobOptions()).to_json()
+    job = Job(name=name, source_path=source_path, source_sha256=source_sha256, options=stored)
     session.add(job)
     session.flush()
     return job
@@ -73,11 +75,21 @@ def start_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def update_options(session: Session, job_id: int, updates: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into the job's stored options (a new budget, say); return them all."""
+def job_options(session: Session, job_id: int) -> JobOptions:
+    """The options stored with the job."""
+    return options_of(get_job(session, job_id))
+
+
+def options_of(job: Job) -> JobOptions:
+    """The options stored with this job row."""
+    return JobOptions.from_json(job.options)
+
+
+def update_options(session: Session, job_id: int, **changes: object) -> JobOptions:
+    """Change some of the job's stored options (a new budget, say); None keeps one. Return them all."""
     job = get_job(session, job_id)
-    options: dict[str, Any] = json.loads(job.options or "{}") | dict(updates)
-    job.options = json.dumps(options, sort_keys=True)
+    options = options_of(job).merged(**changes)
+    job.options = options.to_json()
     session.add(job)
     return options
 

@@ -1,0 +1,85 @@
+"""A job's options: how hard to push the API, what to spend, and the labels usage reports group by.
+
+One pydantic model, stored with the job as JSON text (``Job.options``) and read back through the
+store (``q.job_options``), so nothing else parses that column. Only the options that differ from
+the defaults are stored: a job submitted before an option existed reads back with its default.
+
+Where the job runs changes two numbers, and both are explicit here instead of hidden in twin
+defaults: an embedded run (one process, ``batcher run``) and a worker's chunk (one broker
+message; a worker process runs several) get different default concurrency and lease length
+(``Placement``). A concurrency the user chose applies to both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunMode(StrEnum):
+    """Where a job's calls are made: in the submitting process or by Celery workers."""
+
+    EMBEDDED = "embedded"
+    CELERY = "celery"
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The defaults that depend on where lines run."""
+
+    concurrency: int  # calls in flight unless the job chose a number
+    lease_seconds: float  # how long a claimed line stays ours without a renewal
+
+
+PLACEMENTS = {
+    # One process holds the job for its whole run: renewals are cheap, a crash is rare and
+    # `run-job` takes the dead pid's lines back at once, so a long lease costs nothing.
+    RunMode.EMBEDDED: Placement(concurrency=32, lease_seconds=300.0),
+    # A chunk is one message among many workers: a killed worker's lines must come back soon.
+    RunMode.CELERY: Placement(concurrency=256, lease_seconds=60.0),
+}
+
+
+class JobOptions(BaseModel):
+    """The options a job was submitted with (flags of ``submit``/``run``; some updated later)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    concurrency: int | None = Field(default=None, ge=1)  # None: the placement's default
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    pack: bool = True
+    pack_size: int = Field(default=256, ge=1)
+    budget: Decimal | None = Field(default=None, gt=0)  # USD
+    prices: tuple[str, ...] = ()  # price files for the budget, as absolute paths
+    group: str | None = None  # the relay group whose ratio the budget applies
+    tag: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> JobOptions:
+        """Options as stored; keys this version does not know are ignored."""
+        return cls.model_validate_json(text or "{}")
+
+    def to_json(self) -> str:
+        """The stored form: only what differs from the defaults, keys sorted."""
+        return json.dumps(self.public(), sort_keys=True)
+
+    def public(self) -> dict[str, object]:
+        """The options that differ from the defaults, as JSON-ready data (``--json`` shows these)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def merged(self, **changes: object) -> JobOptions:
+        """These options with ``changes`` applied (None means keep), validated again."""
+        chosen = {k: v for k, v in changes.items() if v is not None}
+        return JobOptions.model_validate(self.model_dump() | chosen)
+
+    def concurrency_in(self, mode: RunMode) -> int:
+        """Calls in flight: the job's choice, else the placement's default."""
+        return self.concurrency or PLACEMENTS[mode].concurrency
