@@ -9,6 +9,10 @@ rows are assembled around it without parsing it again.
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
 stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
 (with docker compose, the workers' ``/data/results`` is the host's ``./results``).
+
+A CSV text cell that begins with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) would be
+run as a formula by a spreadsheet (CSV injection, OWASP): it is written with a leading ``'``.
+Numbers stay numbers.
 """
 
 from __future__ import annotations
@@ -126,6 +130,16 @@ def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> Expor
     return ExportSummary(written, 0, counts["pending"] + counts["running"], audio)
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (see the module doc)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class _Writer:
     def __init__(self, handle: TextIO, fmt: ExportFormat) -> None:
         self.handle, self.fmt = handle, fmt
@@ -141,7 +155,7 @@ class _Writer:
 
     def write(self, line: Request) -> None:
         if self.csv:
-            self.csv.writerow(csv_row(line))
+            self.csv.writerow([csv_safe(v) for v in csv_row(line)])
         else:
             self.handle.write(jsonl_row(line))
             self.handle.write("\n")

@@ -1,4 +1,10 @@
-"""Rendering for people and scripts: plain aligned tables, and JSON for ``--json``."""
+"""Rendering for people and scripts: plain aligned tables, and JSON for ``--json``.
+
+Text that came from a file or a relay (custom_ids, urls, job names, relay messages) may hold
+control characters; on a terminal they would be escape sequences (recolouring, retitling, hiding
+text). ``printable`` shows them as ``\\x1b``-style escapes instead, and every table cell and
+CLI error message passes through it. JSON output needs nothing: JSON escapes them itself.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,19 @@ import orjson
 
 from jobs import store as q
 from jobs.models import Job
+
+_SHOWN = {"\n", "\t"}
+_BIDI = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES = {
+    code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    for code in [*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI]
+    if chr(code) not in _SHOWN
+}
+
+
+def printable(text: str) -> str:
+    """The text with control characters (and bidi overrides) shown as escapes, not obeyed."""
+    return text.translate(_ESCAPES)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -32,7 +51,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return printable(str(value))
 
 
 def job_dict(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batcher.progress import format_duration
-from batcher.render import job_dict, table
+from batcher.render import job_dict, printable, table
 from jobs import store as q
 from jobs.db import Store
 
@@ -52,9 +52,9 @@ def rates(before: Snapshot | None, after: Snapshot) -> dict[str, float | None]:
 def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
     """The status as text: a headline, lines by state, usage and speed."""
     job, counts = snapshot.job, snapshot.counts
-    head = f"job {job['id']} ({job['name']}): {job['status']}, {snapshot.done}/{job['total']} done"
+    head = f"job {job['id']} ({printable(job['name'])}): {job['status']}, {snapshot.done}/{job['total']} done"
     if job.get("last_error"):
-        head += f"\n  {job['last_error']}"
+        head += f"\n  {printable(job['last_error'])}"
     states = [(k, v) for k, v in counts.items()] + [("total", job["total"])]
     parts = [head, table(("state", "lines"), states), table(("usage", "value"), list(snapshot.usage.items()))]
     if speed["lines_per_s"] is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import logging
 
+import orjson
 import pytest
 
-from workers.redact import RedactingFilter, install_log_redaction, redact, redact_headers
+from workers.redact import RedactingFilter, Redactor, install_log_redaction, redact, redact_headers
 
 KEY = "sk-live-0123456789abcdefABCDEF"
 
@@ -64,3 +65,33 @@ def test_filter_keeps_plain_records_unchanged() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     assert RedactingFilter([]).filter(record)
     assert record.getMessage() == "hello world"
+
+
+CANARY = "canary-1234567890abcdef"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"key {CANARY} refused", "key *** refused"),
+        ("key cana****cdef refused", "key *** refused"),
+        ("key canary-12…ef refused", "key *** refused"),
+        ('{"code":"canary-1234567890abcdef"}', '{"code":"***"}'),
+        ("cana is a word, so is cdef", "cana is a word, so is cdef"),
+    ],
+)
+def test_configured_key_of_any_shape_and_its_masked_forms(text: str, expected: str) -> None:
+    assert Redactor([CANARY])(text) == expected
+
+
+def test_json_escaped_key_is_scrubbed_from_bodies() -> None:
+    key = 'odd"key\\value-123'
+    body = orjson.dumps({"echo": key})
+    assert key.encode() not in body
+    assert Redactor([key]).body(body) == b'{"echo":"***"}'
+
+
+def test_success_bodies_keep_other_sk_text() -> None:
+    redactor = Redactor([CANARY])
+    assert redactor.secrets_only("an example: sk-0123456789abcdef") == "an example: sk-0123456789abcdef"
+    assert redactor.body(b"plain answer") == b"plain answer"

@@ -23,7 +23,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,7 @@ from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Call
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter, Permit, header_pause
-from workers.redact import redact
+from workers.redact import Redactor
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
 from workers.units import Unit, units_from
 
@@ -123,7 +123,7 @@ class Executor:
         self.budget = budget
         self._call_usage: dict[str, CallUsage] = {}
         self.stats = Stats()
-        self._secrets = list(secrets)
+        self._clean = Redactor(secrets)
         self._jitter = jitter
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
         self._provider = client.config.provider
@@ -276,6 +276,10 @@ class Executor:
             response = await self.client.call(unit.endpoint, content)
         except httpx.TransportError as exc:
             return Call(classify_exception(exc), None, started_at, _ms_since(start))
+        if not outcomes.is_speech(unit):  # every relay-supplied text is scrubbed before it is kept
+            cleaned = self._clean.body(response.content)
+            if cleaned is not response.content:
+                response = replace(response, content=cleaned)
         c = classify_response(
             response.status,
             response.headers,
@@ -348,12 +352,12 @@ class Executor:
 
     async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
         if not outcomes.is_speech(unit):
-            return outcomes.json_results(unit, call)
+            return outcomes.json_results(unit, call, self._clean)
         item, request = unit.items[0], unit.requests[0]
         path = outcomes.audio_path(self.config.results_dir, item, request)
         assert call.response is not None
         await asyncio.to_thread(_write_atomically, path, call.response.content)
-        return [outcomes.speech_result(item, request, call, path)]
+        return [outcomes.speech_result(item, request, call, path, self._clean)]
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
         for item, attempt in zip(unit.items, unit.attempts, strict=True):
@@ -364,9 +368,6 @@ class Executor:
         return outcomes.attempt_record(
             item, call, attempt, owner=self.config.owner, clean=self._clean, usage=usage
         )
-
-    def _clean(self, text: str) -> str:
-        return redact(text, self._secrets)
 
     async def _halt_job(self, c: Classification) -> None:
         if self.stats.halted:

@@ -62,13 +62,19 @@ def attempt_record(
         error_message=None if c.verdict == Verdict.OK else clean(c.message),
         sent=c.sent is not False,
         usage=usage,
-        upstream_request_id=call.request_id,
+        upstream_request_id=_request_id(call, clean),
         worker=owner,
         call_id=call.call_id,
     )
 
 
-def success(item: WorkItem, call: Call, body_json: str, usage: Usage) -> LineResult:
+def _request_id(call: Call, clean: Clean) -> str | None:
+    """The upstream request id, scrubbed: relays have echoed the key in ``x-request-id``."""
+    rid = call.request_id
+    return None if rid is None else clean(rid)
+
+
+def success(item: WorkItem, call: Call, body_json: str, usage: Usage, clean: Clean) -> LineResult:
     """A succeeded line with its answer body and usage."""
     assert call.response is not None  # an OK classification always has an answer
     return LineResult(
@@ -77,29 +83,31 @@ def success(item: WorkItem, call: Call, body_json: str, usage: Usage) -> LineRes
         state=RequestState.SUCCEEDED,
         status_code=call.response.status,
         response_body=body_json,
-        upstream_request_id=call.request_id,
+        upstream_request_id=_request_id(call, clean),
         usage=usage,
         latency_ms=call.duration_ms,
     )
 
 
-def json_results(unit: Unit, call: Call) -> list[LineResult]:
+def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
     """Results of an OK JSON answer; a packed answer is split per line (ValueError if it cannot be)."""
     response = call.response
     assert response is not None
     parsed = parse_json_answer(unit.endpoint, unit.requests[0], response.content, response.headers)
     if not unit.packed:
-        return [success(unit.items[0], call, parsed.body_json, parsed.usage)]
+        return [success(unit.items[0], call, parsed.body_json, parsed.usage, clean)]
     answer = orjson.loads(parsed.body_json)
     parts = split_answer(answer, unit.spans())
     usages = attribute_usage(answer, [item.est_tokens for item in unit.items])
     return [
-        success(item, call, orjson.dumps(with_usage(part, usage)).decode(), usage)
+        success(item, call, orjson.dumps(with_usage(part, usage)).decode(), usage, clean)
         for item, part, usage in zip(unit.items, parts, usages, strict=True)
     ]
 
 
-def speech_result(item: WorkItem, request: dict[str, Any], call: Call, path: Path) -> LineResult:
+def speech_result(
+    item: WorkItem, request: dict[str, Any], call: Call, path: Path, clean: Clean
+) -> LineResult:
     """A succeeded speech line whose audio was saved at ``path``."""
     assert call.response is not None
     return LineResult(
@@ -110,7 +118,7 @@ def speech_result(item: WorkItem, request: dict[str, Any], call: Call, path: Pat
         audio_path=str(path),
         audio_bytes=len(call.response.content),
         audio_format=speech_format(request),
-        upstream_request_id=call.request_id,
+        upstream_request_id=_request_id(call, clean),
         usage=speech_usage(request),
         latency_ms=call.duration_ms,
     )
@@ -125,8 +133,8 @@ def failure(item: WorkItem, call: Call, clean: Clean) -> LineResult:
         state=RequestState.FAILED,
         status_code=call.response.status if call.response else None,
         response_body=_error_body(call.response, clean),
-        upstream_request_id=call.request_id,
-        error_code=c.code or c.error_class,
+        upstream_request_id=_request_id(call, clean),
+        error_code=clean(c.code or c.error_class),
         error_message=clean(c.message),
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from batcher.render import printable
 from jobs.db import Store
 from jobs.errors import BatcherError
 from jobs.settings import Settings, load_settings
@@ -23,9 +24,12 @@ EXIT_PARTIAL = 3  # the job completed but some lines failed: see the errors in t
 
 
 class DomainError(click.ClickException):
-    """A ``BatcherError`` shown as a clean message with exit code 1."""
+    """A ``BatcherError`` shown as a clean message with exit code 1, control characters escaped."""
 
     exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))
 
 
 class BatcherGroup(click.Group):

@@ -25,7 +25,7 @@ from batcher.export import ExportSummary, audio_note, export_job
 from batcher.ingest import IngestOptions, IngestResult, ingest_file
 from batcher.progress import Progress
 from batcher.reader import read_requests
-from batcher.render import to_json
+from batcher.render import printable, to_json
 from batcher.runner import RunSummary, describe_stop, run_job
 from jobs import store as q
 from jobs.errors import BatcherError, Problem
@@ -257,7 +257,7 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
         for item in read_requests(file, read_opts(kw)):
             if isinstance(item, Problem):
                 problems += 1
-                click.echo(str(item))
+                click.echo(printable(str(item)))
                 if out:
                     out.write(
                         json.dumps({"line": item.line, "error": item.message}, ensure_ascii=False) + "\n"
