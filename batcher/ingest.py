@@ -4,15 +4,16 @@ One pass over the file inside one transaction: valid lines are inserted in chunk
 executemany each) while every problem is collected. If any line is invalid and ``skip_invalid`` is
 off, the transaction rolls back, so nothing is stored, and the error lists every problem. With
 ``skip_invalid`` the valid lines are stored and the rejected ones are written, with their reasons,
-to a rejects file. Memory stays flat: one chunk of rows at a time, and at most ``MAX_PROBLEMS``
-problems kept for the message (the rejects file and ``batcher validate`` have them all).
+to a rejects file, streamed as the file is read (beside the target as ``.part`` until the job is
+stored). Memory stays flat: one chunk of rows at a time, at most ``MAX_PROBLEMS`` problems kept for
+the message and the rest only counted (the rejects file and ``batcher validate`` have them all),
+and a rejected line's bytes are never read whole.
 
 A file whose content (sha256) was already submitted returns the existing job unless ``new``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -68,34 +69,66 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             existing = q.find_job_by_source(session, sha256)
         if existing is not None:
             return IngestResult(existing, created=False, stored=existing.total)
-    with store.session() as session:
-        job = q.create_job(
-            session,
-            name=options.name or path.name,
-            source_path=str(path.resolve()),
-            source_sha256=sha256,
-            options=options.job_options,
-        )
-        assert job.id is not None
-        job.priority = options.priority
-        stored, problems, rejected = _store_lines(session, job.id, path, options)
-        _check(path, options, stored, problems, rejected)
-        job.total = stored
-        session.add(job)
-    rejects = _write_rejects(path, options, problems) if rejected else None
-    return IngestResult(job, created=True, stored=stored, rejected=rejected, rejects_path=rejects)
+    rejects = _Rejects(options.rejects_path or default_rejects_path(path)) if options.skip_invalid else None
+    try:
+        with store.session() as session:
+            job = q.create_job(
+                session,
+                name=options.name or path.name,
+                source_path=str(path.resolve()),
+                source_sha256=sha256,
+                options=options.job_options,
+            )
+            assert job.id is not None
+            job.priority = options.priority
+            stored, problems, rejected = _store_lines(session, job.id, path, options, rejects)
+            _check(path, options, stored, problems, rejected)
+            job.total = stored
+            session.add(job)
+    except BaseException:
+        if rejects is not None:
+            rejects.discard()
+        raise
+    target = rejects.keep() if rejects is not None and rejected else None
+    if rejects is not None and not rejected:
+        rejects.discard()
+    return IngestResult(job, created=True, stored=stored, rejected=rejected, rejects_path=target)
+
+
+class _Rejects:
+    """The rejects file, written line by line as problems are found; kept only if ingest succeeds."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.part = target.with_name(target.name + ".part")
+        self._out: TextIO = self.part.open("w", encoding="utf-8")
+
+    def write(self, problem: Problem, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        record = {"line": problem.line, "errors": [problem.message], "raw": text}
+        self._out.write(orjson.dumps(record).decode() + "\n")
+
+    def keep(self) -> Path:
+        self._out.close()
+        self.part.replace(self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self._out.close()
+        self.part.unlink(missing_ok=True)
 
 
 def _store_lines(
-    session: Any, job_id: int, path: Path, options: IngestOptions
+    session: Any, job_id: int, path: Path, options: IngestOptions, rejects: _Rejects | None
 ) -> tuple[int, list[Problem], int]:
     stored, rejected = 0, 0
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
-    for item in read_requests(path, options.read):
+    on_reject = rejects.write if rejects is not None else None
+    for item in read_requests(path, options.read, on_reject=on_reject):
         if isinstance(item, Problem):
             rejected += 1
-            if len(problems) < MAX_PROBLEMS or options.skip_invalid:
+            if len(problems) < MAX_PROBLEMS:
                 problems.append(item)
             continue
         if rejected and not options.skip_invalid:
@@ -138,26 +171,3 @@ def _check(path: Path, options: IngestOptions, stored: int, problems: list[Probl
             hint=f"{path} has no valid request lines; nothing was stored.",
             total=rejected,
         )
-
-
-def _write_rejects(path: Path, options: IngestOptions, problems: list[Problem]) -> Path:
-    target = options.rejects_path or default_rejects_path(path)
-    reasons: dict[int, list[str]] = {}
-    for problem in problems:
-        reasons.setdefault(problem.line, []).append(problem.message)
-    with target.open("w", encoding="utf-8") as out:
-        for line_no, raw in _raw_lines(path, set(reasons)):
-            _write_reject(out, line_no, reasons[line_no], raw)
-    return target
-
-
-def _write_reject(out: TextIO, line_no: int, reasons: list[str], raw: bytes) -> None:
-    record = {"line": line_no, "errors": reasons, "raw": raw.decode("utf-8", "replace").rstrip("\r\n")}
-    out.write(orjson.dumps(record).decode() + "\n")
-
-
-def _raw_lines(path: Path, wanted: set[int]) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if line_no in wanted:
-                yield line_no, raw[:1_000_000]

@@ -18,8 +18,9 @@ of ``hash(custom_id)`` (64-bit; at a million lines the odds of a false "duplicat
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +35,13 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _SKIP_CHUNK = 1024 * 1024
 _NAN = re.compile(r"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 _ENDPOINTS = {e.value: e for e in Endpoint}
+# 2**64 has 20 digits: a shorter integer always fits. The regex is only a cheap first look.
+_LONG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
+INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson (and most JSON stacks upstream) keep exact
+MAX_DEPTH = 255  # orjson's encoder refuses deeper nesting; so would the API's
+_TOO_DEEP = (
+    f"the JSON is nested more than {MAX_DEPTH} levels deep; flatten it (no API request needs that depth)"
+)
 
 
 @dataclass(frozen=True)
@@ -70,28 +78,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_requests(path: Path, options: ReadOptions) -> Iterator[ParsedLine | Problem]:
-    """Yield each line of the file as a ``ParsedLine`` or a ``Problem``, in order."""
+OnReject = Callable[[Problem, bytes], None]
+REJECT_RAW_BYTES = 1_000_000  # how much of a rejected line a rejects file keeps
+
+
+def read_requests(
+    path: Path, options: ReadOptions, *, on_reject: OnReject | None = None
+) -> Iterator[ParsedLine | Problem]:
+    """Yield each line of the file as a ``ParsedLine`` or a ``Problem``, in order.
+
+    ``on_reject`` gets each problem with the start of its line's bytes (at most
+    ``REJECT_RAW_BYTES``), so a rejects file can be written as the file is read.
+    """
     seen: set[int] = set()
     name = str(path)
     with path.open("rb") as f:
-        for line_no, raw in _raw_lines(f, options.max_line_bytes):
-            if isinstance(raw, int):
-                yield Problem(name, line_no, _too_long(raw, options.max_line_bytes))
+        for line_no, raw, size in _raw_lines(f, options.max_line_bytes):
+            if size is not None:
+                problem = Problem(name, line_no, _too_long(size, options.max_line_bytes))
+            elif not raw.strip():
                 continue
-            if not raw.strip():
-                continue
-            try:
-                parsed = parse_line(raw, line_no, options)
-                _check_unique(parsed.custom_id, seen)
-            except LineError as exc:
-                yield Problem(name, line_no, str(exc))
-                continue
-            yield parsed
+            else:
+                try:
+                    parsed = parse_line(raw, line_no, options)
+                    _check_unique(parsed.custom_id, seen)
+                except LineError as exc:
+                    problem = Problem(name, line_no, str(exc))
+                else:
+                    yield parsed
+                    continue
+            if on_reject is not None:
+                on_reject(problem, raw[:REJECT_RAW_BYTES])
+            yield problem
 
 
-def _raw_lines(f: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | int]]:
-    """(line number, bytes) per line; (line number, size) for a line over the limit."""
+def _raw_lines(f: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int | None]]:
+    """(line number, bytes, None) per line; (line number, first bytes, size) for one over the limit."""
     line_no = 0
     while True:
         raw = f.readline(limit + 1)
@@ -101,9 +123,9 @@ def _raw_lines(f: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | int]]:
         if line_no == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
         if len(raw) > limit and not raw.endswith(b"\n"):
-            yield line_no, len(raw) + _skip_rest(f)
+            yield line_no, raw, len(raw) + _skip_rest(f)
             continue
-        yield line_no, raw
+        yield line_no, raw, None
 
 
 def _skip_rest(f: BinaryIO) -> int:
@@ -156,7 +178,11 @@ def parse_line(raw: bytes, line_no: int, options: ReadOptions) -> ParsedLine:
         )
     model = _model(body, options.model)
     _check_body(endpoint, body)
-    return ParsedLine(line_no, custom_id, endpoint, model, body, orjson.dumps(body))
+    try:
+        body_json = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise LineError(_TOO_DEEP) from None
+    return ParsedLine(line_no, custom_id, endpoint, model, body, body_json)
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
@@ -171,10 +197,32 @@ def _decode(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         if _NAN.search(raw.decode("utf-8")):
             raise LineError("NaN and Infinity are not valid JSON; write null or a number") from None
+        if "depth limit" in str(exc):
+            raise LineError(_TOO_DEEP) from None
         raise LineError(f"invalid JSON ({exc}); each line must be one JSON object") from None
     if not isinstance(data, dict):
         raise LineError(f"each line must be a JSON object (got {_type(data)})")
+    if _LONG_INT.search(raw):
+        _check_integers(raw)
     return data
+
+
+def _check_integers(raw: bytes) -> None:
+    """Refuse an integer beyond 64 bits: orjson would read it as a float and send it rounded."""
+
+    def exact(text: str) -> int:
+        value = int(text)
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise LineError(
+                f"the integer {_short(text, 30)} does not fit in 64 bits and would be sent rounded; "
+                "write it as a string or use a smaller number"
+            )
+        return value
+
+    try:
+        json.loads(raw, parse_int=exact)
+    except RecursionError:
+        raise LineError(_TOO_DEEP) from None
 
 
 def _type(value: Any) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from batcher.reader import ParsedLine, ReadOptions, file_sha256, read_requests
@@ -153,3 +154,44 @@ def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"abc" * 1_000_000)
     assert file_sha256(path) == hashlib.sha256(b"abc" * 1_000_000).hexdigest()
+
+
+def test_deep_nesting_is_a_line_error(tmp_path: Path) -> None:
+    """orjson refuses to encode 255+ levels with a TypeError; it must be a problem of its line."""
+    deep = '{"custom_id": "d", "url": "/v1/embeddings", "body": {"model": "m", "input": "x", "extra": '
+    lines = [
+        '{"custom_id": "ok", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}',
+        deep + "[" * 300 + "]" * 300 + "}}",
+        deep + "[" * 1100 + "]" * 1100 + "}}",
+    ]
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    items = list(read_requests(path, ReadOptions()))
+    assert [type(i).__name__ for i in items] == ["ParsedLine", "Problem", "Problem"]
+    assert [(p.line, "nested more than 255 levels" in p.message) for p in items[1:]] == [(2, True), (3, True)]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("123456789012345678901234567890", False),
+        ("-123456789012345678901234567890", False),
+        ("18446744073709551616", False),
+        ("18446744073709551615", True),
+        ("-9223372036854775808", True),
+        ('"123456789012345678901234567890"', True),
+    ],
+)
+def test_integers_beyond_64_bits_are_refused(tmp_path: Path, value: str, ok: bool) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text(
+        '{"custom_id": "a", "url": "/v1/chat/completions", "body": {"model": "m", '
+        f'"messages": [{{"role": "user", "content": "x"}}], "seed": {value}}}}}\n'
+    )
+    [item] = list(read_requests(path, ReadOptions()))
+    if ok:
+        assert isinstance(item, ParsedLine)
+        assert orjson.loads(item.body_json)["seed"] == orjson.loads(value)
+    else:
+        assert isinstance(item, Problem)
+        assert item.line == 1 and "does not fit in 64 bits" in item.message
