@@ -1,5 +1,10 @@
 """Connections to the SQL store: engine set-up per backend, sessions, and error translation.
 
+Only SQLite and PostgreSQL are stores; any other URL is a ``ConfigError`` before a driver is
+loaded. An explicit SQLite path must be in an existing folder (a typo must not grow a directory
+tree); only the default folder, ``BATCHER_HOME``, is created (``open_store``). PostgreSQL connects
+with a timeout, so a server that accepts and never answers is named instead of hanging.
+
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every transaction starts
 with ``BEGIN IMMEDIATE`` so that writers queue for the write lock up front instead of failing with
 "database is locked" when a read transaction tries to upgrade. PostgreSQL needs nothing special.
@@ -21,8 +26,10 @@ from sqlmodel import Session, create_engine
 
 from jobs.errors import StoreError
 from jobs.migrations import migrate
+from jobs.settings import Settings, check_database_url
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+PG_CONNECT_TIMEOUT_S = 10  # a reachable server answers in milliseconds; a hung one never does
 
 
 def normalize_url(url: str) -> str:
@@ -55,20 +62,39 @@ def _sqlite_on_begin(conn: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for the store URL, with the per-backend settings described above."""
+    check_database_url(url)
     url = normalize_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"the folder {folder} of the store {url} does not exist; create it "
+                "(mkdir -p) or set BATCHER_DATABASE_URL to a file in an existing folder"
+            )
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store; the default SQLite file's folder (``BATCHER_HOME``) is made if missing."""
+    if settings.uses_default_store:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return Store(settings.effective_database_url)
 
 
 class Store:
@@ -92,6 +118,8 @@ class Store:
             yield
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if "timeout" in reason.lower() and not self.url.startswith("sqlite"):
+                reason = f"the server did not answer within {PG_CONNECT_TIMEOUT_S} s ({reason})"
             raise StoreError(
                 f"cannot use the store at {safe_url(self.url)}: {reason}; "
                 "check BATCHER_DATABASE_URL and that the database is running"

@@ -17,6 +17,7 @@ accident. Settings are built by ``load_settings()`` at start-up, not at import t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +27,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from jobs.errors import ConfigError
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+_STORE_HELP = "use sqlite:///path/to/batcher.db or postgresql://user@host/db"
+_USERINFO = re.compile(r"//[^/@]*@")
+
+
+def masked_url(url: str) -> str:
+    """The URL with any ``user:password@`` part masked, for messages."""
+    return _USERINFO.sub("//***@", url)
+
+
+def check_database_url(url: str) -> None:
+    """Raise ``ConfigError`` unless the URL names a store batcher supports (see ``STORE_SCHEMES``)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigError(f"BATCHER_DATABASE_URL {masked_url(url)!r} is not a database URL; {_STORE_HELP}")
+    backend = scheme.partition("+")[0].lower()
+    if backend in ("mysql", "mariadb"):
+        raise ConfigError(f"MySQL/MariaDB is not supported as the store ({masked_url(url)}); {_STORE_HELP}")
+    if backend not in STORE_SCHEMES:
+        raise ConfigError(f"BATCHER_DATABASE_URL {masked_url(url)!r} is not a supported store; {_STORE_HELP}")
 
 
 def default_home() -> Path:
@@ -56,16 +77,36 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         parts = urlsplit(value)
+        if "@" in parts.netloc:
+            raise ValueError(
+                "must not carry a user or password (user:password@host); give the key in "
+                f"OPENAI_API_KEY (or BATCHER_API_KEY) instead (got {masked_url(value)!r})"
+            )
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"must be an http(s) URL like https://relay.example.com/v1 (got {value!r})")
         if parts.query or parts.fragment:
             raise ValueError(f"must not carry a query string or fragment (got {value!r})")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                check_database_url(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value or None
+
     @property
     def effective_database_url(self) -> str:
         """The store URL: ``BATCHER_DATABASE_URL`` or the default SQLite file."""
         return self.database_url or f"sqlite:///{self.home / 'batcher.db'}"
+
+    @property
+    def uses_default_store(self) -> bool:
+        """True when the store is the default file under ``BATCHER_HOME`` (whose folder batcher makes)."""
+        return not self.database_url
 
     @property
     def effective_redis_url(self) -> str:

@@ -20,6 +20,10 @@ from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import Settings
 
+NO_KEY_WARNING = (
+    "warning: no API key is configured (OPENAI_API_KEY or BATCHER_API_KEY): calls go without "
+    "Authorization; most relays refuse them"
+)
 DEFAULT_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 10.0
 

@@ -17,10 +17,11 @@ from typing import Any
 import redis
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
-from jobs.db import Store
+from jobs.db import Store, open_store
 from jobs.settings import Settings, load_settings
 from workers.app import TASK_NAME, app
 from workers.chunk import run_chunk
+from workers.client import NO_KEY_WARNING
 from workers.dispatch import celery_publisher, sweep_all
 from workers.leases import new_owner
 from workers.redact import install_log_redaction
@@ -55,7 +56,7 @@ def resources() -> _Resources:
         current = _per_process.get("resources")
         if current is None or current.pid != os.getpid():
             settings = load_settings()
-            store = Store(settings.effective_database_url)
+            store = open_store(settings)
             current = _Resources(os.getpid(), settings, store, WorkerRuntime(settings.effective_redis_url))
             _per_process["resources"] = current
         return current
@@ -108,7 +109,10 @@ _sweepers: list[Sweeper] = []
 
 @after_setup_logger.connect
 def _redact_logs(**_: Any) -> None:
-    install_log_redaction(load_settings().secret_values())
+    settings = load_settings()
+    install_log_redaction(settings.secret_values())
+    if settings.api_key is None:
+        log.warning(NO_KEY_WARNING.removeprefix("warning: "))
 
 
 @worker_process_init.connect

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from batcher.render import printable
-from jobs.db import Store
+from jobs.db import Store, open_store
 from jobs.errors import BatcherError
 from jobs.settings import Settings, load_settings
 from workers.redact import install_log_redaction
@@ -52,7 +52,7 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.effective_database_url)
+            self._store = open_store(self.settings)
         return self._store
 
     def close(self) -> None:

@@ -31,7 +31,14 @@ from jobs import store as q
 from jobs.errors import BatcherError, Problem
 from jobs.models import JobStatus
 from jobs.options import JobOptions
-from workers.client import client_config
+from workers.client import NO_KEY_WARNING, client_config
+
+
+def check_api(app: App) -> None:
+    """Refuse a missing base URL before anything is stored; warn when no key is configured."""
+    client_config(app.settings)
+    if app.settings.api_key is None:
+        click.echo(NO_KEY_WARNING, err=True)
 
 
 def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
@@ -128,6 +135,7 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
     Example:
       batcher run requests.jsonl -o results.jsonl --rpm 500 --concurrency 64
     """
+    check_api(app)
     result = _ingest(app, file, kw)
     _say_ingested(result)
     assert result.job.id is not None
@@ -287,6 +295,7 @@ def run_job_command(app: App, /, job_id: int, budget: Decimal | None, **kw: Any)
     Example:
       batcher run-job 3 --concurrency 64
     """
+    check_api(app)
     raise_budget(app, job_id, budget)
     summary = _execute(app, job_id, _run_opts(app, job_id, kw))
     _finish(app, summary)
