@@ -43,7 +43,8 @@ def test_csv_safe_table(value: object, cell: object) -> None:
     assert csv_safe(value) == cell
 
 
-def test_validate_and_run_escape_control_characters(tmp_path: Path) -> None:
+def test_validate_and_run_escape_control_characters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")  # never called: the file is refused
     bad = batch_line("id\x1b]0;owned\x07", "/v1/chat\x1b[2J", {"model": "m", "messages": []})
     src = write_jsonl(tmp_path / "in.jsonl", [bad])
     for args in (["validate", str(src)], ["run", str(src)]):
