@@ -8,7 +8,9 @@ rows are assembled around it without parsing it again.
 
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
 stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
-(with docker compose, the workers' ``/data/results`` is the host's ``./results``).
+(with docker compose, the workers' ``/data/results`` is the host's ``./results``). Every file
+appears whole or not at all, gzip- or Zstandard-compressed when its name ends in ``.gz`` or
+``.zst`` (``batcher.outfile``).
 
 A CSV text cell that begins with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) would be
 run as a formula by a spreadsheet (CSV injection, OWASP): it is written with a leading ``'``.
@@ -27,6 +29,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from batcher.outfile import text_output
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import BatcherError
@@ -125,7 +128,6 @@ def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> Expor
     with store.session() as session:
         counts = q.state_counts(session, job_id)
         audio = q.audio_files(session, job_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
     written = export_parquet(store, job_id, out)
     return ExportSummary(written, 0, counts["pending"] + counts["running"], audio)
 
@@ -149,9 +151,7 @@ class _Writer:
 
     @classmethod
     def open(cls, stack: ExitStack, path: Path, fmt: ExportFormat) -> _Writer:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = stack.enter_context(path.open("w", encoding="utf-8", newline=""))
-        return cls(handle, fmt)
+        return cls(stack.enter_context(text_output(path)), fmt)
 
     def write(self, line: Request) -> None:
         if self.csv:

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 from click.testing import CliRunner, Result
 from sqlmodel import select
 
 from batcher.cli import cli
+from jobs import store as q
 from jobs.db import Store
 from jobs.models import Attempt, Request
+from jobs.records import LineResult, Usage
 
 RELAY_KEY = "sk-canary-integration-0123456789"  # the key the stand-in relay of the tests requires
 
@@ -43,3 +46,38 @@ def all_attempts(store: Store) -> list[Attempt]:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def finished_job(
+    store: Store, answers: list[dict[str, object] | None], endpoint: str = "/v1/embeddings"
+) -> int:
+    """A running job whose lines succeeded with these answers (None: failed), without any call."""
+    with store.session() as s:
+        job = q.create_job(s, name="t", source_path="/t", source_sha256="x")
+        assert job.id is not None
+        rows = [
+            {
+                "job_id": job.id, "custom_id": f"c{i}", "line_no": i + 1, "endpoint": endpoint, "model": "m",
+                "body": "{}", "est_tokens": 1, "state": "pending", "attempts": 0, "claims": 0,
+                "usage_estimated": False,
+            }
+            for i in range(len(answers))
+        ]  # fmt: skip
+        q.insert_requests(s, rows)
+        job.total = len(rows)
+        q.start_job(s, job.id)
+        items = q.claim_lines(s, job_id=job.id, owner="o", lease_seconds=60)
+        results = [
+            LineResult(
+                it.request_id, job.id, "succeeded", 200, orjson.dumps(a).decode(), usage=Usage(3, 0, 3)
+            )
+            if a is not None
+            else LineResult(it.request_id, job.id, "failed", 400, error_code="bad", error_message="no")
+            for it, a in zip(items, answers, strict=True)
+        ]
+        q.record_results(s, results)
+        return job.id
+
+
+def emb(*vectors: list[float]) -> dict[str, object]:
+    return {"object": "list", "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]}

@@ -1,13 +1,20 @@
-"""`batcher export`: what it says about the files it did not write itself (speech audio)."""
+"""`batcher export`: compressed as the name says, never a partial file, and what it says about
+the files it did not write itself (speech audio)."""
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from batcher.export import audio_note
+import pytest
+
+from batcher.export import ExportFormat, audio_note, export_job
+from batcher.outfile import open_text
 from jobs.db import Store
 from jobs.store import AudioFiles
-from tests.helpers import batch_line, invoke, read_jsonl, write_jsonl
+from tests.helpers import batch_line, emb, finished_job, invoke, read_jsonl, write_jsonl
 
 
 def _speech_job(tmp_path: Path) -> Path:
@@ -37,3 +44,43 @@ def test_export_says_when_the_audio_folder_is_elsewhere(env: str, db: Store, tmp
 
 def test_audio_note_is_silent_without_audio() -> None:
     assert audio_note(AudioFiles(0, None)) is None
+
+
+@pytest.fixture
+def store_db(tmp_path: Path) -> Iterator[Store]:
+    with Store(f"sqlite:///{tmp_path / 'e.db'}") as store:
+        yield store
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz", "out.jsonl.zst"])
+def test_jsonl_export_is_compressed_as_its_name_says(store_db: Store, tmp_path: Path, name: str) -> None:
+    job_id = finished_job(store_db, [emb([0.5, 1.0]), None])
+    out = tmp_path / name
+    summary = export_job(store_db, job_id, out)
+    assert summary.written == 2
+    with open_text(out) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["custom_id"] for r in rows] == ["c0", "c1"]
+    assert rows[0]["response"]["body"]["data"][0]["embedding"] == [0.5, 1.0]
+    assert rows[1]["error"] == {"code": "bad", "message": "no"}
+    if name.endswith((".gz", ".zst")):
+        assert not out.read_bytes().startswith(b"{")
+
+
+def test_csv_export_to_zst(store_db: Store, tmp_path: Path) -> None:
+    job_id = finished_job(store_db, [emb([0.5, 1.0, 2.0])])
+    out = tmp_path / "out.csv.zst"
+    export_job(store_db, job_id, out, fmt=ExportFormat.CSV)
+    with open_text(out) as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["custom_id"] == "c0"
+    assert rows[0]["embedding_dim"] == "3"
+
+
+def test_an_export_that_fails_leaves_no_partial_file(store_db: Store, tmp_path: Path) -> None:
+    """The errors file cannot be placed (a folder has its name): the results file is not left either."""
+    job_id = finished_job(store_db, [emb([0.5]), None])
+    (tmp_path / "errors.jsonl").mkdir()
+    with pytest.raises(OSError):
+        export_job(store_db, job_id, tmp_path / "out.jsonl", errors=tmp_path / "errors.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("e.db")) == ["errors.jsonl"]

@@ -1,4 +1,4 @@
-"""Parquet export: one row per line, embeddings as fixed-size float32 lists, readable as is by
+"""Parquet export: one row per input, embeddings as fixed-size float32 lists, readable as is by
 pyarrow, pandas and Hugging Face datasets."""
 
 from __future__ import annotations
@@ -6,48 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batcher.export import ExportFormat, export_job
-from jobs import store as q
+from batcher.export import CSV_COLUMNS, ExportFormat, export_job
 from jobs.db import Store
 from jobs.errors import BatcherError
-from jobs.records import LineResult, Usage
-
-
-def job_with(store: Store, answers: list[dict[str, object] | None], endpoint: str = "/v1/embeddings") -> int:
-    with store.session() as s:
-        job = q.create_job(s, name="t", source_path="/t", source_sha256="x")
-        assert job.id is not None
-        rows = [
-            {
-                "job_id": job.id, "custom_id": f"c{i}", "line_no": i + 1, "endpoint": endpoint, "model": "m",
-                "body": "{}", "est_tokens": 1, "state": "pending", "attempts": 0, "claims": 0,
-                "usage_estimated": False,
-            }
-            for i in range(len(answers))
-        ]  # fmt: skip
-        q.insert_requests(s, rows)
-        job.total = len(rows)
-        q.start_job(s, job.id)
-        items = q.claim_lines(s, job_id=job.id, owner="o", lease_seconds=60)
-        results = [
-            LineResult(
-                it.request_id, job.id, "succeeded", 200, orjson.dumps(a).decode(), usage=Usage(3, 0, 3)
-            )
-            if a is not None
-            else LineResult(it.request_id, job.id, "failed", 400, error_code="bad", error_message="no")
-            for it, a in zip(items, answers, strict=True)
-        ]
-        q.record_results(s, results)
-        return job.id
-
-
-def emb(*vectors: list[float]) -> dict[str, object]:
-    return {"object": "list", "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]}
+from tests.helpers import emb, finished_job
 
 
 @pytest.fixture
@@ -57,7 +23,7 @@ def db(tmp_path: Path) -> Iterator[Store]:
 
 
 def test_parquet_has_fixed_size_float32_embeddings_and_opens_everywhere(db: Store, tmp_path: Path) -> None:
-    job_id = job_with(db, [emb([0.5, 1.0, -2.0]), None, emb([1.5, 0.0, 0.25])])
+    job_id = finished_job(db, [emb([0.5, 1.0, -2.0]), None, emb([1.5, 0.0, 0.25])])
     out = tmp_path / "out.parquet"
     summary = export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
     assert summary.written == 3
@@ -83,7 +49,7 @@ def test_parquet_has_fixed_size_float32_embeddings_and_opens_everywhere(db: Stor
 
 def test_parquet_for_chat_has_text_and_no_embedding_column(db: Store, tmp_path: Path) -> None:
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}}]}
-    job_id = job_with(db, [answer], endpoint="/v1/chat/completions")
+    job_id = finished_job(db, [answer], endpoint="/v1/chat/completions")
     out = tmp_path / "chat.parquet"
     export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
     table = pq.read_table(out)
@@ -92,14 +58,47 @@ def test_parquet_for_chat_has_text_and_no_embedding_column(db: Store, tmp_path: 
     assert table.column("total_tokens").to_pylist() == [3]
 
 
-def test_parquet_refuses_lines_with_several_vectors(db: Store, tmp_path: Path) -> None:
-    job_id = job_with(db, [emb([1.0]), emb([1.0], [2.0])])
+def test_parquet_has_one_row_per_input_of_multi_input_lines(db: Store, tmp_path: Path) -> None:
+    job_id = finished_job(db, [emb([1.0, 2.0]), emb([3.0, 4.0], [5.0, 6.0], [7.0, 8.0]), None])
+    out = tmp_path / "multi.parquet"
+    summary = export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
+    assert summary.written == 3  # lines
+    table = pq.read_table(out)
+    assert table.column("custom_id").to_pylist() == ["c0", "c1", "c1", "c1", "c2"]
+    assert table.column("line").to_pylist() == [1, 2, 2, 2, 3]
+    assert table.column("input_index").to_pylist() == [0, 0, 1, 2, None]
+    assert table.column("embedding").to_pylist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], None]
+    # A line's tokens sit on its first row only, so a column's sum is the job's total.
+    assert table.column("prompt_tokens").to_pylist() == [3, 3, None, None, None]
+    assert table.column("state").to_pylist() == ["succeeded"] * 4 + ["failed"]
+
+
+def test_parquet_has_every_csv_column(db: Store, tmp_path: Path) -> None:
+    job_id = finished_job(db, [emb([1.0, 2.0])])
+    out = tmp_path / "cols.parquet"
+    export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
+    table = pq.read_table(out)
+    assert set(CSV_COLUMNS) <= set(table.schema.names)
+    assert table.column("usage_estimated").to_pylist() == [False]
+    assert table.column("attempts").to_pylist() == [0]
+    assert table.column("embedding_dim").to_pylist() == [2]
+
+
+def test_parquet_that_fails_leaves_no_file_and_keeps_an_old_one(db: Store, tmp_path: Path) -> None:
+    job_id = finished_job(db, [emb([1.0, 2.0]), emb([1.0, 2.0, 3.0])])
+    out = tmp_path / "x.parquet"
     with pytest.raises(BatcherError, match="--format jsonl"):
-        export_job(db, job_id, tmp_path / "x.parquet", fmt=ExportFormat.PARQUET)
+        export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
+    assert list(tmp_path.glob("*.parquet*")) == []
+    out.write_bytes(b"an earlier export")
+    with pytest.raises(BatcherError):
+        export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir() if "x.parquet" in p.name) == ["x.parquet"]
 
 
 def test_parquet_refuses_errors_file(db: Store, tmp_path: Path) -> None:
-    job_id = job_with(db, [emb([1.0])])
+    job_id = finished_job(db, [emb([1.0])])
     with pytest.raises(BatcherError, match="state"):
         export_job(
             db, job_id, tmp_path / "x.parquet", fmt=ExportFormat.PARQUET, errors=tmp_path / "e.parquet"
