@@ -49,6 +49,15 @@ def err(message: str, kind: str | None = None, code: str | int | None = None) ->
             "insufficient_user_quota",
             "额度",
         ),
+        (
+            200,
+            JSON,
+            '{"error": "当前分组上游负载已饱和，请稍后再试"}'.encode(),
+            Verdict.RETRY,
+            "rate_limited",
+            None,
+            "负载已饱和",
+        ),
         (200, JSON, b'{"id": "x", "choi', Verdict.RETRY, "bad_body", None, "truncated"),
         (
             200,

@@ -34,14 +34,17 @@ from jobs.errors import BatcherError
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
+from workers.audio_check import classify_speech
+from workers.blame import blames_the_call
 from workers.budget import Budget
-from workers.client import ApiClient
+from workers.client import ApiClient, RawResponse
 from workers.cost import CallUsage
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Call
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter, Permit, header_pause
 from workers.redact import Redactor
+from workers.responses import speech_format
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
 from workers.units import Unit, units_from
 
@@ -276,18 +279,16 @@ class Executor:
             response = await self.client.call(unit.endpoint, content)
         except httpx.TransportError as exc:
             return Call(classify_exception(exc), None, started_at, _ms_since(start))
-        if not outcomes.is_speech(unit):  # every relay-supplied text is scrubbed before it is kept
-            cleaned = self._clean.body(response.content)
-            if cleaned is not response.content:
-                response = replace(response, content=cleaned)
-        c = classify_response(
-            response.status,
-            response.headers,
-            response.content,
-            now=time.time(),
-            binary_ok=outcomes.is_speech(unit),
-        )
-        return Call(c, response, started_at, _ms_since(start))
+        cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
+        if cleaned is not response.content:
+            response = replace(response, content=cleaned)
+        return Call(self._classify(unit, response), response, started_at, _ms_since(start))
+
+    def _classify(self, unit: Unit, response: RawResponse) -> Classification:
+        status, headers, body, now = response.status, response.headers, response.content, time.time()
+        if outcomes.is_speech(unit):
+            return classify_speech(status, headers, body, fmt=speech_format(unit.requests[0]), now=now)
+        return classify_response(status, headers, body, now=now)
 
     async def _after_call(self, permit: Permit, call: Call) -> None:
         c = call.classification
@@ -314,7 +315,7 @@ class Executor:
             await self._halt_job(c)
             await self._release(unit.items)
             return True
-        if c.verdict == Verdict.PERMANENT and unit.packed:
+        if c.verdict == Verdict.PERMANENT and unit.packed and not blames_the_call(c, _status(call)):
             # The pack was refused, not a line: the halves keep their attempt budget.
             unit.attempts = [n - 1 for n in unit.attempts]
             await asyncio.gather(*(self._unit(half) for half in unit.halves()))
@@ -448,6 +449,10 @@ def _call_usage(results: Sequence[LineResult]) -> CallUsage:
         reasoning_tokens=sum(u.reasoning_tokens for u in usages),
         characters=sum(u.characters for u in usages),
     )
+
+
+def _status(call: Call) -> int | None:
+    return call.response.status if call.response is not None else None
 
 
 def _ms_since(start: float) -> int:

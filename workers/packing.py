@@ -23,6 +23,7 @@ import orjson
 
 from jobs.options import JobOptions
 from jobs.records import Usage
+from workers.responses import reported_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +97,8 @@ def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
 
 def attribute_usage(answer: Mapping[str, Any], estimates: Sequence[int]) -> list[Usage]:
     """Per-line usage that adds up to the call's usage (rule in the module docstring)."""
-    usage = answer.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+    usage = reported_usage(answer)
+    if usage is not None:
         prompt = largest_remainder(int(usage["prompt_tokens"]), estimates)
         total = largest_remainder(int(usage.get("total_tokens") or usage["prompt_tokens"]), estimates)
         return [Usage(p, 0, t) for p, t in zip(prompt, total, strict=True)]

@@ -3,7 +3,8 @@
 - Embeddings asked for with ``encoding_format: "base64"`` are decoded to float lists, so every
   stored vector has one shape whatever the request asked for.
 - Usage comes from the answer's ``usage``; when an answer has none (relays drop it), the usage is
-  estimated from the request and the answer and flagged as estimated.
+  estimated from the request and the answer and flagged as estimated. A usage of all zeros counts
+  as none: gateways fill it in when the upstream sent nothing, and no answered call used 0 tokens.
 - Speech answers are audio bytes: the store keeps the file's path, size and format, and the usage
   is the input's character count (that is how TTS is billed).
 """
@@ -55,9 +56,20 @@ def _answer_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
     return "".join(str(c.get("text") or "") for c in choices if isinstance(c, dict))
 
 
-def _usage(endpoint: Endpoint, request: Mapping[str, Any], answer: Mapping[str, Any]) -> Usage:
+def reported_usage(answer: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The answer's ``usage`` when it reports some; None when missing, malformed or all zeros."""
     usage = answer.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        return None
+    counts = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not any(isinstance(n, int) and n > 0 for n in counts):
+        return None
+    return usage
+
+
+def _usage(endpoint: Endpoint, request: Mapping[str, Any], answer: Mapping[str, Any]) -> Usage:
+    usage = reported_usage(answer)
+    if usage is not None:
         prompt = int(usage["prompt_tokens"])
         completion = int(usage.get("completion_tokens") or 0)
         total = int(usage.get("total_tokens") or prompt + completion)

@@ -6,7 +6,7 @@ call is classified on status *and* body, and the relay's own message is kept:
 
 - OK: a 2xx JSON object without ``"error"`` (or, for speech, a 2xx that is not JSON);
 - RETRY: 408, 409, 429, 5xx, timeouts, connection errors, truncated or non-JSON 2xx bodies,
-  and a 2xx carrying ``{"error": ...}``;
+  and a 2xx carrying ``{"error": ...}`` (classed ``rate_limited`` when it says overload or rate);
 - PERMANENT (this line fails, the job goes on): 400, 404, 413, 422 and other 4xx;
 - FATAL (stop the job, calling on would burn every line): 401/403, and quota errors whatever
   their status (OpenAI sends ``insufficient_quota`` with 429) unless the message is clearly
@@ -184,6 +184,9 @@ def _error_in_200(status: int, data: dict[str, object], retry_after: float | Non
         return Classification(Verdict.FATAL, "quota", text, code or kind)
     if kind == "authentication_error" or code in ("invalid_api_key", "invalid_token"):
         return Classification(Verdict.FATAL, "auth", text, code or kind)
+    if _RATE_WORDS.search(message or "") or code in ("rate_limit", "rate_limit_exceeded"):
+        # new-api answers "当前分组上游负载已饱和" inside a 200: the relay saying "later", like a 429.
+        return Classification(Verdict.RETRY, "rate_limited", text, code or kind, retry_after)
     return Classification(Verdict.RETRY, "error_in_200", text, code or kind, retry_after)
 
 

@@ -54,7 +54,13 @@ def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--faults",
-    help="Fault kinds to draw from, comma-separated; repeat one to weigh it: 503,503,hang [default: all].",
+    help=(
+        "Fault kinds to draw from, comma-separated; repeat one to weigh it: 503,503,hang. Default: "
+        "429,429_empty,500,502,503,hang,reset,truncated,error200,missing_usage. Gateway imitations, "
+        "only when named: zero_usage (usage all zeros), error_audio (a JSON error sent as audio/mpeg), "
+        "nodb400 (LiteLLM's wrong-key 400), plain500 (its missing-key 500 text/plain), redirect "
+        "(301 to https), overload200 (new-api's overload inside a 200), model404 (model_not_found)."
+    ),
 )
 @click.option("--hang-seconds", type=float, default=30.0, show_default=True, help="How long a hang lasts.")
 @click.option("--retry-after", type=float, default=1.0, show_default=True, help="Retry-After of 429 faults.")

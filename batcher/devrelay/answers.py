@@ -130,12 +130,24 @@ def embedding_inputs(value: Any) -> list[str | list[int]]:
     raise InvalidBody("'input' must be a string, an array of strings or of token arrays", "input")
 
 
+AUDIO_SIGNATURES = {
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00",
+    "opus": b"OggS\x00\x02\x00\x00",
+    "aac": b"\xff\xf1\x50\x80",
+    "flac": b"fLaC\x00\x00\x00\x22",
+    "wav": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    "pcm": b"",
+}
+"""The first bytes of each format, so the fake audio passes a client's format check."""
+
+
 def expected_audio(body: dict[str, Any]) -> bytes:
-    """Fake audio: a header naming the format, then sha256 bytes, 16 bytes per input character."""
+    """Fake audio: the format's signature, a label, then sha256 bytes, 16 bytes per input character."""
     text, voice, fmt = body["input"], body.get("voice", "alloy"), body.get("response_format", "mp3")
     digest = hashlib.sha256(_canonical([text, voice, fmt])).digest()
     length = 64 + 16 * len(text)
-    return b"FAKEAUDIO " + str(fmt).encode() + b"\n" + (digest * (length // 32 + 1))[:length]
+    head = AUDIO_SIGNATURES.get(str(fmt), b"") + b"FAKEAUDIO " + str(fmt).encode() + b"\n"
+    return head + (digest * (length // 32 + 1))[:length]
 
 
 def audio_content_type(body: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batcher.devrelay.enforce import Hints, LimitRules
-from batcher.devrelay.faults import ALL_FAULTS
+from batcher.devrelay.faults import ALL_FAULTS, CHOOSABLE_FAULTS
 from batcher.devrelay.windows import LimitMode
 
 
@@ -25,9 +25,10 @@ class RelayConfig:
     embedding_dim: int = 8
 
     def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(ALL_FAULTS)
+        unknown = set(self.faults) - set(CHOOSABLE_FAULTS)
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {', '.join(ALL_FAULTS)}")
+            choices = ", ".join(CHOOSABLE_FAULTS)
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {choices}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1 (got {self.fault_rate})")
         if self.fault_rate > 0 and not self.faults:

@@ -30,7 +30,29 @@ ALL_FAULTS: tuple[str, ...] = (
 PERMANENT_FAULTS: tuple[str, ...] = ("400", "401", "quota", "404")
 """Kinds only a marker can force: errors a retry does not cure."""
 
-MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS)
+GATEWAY_FAULTS: tuple[str, ...] = (
+    "zero_usage",
+    "error_audio",
+    "nodb400",
+    "plain500",
+    "redirect",
+    "overload200",
+    "model404",
+)
+"""What real gateways were seen doing (issue 11), forced by a marker or chosen with ``--faults``:
+
+- ``zero_usage``: a 200 whose usage is all zeros (a gateway filling in what the upstream left out);
+- ``error_audio``: a 200 ``audio/mpeg`` whose body is a JSON error;
+- ``nodb400``: LiteLLM's answer to a wrong key, ``400 {"error": {"type": "no_db_connection"}}``;
+- ``plain500``: LiteLLM's answer to a missing key, ``500 text/plain``;
+- ``redirect``: ``301`` to the same path on https;
+- ``overload200``: new-api's overload error inside a 200;
+- ``model404``: ``404 model_not_found``.
+"""
+
+MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS)
+CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 JSON = "application/json"
 _MARKER = re.compile(rb"\[\[fault:([a-z0-9_]+?)(?:x(\d+))?\]\]")
@@ -76,6 +98,27 @@ CANNED: dict[str, tuple[int, bytes, str]] = {
         JSON,
     ),
     "404": (404, error_body("Invalid URL (forced by marker)", "invalid_request_error", "not_found"), JSON),
+    "error_audio": (
+        200,
+        error_body("upstream error: 上游服务异常", "upstream_error", "bad_response"),
+        "audio/mpeg",
+    ),
+    "nodb400": (
+        400,
+        error_body("No connected db.", "no_db_connection", "400"),
+        JSON,
+    ),
+    "plain500": (500, b"Internal Server Error", "text/plain"),
+    "overload200": (200, orjson.dumps({"error": "当前分组上游负载已饱和，请稍后再试"}), JSON),
+    "model404": (
+        404,
+        error_body(
+            "The model `m` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        JSON,
+    ),
 }
 """Faults that are a fixed answer: kind → (status, body, content type)."""
 

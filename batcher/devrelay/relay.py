@@ -33,7 +33,7 @@ from batcher.devrelay.answers import (
 )
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
-from batcher.devrelay.faults import CANNED, JSON, error_body, find_marker, retry_after_headers
+from batcher.devrelay.faults import CANNED, JSON, ZERO_USAGE, error_body, find_marker, retry_after_headers
 from batcher.devrelay.stats import RelayStats
 from jobs.endpoints import Endpoint
 
@@ -224,8 +224,8 @@ class Relay:
             return await self._abort(call)
         if kind == "truncated":
             return await self._truncated(call, served)
-        if kind == "missing_usage":
-            return self._serve(call, served, with_usage=False)
+        if kind in ("missing_usage", "zero_usage", "redirect"):
+            return self._bent(call, kind, served)
         status, body, content_type = CANNED[kind]
         headers = retry_after_headers(self.config.retry_after) if kind == "429" else None
         return self._respond(call, status, body, content_type, headers)
@@ -262,6 +262,17 @@ class Relay:
         await response.prepare(call.request)
         await response.write(body[: len(body) // 2])
         return await self._abort(call)
+
+    def _bent(self, call: _Call, kind: str, served: _Served) -> web.Response:
+        """A served answer with its usage dropped or zeroed, or a redirect to the same path on https."""
+        if kind == "redirect":
+            location = "https://" + call.request.host + call.request.path
+            return self._respond(call, 301, b"", "text/html", {"Location": location})
+        if kind == "missing_usage" or isinstance(served.payload, bytes):  # speech has no usage to zero
+            return self._serve(call, served, with_usage=kind != "missing_usage")
+        self.stats.add_served(served.usage)
+        body = orjson.dumps(served.payload | {"usage": ZERO_USAGE})
+        return self._respond(call, 200, body, served.content_type)
 
     def _serve(self, call: _Call, served: _Served, *, with_usage: bool = True) -> web.Response:
         # Speech carries no usage in its body: its characters are what the client counts itself.
