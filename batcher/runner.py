@@ -11,22 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from jobs import store as q
 from jobs.db import Store
 from jobs.models import Job
-from jobs.options import PLACEMENTS, JobOptions, RunMode
+from jobs.options import JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
-from workers.budget import job_budget
-from workers.client import ApiClient, client_config
+from workers.build import build_executor
+from workers.client import ApiClient
 from workers.executor import ExecConfig, Executor, Stats
 from workers.leases import recover_dead_leases
-from workers.packing import pack_limits
-from workers.ratelimit import InProcessLimiter, Limits
+from workers.ratelimit import InProcessLimiter
 from workers.redact import redact
-from workers.sink import StoreSink
 
 
 @dataclass(frozen=True)
@@ -53,37 +50,15 @@ def run_job(
 
     ``options`` are the job's stored options with this run's flags applied (``JobOptions.merged``).
     """
-    concurrency = options.concurrency_in(RunMode.EMBEDDED)
-    config = client_config(settings, timeout=options.timeout, max_connections=concurrency)
+    # Built first: a missing base URL or an unpriced model is refused before the job starts.
+    executor = build_executor(
+        store, settings, job_id, options, mode=RunMode.EMBEDDED, client=ApiClient, limiter=InProcessLimiter
+    )
     with store.session() as session:
         recover_dead_leases(session, job_id)
         q.start_job(session, job_id)
-    budget = job_budget(store, job_id, options)
-    exec_config = ExecConfig(
-        results_dir=Path(settings.results_dir),
-        concurrency=concurrency,
-        max_attempts=options.max_attempts,
-        lease_seconds=PLACEMENTS[RunMode.EMBEDDED].lease_seconds,
-        pack=pack_limits(options),
-    )
-    sink = StoreSink(store, job_id=job_id, owner=exec_config.owner)
-    limiter = InProcessLimiter(Limits(rpm=options.rpm, tpm=options.tpm))
-    stats = asyncio.run(
-        _run(
-            store,
-            job_id,
-            Executor(
-                client=ApiClient(config),
-                limiter=limiter,
-                sink=sink,
-                config=exec_config,
-                secrets=settings.secret_values(),
-                budget=budget,
-            ),
-            batch=max(concurrency * 2, options.pack_size * 2 if options.pack else 0),
-            on_start=on_start,
-        )
-    )
+    batch = max(executor.config.concurrency * 2, options.pack_size * 2 if options.pack else 0)
+    stats = asyncio.run(_run(store, job_id, executor, batch=batch, on_start=on_start))
     with store.session() as session:
         q.complete_if_done(session, job_id)
         job, counts = q.get_job(session, job_id), q.state_counts(session, job_id)

@@ -9,21 +9,15 @@ handed to yet another worker to kill.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from jobs import store as q
 from jobs.db import Store
 from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
-from workers.budget import job_budget
-from workers.client import client_config
-from workers.executor import ExecConfig, Executor, Stats
+from workers.build import build_executor
+from workers.executor import Stats
 from workers.leases import recover_dead_leases
-from workers.packing import pack_limits
-from workers.ratelimit import Limits
 from workers.runtime import WorkerRuntime
-from workers.sink import StoreSink
 
 LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
 
@@ -57,20 +51,15 @@ def run_chunk(
     items, options = claim_chunk(store, job_id, request_ids, owner)
     if not items:
         return Stats()
-    config = ExecConfig(
-        results_dir=Path(settings.results_dir),
-        concurrency=min(options.concurrency_in(RunMode.CELERY), len(items)),
-        max_attempts=options.max_attempts,
-        lease_seconds=LEASE_SECONDS,
-        pack=pack_limits(options),
+    executor = build_executor(
+        store,
+        settings,
+        job_id,
+        options,
+        mode=RunMode.CELERY,
+        client=runtime.client,
+        limiter=runtime.limiter,
         owner=owner,
-    )
-    executor = Executor(
-        client=runtime.client(client_config(settings, timeout=options.timeout)),
-        limiter=runtime.limiter(Limits(rpm=options.rpm, tpm=options.tpm)),
-        sink=StoreSink(store, job_id=job_id, owner=owner),
-        config=config,
-        secrets=settings.secret_values(),
-        budget=job_budget(store, job_id, options),
+        lines=len(items),
     )
     return runtime.run(executor.run(items))

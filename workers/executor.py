@@ -1,32 +1,30 @@
 """The asyncio execution core: run a stream of claimed lines against the API and record everything.
 
 The caller decides where lines come from (the embedded runner claims them from the store in line
-order; a Celery task claims the ids in its message) and passes a ``Sink`` that writes to the store.
-The core owns what happens between:
+order; a Celery task claims the ids in its message) and passes a ``Sink`` that writes to the store;
+``workers.build.build_executor`` assembles one for a job. The core owns what happens between:
 
 - lines become units (``workers.units``): one line per call, or a pack of embedding lines;
-- at most ``concurrency`` calls in flight, each after the rate limiter granted its place;
+- each call goes when the pacing (``workers.pacing``: concurrency gate and rate limiter) lets it;
 - retries with the pure policy in ``workers.retry``; a unit waiting to retry gives up its call
   slot, so backoff never idles the pipe; Retry-After also pauses the limiter key for everyone;
 - a pack the API refuses as a whole is bisected until the bad input is alone;
-- one ``Attempt`` per line per upstream call and one terminal result per line, buffered and
-  flushed in batches (every ``flush_interval`` or ``flush_size`` records) so a crash loses only
-  what was in flight, without a transaction per call;
-- leases renewed while lines run; lines it will not finish (paused, cancelled, stopped) released;
-- a FATAL answer (bad key, no quota) stops the job instead of burning every remaining line.
+- one ``Attempt`` per line per upstream call and one terminal result per line, handed to the
+  recorder (``workers.recorder``), which writes them in batches and renews the leases;
+- lines it will not finish (paused, cancelled, stopped) released;
+- a FATAL answer (bad key, no quota) stops the job instead of burning every remaining line;
+- a budget (``workers.budget``) pauses the job before a call would take spend past it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 
@@ -38,15 +36,18 @@ from workers.audio_check import classify_speech
 from workers.blame import blames_the_call
 from workers.budget import Budget
 from workers.client import ApiClient, RawResponse
-from workers.cost import CallUsage
 from workers.leases import LIVE_OWNERS, new_owner
-from workers.outcomes import Call
+from workers.outcomes import Answered, Call
+from workers.pacing import Pacing
 from workers.packing import PackLimits
-from workers.ratelimit import Limiter, Permit, header_pause
+from workers.ratelimit import Limiter
+from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
 from workers.responses import speech_format
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
 from workers.units import Unit, units_from
+
+__all__ = ["ExecConfig", "Executor", "Sink", "Stats"]
 
 
 @dataclass(frozen=True)
@@ -62,34 +63,6 @@ class ExecConfig:
     control_interval: float = 1.0
     pack: PackLimits | None = field(default_factory=PackLimits)
     owner: str = field(default_factory=new_owner)
-
-
-class Sink(Protocol):
-    """The store as the core sees it; called from a worker thread, never on the event loop."""
-
-    def write(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
-        """Record attempts and terminal results in one transaction."""
-        ...
-
-    def renew(self, request_ids: Sequence[int], until: float) -> None:
-        """Extend the leases on lines still running."""
-        ...
-
-    def release(self, request_ids: Sequence[int]) -> None:
-        """Give back lines the core will not finish."""
-        ...
-
-    def halt_reason(self) -> str | None:
-        """Why the core should start no new call (job paused, cancelled, stopped), or None."""
-        ...
-
-    def stop_job(self, message: str) -> None:
-        """Stop the job: the API refused it as a whole."""
-        ...
-
-    def pause_job(self, message: str) -> None:
-        """Pause the job (its budget is reached)."""
-        ...
 
 
 @dataclass
@@ -122,21 +95,22 @@ class Executor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         budget: Budget | None = None,
     ) -> None:
-        self.client, self.limiter, self.sink, self.config = client, limiter, sink, config
-        self.budget = budget
-        self._call_usage: dict[str, CallUsage] = {}
+        self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
+        self.pacing = Pacing(
+            limiter, concurrency=config.concurrency, provider=client.config.provider, jitter=jitter
+        )
+        self.recorder = Recorder(
+            sink,
+            flush_size=config.flush_size,
+            flush_interval=config.flush_interval,
+            lease_seconds=config.lease_seconds,
+            on_broken=self._broken,
+        )
         self._clean = Redactor(secrets)
         self._jitter = jitter
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
-        self._provider = client.config.provider
-        self._calls = asyncio.Semaphore(config.concurrency)
         self._units = asyncio.Semaphore(config.concurrency * 2)
-        self._active: set[int] = set()
-        self._attempts: list[AttemptRecord] = []
-        self._results: list[LineResult] = []
-        self._flush_now = asyncio.Event()
-        self._closing = False
         self._failures: list[Exception] = []
 
     @property
@@ -155,17 +129,13 @@ class Executor:
     async def _run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         if self.budget is not None:
             await asyncio.to_thread(self.budget.refresh)
-        flusher = asyncio.create_task(self._flusher())
-        background = [asyncio.create_task(self._renewer()), asyncio.create_task(self._controller())]
-        try:
-            await self._feed(items)
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            self._closing = True
-            self._flush_now.set()
-            await flusher  # the last flush; a store error surfaces here
+        async with self.recorder:
+            controller = asyncio.create_task(self._controller())
+            try:
+                await self._feed(items)
+            finally:
+                controller.cancel()
+                await asyncio.gather(controller, return_exceptions=True)
         return self.stats
 
     async def _feed(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> None:
@@ -185,7 +155,7 @@ class Executor:
 
     async def _run_unit(self, unit: Unit) -> None:
         ids = [item.request_id for item in unit.items]
-        self._active.update(ids)
+        self.recorder.hold(ids)
         try:
             await self._unit(unit)
         except Exception as exc:
@@ -196,7 +166,7 @@ class Executor:
                 self._failures.append(exc)
             await self._release(unit.items)
         finally:
-            self._active.difference_update(ids)
+            self.recorder.let_go(ids)
             self._units.release()
 
     async def _unit(self, unit: Unit) -> None:
@@ -212,13 +182,13 @@ class Executor:
                 await self._release(unit.items)
                 return
             unit.attempts = [n + 1 for n in unit.attempts]
-            call = await self._call(unit)
-            done = await self._settle(unit, call)
-            self._settle_budget(unit, call, reserved)
-            if done:
+            answered = await self._call(unit)
+            self._settle_budget(unit, answered, reserved)
+            if await self._settle(unit, answered):
                 return
             self.stats.retries += 1
-            await self._sleep(next_delay(call.classification, max(unit.attempts), jitter=self._jitter()))
+            c = answered.call.classification
+            await self._sleep(next_delay(c, max(unit.attempts), jitter=self._jitter()))
 
     def _drop_capped(self, unit: Unit) -> Unit:
         """Fail lines whose attempts are used up (on earlier claims); keep the others."""
@@ -248,10 +218,10 @@ class Executor:
             await asyncio.to_thread(self.sink.pause_job, message)
         return None
 
-    def _settle_budget(self, unit: Unit, call: Call, reserved: Decimal) -> None:
+    def _settle_budget(self, unit: Unit, answered: Answered, reserved: Decimal) -> None:
         if self.budget is None:
             return
-        usage = self._call_usage.pop(call.call_id, None)
+        usage, call = answered.usage(), answered.call
         if usage is not None:
             spent = self.budget.cost(unit.model, usage)
         else:  # no answer to bill; one that may have run upstream counts as its estimate
@@ -260,18 +230,19 @@ class Executor:
 
     # --- one call ------------------------------------------------------------------------------
 
-    async def _call(self, unit: Unit) -> Call:
+    async def _call(self, unit: Unit) -> Answered:
+        """One paced call for the unit, its answer parsed and the limiter settled."""
         content = unit.content()
-        async with self._calls:
-            permit = await self.limiter.acquire(f"{self._provider}|{unit.model}", unit.est_tokens)
+        async with self.pacing.slot(unit.model, unit.est_tokens) as permit:
             self.stats.in_flight += 1
             try:
                 call = await self._send(unit, content)
             finally:
                 self.stats.in_flight -= 1
         self.stats.calls += 1
-        await self._after_call(permit, call)
-        return call
+        answered = await self._parse(unit, call)
+        await self.pacing.finish(permit, answered.call, used_tokens=self._used_tokens(unit, answered))
+        return answered
 
     async def _send(self, unit: Unit, content: bytes) -> Call:
         started_at, start = utcnow(), time.monotonic()
@@ -290,26 +261,50 @@ class Executor:
             return classify_speech(status, headers, body, fmt=speech_format(unit.requests[0]), now=now)
         return classify_response(status, headers, body, now=now)
 
-    async def _after_call(self, permit: Permit, call: Call) -> None:
-        c = call.classification
-        pause = header_pause(call.response.headers) if call.response is not None else None
-        if c.retry_after is not None or c.error_class == "rate_limited":
-            pause = max(pause or 0.0, c.retry_after or next_delay(c, 1, jitter=self._jitter()))
-        # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
-        if pause is not None:
-            await self.limiter.cooldown(permit.key, pause)
-        if c.verdict == Verdict.OK:
-            return  # settled with the real usage once the answer is parsed
-        # A refused call used nothing; a call that may have run upstream keeps its reservation.
-        await self.limiter.settle(permit, permit.tokens if c.sent else 0)
+    async def _parse(self, unit: Unit, call: Call) -> Answered:
+        """The lines' results of an OK answer; an answer that does not split back is retried."""
+        if call.classification.verdict != Verdict.OK:
+            return Answered(call)
+        try:
+            return Answered(call, await self._results_of(unit, call))
+        except ValueError as exc:  # a packed answer that does not split back: retry it
+            bad = Classification(
+                verdict=Verdict.RETRY,
+                error_class="bad_body",
+                message=self._clean(str(exc)),
+                code=None,
+                retry_after=None,
+                sent=True,
+            )
+            return Answered(replace(call, classification=bad))
+
+    @staticmethod
+    def _used_tokens(unit: Unit, answered: Answered) -> int | None:
+        """Tokens to settle the limiter with; None when the call was not answered."""
+        if answered.results is None:
+            return None
+        if outcomes.is_speech(unit):
+            return unit.est_tokens
+        return sum((r.usage.total_tokens if r.usage else 0) for r in answered.results)
+
+    async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
+        if not outcomes.is_speech(unit):
+            return outcomes.json_results(unit, call, self._clean)
+        item, request = unit.items[0], unit.requests[0]
+        path = outcomes.audio_path(self.config.results_dir, item, request)
+        assert call.response is not None
+        await asyncio.to_thread(outcomes.write_atomically, path, call.response.content)
+        return [outcomes.speech_result(item, request, call, path, self._clean)]
 
     # --- what the call meant ---------------------------------------------------------------------
 
-    async def _settle(self, unit: Unit, call: Call) -> bool:
+    async def _settle(self, unit: Unit, answered: Answered) -> bool:
         """Record attempts; write terminal results if any. True when the unit is done."""
+        call = answered.call
         c = call.classification
-        if c.verdict == Verdict.OK:
-            return await self._succeed(unit, call)
+        if answered.results is not None:
+            self._succeed(unit, call, answered.results)
+            return True
         self._record_attempts(unit, call)
         if c.verdict == Verdict.FATAL:
             await self._halt_job(c)
@@ -326,43 +321,14 @@ class Executor:
             return True
         return False
 
-    async def _succeed(self, unit: Unit, call: Call) -> bool:
-        try:
-            results = await self._results_of(unit, call)
-        except ValueError as exc:  # a packed answer that does not split back: retry it
-            bad = Classification(
-                verdict=Verdict.RETRY,
-                error_class="bad_body",
-                message=self._clean(str(exc)),
-                code=None,
-                retry_after=None,
-                sent=True,
-            )
-            self._record_attempts(
-                unit, Call(bad, call.response, call.started_at, call.duration_ms, call.call_id)
-            )
-            return False
+    def _succeed(self, unit: Unit, call: Call, results: list[LineResult]) -> None:
         for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
-            self._record(self._attempt(item, call, attempt, result))
+            self.recorder.record(self._attempt(item, call, attempt, result))
             self._finish(result)
-        self._call_usage[call.call_id] = _call_usage(results)
-        used = sum((r.usage.total_tokens if r.usage else 0) for r in results)
-        reserved = Permit(f"{self._provider}|{unit.model}", unit.est_tokens)
-        await self.limiter.settle(reserved, unit.est_tokens if outcomes.is_speech(unit) else used)
-        return True
-
-    async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
-        if not outcomes.is_speech(unit):
-            return outcomes.json_results(unit, call, self._clean)
-        item, request = unit.items[0], unit.requests[0]
-        path = outcomes.audio_path(self.config.results_dir, item, request)
-        assert call.response is not None
-        await asyncio.to_thread(_write_atomically, path, call.response.content)
-        return [outcomes.speech_result(item, request, call, path, self._clean)]
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
         for item, attempt in zip(unit.items, unit.attempts, strict=True):
-            self._record(self._attempt(item, call, attempt, None))
+            self.recorder.record(self._attempt(item, call, attempt, None))
 
     def _attempt(self, item: WorkItem, call: Call, attempt: int, result: LineResult | None) -> AttemptRecord:
         usage = result.usage if result is not None else None
@@ -377,11 +343,7 @@ class Executor:
         self.stats.halted = message
         await asyncio.to_thread(self.sink.stop_job, message)
 
-    # --- records, leases and control -------------------------------------------------------------
-
-    def _record(self, attempt: AttemptRecord) -> None:
-        self._attempts.append(attempt)
-        self._maybe_flush()
+    # --- results, control ------------------------------------------------------------------------
 
     def _finish(self, result: LineResult) -> None:
         if result.state == RequestState.SUCCEEDED:
@@ -391,39 +353,10 @@ class Executor:
                 self.stats.completion_tokens += result.usage.completion_tokens
         else:
             self.stats.failed += 1
-        self._results.append(result)
-        self._maybe_flush()
+        self.recorder.finish(result)
 
-    def _maybe_flush(self) -> None:
-        if len(self._attempts) + len(self._results) >= self.config.flush_size:
-            self._flush_now.set()
-
-    async def _flush(self) -> None:
-        attempts, results = self._attempts, self._results
-        if not attempts and not results:
-            return
-        self._attempts, self._results = [], []
-        await asyncio.to_thread(self.sink.write, attempts, results)
-
-    async def _flusher(self) -> None:
-        try:
-            while not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), self.config.flush_interval)
-                self._flush_now.clear()
-                await self._flush()
-            await self._flush()
-        except Exception:
-            # Calls whose results cannot be stored would be paid for and lost: stop starting them.
-            self.stats.halted = "the store could not be written"
-            raise
-
-    async def _renewer(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.lease_seconds / 3)
-            if self._active:
-                until = time.time() + self.config.lease_seconds
-                await asyncio.to_thread(self.sink.renew, sorted(self._active), until)
+    def _broken(self, reason: str) -> None:
+        self.stats.halted = reason
 
     async def _controller(self) -> None:
         while not self.stats.halted:
@@ -436,19 +369,7 @@ class Executor:
 
     async def _release(self, items: Sequence[WorkItem]) -> None:
         self.stats.released += len(items)
-        await asyncio.to_thread(self.sink.release, [item.request_id for item in items])
-
-
-def _call_usage(results: Sequence[LineResult]) -> CallUsage:
-    """What a whole call used: the sum of its lines' usage."""
-    usages = [r.usage for r in results if r.usage is not None]
-    return CallUsage(
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        completion_tokens=sum(u.completion_tokens for u in usages),
-        cached_tokens=sum(u.cached_tokens for u in usages),
-        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
-        characters=sum(u.characters for u in usages),
-    )
+        await self.recorder.release([item.request_id for item in items])
 
 
 def _status(call: Call) -> int | None:
@@ -457,10 +378,3 @@ def _status(call: Call) -> int | None:
 
 def _ms_since(start: float) -> int:
     return int((time.monotonic() - start) * 1000)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -8,7 +8,7 @@ embedding answer is split so each line gets its own body and its share of the us
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from jobs.endpoints import Endpoint
 from jobs.models import RequestState
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from workers.client import RawResponse
+from workers.cost import CallUsage
 from workers.packing import attribute_usage, split_answer, with_usage
 from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict
@@ -43,6 +44,32 @@ class Call:
     def request_id(self) -> str | None:
         """The upstream request id, if the call got an answer."""
         return request_id_of(self.response.headers) if self.response is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One call for a unit, and the lines' results when it was answered OK and parsed."""
+
+    call: Call
+    results: list[LineResult] | None = None
+
+    def usage(self) -> CallUsage | None:
+        """What the whole call used (the sum of its lines), when it was answered."""
+        if self.results is None:
+            return None
+        return call_usage(self.results)
+
+
+def call_usage(results: Sequence[LineResult]) -> CallUsage:
+    """What a whole call used: the sum of its lines' usage."""
+    usages = [r.usage for r in results if r.usage is not None]
+    return CallUsage(
+        prompt_tokens=sum(u.prompt_tokens for u in usages),
+        completion_tokens=sum(u.completion_tokens for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in usages),
+        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
+        characters=sum(u.characters for u in usages),
+    )
 
 
 def attempt_record(
@@ -168,3 +195,11 @@ def audio_path(results_dir: Path, item: WorkItem, request: dict[str, Any]) -> Pa
 def is_speech(unit: Unit) -> bool:
     """Speech answers are audio bytes, saved to files."""
     return unit.endpoint == Endpoint.SPEECH
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a speech answer's audio): a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,118 @@
+"""Pacing: a call slot holds the limiter's permit, and finishing a call settles that very permit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from workers.client import RawResponse
+from workers.outcomes import Call
+from workers.pacing import Pacing
+from workers.ratelimit import InProcessLimiter, Limits, Permit
+from workers.retry import Classification, Verdict
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class TicketLimiter(InProcessLimiter):
+    """Hands out numbered permits and records what happens to them, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(Limits())
+        self.granted: list[Permit] = []
+        self.events: list[tuple[str, object, object]] = []
+
+    async def acquire(self, key: str, tokens: int) -> Permit:
+        permit = Permit(key, tokens)
+        self.granted.append(permit)
+        return permit
+
+    async def settle(self, permit: Permit, used_tokens: int) -> None:
+        self.events.append(("settle", permit, used_tokens))
+
+    async def cooldown(self, key: str, seconds: float) -> None:
+        self.events.append(("cooldown", key, seconds))
+
+
+def call(verdict: Verdict, *, sent: bool | None, status: int | None = 200, **kw: object) -> Call:
+    c = Classification(
+        verdict=verdict, error_class=str(kw.pop("error_class", "ok")), message="", sent=sent, **kw
+    )  # type: ignore[arg-type]
+    response = RawResponse(status, httpx.Headers(), b"{}") if status is not None else None
+    return Call(c, response, NOW, 5)
+
+
+def pacing(limiter: TicketLimiter, concurrency: int = 4) -> Pacing:
+    return Pacing(limiter, concurrency=concurrency, provider="relay", jitter=lambda: 0.0)
+
+
+async def test_finish_settles_the_permit_the_slot_granted() -> None:
+    limiter = TicketLimiter()
+    p = pacing(limiter)
+    async with p.slot("m", 40) as permit:
+        pass
+    await p.finish(permit, call(Verdict.OK, sent=True), used_tokens=12)
+    [granted] = limiter.granted
+    assert granted.key == "relay|m"
+    assert limiter.events == [("settle", granted, 12)]
+    assert limiter.events[0][1] is granted  # kept, not rebuilt from its key
+
+
+@pytest.mark.parametrize(
+    ("verdict", "sent", "used", "settled"),
+    [
+        (Verdict.OK, True, 7, 7),  # answered: what the answer says it used
+        (Verdict.RETRY, True, None, 40),  # may have run upstream: keeps its reservation
+        (Verdict.RETRY, False, None, 0),  # refused before it ran: used nothing
+        (Verdict.PERMANENT, None, None, 0),  # not known to have run
+    ],
+)
+async def test_what_a_finished_call_settles(
+    verdict: Verdict, sent: bool | None, used: int | None, settled: int
+) -> None:
+    limiter = TicketLimiter()
+    p = pacing(limiter)
+    async with p.slot("m", 40) as permit:
+        pass
+    await p.finish(permit, call(verdict, sent=sent), used_tokens=used)
+    assert limiter.events == [("settle", permit, settled)]
+
+
+async def test_a_429_pauses_the_key_before_the_permit_is_settled() -> None:
+    limiter = TicketLimiter()
+    p = pacing(limiter)
+    async with p.slot("m", 40) as permit:
+        pass
+    refused = call(Verdict.RETRY, sent=False, status=429, error_class="rate_limited", retry_after=3.0)
+    await p.finish(permit, refused, used_tokens=None)
+    assert limiter.events == [("cooldown", "relay|m", 3.0), ("settle", permit, 0)]
+
+
+async def test_slots_beyond_the_concurrency_wait_for_a_free_one() -> None:
+    p = pacing(TicketLimiter(), concurrency=1)
+    inside, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def first() -> None:
+        async with p.slot("m", 1):
+            order.append("first in")
+            inside.set()
+            await release.wait()
+        order.append("first out")
+
+    async def second() -> None:
+        await inside.wait()
+        async with p.slot("m", 1):
+            order.append("second in")
+
+    tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+    await inside.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["first in"]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["first in", "first out", "second in"]

@@ -1,0 +1,103 @@
+"""The recorder: attempts and results reach the sink in batches, leases of held lines are renewed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from jobs.records import AttemptRecord, LineResult
+from workers.recorder import STORE_BROKEN, Recorder
+
+
+class ListSink:
+    """A sink that keeps what it is given (the store is the I/O boundary of the recorder)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.writes: list[tuple[list[AttemptRecord], list[LineResult]]] = []
+        self.renewed: list[list[int]] = []
+        self.released: list[list[int]] = []
+        self.renewed_once = asyncio.Event()
+        self.fail = fail
+
+    def write(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
+        if self.fail:
+            raise RuntimeError("disk full")
+        self.writes.append((list(attempts), list(results)))
+
+    def renew(self, request_ids: Sequence[int], until: float) -> None:
+        self.renewed.append(list(request_ids))
+        self.renewed_once.set()
+
+    def release(self, request_ids: Sequence[int]) -> None:
+        self.released.append(list(request_ids))
+
+    def halt_reason(self) -> str | None:
+        return None
+
+    def stop_job(self, message: str) -> None:
+        raise AssertionError("the recorder never stops a job")
+
+    def pause_job(self, message: str) -> None:
+        raise AssertionError("the recorder never pauses a job")
+
+
+def attempt(request_id: int) -> AttemptRecord:
+    return AttemptRecord(request_id, 1, 1, datetime(2025, 1, 1, tzinfo=UTC), 5, 200, "ok", "ok")
+
+
+def result(request_id: int) -> LineResult:
+    return LineResult(request_id, 1, "succeeded")
+
+
+def recorder(sink: ListSink, broken: list[str], **kw: float) -> Recorder:
+    settings = {"flush_size": 200, "flush_interval": 60.0, "lease_seconds": 300.0} | kw
+    return Recorder(sink, on_broken=broken.append, **settings)  # type: ignore[arg-type]
+
+
+async def test_leaving_writes_every_buffered_record_in_one_batch() -> None:
+    sink, broken = ListSink(), []
+    async with recorder(sink, broken) as r:
+        r.record(attempt(1))
+        r.finish(result(1))
+        r.record(attempt(2))
+    assert sink.writes == [([attempt(1), attempt(2)], [result(1)])]
+    assert broken == []
+
+
+async def test_a_full_buffer_is_written_before_the_end() -> None:
+    sink, broken = ListSink(), []
+    async with recorder(sink, broken, flush_size=2) as r:
+        r.record(attempt(1))
+        r.finish(result(1))
+        while not sink.writes:
+            await asyncio.sleep(0.01)
+        assert sink.writes == [([attempt(1)], [result(1)])]
+        r.record(attempt(2))
+    assert sink.writes[-1] == ([attempt(2)], [])
+
+
+async def test_a_store_that_cannot_be_written_halts_the_run_and_raises() -> None:
+    sink, broken = ListSink(fail=True), []
+    with pytest.raises(RuntimeError, match="disk full"):
+        async with recorder(sink, broken) as r:
+            r.finish(result(1))
+    assert broken == [STORE_BROKEN]
+
+
+async def test_held_lines_are_renewed_and_let_go_ones_are_not() -> None:
+    sink, broken = ListSink(), []
+    async with recorder(sink, broken, lease_seconds=0.03) as r:
+        r.hold([3, 1, 2])
+        r.let_go([2])
+        await sink.renewed_once.wait()
+    assert sink.renewed[0] == [1, 3]
+
+
+async def test_release_gives_lines_back_at_once() -> None:
+    sink, broken = ListSink(), []
+    async with recorder(sink, broken) as r:
+        await r.release([4, 5])
+        assert sink.released == [[4, 5]]

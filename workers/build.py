@@ -1,0 +1,60 @@
+"""Assembling the execution core for one job: the one place that turns options into an executor.
+
+The embedded runner (``batcher run``, ``run-job``) and a worker's chunk task both call
+``build_executor``; they differ only in where lines run (``RunMode``: concurrency and lease
+defaults, ``jobs.options.PLACEMENTS``) and in where the client and limiter come from (a worker
+process keeps both across messages, see ``workers.runtime``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from jobs.db import Store
+from jobs.options import PLACEMENTS, JobOptions, RunMode
+from jobs.settings import Settings
+from workers.budget import job_budget
+from workers.client import ApiClient, ClientConfig, client_config
+from workers.executor import ExecConfig, Executor
+from workers.leases import new_owner
+from workers.packing import pack_limits
+from workers.ratelimit import Limiter, Limits
+from workers.sink import StoreSink
+
+ClientFactory = Callable[[ClientConfig], ApiClient]
+LimiterFactory = Callable[[Limits], Limiter]
+
+
+def build_executor(
+    store: Store,
+    settings: Settings,
+    job_id: int,
+    options: JobOptions,
+    *,
+    mode: RunMode,
+    client: ClientFactory,
+    limiter: LimiterFactory,
+    owner: str | None = None,
+    lines: int | None = None,
+) -> Executor:
+    """The executor for one job's lines, run ``mode``'s way; ``lines`` caps concurrency when known."""
+    concurrency = options.concurrency_in(mode)
+    if lines is not None:
+        concurrency = min(concurrency, lines)
+    config = ExecConfig(
+        results_dir=Path(settings.results_dir),
+        concurrency=concurrency,
+        max_attempts=options.max_attempts,
+        lease_seconds=PLACEMENTS[mode].lease_seconds,
+        pack=pack_limits(options),
+        owner=owner or new_owner(),
+    )
+    return Executor(
+        client=client(client_config(settings, timeout=options.timeout, max_connections=concurrency)),
+        limiter=limiter(Limits(rpm=options.rpm, tpm=options.tpm)),
+        sink=StoreSink(store, job_id=job_id, owner=config.owner),
+        config=config,
+        secrets=settings.secret_values(),
+        budget=job_budget(store, job_id, options),
+    )

@@ -1,0 +1,142 @@
+"""The records of a run on their way to the store: buffered, written in batches, leases kept.
+
+Every attempt and terminal result goes into a buffer that is written in one transaction every
+``flush_interval`` seconds or once ``flush_size`` records wait, so a crash loses only what was in
+flight, without a transaction per call. While lines run their leases are renewed (every third
+of the lease); lines the run will not finish are given back at once.
+
+Used as an async context: entering starts the writer and the renewer; leaving writes what is
+left and raises a store error that the writer met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Protocol
+
+from jobs.records import AttemptRecord, LineResult
+
+STORE_BROKEN = "the store could not be written"
+
+
+class Sink(Protocol):
+    """The store as the core sees it; called from a worker thread, never on the event loop."""
+
+    def write(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
+        """Record attempts and terminal results in one transaction."""
+        ...
+
+    def renew(self, request_ids: Sequence[int], until: float) -> None:
+        """Extend the leases on lines still running."""
+        ...
+
+    def release(self, request_ids: Sequence[int]) -> None:
+        """Give back lines the core will not finish."""
+        ...
+
+    def halt_reason(self) -> str | None:
+        """Why the core should start no new call (job paused, cancelled, stopped), or None."""
+        ...
+
+    def stop_job(self, message: str) -> None:
+        """Stop the job: the API refused it as a whole."""
+        ...
+
+    def pause_job(self, message: str) -> None:
+        """Pause the job (its budget is reached)."""
+        ...
+
+
+class Recorder:
+    """Buffers attempts and results for the sink and renews the leases of lines in flight."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        flush_size: int,
+        flush_interval: float,
+        lease_seconds: float,
+        on_broken: Callable[[str], None],
+    ) -> None:
+        self.sink = sink
+        self._flush_size, self._flush_interval = flush_size, flush_interval
+        self._lease_seconds = lease_seconds
+        self._on_broken = on_broken  # told when the store cannot be written: start no more calls
+        self._attempts: list[AttemptRecord] = []
+        self._results: list[LineResult] = []
+        self._active: set[int] = set()
+        self._flush_now = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def record(self, attempt: AttemptRecord) -> None:
+        """Buffer one attempt."""
+        self._attempts.append(attempt)
+        self._maybe_flush()
+
+    def finish(self, result: LineResult) -> None:
+        """Buffer one line's terminal result."""
+        self._results.append(result)
+        self._maybe_flush()
+
+    def hold(self, request_ids: Iterable[int]) -> None:
+        """These lines are running: keep their leases."""
+        self._active.update(request_ids)
+
+    def let_go(self, request_ids: Iterable[int]) -> None:
+        """These lines no longer run here: stop renewing their leases."""
+        self._active.difference_update(request_ids)
+
+    async def release(self, request_ids: Sequence[int]) -> None:
+        """Give lines back to the store, for another executor or a later run."""
+        await asyncio.to_thread(self.sink.release, list(request_ids))
+
+    async def __aenter__(self) -> Recorder:
+        self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._renewer())]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        writer, renewer = self._tasks
+        renewer.cancel()
+        await asyncio.gather(renewer, return_exceptions=True)
+        self._closing = True
+        self._flush_now.set()
+        await writer  # the last flush; a store error surfaces here
+
+    def _maybe_flush(self) -> None:
+        if len(self._attempts) + len(self._results) >= self._flush_size:
+            self._flush_now.set()
+
+    async def _flush(self) -> None:
+        attempts, results = self._attempts, self._results
+        if not attempts and not results:
+            return
+        self._attempts, self._results = [], []
+        await asyncio.to_thread(self.sink.write, attempts, results)
+
+    async def _writer(self) -> None:
+        try:
+            while not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), self._flush_interval)
+                self._flush_now.clear()
+                await self._flush()
+            await self._flush()
+        except Exception:
+            # Calls whose results cannot be stored would be paid for and lost: stop starting them.
+            self._on_broken(STORE_BROKEN)
+            raise
+
+    async def _renewer(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            if self._active:
+                until = time.time() + self._lease_seconds
+                await asyncio.to_thread(self.sink.renew, sorted(self._active), until)
