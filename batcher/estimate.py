@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from batcher.usage import unpriced_hint
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
-from workers.cost import CallUsage, cost_of_attempt
+from jobs.records import Usage
+from workers.cost import cost_of_attempt
 from workers.prices import PriceBook
 
 PromptCounter = Callable[[str, Mapping[str, Any]], int]
@@ -86,15 +87,15 @@ def output_tokens(endpoint: Endpoint, body: Mapping[str, Any], typical_output: i
     return None if typical_output is None else typical_output * n
 
 
-def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCounter) -> tuple[CallUsage, bool]:
+def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCounter) -> tuple[Usage, bool]:
     """The usage one line is expected to have, and whether it set its own output limit."""
     if line.endpoint == Endpoint.SPEECH:
         text = line.body.get("input")
-        return CallUsage(characters=len(text) if isinstance(text, str) else 0), True
+        return Usage(characters=len(text) if isinstance(text, str) else 0), True
     out = output_tokens(line.endpoint, line.body, typical_output)
     has_max = output_tokens(line.endpoint, line.body, None) is not None
     prompt = count_prompt(line.endpoint.value, line.body)
-    return CallUsage(prompt_tokens=prompt, completion_tokens=out or 0), has_max
+    return Usage(prompt_tokens=prompt, completion_tokens=out or 0), has_max
 
 
 def estimate_lines(
@@ -125,7 +126,7 @@ def estimate_lines(
     return estimate
 
 
-def _add(row: ModelEstimate, usage: CallUsage, has_max: bool) -> None:
+def _add(row: ModelEstimate, usage: Usage, has_max: bool) -> None:
     row.lines += 1
     row.prompt_tokens += usage.prompt_tokens
     row.output_tokens += usage.completion_tokens

@@ -7,7 +7,7 @@ the ETA come from the difference between the last two, so they describe all work
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batcher.progress import format_duration
@@ -22,7 +22,7 @@ class Snapshot:
 
     job: dict[str, Any]
     counts: dict[str, int]
-    usage: dict[str, int]
+    usage: q.JobUsage
     taken_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -44,7 +44,7 @@ def rates(before: Snapshot | None, after: Snapshot) -> dict[str, float | None]:
         return {"lines_per_s": None, "tokens_per_s": None, "eta_s": None}
     elapsed = after.taken_at - before.taken_at
     lines = (after.done - before.done) / elapsed
-    tokens = (after.usage["billed_total_tokens"] - before.usage["billed_total_tokens"]) / elapsed
+    tokens = (after.usage.billed_total_tokens - before.usage.billed_total_tokens) / elapsed
     left = after.job["total"] - after.done
     return {"lines_per_s": lines, "tokens_per_s": tokens, "eta_s": left / lines if lines > 0 else None}
 
@@ -56,7 +56,11 @@ def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
     if job.get("last_error"):
         head += f"\n  {printable(job['last_error'])}"
     states = [(k, v) for k, v in counts.items()] + [("total", job["total"])]
-    parts = [head, table(("state", "lines"), states), table(("usage", "value"), list(snapshot.usage.items()))]
+    parts = [
+        head,
+        table(("state", "lines"), states),
+        table(("usage", "value"), list(asdict(snapshot.usage).items())),
+    ]
     if speed["lines_per_s"] is not None:
         eta = format_duration(speed["eta_s"]) if speed["eta_s"] is not None else "-"
         parts.append(

@@ -29,14 +29,14 @@ def money_text(amount: Decimal) -> str:
 
 def _numbers(report: Report, t: Totals) -> list[Any]:
     billed = t.billed
-    kinds = [t.tokens[k].total for k in TOKEN_KINDS]
+    kinds = [t.tokens[k].tokens for k in TOKEN_KINDS]
     money = [_cost_cell(report, t), money_text(report.money(t.unknown_cost))]
     return [
         t.calls,
         t.billed_calls,
-        billed.prompt,
-        billed.completion,
-        billed.total,
+        billed.prompt_tokens,
+        billed.completion_tokens,
+        billed.tokens,
         *kinds,
         t.characters,
         *money,
@@ -101,8 +101,8 @@ def _price_note(report: Report) -> str:
 
 def _totals_dict(report: Report, t: Totals) -> dict[str, Any]:
     tokens = {
-        kind: {"prompt": v.prompt, "completion": v.completion, "total": v.total, "cached": v.cached,
-               "reasoning": v.reasoning}
+        kind: {"prompt": v.prompt_tokens, "completion": v.completion_tokens, "total": v.tokens,
+               "cached": v.cached_tokens, "reasoning": v.reasoning_tokens}
         for kind, v in t.tokens.items()
     }  # fmt: skip
     return {
@@ -141,7 +141,8 @@ def _csv_rows(report: Report) -> Iterator[list[Any]]:
     yield [*report.by, "calls", "billed_calls", "unknown_calls", *kinds, "characters", "cost", "unknown_cost",
            "currency", "estimated_calls", "unpriced_calls"]  # fmt: skip
     for key, t in [(r.key, r.totals) for r in report.rows] + [(("total",) * len(report.by), report.total)]:
-        tokens = [getattr(t.tokens[kind], part) for kind in KINDS for part in ("prompt", "completion")]
+        used = [t.tokens[kind] for kind in KINDS]
+        tokens = [n for u in used for n in (u.prompt_tokens, u.completion_tokens)]
         yield [*key, t.calls, t.billed_calls, t.unknown_calls, *tokens, t.characters,
                report.money(t.cost), report.money(t.unknown_cost), report.prices.currency,
                t.estimated_calls, t.unpriced_calls]  # fmt: skip

@@ -47,6 +47,18 @@ TERMINAL_STATES = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CAN
 ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
+class UsageColumns(SQLModel):
+    """The usage columns a line (its stored result) and an attempt (one call) both have."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_tokens: int | None = None  # part of prompt_tokens served from the provider's cache
+    reasoning_tokens: int | None = None  # part of completion_tokens spent reasoning
+    characters: int | None = None  # speech is billed per input character
+    usage_estimated: bool = False
+
+
 class Job(SQLModel, table=True):
     """One submitted input file and what became of it."""
 
@@ -68,7 +80,7 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
-class Request(SQLModel, table=True):
+class Request(UsageColumns, table=True):
     """One input line: the request as submitted, its state, lease, result and usage."""
 
     __table_args__ = (
@@ -99,18 +111,11 @@ class Request(SQLModel, table=True):
     audio_bytes: int | None = None
     audio_format: str | None = None
     upstream_request_id: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    cached_tokens: int | None = None  # part of prompt_tokens served from the provider's cache
-    reasoning_tokens: int | None = None  # part of completion_tokens spent reasoning
-    characters: int | None = None  # speech is billed per input character
-    usage_estimated: bool = False
     latency_ms: int | None = None
     finished_at: datetime | None = None
 
 
-class Attempt(SQLModel, table=True):
+class Attempt(UsageColumns, table=True):
     """One upstream call for one line: what it answered and what it used."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -124,13 +129,6 @@ class Attempt(SQLModel, table=True):
     error_class: str
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     sent: bool = True
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    characters: int | None = None
-    usage_estimated: bool = False
     upstream_request_id: str | None = None
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
     worker: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,13 @@ class WorkItem:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens (or characters, for speech) one call used; ``estimated`` when the answer had none."""
+    """What one call (or a sum of calls) used: tokens, or characters for speech.
+
+    The one shape of usage everywhere: parsed from an answer, stored with a line and an attempt,
+    priced (``workers.cost``), summed in reports. Cached tokens are part of ``prompt_tokens`` and
+    reasoning tokens part of ``completion_tokens``; ``total_tokens`` is what the API reported.
+    ``estimated`` when batcher had to estimate it (the answer had none).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -35,6 +42,27 @@ class Usage:
     estimated: bool = False
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    seconds: Decimal = Decimal(0)  # transcribed audio
+    images: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens (cached and reasoning tokens are parts of those)."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        """The usage of both (estimated when either was)."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            characters=self.characters + other.characters,
+            estimated=self.estimated or other.estimated,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            seconds=self.seconds + other.seconds,
+            images=self.images + other.images,
+        )
 
 
 @dataclass(frozen=True, slots=True)

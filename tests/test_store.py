@@ -127,8 +127,8 @@ def test_record_attempts_keeps_every_call_and_raises_attempt_count(store: Store)
     with store.session() as s:
         totals = q.usage_totals(s, job_id)
         line = next(q.iter_lines(s, job_id))
-    assert totals["calls"] == 2
-    assert totals["billed_total_tokens"] == 20
+    assert totals.calls == 2
+    assert totals.billed_total_tokens == 20
     assert line.attempts == 2
 
 

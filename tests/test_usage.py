@@ -26,9 +26,7 @@ import pytest
 from batcher.usage import (
     NO_TAG,
     Report,
-    UsageQuery,
     attempt_kind,
-    iter_attempt_rows,
     parse_by,
     unpriced_hint,
     usage_report,
@@ -120,7 +118,7 @@ def test_job_totals_by_kind(filled: Store) -> None:
     t = row.totals
     assert row.key == ("1:nightly.jsonl",)
     assert (t.calls, t.billed_calls, t.unknown_calls) == (9, 5, 2)
-    tokens = {kind: (v.prompt, v.completion) for kind, v in t.tokens.items()}
+    tokens = {kind: (v.prompt_tokens, v.completion_tokens) for kind, v in t.tokens.items()}
     assert tokens == {
         "succeeded": (2100, 1050),
         "duplicate": (100, 50),
@@ -132,7 +130,7 @@ def test_job_totals_by_kind(filled: Store) -> None:
     assert t.cost == D("0.00108")
     # d: 0.00045; e: 3000 × 0.60/1M = 0.0018
     assert t.unknown_cost == D("0.00225")
-    assert (t.billed.prompt, t.billed.completion) == (2400, 1200)
+    assert (t.billed.prompt_tokens, t.billed.completion_tokens) == (2400, 1200)
 
 
 def test_totals_row_and_unpriced_model(filled: Store) -> None:
@@ -182,7 +180,7 @@ def test_since_until(filled: Store, since: date | None, until: date | None, call
 
 def test_keyset_pages_see_every_row_once(filled: Store) -> None:
     with filled.session() as s:
-        ids = [row.id for row in iter_attempt_rows(s.connection(), UsageQuery(), page=2)]
+        ids = [row.id for row in q.iter_calls(s, page=2)]
     assert len(ids) == 11 and ids == sorted(set(ids))
 
 

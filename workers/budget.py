@@ -25,22 +25,21 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import ConfigError
 from jobs.options import JobOptions
-from workers.cost import CallUsage, cost_of_attempt
+from jobs.records import Usage
+from jobs.store import ModelUsage
+from workers.cost import QUOTA_PER_USD, cost_of_attempt
 from workers.prices import PriceBook, RelayPrice, load_prices
 from workers.tokens import estimate_prompt_tokens, expected_completion_tokens
 
-SpendRows = Sequence[tuple[str, int, int, int, int, int, int]]
 
-
-def spend_of(rows: SpendRows, book: PriceBook, group_ratio: Decimal) -> Decimal:
+def spend_of(rows: Sequence[ModelUsage], book: PriceBook, group_ratio: Decimal) -> Decimal:
     """Recorded spend from per-model sums (a relay's per-call rounding adds at most 1 quota a call)."""
     total = Decimal(0)
-    for model, calls, prompt, completion, cached, reasoning, characters in rows:
-        usage = CallUsage(prompt, completion, cached, reasoning, characters)
-        price = book.lookup(model)
-        total += cost_of_attempt(usage, price, group_ratio=group_ratio) or Decimal(0)
+    for row in rows:
+        price = book.lookup(row.model)
+        total += cost_of_attempt(row.usage, price, group_ratio=group_ratio) or Decimal(0)
         if isinstance(price, RelayPrice):
-            total += Decimal(calls) / Decimal(500_000)
+            total += Decimal(row.calls) / QUOTA_PER_USD
     return total
 
 
@@ -48,7 +47,12 @@ class Budget:
     """The cap for one job as one executor sees it; see the module docstring."""
 
     def __init__(
-        self, limit: Decimal, book: PriceBook, *, group: str | None, recorded: Callable[[], SpendRows]
+        self,
+        limit: Decimal,
+        book: PriceBook,
+        *,
+        group: str | None,
+        recorded: Callable[[], Sequence[ModelUsage]],
     ) -> None:
         self.limit, self.book = limit, book
         self.group_ratio = book.group_ratio(group)
@@ -71,9 +75,9 @@ class Budget:
         prompt = sum(estimate_prompt_tokens(endpoint, r) for r in requests)
         completion = sum(expected_completion_tokens(endpoint, r) for r in requests)
         if endpoint == "/v1/audio/speech":
-            usage = CallUsage(characters=prompt)
+            usage = Usage(characters=prompt)
         else:
-            usage = CallUsage(prompt_tokens=prompt, completion_tokens=completion)
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
         return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
 
     def try_reserve(self, amount: Decimal) -> bool:
@@ -90,7 +94,7 @@ class Budget:
             self.reserved -= reserved
             self.local += spent
 
-    def cost(self, model: str, usage: CallUsage) -> Decimal:
+    def cost(self, model: str, usage: Usage) -> Decimal:
         """What a finished call cost (zero for an unpriced model: the job refused those at start)."""
         return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
 
@@ -114,7 +118,7 @@ def job_budget(store: Store, job_id: int, options: JobOptions) -> Budget | None:
             "add them with --prices FILE (see `batcher usage --help`)"
         )
 
-    def recorded() -> SpendRows:
+    def recorded() -> list[ModelUsage]:
         with store.session() as session:
             return q.usage_by_model(session, job_id)
 

@@ -23,30 +23,17 @@ must show that, never count it as zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from decimal import Decimal
 
+from jobs.records import Usage
 from workers.prices import MILLION, ListPrice, Price, RelayPrice
 
 QUOTA_PER_USD = Decimal(500_000)  # one-api's QuotaPerUnit
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
-class CallUsage:
-    """What one call used; cached and reasoning tokens are parts of prompt and completion."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    characters: int = 0
-    seconds: Decimal = _ZERO  # transcribed audio
-    images: int = 0
-
-
 def cost_of_attempt(
-    usage: CallUsage, price: Price | None, *, group_ratio: Decimal = Decimal(1)
+    usage: Usage, price: Price | None, *, group_ratio: Decimal = Decimal(1)
 ) -> Decimal | None:
     """USD one call cost under ``price`` (the group ratio applies to relay prices only)."""
     if price is None:
@@ -56,7 +43,7 @@ def cost_of_attempt(
     return list_cost(usage, price)
 
 
-def list_cost(usage: CallUsage, price: ListPrice) -> Decimal | None:
+def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
     """USD of a call under a list price; None when something used has no rate (and no per-call price)."""
     if price.per_call is None and _unpriced(usage, price):
         return None
@@ -74,7 +61,7 @@ def list_cost(usage: CallUsage, price: ListPrice) -> Decimal | None:
     return sum(parts, _ZERO)
 
 
-def _reasoning(usage: CallUsage, price: ListPrice) -> int:
+def _reasoning(usage: Usage, price: ListPrice) -> int:
     """Reasoning tokens billed apart from output: only when the price names their own rate."""
     return usage.reasoning_tokens if price.reasoning is not None else 0
 
@@ -87,7 +74,7 @@ def _times(quantity: Decimal, unit_price: Decimal | None) -> Decimal:
     return _ZERO if unit_price is None else quantity * unit_price
 
 
-def _unpriced(usage: CallUsage, price: ListPrice) -> bool:
+def _unpriced(usage: Usage, price: ListPrice) -> bool:
     """True when some non-zero quantity of the usage has no rate in the price."""
     needs = [
         (usage.prompt_tokens, price.input),
@@ -99,7 +86,7 @@ def _unpriced(usage: CallUsage, price: ListPrice) -> bool:
     return any(quantity and rate is None for quantity, rate in needs)
 
 
-def relay_quota(usage: CallUsage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> int:
+def relay_quota(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> int:
     """The quota a one-api / new-api relay charges for one token-priced call (rounded up)."""
     cache_ratio = Decimal(1) if price.cache_ratio is None else price.cache_ratio
     prompt = Decimal(usage.prompt_tokens + usage.characters) + usage.cached_tokens * (cache_ratio - 1)
@@ -107,7 +94,7 @@ def relay_quota(usage: CallUsage, price: RelayPrice, *, group_ratio: Decimal = D
     return math.ceil(weighted * price.model_ratio * group_ratio)
 
 
-def relay_cost(usage: CallUsage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> Decimal:
+def relay_cost(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> Decimal:
     """USD (the relay's quota dollars) of one call under a relay price."""
     if price.model_price is not None:
         return price.model_price * group_ratio
@@ -119,8 +106,8 @@ def upper_bound_cost(
 ) -> Decimal | None:
     """The most a call of ``tokens`` tokens (prompt and completion unknown) or characters costs."""
     if characters:
-        return cost_of_attempt(CallUsage(characters=characters), price, group_ratio=group_ratio)
-    as_prompt = cost_of_attempt(CallUsage(prompt_tokens=tokens), price, group_ratio=group_ratio)
-    as_output = cost_of_attempt(CallUsage(completion_tokens=tokens), price, group_ratio=group_ratio)
+        return cost_of_attempt(Usage(characters=characters), price, group_ratio=group_ratio)
+    as_prompt = cost_of_attempt(Usage(prompt_tokens=tokens), price, group_ratio=group_ratio)
+    as_output = cost_of_attempt(Usage(completion_tokens=tokens), price, group_ratio=group_ratio)
     known = [c for c in (as_prompt, as_output) if c is not None]
     return max(known) if known else None

@@ -20,7 +20,6 @@ from jobs.endpoints import Endpoint
 from jobs.models import RequestState
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from workers.client import RawResponse
-from workers.cost import CallUsage
 from workers.packing import attribute_usage, split_answer, with_usage
 from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict
@@ -53,23 +52,16 @@ class Answered:
     call: Call
     results: list[LineResult] | None = None
 
-    def usage(self) -> CallUsage | None:
+    def usage(self) -> Usage | None:
         """What the whole call used (the sum of its lines), when it was answered."""
         if self.results is None:
             return None
         return call_usage(self.results)
 
 
-def call_usage(results: Sequence[LineResult]) -> CallUsage:
+def call_usage(results: Sequence[LineResult]) -> Usage:
     """What a whole call used: the sum of its lines' usage."""
-    usages = [r.usage for r in results if r.usage is not None]
-    return CallUsage(
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        completion_tokens=sum(u.completion_tokens for u in usages),
-        cached_tokens=sum(u.cached_tokens for u in usages),
-        reasoning_tokens=sum(u.reasoning_tokens for u in usages),
-        characters=sum(u.characters for u in usages),
-    )
+    return sum((r.usage for r in results if r.usage is not None), Usage())
 
 
 def attempt_record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
         snap = take_snapshot(app.store, job_id)
         speed = rates(before, snap)
         if as_json:
-            click.echo(to_json(snap.job | {"counts": snap.counts, "usage": snap.usage, "speed": speed}))
+            click.echo(
+                to_json(snap.job | {"counts": snap.counts, "usage": asdict(snap.usage), "speed": speed})
+            )
         else:
             click.echo(render(snap, speed))
         if not watch or snap.job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):

@@ -1,8 +1,9 @@
 """The SQL store's queries: every function takes ``session`` and returns models or records.
 
-Transactions belong to the caller (``Store.session()``). One module per table family: ``jobs``
-(jobs and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry) and
-``results`` (attempts, results, usage read back). Callers use ``from jobs import store as q``.
+Transactions belong to the caller (``Store.session()``). One module per concern: ``jobs`` (jobs
+and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry),
+``results`` (attempts and results written) and ``usage`` (usage read back, as typed rows).
+Callers use ``from jobs import store as q``.
 """
 
 from __future__ import annotations
@@ -42,12 +43,21 @@ from jobs.store.results import (
     job_models,
     record_attempts,
     record_results,
+)
+from jobs.store.usage import (
+    CallRow,
+    JobUsage,
+    ModelUsage,
+    iter_calls,
     usage_by_model,
     usage_totals,
 )
 
 __all__ = [
     "AudioFiles",
+    "CallRow",
+    "JobUsage",
+    "ModelUsage",
     "active_jobs",
     "audio_files",
     "audio_paths",
@@ -60,6 +70,7 @@ __all__ = [
     "find_job_by_source",
     "get_job",
     "insert_requests",
+    "iter_calls",
     "iter_lines",
     "job_models",
     "job_options",

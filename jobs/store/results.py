@@ -1,4 +1,4 @@
-"""Writing attempts and results, and reading usage back.
+"""Writing attempts and results (usage is read back by ``jobs.store.usage``).
 
 A result is written only while the line is not terminal, so a line that already succeeded is never
 overwritten or counted twice (the write is idempotent, whoever redelivers it); the job's counters
@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, func
+from sqlmodel import Session
 
 from jobs.models import (
-    RequestState,
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult, Usage
@@ -160,61 +159,6 @@ _RESULT_UPDATE = (
     .where(_req.c.id == sa.bindparam("rid"), sa.text("request.state IN ('pending', 'running')"))
     .values({name: sa.bindparam(f"v_{name}") for name in _RESULT_COLUMNS})
 )
-
-
-def usage_totals(session: Session, job_id: int) -> dict[str, int]:
-    """Token totals of the job: of its succeeded lines, and of every upstream call (billed)."""
-    lines = (
-        session.connection()
-        .execute(
-            sa.select(
-                func.coalesce(func.sum(_req.c.prompt_tokens), 0),
-                func.coalesce(func.sum(_req.c.completion_tokens), 0),
-                func.coalesce(func.sum(_req.c.total_tokens), 0),
-                func.coalesce(func.sum(_req.c.characters), 0),
-            ).where(_req.c.job_id == job_id, _req.c.state == RequestState.SUCCEEDED.value)
-        )
-        .one()
-    )
-    calls = (
-        session.connection()
-        .execute(
-            sa.select(
-                func.count(),
-                func.coalesce(func.sum(_att.c.total_tokens), 0),
-            ).where(_att.c.job_id == job_id)
-        )
-        .one()
-    )
-    return {
-        "prompt_tokens": int(lines[0]),
-        "completion_tokens": int(lines[1]),
-        "total_tokens": int(lines[2]),
-        "characters": int(lines[3]),
-        "calls": int(calls[0]),
-        "billed_total_tokens": int(calls[1]),
-    }
-
-
-def usage_by_model(session: Session, job_id: int) -> list[tuple[str, int, int, int, int, int, int]]:
-    """Per model: calls with usage, prompt, completion, cached, reasoning tokens, characters."""
-    s = func.coalesce
-    query = (
-        sa.select(
-            _req.c.model,
-            func.count(_att.c.id),
-            s(func.sum(_att.c.prompt_tokens), 0),
-            s(func.sum(_att.c.completion_tokens), 0),
-            s(func.sum(_att.c.cached_tokens), 0),
-            s(func.sum(_att.c.reasoning_tokens), 0),
-            s(func.sum(_att.c.characters), 0),
-        )
-        .select_from(_att.join(REQUEST_TABLE, _att.c.request_id == _req.c.id))
-        .where(_att.c.job_id == job_id, _att.c.total_tokens.is_not(None) | _att.c.characters.is_not(None))
-        .group_by(_req.c.model)
-    )
-    rows = session.connection().execute(query)
-    return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6])) for r in rows]
 
 
 def job_models(session: Session, job_id: int) -> list[str]:
