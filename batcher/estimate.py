@@ -1,11 +1,13 @@
 """Estimate: the tokens and cost of an input file before any call is made.
 
-Streams the file with the reader; per line, the prompt is batcher's own token estimate
-(``workers.tokens.estimate_prompt_tokens``) and the output is the line's ``max_completion_tokens``
-or ``max_tokens`` times ``n`` (an upper bound: answers often stop sooner), else a stated typical
-output. Speech is counted in input characters. Each line is priced as one call (a relay's quota is
-rounded up per call), so the total is what the lines cost if each is called exactly once: retries
-and duplicate calls come on top, and ``batcher usage`` reports them afterwards.
+Streams the file with the reader; per line, the expected usage is the line's endpoint family's
+(``workers.endpoints``: the same numbers the budget and the rate limiter use): the prompt is
+batcher's own token estimate and the output the line's ``max_completion_tokens`` or
+``max_tokens`` times ``n`` (``best_of`` for completions; an upper bound: answers often stop
+sooner), else a stated typical output. Speech is counted in input characters. Each line is
+priced as one call (a relay's quota is rounded up per call), so the total is what the lines
+cost if each is called exactly once: retries and duplicate calls come on top, and ``batcher
+usage`` reports them afterwards.
 
 ``estimate_lines`` is the pure core over parsed lines; ``estimate_file`` feeds it from a file.
 """
@@ -13,7 +15,7 @@ and duplicate calls come on top, and ``batcher usage`` reports them afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,9 +25,10 @@ from jobs.endpoints import Endpoint
 from jobs.errors import Problem
 from jobs.records import Usage
 from workers.cost import cost_of_attempt
+from workers.endpoints import family_of
 from workers.prices import PriceBook
 
-PromptCounter = Callable[[str, Mapping[str, Any]], int]
+PromptCounter = Callable[[Endpoint, Mapping[str, Any]], int]
 
 
 class Line(Protocol):
@@ -76,26 +79,18 @@ class Estimate:
 
 
 def output_tokens(endpoint: Endpoint, body: Mapping[str, Any], typical_output: int | None) -> int | None:
-    """Tokens a line may produce: max tokens × n, else the typical output × n, else None."""
-    if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
-        return 0
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    n = body.get("n")
-    n = n if isinstance(n, int) and n > 0 else 1
-    if isinstance(limit, int) and limit > 0:
-        return int(limit) * n
-    return None if typical_output is None else typical_output * n
+    """Tokens a line may produce: max tokens × choices, else the typical output × choices, else None."""
+    return family_of(endpoint).completion_tokens(body, default=typical_output)
 
 
 def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCounter) -> tuple[Usage, bool]:
     """The usage one line is expected to have, and whether it set its own output limit."""
-    if line.endpoint == Endpoint.SPEECH:
-        text = line.body.get("input")
-        return Usage(characters=len(text) if isinstance(text, str) else 0), True
-    out = output_tokens(line.endpoint, line.body, typical_output)
-    has_max = output_tokens(line.endpoint, line.body, None) is not None
-    prompt = count_prompt(line.endpoint.value, line.body)
-    return Usage(prompt_tokens=prompt, completion_tokens=out or 0), has_max
+    family = family_of(line.endpoint)
+    usage = family.expected_usage(line.body, default=typical_output)
+    has_max = family.completion_tokens(line.body, default=None) is not None
+    if usage.characters or family.binary_answer:
+        return usage, has_max
+    return replace(usage, prompt_tokens=count_prompt(line.endpoint, line.body)), has_max
 
 
 def estimate_lines(

@@ -32,9 +32,11 @@ import orjson
 from batcher.outfile import text_output
 from jobs import store as q
 from jobs.db import Store
+from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
 from jobs.models import Request, RequestState
 from jobs.store import AudioFiles
+from workers.endpoints import family_of
 
 CSV_COLUMNS = (
     "custom_id",
@@ -222,20 +224,11 @@ def csv_row(line: Request) -> list[Any]:
 def _summary(line: Request) -> tuple[str, int | str]:
     if line.state != RequestState.SUCCEEDED or not line.response_body:
         return "", ""
-    body = orjson.loads(line.response_body)
-    data = body.get("data")
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "embedding" in data[0]:
-        return "", len(data[0]["embedding"])
-    return _first_choice_text(body), ""
-
-
-def _first_choice_text(body: dict[str, Any]) -> str:
-    choices = body.get("choices") or [{}]
-    first = choices[0] if isinstance(choices[0], dict) else {}
-    message = first.get("message")
-    if isinstance(message, dict):
-        return str(message.get("content") or "")
-    return str(first.get("text") or "")
+    family, body = family_of(Endpoint(line.endpoint)), orjson.loads(line.response_body)
+    vectors = family.vectors(body)
+    if vectors:
+        return "", len(vectors[0])
+    return family.answer_text(body) or "", ""
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -149,7 +149,7 @@ def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
         "endpoint": line.endpoint.value,
         "model": line.model,
         "body": line.body_json.decode(),
-        "est_tokens": reservation_tokens(line.endpoint.value, line.body),
+        "est_tokens": reservation_tokens(line.endpoint, line.body),
         "state": RequestState.PENDING.value,
         "attempts": 0,
         "claims": 0,

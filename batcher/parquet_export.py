@@ -32,8 +32,10 @@ import pyarrow.parquet as pq
 from batcher.outfile import atomic_path
 from jobs import store as q
 from jobs.db import Store
+from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
 from jobs.models import Request, RequestState
+from workers.endpoints import family_of
 
 ROW_GROUP = 10_000
 Vectors = npt.NDArray[np.float32]  # (inputs, dimension)
@@ -67,20 +69,16 @@ def schema(dim: int | None) -> pa.Schema:
 
 def line_vectors(line: Request) -> Vectors | None:
     """The succeeded embedding line's vectors, one row per input; None for any other line."""
-    if line.state != RequestState.SUCCEEDED or not line.response_body or line.endpoint != "/v1/embeddings":
+    if line.state != RequestState.SUCCEEDED or not line.response_body:
         return None
-    data = orjson.loads(line.response_body).get("data") or []
-    vectors = [d["embedding"] for d in data if isinstance(d, dict) and "embedding" in d]
+    vectors = family_of(Endpoint(line.endpoint)).vectors(orjson.loads(line.response_body))
     return np.asarray(vectors, dtype=np.float32) if vectors else None
 
 
 def _text(line: Request) -> str | None:
-    if line.state != RequestState.SUCCEEDED or not line.response_body or line.endpoint == "/v1/embeddings":
+    if line.state != RequestState.SUCCEEDED or not line.response_body:
         return None
-    choices = orjson.loads(line.response_body).get("choices") or []
-    first = choices[0] if choices and isinstance(choices[0], dict) else {}
-    message = first.get("message")
-    return str(message.get("content") or "") if isinstance(message, dict) else first.get("text")
+    return family_of(Endpoint(line.endpoint)).answer_text(orjson.loads(line.response_body))
 
 
 class _Batch:

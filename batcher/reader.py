@@ -29,12 +29,12 @@ import orjson
 
 from jobs.endpoints import ENDPOINT_LIST, Endpoint
 from jobs.errors import Problem
+from workers.endpoints import BodyError, by_path, family_of
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _SKIP_CHUNK = 1024 * 1024
 _NAN = re.compile(r"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
-_ENDPOINTS = {e.value: e for e in Endpoint}
 # 2**64 has 20 digits: a shorter integer always fits. The regex is only a cheap first look.
 _LONG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
 INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson (and most JSON stacks upstream) keep exact
@@ -254,8 +254,9 @@ def _check_method(data: dict[str, Any]) -> None:
 def _endpoint(url: Any) -> Endpoint:
     if not isinstance(url, str):
         raise LineError(f'"url" must be one of {ENDPOINT_LIST} (got {_type(url)})')
-    if url in _ENDPOINTS:
-        return _ENDPOINTS[url]
+    family = by_path(url)
+    if family is not None:
+        return family.endpoint
     where = "the host comes from OPENAI_BASE_URL, never from the file"
     if "://" in url or url.startswith("//"):
         raise LineError(f'"url" must be a path, one of {ENDPOINT_LIST} (got "{_short(url)}"); {where}')
@@ -284,68 +285,7 @@ def _model(body: dict[str, Any], default: str | None) -> str:
 def _check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
     if body.get("stream") is True:
         raise LineError('"stream": true is not supported in a batch; remove "stream" or set it to false')
-    {
-        Endpoint.CHAT: _check_chat,
-        Endpoint.COMPLETIONS: _check_completions,
-        Endpoint.EMBEDDINGS: _check_embeddings,
-        Endpoint.SPEECH: _check_speech,
-    }[endpoint](body)
-
-
-def _check_chat(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise LineError('chat needs "messages", a non-empty list of {"role", "content"} objects')
-    for i, message in enumerate(messages):
-        _check_message(i, message)
-
-
-def _check_message(i: int, message: Any) -> None:
-    if not isinstance(message, dict):
-        raise LineError(f'messages[{i}] must be an object with "role" and "content" (got {_type(message)})')
-    if not isinstance(message.get("role"), str):
-        raise LineError(f'messages[{i}] needs a string "role" (system, user, assistant, tool)')
-    if "content" not in message:
-        raise LineError(f'messages[{i}] needs "content" (a string or a list of parts)')
-    content = message["content"]
-    if content is None and not message.get("tool_calls"):
-        raise LineError(f'messages[{i}] has "content": null without "tool_calls"; give it text')
-    if content is not None and not isinstance(content, str | list):
-        raise LineError(f'messages[{i}]."content" must be a string or a list of parts (got {_type(content)})')
-
-
-def _is_tokens(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
-    )
-
-
-def _is_prompt(value: Any) -> bool:
-    if isinstance(value, str):
-        return True
-    if not isinstance(value, list) or not value:
-        return False
-    return _is_tokens(value) or all(isinstance(x, str) or _is_tokens(x) for x in value)
-
-
-def _check_completions(body: dict[str, Any]) -> None:
-    if not _is_prompt(body.get("prompt")):
-        raise LineError('completions need "prompt": a string, a list of strings, or token lists')
-
-
-def _check_embeddings(body: dict[str, Any]) -> None:
-    value = body.get("input")
-    if value == "" or not _is_prompt(value):
-        raise LineError(
-            'embeddings need "input": a non-empty string or a non-empty list of strings or tokens'
-        )
-
-
-def _check_speech(body: dict[str, Any]) -> None:
-    text = body.get("input")
-    if not isinstance(text, str) or not text.strip():
-        raise LineError('speech needs "input": the non-empty text to speak')
-    if not isinstance(body.get("voice"), str | dict):
-        raise LineError('speech needs "voice", e.g. "alloy"')
+    try:
+        family_of(endpoint).check(body)
+    except BodyError as exc:
+        raise LineError(str(exc)) from None

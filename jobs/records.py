@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from jobs.endpoints import Endpoint
+
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
@@ -18,7 +20,7 @@ class WorkItem:
     request_id: int
     job_id: int
     custom_id: str
-    endpoint: str
+    endpoint: Endpoint
     model: str
     body: str
     attempts: int

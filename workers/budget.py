@@ -1,8 +1,7 @@
 """A job's spending cap: the job pauses (not fails) before a call would take spend past it.
 
-Before each call the executor asks ``try_reserve`` with the call's estimated cost (the same
-estimate as the TPM reservation: prompt estimate + ``max_tokens`` × n, or input characters for
-speech). The call may go when
+Before each call the executor asks ``try_reserve`` with the call's estimated cost (its family's
+``expected_usage``: the same estimate as the TPM reservation and ``batcher estimate``). The call may go when
 
     recorded spend + this executor's spend since the last refresh + reserved in flight + estimate
     <= budget
@@ -23,13 +22,14 @@ from typing import Any
 
 from jobs import store as q
 from jobs.db import Store
+from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.options import JobOptions
 from jobs.records import Usage
 from jobs.store import ModelUsage
 from workers.cost import QUOTA_PER_USD, cost_of_attempt
+from workers.endpoints import family_of
 from workers.prices import PriceBook, RelayPrice, load_prices
-from workers.tokens import estimate_prompt_tokens, expected_completion_tokens
 
 
 def spend_of(rows: Sequence[ModelUsage], book: PriceBook, group_ratio: Decimal) -> Decimal:
@@ -70,14 +70,10 @@ class Budget:
         with self._lock:
             self.recorded, self.local = recorded, self.local - local_before
 
-    def estimate(self, endpoint: str, model: str, requests: Sequence[dict[str, Any]]) -> Decimal:
+    def estimate(self, endpoint: Endpoint, model: str, requests: Sequence[dict[str, Any]]) -> Decimal:
         """The expected cost of one call carrying these request bodies."""
-        prompt = sum(estimate_prompt_tokens(endpoint, r) for r in requests)
-        completion = sum(expected_completion_tokens(endpoint, r) for r in requests)
-        if endpoint == "/v1/audio/speech":
-            usage = Usage(characters=prompt)
-        else:
-            usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
+        family = family_of(endpoint)
+        usage = sum((family.expected_usage(r) for r in requests), Usage())
         return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
 
     def try_reserve(self, amount: Decimal) -> bool:

@@ -100,6 +100,9 @@ def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
     return AiohttpTransport(limits=limits, trust_env=False)
 
 
+JSON = "application/json"
+
+
 class ApiClient:
     """One provider's async client; ``call`` posts a body to an endpoint and returns the raw answer.
 
@@ -114,17 +117,21 @@ class ApiClient:
         self.config = config
         self._transport = transport or _fast_transport(config)
         self._urls = {e: httpx.URL(f"{config.base_url}/{e.relative_path}") for e in Endpoint}
-        headers = {"Content-Type": "application/json", "Accept": "application/json, */*"}
+        headers = {"Content-Type": JSON, "Accept": "application/json, */*"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = httpx.Headers(headers)
         timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
         self._extensions = {"timeout": timeout.as_dict()}
 
-    async def call(self, endpoint: Endpoint, body: bytes) -> RawResponse:
+    async def call(self, endpoint: Endpoint, body: bytes, *, content_type: str = JSON) -> RawResponse:
         """POST the body; httpx exceptions (timeouts, connection errors) propagate to the caller."""
+        headers = self._headers
+        if content_type != JSON:  # a multipart upload names its boundary
+            headers = httpx.Headers(self._headers)
+            headers["Content-Type"] = content_type
         request = httpx.Request(
-            "POST", self._urls[endpoint], headers=self._headers, content=body, extensions=self._extensions
+            "POST", self._urls[endpoint], headers=headers, content=body, extensions=self._extensions
         )
         response = await self._transport.handle_async_request(request)
         try:

@@ -36,6 +36,7 @@ from workers.audio_check import classify_speech
 from workers.blame import blames_the_call
 from workers.budget import Budget
 from workers.client import ApiClient, RawResponse
+from workers.endpoints import family_of
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Answered, Call
 from workers.pacing import Pacing
@@ -43,7 +44,6 @@ from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
-from workers.responses import speech_format
 from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
 from workers.units import Unit, units_from
 
@@ -206,7 +206,7 @@ class Executor:
         """The cost reserved for the unit's call, or None when it would pass the budget (paused)."""
         if self.budget is None:
             return Decimal(0)
-        amount = self.budget.estimate(unit.endpoint.value, unit.model, unit.requests)
+        amount = self.budget.estimate(unit.endpoint, unit.model, unit.requests)
         if self.budget.try_reserve(amount):
             return amount
         if not self.stats.halted:
@@ -247,7 +247,10 @@ class Executor:
     async def _send(self, unit: Unit, content: bytes) -> Call:
         started_at, start = utcnow(), time.monotonic()
         try:
-            response = await self.client.call(unit.endpoint, content)
+            request = family_of(unit.endpoint).request(content)
+            response = await self.client.call(
+                unit.endpoint, request.content, content_type=request.content_type
+            )
         except httpx.TransportError as exc:
             return Call(classify_exception(exc), None, started_at, _ms_since(start))
         cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
@@ -257,8 +260,10 @@ class Executor:
 
     def _classify(self, unit: Unit, response: RawResponse) -> Classification:
         status, headers, body, now = response.status, response.headers, response.content, time.time()
-        if outcomes.is_speech(unit):
-            return classify_speech(status, headers, body, fmt=speech_format(unit.requests[0]), now=now)
+        if outcomes.is_file_answer(unit):
+            return classify_speech(
+                status, headers, body, fmt=family_of(unit.endpoint).file_format(unit.requests[0]), now=now
+            )
         return classify_response(status, headers, body, now=now)
 
     async def _parse(self, unit: Unit, call: Call) -> Answered:
@@ -283,12 +288,12 @@ class Executor:
         """Tokens to settle the limiter with; None when the call was not answered."""
         if answered.results is None:
             return None
-        if outcomes.is_speech(unit):
+        if outcomes.is_file_answer(unit):
             return unit.est_tokens
         return sum((r.usage.total_tokens if r.usage else 0) for r in answered.results)
 
     async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
-        if not outcomes.is_speech(unit):
+        if not outcomes.is_file_answer(unit):
             return outcomes.json_results(unit, call, self._clean)
         item, request = unit.items[0], unit.requests[0]
         path = outcomes.audio_path(self.config.results_dir, item, request)

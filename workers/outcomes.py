@@ -16,16 +16,16 @@ from typing import Any
 
 import orjson
 
-from jobs.endpoints import Endpoint
 from jobs.models import RequestState
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from workers.client import RawResponse
+from workers.endpoints import family_of
 from workers.packing import attribute_usage, split_answer, with_usage
-from workers.responses import parse_json_answer, request_id_of, speech_format, speech_usage
 from workers.retry import Classification, Verdict
 from workers.units import Unit
 
 MAX_ERROR_BODY = 20_000
+REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "request-id")
 Clean = Callable[[str], str]
 
 
@@ -42,7 +42,9 @@ class Call:
     @property
     def request_id(self) -> str | None:
         """The upstream request id, if the call got an answer."""
-        return request_id_of(self.response.headers) if self.response is not None else None
+        if self.response is None:
+            return None
+        return next((v for name in REQUEST_ID_HEADERS if (v := self.response.headers.get(name))), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
     """Results of an OK JSON answer; a packed answer is split per line (ValueError if it cannot be)."""
     response = call.response
     assert response is not None
-    parsed = parse_json_answer(unit.endpoint, unit.requests[0], response.content, response.headers)
+    parsed = family_of(unit.endpoint).parse(unit.requests[0], response.content)
     if not unit.packed:
         return [success(unit.items[0], call, parsed.body_json, parsed.usage, clean)]
     answer = orjson.loads(parsed.body_json)
@@ -127,8 +129,9 @@ def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
 def speech_result(
     item: WorkItem, request: dict[str, Any], call: Call, path: Path, clean: Clean
 ) -> LineResult:
-    """A succeeded speech line whose audio was saved at ``path``."""
+    """A succeeded line whose answer (a speech line's audio) was saved at ``path``."""
     assert call.response is not None
+    family = family_of(item.endpoint)
     return LineResult(
         request_id=item.request_id,
         job_id=item.job_id,
@@ -136,9 +139,9 @@ def speech_result(
         status_code=call.response.status,
         audio_path=str(path),
         audio_bytes=len(call.response.content),
-        audio_format=speech_format(request),
+        audio_format=family.file_format(request),
         upstream_request_id=_request_id(call, clean),
-        usage=speech_usage(request),
+        usage=family.file_usage(request),
         latency_ms=call.duration_ms,
     )
 
@@ -181,12 +184,16 @@ def _error_body(response: RawResponse | None, clean: Clean) -> str | None:
 
 def audio_path(results_dir: Path, item: WorkItem, request: dict[str, Any]) -> Path:
     """Where a speech line's audio goes: one folder per job, one file per line id."""
-    return results_dir / f"job-{item.job_id}" / f"{item.request_id}.{speech_format(request)}"
+    return (
+        results_dir
+        / f"job-{item.job_id}"
+        / f"{item.request_id}.{family_of(item.endpoint).file_format(request)}"
+    )
 
 
-def is_speech(unit: Unit) -> bool:
-    """Speech answers are audio bytes, saved to files."""
-    return unit.endpoint == Endpoint.SPEECH
+def is_file_answer(unit: Unit) -> bool:
+    """Answers that are files (speech audio), saved beside the store instead of in it."""
+    return family_of(unit.endpoint).binary_answer
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from jobs.options import JobOptions
 from jobs.records import Usage
-from workers.responses import reported_usage
+from workers.endpoints.base import reported_usage
 
 
 @dataclass(frozen=True, slots=True)

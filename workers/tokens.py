@@ -1,4 +1,4 @@
-"""Token estimates before a call, for the TPM limiter and cost estimates.
+"""Token estimates before a call, for the TPM limiter, the budget and ``batcher estimate``.
 
 No tokenizer is downloaded: tiktoken fetches its encodings from the network on first use, which
 batcher must never do. The documented estimate instead: ASCII text counts one token per four
@@ -6,17 +6,25 @@ characters (rounded up), and every other character one token. English BPE averag
 characters a token; CJK text is about one token a character; other scripts and emoji are
 overestimated. Overestimating is the safe side for a rate limiter, and the reservation is
 reconciled with the real usage after each call anyway.
+
+This module owns the counting rule; what a request of each endpoint counts (messages, a prompt,
+an input, characters for speech; ``max_tokens`` × ``n`` or ``best_of``) is its family's
+(``workers.endpoints``). The three per-endpoint functions below ask the family, so the limiter,
+the budget and the estimate all count one way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-MESSAGE_OVERHEAD = 4  # role and separators of each chat message
-REPLY_PRIMING = 3  # the tokens that start the assistant's reply
+from jobs.endpoints import Endpoint
+
+if TYPE_CHECKING:
+    from workers.endpoints.base import Family
+
 IMAGE_TOKENS = 765  # a high-detail 512×512 tile set, as OpenAI counts an image
-DEFAULT_COMPLETION = 256
+DEFAULT_COMPLETION = 256  # completion tokens a line that sets no limit is expected to use
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -29,26 +37,7 @@ def estimate_text_tokens(text: str) -> int:
     return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
 
 
-def _content_tokens(content: Any) -> int:
-    if isinstance(content, str):
-        return estimate_text_tokens(content)
-    if isinstance(content, list):
-        return sum(_part_tokens(part) for part in content)
-    return 0
-
-
-def _part_tokens(part: Any) -> int:
-    if isinstance(part, str):
-        return estimate_text_tokens(part)
-    if not isinstance(part, dict):
-        return 0
-    if part.get("type") in ("image_url", "image", "input_image"):
-        return IMAGE_TOKENS
-    text = part.get("text")
-    return estimate_text_tokens(text) if isinstance(text, str) else 0
-
-
-def _prompt_like(value: Any) -> int:
+def prompt_like_tokens(value: Any) -> int:
     """A prompt or embedding input: a string, strings, a token list, or token lists."""
     if isinstance(value, str):
         return estimate_text_tokens(value)
@@ -56,51 +45,46 @@ def _prompt_like(value: Any) -> int:
         return 0
     if all(isinstance(x, int) for x in value):
         return len(value)
-    return sum(_prompt_like(x) for x in value)
+    return sum(prompt_like_tokens(x) for x in value)
 
 
-def _chat_tokens(body: Mapping[str, Any]) -> int:
-    messages = body.get("messages") or []
-    total = REPLY_PRIMING
-    for message in messages:
-        if isinstance(message, dict):
-            total += MESSAGE_OVERHEAD + _content_tokens(message.get("content"))
-    return total
+def is_tokens(value: Any) -> bool:
+    """A non-empty list of token ids (ints, never bools)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+    )
 
 
-def estimate_prompt_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
+def is_prompt(value: Any) -> bool:
+    """A string, or a non-empty list of strings or token lists (or one token list)."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return is_tokens(value) or all(isinstance(x, str) or is_tokens(x) for x in value)
+
+
+def _family(endpoint: Endpoint) -> Family:
+    # Imported here: the families count with this module's rule, so they import it first.
+    from workers.endpoints.registry import family_of
+
+    return family_of(endpoint)
+
+
+def estimate_prompt_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
     """Prompt tokens of a request (characters of the input for speech, which is billed so)."""
-    if endpoint == "/v1/chat/completions":
-        return _chat_tokens(body)
-    if endpoint == "/v1/completions":
-        return _prompt_like(body.get("prompt"))
-    if endpoint == "/v1/embeddings":
-        return _prompt_like(body.get("input"))
-    if endpoint == "/v1/audio/speech":
-        text = body.get("input")
-        return len(text) if isinstance(text, str) else 0
-    return 0
-
-
-def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return _family(endpoint).prompt_tokens(body)
 
 
 def expected_completion_tokens(
-    endpoint: str, body: Mapping[str, Any], *, default: int = DEFAULT_COMPLETION
+    endpoint: Endpoint, body: Mapping[str, Any], *, default: int = DEFAULT_COMPLETION
 ) -> int:
     """The completion tokens to expect: ``max_completion_tokens``/``max_tokens`` × choices."""
-    if endpoint not in ("/v1/chat/completions", "/v1/completions"):
-        return 0
-    limit = (
-        _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens")) or default
-    )
-    choices = _positive_int(body.get("n")) or 1
-    if endpoint == "/v1/completions":
-        choices = max(choices, _positive_int(body.get("best_of")) or 1)
-    return limit * choices
+    return _family(endpoint).completion_tokens(body, default=default) or 0
 
 
-def reservation_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
+def reservation_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
     """What a TPM limiter reserves before the call: prompt estimate + expected completion."""
-    return estimate_prompt_tokens(endpoint, body) + expected_completion_tokens(endpoint, body)
+    return _family(endpoint).reservation_tokens(body)

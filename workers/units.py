@@ -17,6 +17,7 @@ import orjson
 
 from jobs.endpoints import Endpoint
 from jobs.records import WorkItem
+from workers.endpoints import family_of
 from workers.packing import PackLimits, inputs_of, merge_bodies, pack_key
 
 
@@ -45,7 +46,7 @@ class Unit:
     @property
     def endpoint(self) -> Endpoint:
         """The endpoint every line of the unit calls."""
-        return Endpoint(self.items[0].endpoint)
+        return self.items[0].endpoint
 
     @property
     def model(self) -> str:
@@ -114,7 +115,7 @@ async def units_from(
                 break
             if isinstance(item, Exception):
                 raise item
-            if pack is None or item.endpoint != Endpoint.EMBEDDINGS.value:
+            if pack is None or not family_of(item.endpoint).packable:
                 yield Unit.single(item)
                 continue
             for full in _add(open_packs, item, pack):

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from jobs.endpoints import Endpoint
 from jobs.models import (
     JobStatus,
     RequestState,
@@ -75,11 +76,16 @@ def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: f
         .returning(*(_req.c[name] for name in _WORK_COLUMNS))
     )
     rows = session.connection().execute(stmt)
-    items = [WorkItem(*row) for row in rows]
+    items = [_work_item(row) for row in rows]
     return sorted(items, key=lambda item: item.request_id)
 
 
 _WORK_COLUMNS = ("id", "job_id", "custom_id", "endpoint", "model", "body", "attempts", "est_tokens")
+
+
+def _work_item(row: Any) -> WorkItem:
+    rid, job_id, custom_id, endpoint, model, body, attempts, est_tokens = row
+    return WorkItem(rid, job_id, custom_id, Endpoint(endpoint), model, body, attempts, est_tokens)
 
 
 def _update_owned(session: Session, request_ids: Iterable[int], owner: str, values: dict[str, Any]) -> int:

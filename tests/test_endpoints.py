@@ -1,0 +1,191 @@
+"""Endpoint families: the registry, one estimate everywhere, answers parsed, and a family added by a test.
+
+The last test follows the README recipe "Adding an endpoint family": a family of its own,
+registered from the test, is what the reader, the estimate, the limiter's reservation and the
+exports use, without a change to any of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+
+from batcher.estimate import line_usage, output_tokens
+from batcher.export import csv_row
+from batcher.reader import LineError, ReadOptions, parse_line
+from jobs.endpoints import Endpoint
+from jobs.models import Request
+from jobs.records import Usage
+from workers.budget import Budget
+from workers.endpoints import BodyError, Family, ParsedAnswer, by_path, families, family_of, override
+from workers.prices import ListPrice, PriceBook
+from workers.tokens import estimate_prompt_tokens, expected_completion_tokens, reservation_tokens
+
+
+def test_every_endpoint_has_a_family_found_by_its_path() -> None:
+    assert [f.endpoint for f in families()] == list(Endpoint)
+    for endpoint in Endpoint:
+        assert by_path(endpoint.value) is family_of(endpoint)
+    assert by_path("/v1/chat") is None
+    assert by_path("https://evil.example/v1/chat/completions") is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "completion"),
+    [
+        (Endpoint.CHAT, {"max_tokens": 100, "n": 3}, 300),
+        (Endpoint.COMPLETIONS, {"max_tokens": 10, "n": 2, "best_of": 5}, 50),  # best_of are all billed
+        (Endpoint.COMPLETIONS, {"max_tokens": 10, "best_of": 3}, 30),
+        (Endpoint.CHAT, {"max_tokens": 10, "n": True}, 10),  # a boolean is not a count
+        (Endpoint.EMBEDDINGS, {"input": "x", "max_tokens": 10}, 0),
+    ],
+)
+def test_estimate_budget_and_limiter_count_one_way(
+    endpoint: Endpoint, body: dict[str, Any], completion: int
+) -> None:
+    """Regression: `batcher estimate` ignored best_of and took True for a count."""
+    assert output_tokens(endpoint, body, None) == completion
+    assert expected_completion_tokens(endpoint, body) == completion
+    assert family_of(endpoint).expected_usage(body).completion_tokens == completion
+
+
+def test_a_boolean_limit_is_no_limit_for_the_estimate() -> None:
+    """Regression: `max_tokens: true` was estimated as 1 token of output."""
+    assert output_tokens(Endpoint.CHAT, {"max_tokens": True}, None) is None
+    assert output_tokens(Endpoint.CHAT, {"max_tokens": True}, 200) == 200
+
+
+def _json(answer: dict[str, Any]) -> bytes:
+    return orjson.dumps(answer)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "request_body", "answer", "usage"),
+    [
+        (
+            Endpoint.CHAT,
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {
+                "choices": [{"message": {"content": "ok"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+            },
+            Usage(5, 2, 7),
+        ),
+        (  # no usage: estimated from the request and the answer's text, and flagged
+            Endpoint.CHAT,
+            {"messages": [{"role": "user", "content": "abcd"}]},
+            {"choices": [{"message": {"content": "abcdefgh"}}]},
+            Usage(3 + 4 + 1, 2, 3 + 4 + 1 + 2, estimated=True),
+        ),
+        (  # zero usage is missing usage
+            Endpoint.COMPLETIONS,
+            {"prompt": "abcd"},
+            {"choices": [{"text": "abcd"}], "usage": {"prompt_tokens": 0, "completion_tokens": 0}},
+            Usage(1, 1, 2, estimated=True),
+        ),
+        (
+            Endpoint.EMBEDDINGS,
+            {"input": "abcdefgh"},
+            {"data": [{"embedding": [0.5]}]},
+            Usage(2, 0, 2, estimated=True),
+        ),
+    ],
+)
+def test_parse_gives_body_and_usage(
+    endpoint: Endpoint, request_body: dict[str, Any], answer: dict[str, Any], usage: Usage
+) -> None:
+    parsed = family_of(endpoint).parse(request_body, _json(answer))
+    assert parsed.usage == usage
+    assert orjson.loads(parsed.body_json)["choices" if "choices" in answer else "data"]
+
+
+def test_base64_embeddings_are_stored_as_floats() -> None:
+    raw = base64.b64encode(struct.pack("<2f", 0.5, -1.0)).decode()
+    answer = {"data": [{"embedding": raw}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    parsed = family_of(Endpoint.EMBEDDINGS).parse({"input": "x"}, _json(answer))
+    assert orjson.loads(parsed.body_json)["data"][0]["embedding"] == [0.5, -1.0]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "answer", "text", "vectors"),
+    [
+        (Endpoint.CHAT, {"choices": [{"message": {"content": "hi"}}, {"message": {"content": "x"}}]}, "hi", []),
+        (Endpoint.COMPLETIONS, {"choices": [{"text": "done"}]}, "done", []),
+        (Endpoint.EMBEDDINGS, {"data": [{"embedding": [1.0, 2.0]}, {"embedding": [3.0, 4.0]}]}, None,
+         [[1.0, 2.0], [3.0, 4.0]]),
+    ],
+)  # fmt: skip
+def test_what_exports_show(
+    endpoint: Endpoint, answer: dict[str, Any], text: str | None, vectors: list[Any]
+) -> None:
+    family = family_of(endpoint)
+    assert (family.answer_text(answer), family.vectors(answer)) == (text, vectors)
+
+
+def test_speech_answers_are_files_billed_per_character() -> None:
+    speech = family_of(Endpoint.SPEECH)
+    request = {"input": "你好, world", "voice": "alloy", "response_format": "wav"}
+    assert speech.binary_answer
+    assert (speech.file_format(request), speech.file_format({"input": "x"})) == ("wav", "mp3")
+    assert speech.file_usage(request) == Usage(characters=9)
+    assert speech.expected_usage(request) == Usage(characters=9)
+    with pytest.raises(NotImplementedError):
+        family_of(Endpoint.CHAT).file_format(request)
+
+
+# --- the recipe: a family of a test's own -----------------------------------------------------
+
+
+class Shout(Family):
+    """A test-only family: ``{"say": TEXT}`` in, ``{"echo": TEXT}`` out, ten tokens a word."""
+
+    endpoint: ClassVar[Endpoint] = Endpoint.COMPLETIONS  # the path it answers for, in this test
+    name: ClassVar[str] = "shout"
+
+    def check(self, body: Any) -> None:
+        if not isinstance(body.get("say"), str):
+            raise BodyError('shout needs "say", the text to shout')
+
+    def prompt_tokens(self, body: Any) -> int:
+        return 10 * len(str(body.get("say", "")).split())
+
+    def completion_tokens(self, body: Any, *, default: int | None = 256) -> int | None:
+        return 1
+
+    def parse(self, request: Any, content: bytes) -> ParsedAnswer:
+        answer = orjson.loads(content)
+        return ParsedAnswer(orjson.dumps(answer).decode(), Usage(3, 1, 4))
+
+    def answer_text(self, answer: Any) -> str | None:
+        return str(answer.get("echo", "")).upper()
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    return orjson.dumps({"custom_id": "a", "url": "/v1/completions", "body": {"model": "m"} | body})
+
+
+def test_a_family_registered_by_a_test_is_what_every_stage_uses() -> None:
+    with override(Shout()):
+        with pytest.raises(LineError, match='shout needs "say"'):
+            parse_line(_line({"prompt": "a valid completions body"}), 1, ReadOptions())
+        line = parse_line(_line({"say": "two words"}), 1, ReadOptions())
+        assert line.endpoint is Endpoint.COMPLETIONS
+        assert estimate_prompt_tokens(line.endpoint, line.body) == 20
+        assert reservation_tokens(line.endpoint, line.body) == 21
+        usage, has_max = line_usage(line, None, estimate_prompt_tokens)
+        assert (usage, has_max) == (Usage(prompt_tokens=20, completion_tokens=1), True)
+        book = PriceBook(prices={"m": ListPrice(input=Decimal(1), output=Decimal(1))})
+        budget = Budget(Decimal(1), book, group=None, recorded=list)
+        assert budget.estimate(line.endpoint, "m", [line.body]) == Decimal(21) / Decimal(1_000_000)
+        parsed = family_of(line.endpoint).parse(line.body, b'{"echo": "two words"}')
+        row = Request(
+            job_id=1, custom_id="a", line_no=1, endpoint=line.endpoint.value, model="m", body="{}",
+            state="succeeded", response_body=parsed.body_json,
+        )  # fmt: skip
+        assert csv_row(row)[5] == "TWO WORDS"
+    assert family_of(Endpoint.COMPLETIONS).name == "completions"  # the real one is back

@@ -1,0 +1,176 @@
+"""What an endpoint family is: the one place that knows one kind of API call.
+
+A family declares its path (an ``Endpoint``), how a line's body is validated, how its tokens (or
+characters) are estimated before the call, how the request is built, how an OK answer becomes the
+body and usage the store keeps, and what the exports show of it. The reader, the estimator, the
+budget, the executor and the exporters ask the family (``workers.endpoints.family_of``) and never
+compare endpoint paths themselves.
+
+The defaults here fit a JSON API billed in tokens; a family overrides what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from jobs.endpoints import Endpoint
+from jobs.records import Usage
+from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
+
+JSON = "application/json"
+
+Body = Mapping[str, Any]
+
+
+class BodyError(ValueError):
+    """Raised when a request body does not fit its endpoint; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAnswer:
+    """An OK answer, ready to store: the body as JSON text and what the call used."""
+
+    body_json: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContent:
+    """The bytes a call sends and their content type."""
+
+    content: bytes
+    content_type: str = JSON
+
+
+class Family:
+    """One endpoint family; see the module docstring. Subclasses set ``endpoint`` and ``name``."""
+
+    endpoint: ClassVar[Endpoint]
+    name: ClassVar[str]  # short: queue names, tables, messages
+    binary_answer: ClassVar[bool] = False  # the answer is a file (audio), not JSON
+    packable: ClassVar[bool] = False  # several lines may share one call (``workers.packing``)
+
+    # --- a line ---------------------------------------------------------------------------------
+
+    def check(self, body: Body) -> None:
+        """Raise ``BodyError`` when the body is not a request this endpoint takes."""
+
+    # --- before the call --------------------------------------------------------------------------
+
+    def prompt_tokens(self, body: Body) -> int:
+        """The estimated prompt tokens of a request (``workers.tokens``' rule)."""
+        return 0
+
+    def completion_tokens(self, body: Body, *, default: int | None = DEFAULT_COMPLETION) -> int | None:
+        """The completion tokens to expect; None when the body sets no limit and ``default`` is None."""
+        return 0
+
+    def expected_usage(self, body: Body, *, default: int | None = DEFAULT_COMPLETION) -> Usage:
+        """What one call of this body is expected to use: what the budget and the estimate price."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens(body),
+            completion_tokens=self.completion_tokens(body, default=default) or 0,
+        )
+
+    def reservation_tokens(self, body: Body) -> int:
+        """What a TPM limiter reserves before the call: prompt estimate + expected completion."""
+        return self.prompt_tokens(body) + (self.completion_tokens(body) or 0)
+
+    def request(self, content: bytes) -> RequestContent:
+        """The request to send for a body (JSON by default; a file upload would be multipart)."""
+        return RequestContent(content)
+
+    # --- the answer -------------------------------------------------------------------------------
+
+    def parse(self, request: Body, content: bytes) -> ParsedAnswer:
+        """An OK JSON answer as the store keeps it; the usage is estimated when the answer has none."""
+        body = orjson.loads(content)
+        usage = answered_usage(body) or self.estimated_usage(request, body)
+        return ParsedAnswer(orjson.dumps(body).decode(), usage)
+
+    def file_format(self, request: Body) -> str:
+        """The file extension of an answer that is a file (``binary_answer`` families)."""
+        raise NotImplementedError(f"{self.name} answers are JSON, not files")
+
+    def file_usage(self, request: Body) -> Usage:
+        """What a call whose answer is a file used (``binary_answer`` families)."""
+        raise NotImplementedError(f"{self.name} answers are JSON, not files")
+
+    def estimated_usage(self, request: Body, answer: Body) -> Usage:
+        """The usage of an answer that reported none: the prompt estimate and the answer's text."""
+        prompt = self.prompt_tokens(request)
+        completion = estimate_text_tokens(self.answer_text(answer) or "")
+        return Usage(prompt, completion, prompt + completion, estimated=True)
+
+    # --- exports ----------------------------------------------------------------------------------
+
+    def answer_text(self, answer: Body) -> str | None:
+        """The text an export shows for a stored answer (the first choice's), or None."""
+        return None
+
+    def vectors(self, answer: Body) -> list[list[float]]:
+        """The embedding vectors of a stored answer (none for families that return text)."""
+        return []
+
+
+def reported_usage(answer: Body) -> dict[str, Any] | None:
+    """The answer's ``usage`` when it reports some; None when missing, malformed or all zeros."""
+    usage = answer.get("usage")
+    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        return None
+    counts = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not any(isinstance(n, int) and n > 0 for n in counts):
+        return None
+    return usage
+
+
+def answered_usage(answer: Body) -> Usage | None:
+    """The usage an answer reports, or None when it has none (relays drop it, or send zeros)."""
+    usage = reported_usage(answer)
+    if usage is None:
+        return None
+    prompt = int(usage["prompt_tokens"])
+    completion = int(usage.get("completion_tokens") or 0)
+    return Usage(
+        prompt,
+        completion,
+        int(usage.get("total_tokens") or prompt + completion),
+        cached_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens", "prompt_cache_hit_tokens"),
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _detail(usage: Body, group: str, key: str, flat: str | None = None) -> int:
+    """A nested usage detail (``prompt_tokens_details.cached_tokens``), or a flat alias (DeepSeek)."""
+    details = usage.get(group)
+    value = details.get(key) if isinstance(details, dict) else None
+    if value is None and flat is not None:
+        value = usage.get(flat)
+    return int(value) if isinstance(value, int) else 0
+
+
+def positive_int(value: Any) -> int | None:
+    """A count given in a body: a positive int, never a bool (``True`` is not 1 choice)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def limit_times_choices(body: Body, choices: int, *, default: int | None) -> int | None:
+    """``max_completion_tokens`` / ``max_tokens`` (else ``default``) × the answers asked for."""
+    limit = positive_int(body.get("max_completion_tokens")) or positive_int(body.get("max_tokens")) or default
+    return None if limit is None else limit * choices
+
+
+def type_name(value: Any) -> str:
+    """How a message names a JSON value's type."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def first_choice(answer: Body) -> dict[str, Any]:
+    """The first element of ``choices``, or an empty object."""
+    choices = answer.get("choices") or []
+    return choices[0] if choices and isinstance(choices[0], dict) else {}
