@@ -12,7 +12,6 @@ into this tree at the one boundary that talks to that library.
     │   └── JobNotFound      no job has the given id
     ├── JobStateError        the job is not in a state that allows the operation
     ├── ApiError             the API answered in a way that ends a line or a job
-    │   └── JobStopped       the API refused the whole job (bad key, no quota): stop calling
     ├── BrokerError          the Celery broker cannot be reached
     └── LimiterError         the shared rate limiter cannot be reached (fails closed)
 """
@@ -89,10 +88,6 @@ class ApiError(BatcherError):
         self.status = status
         self.code = code
         super().__init__(message)
-
-
-class JobStopped(ApiError):
-    """Raised when the API refuses the whole job (bad key, no quota): calling on would burn lines."""
 
 
 class BrokerError(BatcherError):

@@ -1,8 +1,9 @@
 """The Celery application: settings that keep the SQL store the source of truth.
 
-``celery -A workers.app worker`` and ``batcher worker`` both load this module; the app is built
-from the environment when the module is imported, because Celery's command line needs a module
-attribute. Each setting, and why:
+``make_app(settings)`` builds an app from settings passed in; nothing is built when the module is
+imported. ``celery -A workers.app worker`` (and Flower, and ``batcher worker``) ask the module for
+its ``app`` attribute: that one, ``default_app()``, is built on first use from this process's
+settings. Each setting, and why:
 
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
   lines are recorded; a worker that dies mid-task gives the message back instead of losing it.
@@ -22,6 +23,9 @@ attribute. Each setting, and why:
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
@@ -78,4 +82,14 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-app = make_app(load_settings())
+@functools.cache
+def default_app() -> Celery:
+    """The app of this process's settings (the environment), built once, on first use."""
+    return make_app(load_settings())
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app` looks the app up as a module attribute: build it when asked.
+    if name == "app":
+        return default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

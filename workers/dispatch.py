@@ -56,11 +56,11 @@ class SweepReport:
 
 
 def celery_publisher(app: Any = None) -> Publish:
-    """Publish ``run_lines`` messages through a Celery app (default: ``workers.app.app``)."""
-    from workers.app import TASK_NAME, queue_name
+    """Publish ``run_lines`` messages through a Celery app (default: ``workers.app.default_app()``)."""
+    from workers.app import TASK_NAME, default_app, queue_name
 
     if app is None:
-        from workers.app import app
+        app = default_app()
 
     def publish(job_id: int, ids: list[int], endpoint: str, priority: int) -> None:
         app.send_task(

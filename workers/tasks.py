@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import shared_task
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 from jobs.db import Store, open_store
 from jobs.settings import Settings, load_settings
-from workers.app import TASK_NAME, app
+from workers.app import TASK_NAME
 from workers.chunk import run_chunk
 from workers.client import NO_KEY_WARNING
 from workers.dispatch import celery_publisher, sweep_all
@@ -62,7 +63,7 @@ def resources() -> _Resources:
         return current
 
 
-@app.task(name=TASK_NAME, ignore_result=True)
+@shared_task(name=TASK_NAME, ignore_result=True)
 def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
     """Run one chunk of a job's lines (the message holds only ids)."""
     res = resources()

@@ -34,12 +34,12 @@ def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
     Example:
       batcher worker --concurrency 4 --queues embeddings,chat
     """
-    from workers.app import QUEUE_PREFIX, app
+    from workers.app import QUEUE_PREFIX, default_app
 
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
     if queues:
         argv += ["-Q", ",".join(QUEUE_PREFIX + k.strip() for k in queues.split(",") if k.strip())]
-    app.worker_main(argv)
+    default_app().worker_main(argv)
 
 
 @cli.command("dev-relay")
