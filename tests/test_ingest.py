@@ -1,4 +1,4 @@
-"""Ingest with ``--skip-invalid``: rejects streamed with their reasons, memory bounded (issue 11, 7)."""
+"""Ingest: all or nothing, rejects streamed with their reasons, memory bounded, one job per content."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import tracemalloc
 from pathlib import Path
 
 import orjson
+import pytest
 
 from batcher.ingest import IngestOptions, ingest_file
 from batcher.reader import ReadOptions
+from jobs import store as q
 from jobs.db import Store
+from jobs.errors import InputError
+from jobs.options import JobOptions
+from tests.helpers import all_lines, batch_line, write_jsonl
 
 GOOD = b'{"custom_id": "ok", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}\n'
 
@@ -40,3 +45,64 @@ def test_skip_invalid_memory_does_not_grow_with_bad_lines(tmp_path: Path) -> Non
     assert '"url" must be one of' in rejects[0]["errors"][0]
     assert rejects[-1]["errors"][0].startswith("line is 30,000,0")
     assert len(rejects[-1]["raw"]) <= 1_000_000
+
+
+# --- the rules of ingest (no test before the structure issue) ---------------------------------
+
+
+def _file(tmp_path: Path, rows: list[dict[str, object]], name: str = "in.jsonl") -> Path:
+    return write_jsonl(tmp_path / name, rows)
+
+
+EMBED = [batch_line(f"e{i}", "/v1/embeddings", {"model": "m", "input": "abcdefgh"}) for i in range(3)]
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with Store(f"sqlite:///{tmp_path / 'i.db'}") as store:
+        yield store
+
+
+def test_lines_are_stored_in_order_with_their_reservation(sqlite: Store, tmp_path: Path) -> None:
+    chat = batch_line("c", "/v1/chat/completions", {"model": "g", "messages": [{"role": "user", "content": "abcd"}],
+                                                    "max_tokens": 10})  # fmt: skip
+    result = ingest_file(
+        sqlite, _file(tmp_path, [*EMBED, chat]), IngestOptions(job_options=JobOptions(rpm=5))
+    )
+    assert (result.created, result.stored, result.rejected) == (True, 4, 0)
+    lines = all_lines(sqlite)
+    assert [(line.line_no, line.custom_id, line.state) for line in lines] == [
+        (1, "e0", "pending"), (2, "e1", "pending"), (3, "e2", "pending"), (4, "c", "pending"),
+    ]  # fmt: skip
+    assert [line.est_tokens for line in lines] == [2, 2, 2, 3 + 4 + 1 + 10]  # prompt + max_tokens
+    with sqlite.session() as s:
+        job = q.get_job(s, result.job.id or 0)
+        assert (job.total, q.options_of(job)) == (4, JobOptions(rpm=5))
+
+
+def test_one_invalid_line_stores_nothing_and_names_every_problem(sqlite: Store, tmp_path: Path) -> None:
+    bad = [*EMBED, batch_line("x", "/v1/embeddings", {"model": "m"}), {"custom_id": "y"}]
+    with pytest.raises(InputError) as caught:
+        ingest_file(sqlite, _file(tmp_path, bad), IngestOptions())
+    assert [p.line for p in caught.value.problems] == [4, 5]
+    assert 'embeddings need "input"' in str(caught.value)
+    assert all_lines(sqlite) == []
+    with sqlite.session() as s:
+        assert q.list_jobs(s) == []  # the job row rolled back too
+
+
+def test_skip_invalid_stores_the_rest_and_writes_the_rejects(sqlite: Store, tmp_path: Path) -> None:
+    path = _file(tmp_path, [*EMBED, batch_line("x", "/v1/embeddings", {"model": "m"})])
+    result = ingest_file(sqlite, path, IngestOptions(skip_invalid=True))
+    assert (result.stored, result.rejected) == (3, 1)
+    assert result.rejects_path == tmp_path / "in.rejects.jsonl"
+    [reject] = [orjson.loads(line) for line in result.rejects_path.read_bytes().splitlines()]
+    assert reject["line"] == 4
+
+
+def test_the_same_content_is_the_same_job_unless_new(sqlite: Store, tmp_path: Path) -> None:
+    first = ingest_file(sqlite, _file(tmp_path, EMBED), IngestOptions())
+    again = ingest_file(sqlite, _file(tmp_path, EMBED, "copy.jsonl"), IngestOptions())
+    assert (again.created, again.job.id, again.stored) == (False, first.job.id, 3)
+    fresh = ingest_file(sqlite, _file(tmp_path, EMBED), IngestOptions(new=True, name="rerun"))
+    assert fresh.created and fresh.job.id != first.job.id and fresh.job.name == "rerun"
