@@ -4,7 +4,9 @@ JSONL lines look like OpenAI's: ``{"id", "custom_id", "response": {"status_code"
 "body"}, "error"}``. A failed line has ``"error": {"code", "message"}`` and its last response when
 there was one; a cancelled line has the error code ``cancelled``. For speech, ``body`` holds the
 audio file's path, format and size. The stored response body is already compact JSON, so JSONL
-rows are assembled around it without parsing it again.
+rows are assembled around it without parsing it again; an embedding body gets its vectors back
+from the store's float32 bytes (``jobs.vectors``): floats as the API writes float32 values, base64
+exactly as the API returned it.
 
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
 stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
@@ -34,8 +36,10 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
-from jobs.models import Request, RequestState
+from jobs.models import RequestState
+from jobs.records import ResultLine
 from jobs.store import AudioFiles
+from jobs.vectors import dumps_with_vectors
 from workers.endpoints import family_of
 
 CSV_COLUMNS = (
@@ -93,7 +97,7 @@ def export_job(
         q.get_job(session, job_id)
         main = _Writer.open(stack, out, fmt)
         side = _Writer.open(stack, errors, fmt) if errors else main
-        for line in q.iter_lines(session, job_id):
+        for line in q.iter_results(session, job_id):
             if line.state not in (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED):
                 unfinished += 1
                 continue
@@ -155,7 +159,7 @@ class _Writer:
     def open(cls, stack: ExitStack, path: Path, fmt: ExportFormat) -> _Writer:
         return cls(stack.enter_context(text_output(path)), fmt)
 
-    def write(self, line: Request) -> None:
+    def write(self, line: ResultLine) -> None:
         if self.csv:
             self.csv.writerow([csv_safe(v) for v in csv_row(line)])
         else:
@@ -167,14 +171,16 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def response_body_json(line: Request) -> str | None:
+def response_body_json(line: ResultLine) -> str | None:
     """The stored response body as JSON text; for speech, a description of the audio file."""
     if line.audio_path:
         return _dumps({"audio_path": line.audio_path, "format": line.audio_format, "bytes": line.audio_bytes})
+    if line.vectors is not None and line.response_body is not None:
+        return dumps_with_vectors(line.response_body, line.vectors).decode()
     return line.response_body
 
 
-def jsonl_row(line: Request) -> str:
+def jsonl_row(line: ResultLine) -> str:
     """One line of OpenAI Batch output for a terminal line."""
     body = response_body_json(line)
     response = "null"
@@ -189,7 +195,7 @@ def jsonl_row(line: Request) -> str:
     )
 
 
-def _error_json(line: Request) -> str:
+def _error_json(line: ResultLine) -> str:
     if line.state == RequestState.SUCCEEDED:
         return "null"
     if line.state == RequestState.CANCELLED:
@@ -197,7 +203,7 @@ def _error_json(line: Request) -> str:
     return _dumps({"code": line.error_code, "message": line.last_error})
 
 
-def csv_row(line: Request) -> list[Any]:
+def csv_row(line: ResultLine) -> list[Any]:
     """One CSV row: the first choice's text or the embedding's dimension, tokens, the error."""
     text, dim = _summary(line)
     return [
@@ -221,7 +227,9 @@ def csv_row(line: Request) -> list[Any]:
     ]
 
 
-def _summary(line: Request) -> tuple[str, int | str]:
+def _summary(line: ResultLine) -> tuple[str, int | str]:
+    if line.vectors is not None:
+        return "", line.vectors.dim
     if line.state != RequestState.SUCCEEDED or not line.response_body:
         return "", ""
     family, body = family_of(Endpoint(line.endpoint)), orjson.loads(line.response_body)

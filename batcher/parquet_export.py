@@ -13,7 +13,8 @@ so summing a column gives the job's total; the other line columns repeat on each
 
 The embedding column's size is the dimension of the job's first embedding; a later one of
 another size is an error (a fixed-size column cannot hold it: export those jobs as JSONL). Rows
-are written in row groups of about ``ROW_GROUP``, so memory stays flat for millions of lines. The
+are written in row groups of about ``ROW_GROUP`` rows or ``ROW_GROUP_BYTES`` of vectors, so memory
+stays flat for millions of lines and any vector size. The
 file opens in pandas, pyarrow and Hugging Face ``datasets`` as it is.
 """
 
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,11 +34,14 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
-from jobs.models import Request, RequestState
+from jobs.models import RequestState
+from jobs.records import ResultLine
+from jobs.vectors import Matrix
 from workers.endpoints import family_of
 
 ROW_GROUP = 10_000
-Vectors = npt.NDArray[np.float32]  # (inputs, dimension)
+# A row group is held in memory until written: cap its vectors too (2,700 rows of 1536 floats).
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 _TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "characters")
 _SCALARS: list[tuple[str, pa.DataType]] = [
     ("custom_id", pa.string()),
@@ -67,16 +70,19 @@ def schema(dim: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
-def line_vectors(line: Request) -> Vectors | None:
+def line_vectors(line: ResultLine) -> Matrix | None:
     """The succeeded embedding line's vectors, one row per input; None for any other line."""
+    if line.vectors is not None:
+        return line.vectors.matrix()
+    # A line stored before vectors had a table of their own keeps them in its JSON body.
     if line.state != RequestState.SUCCEEDED or not line.response_body:
         return None
     vectors = family_of(Endpoint(line.endpoint)).vectors(orjson.loads(line.response_body))
     return np.asarray(vectors, dtype=np.float32) if vectors else None
 
 
-def _text(line: Request) -> str | None:
-    if line.state != RequestState.SUCCEEDED or not line.response_body:
+def _text(line: ResultLine) -> str | None:
+    if line.state != RequestState.SUCCEEDED or not line.response_body or line.vectors is not None:
         return None
     return family_of(Endpoint(line.endpoint)).answer_text(orjson.loads(line.response_body))
 
@@ -87,11 +93,12 @@ class _Batch:
     def __init__(self, dim: int | None) -> None:
         self.dim = dim
         self.columns: dict[str, list[Any]] = {name: [] for name, _ in _SCALARS}
-        self.vectors: list[Vectors] = []
+        self.vectors: list[Matrix] = []
         self.valid: list[bool] = []
         self.rows = 0
+        self.nbytes = 0
 
-    def add(self, line: Request) -> None:
+    def add(self, line: ResultLine) -> None:
         vectors = line_vectors(line) if self.dim is not None else None
         if vectors is not None:
             self._check(line, vectors)
@@ -106,9 +113,15 @@ class _Batch:
         if self.dim is not None:
             self.vectors.append(vectors if vectors is not None else np.zeros((1, self.dim), np.float32))
             self.valid.extend([vectors is not None] * n)
+            self.nbytes += 4 * self.dim * n
         self.rows += n
 
-    def _check(self, line: Request, vectors: Vectors) -> None:
+    @property
+    def full(self) -> bool:
+        """Enough rows, or enough vector bytes, for one row group."""
+        return self.rows >= ROW_GROUP or self.nbytes >= ROW_GROUP_BYTES
+
+    def _check(self, line: ResultLine, vectors: Matrix) -> None:
         if vectors.shape[1] != self.dim:
             raise BatcherError(
                 f"line {line.line_no} ({line.custom_id}) has a {vectors.shape[1]}-dimension embedding "
@@ -127,7 +140,7 @@ class _Batch:
         return pa.Table.from_arrays(arrays, names=names).cast(table_schema)
 
 
-def _line_values(line: Request, dim: int | None) -> dict[str, Any]:
+def _line_values(line: ResultLine, dim: int | None) -> dict[str, Any]:
     return {
         "custom_id": line.custom_id,
         "line": line.line_no,
@@ -152,17 +165,17 @@ def _line_values(line: Request, dim: int | None) -> dict[str, Any]:
 def first_dimension(store: Store, job_id: int) -> int | None:
     """The dimension of the job's first embedding, or None when it has none."""
     with store.session() as session:
-        for line in q.iter_lines(session, job_id):
+        for line in q.iter_results(session, job_id):
             vectors = line_vectors(line)
             if vectors is not None:
                 return int(vectors.shape[1])
     return None
 
 
-def terminal_lines(store: Store, job_id: int) -> Iterator[Request]:
+def terminal_lines(store: Store, job_id: int) -> Iterator[ResultLine]:
     """The job's finished lines in input order."""
     with store.session() as session:
-        for line in q.iter_lines(session, job_id):
+        for line in q.iter_results(session, job_id):
             if line.state in (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED):
                 yield line
 
@@ -177,7 +190,7 @@ def export_parquet(store: Store, job_id: int, out: Path) -> int:
         for line in terminal_lines(store, job_id):
             batch.add(line)
             lines += 1
-            if batch.rows >= ROW_GROUP:
+            if batch.full:
                 writer.write_table(batch.table(table_schema))
                 batch = _Batch(dim)
         if batch.rows or not lines:

@@ -100,8 +100,27 @@ def _m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m002_vectors(conn: Connection) -> None:
+    """Embedding vectors as float32 bytes, one block per call, not JSON text in the body."""
+    md = sa.MetaData()
+    block = sa.Table(
+        "vector_block", md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("dim", sa.Integer, nullable=False),
+        sa.Column("encoding", sa.String, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )  # fmt: skip
+    block.create(conn)
+    for column in ("vector_block", "vector_start", "vector_count"):
+        conn.execute(sa.text(f"ALTER TABLE request ADD COLUMN {column} INTEGER"))
+    if conn.dialect.name == "postgresql":
+        # float32 noise does not compress: skip TOAST's attempt, store the bytes out of line as they are.
+        conn.execute(sa.text("ALTER TABLE vector_block ALTER COLUMN data SET STORAGE EXTERNAL"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
+    ("0002_vectors", _m002_vectors),
 ]
 
 _ledger = sa.Table(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -113,6 +113,9 @@ class Request(UsageColumns, table=True):
     upstream_request_id: str | None = None
     latency_ms: int | None = None
     finished_at: datetime | None = None
+    vector_block: int | None = None  # the VectorBlock holding this line's vectors
+    vector_start: int | None = None
+    vector_count: int | None = None
 
 
 class Attempt(UsageColumns, table=True):
@@ -132,3 +135,18 @@ class Attempt(UsageColumns, table=True):
     upstream_request_id: str | None = None
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
     worker: str | None = None
+
+
+class VectorBlock(SQLModel, table=True):
+    """One call's embedding vectors as little-endian float32 bytes (see ``jobs.vectors``).
+
+    A succeeded line points to its vectors here: ``Request.vector_block``, from ``vector_start``,
+    ``vector_count`` of them.
+    """
+
+    __tablename__ = "vector_block"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dim: int
+    encoding: str  # "float" or "base64": how the API sent them, and so how the export writes them
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

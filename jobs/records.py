@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from jobs.endpoints import Endpoint
+from jobs.vectors import Vectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +105,32 @@ class LineResult:
     latency_ms: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    vectors: Vectors | None = None  # an embedding answer's vectors, kept apart from its body
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLine:
+    """A line as an export reads it: its result, usage and vectors."""
+
+    id: int
+    custom_id: str
+    line_no: int
+    state: str
+    endpoint: str
+    model: str
+    status_code: int | None
+    upstream_request_id: str | None
+    response_body: str | None
+    audio_path: str | None
+    audio_format: str | None
+    audio_bytes: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    characters: int | None
+    usage_estimated: bool
+    latency_ms: int | None
+    attempts: int
+    error_code: str | None
+    last_error: str | None
+    vectors: Vectors | None

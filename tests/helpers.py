@@ -16,6 +16,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.models import Attempt, Request
 from jobs.records import LineResult, Usage
+from jobs.vectors import take_vectors
 
 RELAY_KEY = "sk-canary-integration-0123456789"  # the key the stand-in relay of the tests requires
 
@@ -49,9 +50,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def finished_job(
-    store: Store, answers: list[dict[str, object] | None], endpoint: str = "/v1/embeddings"
+    store: Store,
+    answers: list[dict[str, object] | None],
+    endpoint: str = "/v1/embeddings",
+    *,
+    vectors_apart: bool = True,
 ) -> int:
-    """A running job whose lines succeeded with these answers (None: failed), without any call."""
+    """A running job whose lines succeeded with these answers (None: failed), without any call.
+
+    Embeddings are stored apart as float32, as the executor does; ``vectors_apart=False`` keeps
+    them in the JSON body, as lines stored before the vector table were.
+    """
     with store.session() as s:
         job = q.create_job(s, name="t", source_path="/t", source_sha256="x")
         assert job.id is not None
@@ -68,9 +77,7 @@ def finished_job(
         q.start_job(s, job.id)
         items = q.claim_lines(s, job_id=job.id, owner="o", lease_seconds=60)
         results = [
-            LineResult(
-                it.request_id, job.id, "succeeded", 200, orjson.dumps(a).decode(), usage=Usage(3, 0, 3)
-            )
+            _succeeded(it.request_id, job.id, a, vectors_apart)
             if a is not None
             else LineResult(it.request_id, job.id, "failed", 400, error_code="bad", error_message="no")
             for it, a in zip(items, answers, strict=True)
@@ -81,3 +88,17 @@ def finished_job(
 
 def emb(*vectors: list[float]) -> dict[str, object]:
     return {"object": "list", "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]}
+
+
+def _succeeded(request_id: int, job_id: int, answer: dict[str, object], vectors_apart: bool) -> LineResult:
+    body = orjson.loads(orjson.dumps(answer))
+    vectors = take_vectors(body) if vectors_apart else None
+    return LineResult(
+        request_id,
+        job_id,
+        "succeeded",
+        200,
+        orjson.dumps(body).decode(),
+        usage=Usage(3, 0, 3),
+        vectors=vectors,
+    )

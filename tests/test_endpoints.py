@@ -19,8 +19,7 @@ from batcher.estimate import line_usage, output_tokens
 from batcher.export import csv_row
 from batcher.reader import LineError, ReadOptions, parse_line
 from jobs.endpoints import Endpoint
-from jobs.models import Request
-from jobs.records import Usage
+from jobs.records import ResultLine, Usage
 from workers.budget import Budget
 from workers.endpoints import BodyError, Family, ParsedAnswer, by_path, families, family_of, override
 from workers.prices import ListPrice, PriceBook
@@ -104,11 +103,13 @@ def test_parse_gives_body_and_usage(
     assert orjson.loads(parsed.body_json)["choices" if "choices" in answer else "data"]
 
 
-def test_base64_embeddings_are_stored_as_floats() -> None:
-    raw = base64.b64encode(struct.pack("<2f", 0.5, -1.0)).decode()
-    answer = {"data": [{"embedding": raw}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+def test_base64_embeddings_are_stored_as_their_float32_bytes() -> None:
+    raw = struct.pack("<2f", 0.5, -1.0)
+    answer = {"data": [{"embedding": base64.b64encode(raw).decode()}], "usage": {"prompt_tokens": 1}}
     parsed = family_of(Endpoint.EMBEDDINGS).parse({"input": "x"}, _json(answer))
-    assert orjson.loads(parsed.body_json)["data"][0]["embedding"] == [0.5, -1.0]
+    assert parsed.vectors is not None
+    assert (parsed.vectors.data, parsed.vectors.dim, parsed.vectors.encoding) == (raw, 2, "base64")
+    assert orjson.loads(parsed.body_json)["data"] == [{}]  # the body keeps no vector text
 
 
 @pytest.mark.parametrize(
@@ -183,9 +184,12 @@ def test_a_family_registered_by_a_test_is_what_every_stage_uses() -> None:
         budget = Budget(Decimal(1), book, group=None, recorded=list)
         assert budget.estimate(line.endpoint, "m", [line.body]) == Decimal(21) / Decimal(1_000_000)
         parsed = family_of(line.endpoint).parse(line.body, b'{"echo": "two words"}')
-        row = Request(
-            job_id=1, custom_id="a", line_no=1, endpoint=line.endpoint.value, model="m", body="{}",
-            state="succeeded", response_body=parsed.body_json,
+        row = ResultLine(
+            id=1, custom_id="a", line_no=1, state="succeeded", endpoint=line.endpoint.value, model="m",
+            status_code=200, upstream_request_id=None, response_body=parsed.body_json, audio_path=None,
+            audio_format=None, audio_bytes=None, prompt_tokens=3, completion_tokens=1, total_tokens=4,
+            characters=None, usage_estimated=False, latency_ms=1, attempts=1, error_code=None,
+            last_error=None, vectors=None,
         )  # fmt: skip
         assert csv_row(row)[5] == "TWO WORDS"
     assert family_of(Endpoint.COMPLETIONS).name == "completions"  # the real one is back

@@ -216,14 +216,30 @@ async def test_executor_missing_usage_is_estimated_and_flagged(db: Store, tmp_pa
     assert line.completion_tokens and line.completion_tokens > 0
 
 
-async def test_executor_decodes_base64_embeddings_to_floats(db: Store, tmp_path: Path) -> None:
+async def test_executor_stores_base64_embeddings_as_their_bytes(db: Store, tmp_path: Path) -> None:
     job_id = add_job(db, "/v1/embeddings", [{"model": "m", "input": "x", "encoding_format": "base64"}])
-    vector = [0.5, -0.25, 1.0]
-    encoded = base64.b64encode(struct.pack("<3f", *vector)).decode()
-    answer = {"data": [{"index": 0, "embedding": encoded}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    raw = struct.pack("<3f", 0.5, -0.25, 1.0)
+    answer = {
+        "data": [{"index": 0, "embedding": base64.b64encode(raw).decode()}],
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
     await run(db, job_id, scripted(httpx.Response(200, json=answer)), tmp_path)
-    [line] = lines(db, job_id)
-    assert orjson.loads(line.response_body or "")["data"][0]["embedding"] == vector
+    with db.session() as s:
+        [line] = list(q.iter_results(s, job_id))
+    assert line.vectors is not None
+    assert (line.vectors.data, line.vectors.dim, line.vectors.encoding) == (raw, 3, "base64")
+    assert orjson.loads(line.response_body or "")["data"] == [{"index": 0}]
+
+
+async def test_executor_stores_float_embeddings_as_float32(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/embeddings", [{"model": "m", "input": "x"}])
+    answer = {"data": [{"index": 0, "embedding": [0.5, -0.25, 1.0]}], "usage": {"prompt_tokens": 1}}
+    await run(db, job_id, scripted(httpx.Response(200, json=answer)), tmp_path)
+    with db.session() as s:
+        [line] = list(q.iter_results(s, job_id))
+    assert line.vectors is not None
+    assert line.vectors.data == struct.pack("<3f", 0.5, -0.25, 1.0)
+    assert "embedding" not in (line.response_body or "")
 
 
 async def test_executor_saves_speech_audio_to_a_file(db: Store, tmp_path: Path) -> None:

@@ -83,7 +83,10 @@ def test_a_packed_answer_is_split_per_line_with_usage_that_adds_up() -> None:
     }
     results = outcomes.json_results(unit, call(OK, 200, orjson.dumps(answer)), clean)
     bodies = [orjson.loads(r.response_body or "") for r in results]
-    assert [[d["embedding"] for d in b["data"]] for b in bodies] == [[[0.0]], [[1.0], [2.0]]]
+    assert [[d["index"] for d in b["data"]] for b in bodies] == [[0], [0, 1]]
+    assert [r.vectors.matrix().tolist() for r in results if r.vectors] == [[[0.0]], [[1.0], [2.0]]]
+    assert results[0].vectors and results[1].vectors
+    assert results[0].vectors.data is results[1].vectors.data  # one block for the call
     assert sum(r.usage.prompt_tokens for r in results if r.usage) == 9
 
 

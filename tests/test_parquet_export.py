@@ -22,8 +22,12 @@ def db(tmp_path: Path) -> Iterator[Store]:
         yield store
 
 
-def test_parquet_has_fixed_size_float32_embeddings_and_opens_everywhere(db: Store, tmp_path: Path) -> None:
-    job_id = finished_job(db, [emb([0.5, 1.0, -2.0]), None, emb([1.5, 0.0, 0.25])])
+@pytest.mark.parametrize("vectors_apart", [True, False], ids=["vector-table", "stored-before-it"])
+def test_parquet_has_fixed_size_float32_embeddings_and_opens_everywhere(
+    db: Store, tmp_path: Path, vectors_apart: bool
+) -> None:
+    answers = [emb([0.5, 1.0, -2.0]), None, emb([1.5, 0.0, 0.25])]
+    job_id = finished_job(db, answers, vectors_apart=vectors_apart)
     out = tmp_path / "out.parquet"
     summary = export_job(db, job_id, out, fmt=ExportFormat.PARQUET)
     assert summary.written == 3

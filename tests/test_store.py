@@ -228,3 +228,22 @@ def test_concurrent_writers_never_see_database_locked(store: Store) -> None:
         job = q.get_job(s, job_id)
     assert errors == []
     assert job.succeeded == 80
+
+
+def test_attempt_rows_written_in_bulk_read_back_through_the_models(store: Store) -> None:
+    """The driver-level insert stores times, flags and usage as the ORM reads them."""
+    from sqlmodel import select
+
+    from jobs.models import Attempt
+
+    job_id = make_job(store, 1)
+    with store.session() as s:
+        [item] = q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60)
+        q.record_outcomes(s, [attempt(item.request_id, job_id, 1)], [ok(item.request_id, job_id)])
+    with store.session() as s:
+        [row] = list(s.exec(select(Attempt)))
+        line = q.get_job(s, job_id), next(q.iter_results(s, job_id))
+    assert row.started_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert (row.sent, row.usage_estimated, row.prompt_tokens, row.attempt_no) == (True, False, 10, 1)
+    assert line[0].succeeded == 1
+    assert (line[1].state, line[1].attempts, line[1].prompt_tokens) == ("succeeded", 1, 10)

@@ -32,6 +32,7 @@ from jobs.errors import BatcherError
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
+from workers.answers import AnswerBudget, answer_bytes
 from workers.audio_check import classify_speech
 from workers.blame import blames_the_call
 from workers.budget import Budget
@@ -110,6 +111,7 @@ class Executor:
         self._clean = Redactor(secrets)
         self._jitter = jitter
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
+        self._answers = AnswerBudget()  # big embedding answers take turns: memory stays flat
         self._units = asyncio.Semaphore(config.concurrency * 2)
         self._failures: list[Exception] = []
 
@@ -233,7 +235,10 @@ class Executor:
     async def _call(self, unit: Unit) -> Answered:
         """One paced call for the unit, its answer parsed and the limiter settled."""
         content = unit.content()
-        async with self.pacing.slot(unit.model, unit.est_tokens) as permit:
+        async with (
+            self._answers.hold(answer_bytes(unit)),
+            self.pacing.slot(unit.model, unit.est_tokens) as permit,
+        ):
             self.stats.in_flight += 1
             try:
                 call = await self._send(unit, content)

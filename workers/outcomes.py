@@ -18,6 +18,7 @@ import orjson
 
 from jobs.models import RequestState
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
+from jobs.vectors import Vectors
 from workers.client import RawResponse
 from workers.endpoints import family_of
 from workers.packing import attribute_usage, split_answer, with_usage
@@ -38,13 +39,15 @@ class Call:
     started_at: datetime
     duration_ms: int
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str | None = field(init=False)  # the upstream request id, if the call got an answer
 
-    @property
-    def request_id(self) -> str | None:
-        """The upstream request id, if the call got an answer."""
-        if self.response is None:
-            return None
-        return next((v for name in REQUEST_ID_HEADERS if (v := self.response.headers.get(name))), None)
+    def __post_init__(self) -> None:
+        # Read once per call: every line of a pack of 256 records it.
+        rid = None
+        if self.response is not None:
+            headers = self.response.headers
+            rid = next((v for name in REQUEST_ID_HEADERS if (v := headers.get(name))), None)
+        object.__setattr__(self, "request_id", rid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,10 @@ def _request_id(call: Call, clean: Clean) -> str | None:
     return None if rid is None else clean(rid)
 
 
-def success(item: WorkItem, call: Call, body_json: str, usage: Usage, clean: Clean) -> LineResult:
-    """A succeeded line with its answer body and usage."""
+def success(
+    item: WorkItem, call: Call, body_json: str, usage: Usage, clean: Clean, *, vectors: Vectors | None = None
+) -> LineResult:
+    """A succeeded line with its answer body, usage and vectors."""
     assert call.response is not None  # an OK classification always has an answer
     return LineResult(
         request_id=item.request_id,
@@ -107,6 +112,7 @@ def success(item: WorkItem, call: Call, body_json: str, usage: Usage, clean: Cle
         upstream_request_id=_request_id(call, clean),
         usage=usage,
         latency_ms=call.duration_ms,
+        vectors=vectors,
     )
 
 
@@ -116,13 +122,22 @@ def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
     assert response is not None
     parsed = family_of(unit.endpoint).parse(unit.requests[0], response.content)
     if not unit.packed:
-        return [success(unit.items[0], call, parsed.body_json, parsed.usage, clean)]
-    answer = orjson.loads(parsed.body_json)
-    parts = split_answer(answer, unit.spans())
+        return [success(unit.items[0], call, parsed.body_json, parsed.usage, clean, vectors=parsed.vectors)]
+    spans = unit.spans()
+    answer = parsed.body if parsed.body is not None else orjson.loads(parsed.body_json)
+    parts = split_answer(answer, spans)
     usages = attribute_usage(answer, [item.est_tokens for item in unit.items])
+    vectors = parsed.vectors
     return [
-        success(item, call, orjson.dumps(with_usage(part, usage)).decode(), usage, clean)
-        for item, part, usage in zip(unit.items, parts, usages, strict=True)
+        success(
+            item,
+            call,
+            orjson.dumps(with_usage(part, usage)).decode(),
+            usage,
+            clean,
+            vectors=vectors.part(*span) if vectors is not None else None,
+        )
+        for item, part, usage, span in zip(unit.items, parts, usages, spans, strict=True)
     ]
 
 

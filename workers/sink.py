@@ -25,8 +25,7 @@ class StoreSink:
     def write(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
         """Record attempts and terminal results in one transaction; complete the job when done."""
         with self.store.session() as session:
-            q.record_attempts(session, attempts)
-            if q.record_results(session, results):
+            if q.record_outcomes(session, attempts, results):
                 q.complete_if_done(session, self.job_id)
 
     def renew(self, request_ids: Sequence[int], until: float) -> None:

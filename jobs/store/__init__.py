@@ -2,12 +2,13 @@
 
 Transactions belong to the caller (``Store.session()``). One module per concern: ``jobs`` (jobs
 and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry),
-``results`` (attempts and results written) and ``usage`` (usage read back, as typed rows).
-Callers use ``from jobs import store as q``.
+``results`` (attempts and results written), ``usage`` (usage read back, as typed rows) and
+``exports`` (lines as an export reads them). Callers use ``from jobs import store as q``.
 """
 
 from __future__ import annotations
 
+from jobs.store.exports import iter_results
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
     active_jobs,
@@ -42,6 +43,7 @@ from jobs.store.lines import (
 from jobs.store.results import (
     job_models,
     record_attempts,
+    record_outcomes,
     record_results,
 )
 from jobs.store.usage import (
@@ -72,6 +74,7 @@ __all__ = [
     "insert_requests",
     "iter_calls",
     "iter_lines",
+    "iter_results",
     "job_models",
     "job_options",
     "lease_owners",
@@ -79,6 +82,7 @@ __all__ = [
     "mark_enqueued",
     "options_of",
     "record_attempts",
+    "record_outcomes",
     "record_results",
     "release_lines",
     "release_owners",

@@ -7,10 +7,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from jobs.models import Attempt, Job, Request, RequestState
+from jobs.models import Attempt, Job, Request, RequestState, VectorBlock
 
 REQUEST_TABLE: Any = Request.__table__  # type: ignore[attr-defined]
 ATTEMPT_TABLE: Any = Attempt.__table__  # type: ignore[attr-defined]
+JOB_TABLE: Any = Job.__table__  # type: ignore[attr-defined]
+VECTOR_BLOCK_TABLE: Any = VectorBlock.__table__  # type: ignore[attr-defined]
 NOT_TERMINAL = [RequestState.PENDING.value, RequestState.RUNNING.value]
 
 

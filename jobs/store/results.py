@@ -2,12 +2,13 @@
 
 A result is written only while the line is not terminal, so a line that already succeeded is never
 overwritten or counted twice (the write is idempotent, whoever redelivers it); the job's counters
-move in the same transaction as the lines they count.
+move in the same transaction as the lines they count. The writes of a flush go to the driver as
+plain executemany calls (``jobs.store.bulk``): they are the per-line cost of a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +18,8 @@ from jobs.models import (
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult, Usage
-from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, bump_counter
+from jobs.store.bulk import db_time, executemany, insert_sql
+from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
@@ -25,30 +27,109 @@ _att = ATTEMPT_TABLE
 
 def record_attempts(session: Session, attempts: Sequence[AttemptRecord]) -> None:
     """Insert one Attempt row per upstream call and raise each line's attempt count."""
-    if not attempts:
-        return
+    record_outcomes(session, attempts, [])
+
+
+def record_results(session: Session, results: Sequence[LineResult]) -> int:
+    """Write terminal results of lines not yet terminal; count them on their jobs (see below)."""
+    return record_outcomes(session, [], results)
+
+
+def record_outcomes(
+    session: Session, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]
+) -> int:
+    """Record a flush of attempts and terminal results; return how many lines moved.
+
+    A result for a line that is already terminal (a duplicate call after a lease expired, a
+    redelivered message) changes nothing. The lines that will move are read first under a row
+    lock (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers),
+    so the counters stay exact when two workers race on one line; then one executemany writes
+    them all, with their attempt counts, and another raises the counts of the lines still going.
+    """
     conn = session.connection()
-    conn.execute(sa.insert(_att), [_attempt_row(a) for a in attempts])
-    stmt = (
-        sa.update(_req)
-        .where(_req.c.id == sa.bindparam("rid"), _req.c.attempts < sa.bindparam("n"))
-        .values(attempts=sa.bindparam("n"))
-    )
-    conn.execute(stmt, [{"rid": a.request_id, "n": a.attempt_no} for a in attempts])
+    executemany(conn, _ATTEMPT_INSERT, [_attempt_row(conn, a) for a in attempts])
+    latest: dict[int, int] = {}
+    for a in attempts:
+        latest[a.request_id] = max(a.attempt_no, latest.get(a.request_id, 0))
+    chosen = _moving(conn, results)
+    if chosen:
+        finished = db_time(conn, utcnow())
+        blocks = _insert_blocks(conn, chosen.values())
+        rows = [
+            (
+                *_result_values(r),
+                *_vector_ref(r, blocks),
+                finished,
+                latest.get(rid, 0),
+                latest.get(rid, 0),
+                rid,
+            )
+            for rid, r in chosen.items()
+        ]
+        executemany(conn, _RESULT_UPDATE, rows)
+        _count(session, chosen.values())
+    going = [(n, rid, n) for rid, n in latest.items() if rid not in chosen]
+    executemany(conn, _ATTEMPTS_UPDATE, going)
+    return len(chosen)
 
 
-def _usage_values(usage: Usage | None) -> dict[str, Any]:
+def _moving(conn: sa.Connection, results: Sequence[LineResult]) -> dict[int, LineResult]:
+    """The results that will move their line: not yet terminal, the first result of a line wins."""
+    if not results:
+        return {}
+    moving = _not_terminal(conn, [r.request_id for r in results])
+    chosen: dict[int, LineResult] = {}
+    for result in results:
+        if result.request_id in moving:
+            chosen.setdefault(result.request_id, result)
+    return chosen
+
+
+def _count(session: Session, moved_results: Iterable[LineResult]) -> None:
+    moved: dict[tuple[int, str], int] = {}
+    for result in moved_results:
+        key = (result.job_id, result.state)
+        moved[key] = moved.get(key, 0) + 1
+    for (job_id, state), n in moved.items():
+        bump_counter(session, job_id, state, n)
+
+
+def _insert_blocks(conn: sa.Connection, moving: Iterable[LineResult]) -> dict[int, int]:
+    """Store each call's vector block once; return block ids by ``id()`` of the block's bytes."""
+    ids: dict[int, int] = {}
+    for r in moving:
+        v = r.vectors
+        if v is not None and id(v.data) not in ids:
+            values = {"dim": v.dim, "encoding": v.encoding.value, "data": v.data}
+            stmt = sa.insert(VECTOR_BLOCK_TABLE).values(values).returning(VECTOR_BLOCK_TABLE.c.id)
+            ids[id(v.data)] = int(conn.execute(stmt).scalar_one())
+    return ids
+
+
+def _vector_ref(r: LineResult, blocks: dict[int, int]) -> tuple[int | None, int | None, int | None]:
+    v = r.vectors
+    return (None, None, None) if v is None else (blocks[id(v.data)], v.start, v.count)
+
+
+def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
+    query = sa.select(_req.c.id).where(_req.c.id.in_(ids), _req.c.state.in_(NOT_TERMINAL))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {row[0] for row in conn.execute(query).fetchall()}
+
+
+def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
     if usage is None:
-        return dict.fromkeys(_USAGE_COLUMNS) | {"usage_estimated": False}
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "characters": usage.characters,
-        "usage_estimated": usage.estimated,
-    }
+        return (None, None, None, None, None, None, False)
+    return (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        usage.characters,
+        usage.estimated,
+    )
 
 
 _USAGE_COLUMNS = (
@@ -58,82 +139,61 @@ _USAGE_COLUMNS = (
     "cached_tokens",
     "reasoning_tokens",
     "characters",
+    "usage_estimated",
 )
+_ATTEMPT_COLUMNS = (
+    "request_id",
+    "job_id",
+    "attempt_no",
+    "started_at",
+    "duration_ms",
+    "status_code",
+    "outcome",
+    "error_class",
+    "error_message",
+    "sent",
+    "upstream_request_id",
+    "call_id",
+    "worker",
+    *_USAGE_COLUMNS,
+)
+_ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
+_ATTEMPTS_UPDATE = "UPDATE request SET attempts = ? WHERE id = ? AND attempts < ?"
 
 
-def _attempt_row(a: AttemptRecord) -> dict[str, Any]:
-    return {
-        "request_id": a.request_id,
-        "job_id": a.job_id,
-        "attempt_no": a.attempt_no,
-        "started_at": a.started_at,
-        "duration_ms": a.duration_ms,
-        "status_code": a.status_code,
-        "outcome": a.outcome,
-        "error_class": a.error_class,
-        "error_message": a.error_message,
-        "sent": a.sent,
-        "upstream_request_id": a.upstream_request_id,
-        "call_id": a.call_id,
-        "worker": a.worker,
-        **_usage_values(a.usage),
-    }
+def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
+    return (
+        a.request_id,
+        a.job_id,
+        a.attempt_no,
+        db_time(conn, a.started_at),
+        a.duration_ms,
+        a.status_code,
+        a.outcome,
+        a.error_class,
+        a.error_message,
+        a.sent,
+        a.upstream_request_id,
+        a.call_id,
+        a.worker,
+        *_usage_values(a.usage),
+    )
 
 
-def record_results(session: Session, results: Sequence[LineResult]) -> int:
-    """Write terminal results of lines not yet terminal; count them on their jobs.
-
-    Returns how many lines moved. A result for a line that is already terminal (a duplicate call
-    after a lease expired, a redelivered message) changes nothing. The lines that will move are
-    read first under a row lock (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
-    serializes writers), so the counters stay exact when two workers race on one line; then one
-    executemany writes them all.
-    """
-    if not results:
-        return 0
-    conn = session.connection()
-    moving = _not_terminal(conn, [r.request_id for r in results])
-    chosen: dict[int, LineResult] = {}
-    for result in results:
-        if result.request_id in moving:
-            chosen.setdefault(result.request_id, result)  # the first result of a line wins
-    if not chosen:
-        return 0
-    params = [{f"v_{k}": v for k, v in _result_values(r).items()} | {"rid": rid} for rid, r in chosen.items()]
-    conn.execute(_RESULT_UPDATE, params)
-    moved: dict[tuple[int, str], int] = {}
-    for result in chosen.values():
-        key = (result.job_id, result.state)
-        moved[key] = moved.get(key, 0) + 1
-    for (job_id, state), n in moved.items():
-        bump_counter(session, job_id, state, n)
-    return len(chosen)
-
-
-def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
-    query = sa.select(_req.c.id).where(_req.c.id.in_(ids), _req.c.state.in_(NOT_TERMINAL))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {row[0] for row in conn.execute(query)}
-
-
-def _result_values(r: LineResult) -> dict[str, Any]:
-    return {
-        "state": r.state,
-        "status_code": r.status_code,
-        "response_body": r.response_body,
-        "audio_path": r.audio_path,
-        "audio_bytes": r.audio_bytes,
-        "audio_format": r.audio_format,
-        "upstream_request_id": r.upstream_request_id,
-        **_usage_values(r.usage),
-        "latency_ms": r.latency_ms,
-        "error_code": r.error_code,
-        "last_error": r.error_message,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "finished_at": utcnow(),
-    }
+def _result_values(r: LineResult) -> tuple[Any, ...]:
+    return (
+        r.state,
+        r.status_code,
+        r.response_body,
+        r.audio_path,
+        r.audio_bytes,
+        r.audio_format,
+        r.upstream_request_id,
+        *_usage_values(r.usage),
+        r.latency_ms,
+        r.error_code,
+        r.error_message,
+    )
 
 
 _RESULT_COLUMNS = (
@@ -145,19 +205,19 @@ _RESULT_COLUMNS = (
     "audio_format",
     "upstream_request_id",
     *_USAGE_COLUMNS,
-    "usage_estimated",
     "latency_ms",
     "error_code",
     "last_error",
-    "lease_owner",
-    "lease_expires_at",
+    "vector_block",
+    "vector_start",
+    "vector_count",
     "finished_at",
 )
 _RESULT_UPDATE = (
-    sa.update(_req)
-    # A literal list: executemany cannot expand an IN parameter.
-    .where(_req.c.id == sa.bindparam("rid"), sa.text("request.state IN ('pending', 'running')"))
-    .values({name: sa.bindparam(f"v_{name}") for name in _RESULT_COLUMNS})
+    f"UPDATE request SET {', '.join(f'{name} = ?' for name in _RESULT_COLUMNS)}, "
+    "lease_owner = NULL, lease_expires_at = NULL, "
+    "attempts = CASE WHEN attempts < ? THEN ? ELSE attempts END "
+    "WHERE id = ? AND state IN ('pending', 'running')"
 )
 
 

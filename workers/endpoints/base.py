@@ -19,6 +19,7 @@ import orjson
 
 from jobs.endpoints import Endpoint
 from jobs.records import Usage
+from jobs.vectors import Vectors
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
 
 JSON = "application/json"
@@ -32,10 +33,16 @@ class BodyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ParsedAnswer:
-    """An OK answer, ready to store: the body as JSON text and what the call used."""
+    """An OK answer, ready to store: the body as JSON text and what the call used.
+
+    An embedding answer's vectors travel apart, as float32 (``jobs.vectors``), and its parsed
+    ``body`` too, so a packed answer is split without parsing it again.
+    """
 
     body_json: str
     usage: Usage
+    vectors: Vectors | None = None
+    body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,19 @@
 """Embeddings (``/v1/embeddings``): input in, vectors out; lines may be packed into shared calls.
 
-Embeddings asked for with ``encoding_format: "base64"`` are decoded to float lists, so every
-stored vector has one shape whatever the request asked for.
+The vectors of an answer are taken out of its body as float32 bytes (``jobs.vectors``): float
+lists become float32 once, base64 text goes to bytes with no float in between; the exports put
+them back as the API sent them.
 """
 
 from __future__ import annotations
 
-import base64
-import struct
 from typing import Any, ClassVar
 
 import orjson
 
 from jobs.endpoints import Endpoint
 from jobs.records import Usage
+from jobs.vectors import take_vectors
 from workers.endpoints.base import Body, BodyError, Family, ParsedAnswer, answered_usage
 from workers.tokens import is_prompt, prompt_like_tokens
 
@@ -36,23 +36,17 @@ class Embeddings(Family):
         return prompt_like_tokens(body.get("input"))
 
     def parse(self, request: Body, content: bytes) -> ParsedAnswer:
+        """The answer without its vectors, and the vectors; ``ValueError`` if they are not float32."""
         body = orjson.loads(content)
-        for item in body.get("data") or []:
-            if isinstance(item, dict) and isinstance(item.get("embedding"), str):
-                item["embedding"] = decode_base64_embedding(item["embedding"])
+        vectors = take_vectors(body)
         usage = answered_usage(body) or self.estimated_usage(request, body)
-        return ParsedAnswer(orjson.dumps(body).decode(), usage)
+        return ParsedAnswer(orjson.dumps(body).decode(), usage, vectors, body)
 
     def estimated_usage(self, request: Body, answer: Body) -> Usage:
         prompt = self.prompt_tokens(request)
         return Usage(prompt, 0, prompt, estimated=True)
 
     def vectors(self, answer: Body) -> list[list[float]]:
+        """Vectors kept in a stored body: lines stored before vectors had a table of their own."""
         data: list[Any] = answer.get("data") or []
         return [d["embedding"] for d in data if isinstance(d, dict) and "embedding" in d]
-
-
-def decode_base64_embedding(value: str) -> list[float]:
-    """Decode OpenAI's base64 embedding (little-endian float32) into floats."""
-    raw = base64.b64decode(value)
-    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
