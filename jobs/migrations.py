@@ -118,9 +118,27 @@ def _m002_vectors(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE vector_block ALTER COLUMN data SET STORAGE EXTERNAL"))
 
 
+def _m003_claim_index(conn: Connection) -> None:
+    """Claims read a job's pending lines in line order straight from an index.
+
+    (job_id, state) alone made a claim walk the job from its first line past every finished one:
+    a cost that grew with the lines done, so a whole job cost the square of its size.
+    """
+    md = sa.MetaData()
+    request = sa.Table(
+        "request",
+        md,
+        *(sa.Column(name, sa.Integer) for name in ("job_id", "line_no")),
+        sa.Column("state", sa.String),
+    )
+    sa.Index("ix_request_job_state_line", request.c.job_id, request.c.state, request.c.line_no).create(conn)
+    sa.Index("ix_request_job_state", request.c.job_id, request.c.state).drop(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
+    ("0003_claim_index", _m003_claim_index),
 ]
 
 _ledger = sa.Table(

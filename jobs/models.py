@@ -85,7 +85,7 @@ class Request(UsageColumns, table=True):
 
     __table_args__ = (
         UniqueConstraint("job_id", "custom_id", name="uq_request_job_custom_id"),
-        Index("ix_request_job_state", "job_id", "state"),
+        Index("ix_request_job_state_line", "job_id", "state", "line_no"),
         Index("ix_request_job_line", "job_id", "line_no"),
     )
 

@@ -7,27 +7,40 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from jobs.endpoints import Endpoint
+from jobs.errors import JobNotFound
 from jobs.models import (
     JobStatus,
     RequestState,
 )
 from jobs.records import WorkItem
-from jobs.store.common import REQUEST_TABLE
-from jobs.store.jobs import get_job
+from jobs.store.bulk import executemany, insert_sql
+from jobs.store.common import JOB_TABLE, REQUEST_TABLE
 
 _req = REQUEST_TABLE
 
 
 def insert_requests(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Bulk-insert lines (dicts of Request columns) with one executemany."""
+    """Bulk-insert lines (dicts of Request columns, the same keys in each order) in one executemany."""
     if rows:
-        session.connection().execute(sa.insert(_req), list(rows))
+        defaults = {k: v for k, v in _DEFAULTS.items() if k not in rows[0]}
+        columns = [*rows[0], *defaults]
+        values = [(*row.values(), *defaults.values()) for row in rows]
+        executemany(session.connection(), insert_sql("request", columns), values)
+
+
+# The models' scalar defaults (state "pending", no attempts...), which a driver insert must spell out.
+_DEFAULTS = {
+    c.name: c.default.arg.value if isinstance(c.default.arg, Enum) else c.default.arg
+    for c in _req.columns
+    if c.default is not None and c.default.is_scalar and c.default.arg is not None
+}
 
 
 def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -49,16 +62,56 @@ def claim_lines(
 
     A line is claimable when pending, or running under an expired lease. A line already terminal
     or leased by a live executor is skipped, so a redelivered message claims nothing twice.
+    Pending lines come first, in line order, straight from the (job, state, line) index; lines
+    whose lease expired are taken when the pending ones do not fill the claim, so a claim costs
+    what it returns, never the lines already done.
     """
     now = time.time() if now is None else now
-    if get_job(session, job_id).status != JobStatus.RUNNING:
+    session.flush()  # a status set in this session counts
+    conn = session.connection()
+    if _job_status(conn, job_id) != JobStatus.RUNNING:
         return []
-    where = sa.and_(_req.c.job_id == job_id, _claimable(now))
     if request_ids is not None:
-        where = sa.and_(where, _req.c.id.in_(list(request_ids)))
-    candidates = sa.select(_req.c.id).where(where).order_by(_req.c.line_no).limit(limit)
-    ids = [row[0] for row in session.connection().execute(candidates)]
+        query = sa.select(_req.c.id).where(
+            _req.c.job_id == job_id, _req.c.id.in_(list(request_ids)), _claimable(now)
+        )
+        ids = [row[0] for row in conn.execute(query)]
+    else:
+        ids = _pending(conn, job_id, limit)
+        if limit is None or len(ids) < limit:
+            ids += _expired(conn, job_id, now, None if limit is None else limit - len(ids))
     return _lease(session, ids, owner=owner, until=now + lease_seconds, now=now)
+
+
+def _job_status(conn: sa.Connection, job_id: int) -> str:
+    status = conn.execute(sa.select(JOB_TABLE.c.status).where(JOB_TABLE.c.id == job_id)).scalar()
+    if status is None:
+        raise JobNotFound(job_id)
+    return str(status)
+
+
+def _pending(conn: sa.Connection, job_id: int, limit: int | None) -> list[int]:
+    query = (
+        sa.select(_req.c.id)
+        .where(_req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value)
+        .order_by(_req.c.line_no)
+        .limit(limit)
+    )
+    return [row[0] for row in conn.execute(query)]
+
+
+def _expired(conn: sa.Connection, job_id: int, now: float, limit: int | None) -> list[int]:
+    query = (
+        sa.select(_req.c.id)
+        .where(
+            _req.c.job_id == job_id,
+            _req.c.state == RequestState.RUNNING.value,
+            _req.c.lease_expires_at < now,
+        )
+        .order_by(_req.c.line_no)
+        .limit(limit)
+    )
+    return [row[0] for row in conn.execute(query)]
 
 
 def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: float) -> list[WorkItem]:
@@ -75,8 +128,7 @@ def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: f
         )
         .returning(*(_req.c[name] for name in _WORK_COLUMNS))
     )
-    rows = session.connection().execute(stmt)
-    items = [_work_item(row) for row in rows]
+    items = [_work_item(row) for row in session.connection().execute(stmt).fetchall()]
     return sorted(items, key=lambda item: item.request_id)
 
 
