@@ -22,7 +22,6 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BASE = os.environ.get("BATCHER_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BATCHER_BENCH_REDIS", "redis://127.0.0.1:6379/10")
 KEY = "sk-bench-not-a-real-key"
 
 
@@ -68,7 +67,22 @@ def relay(*args: str) -> Iterator[Relay]:
         proc.wait()
 
 
-def env_for(tmp: Path, relay_url: str, db_url: str, **extra: str) -> dict[str, str]:
+@contextmanager
+def own_redis(tmp: Path) -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free port (never the machine's 6379); its URL."""
+    from tests.services import RedisServer
+
+    server = RedisServer(tmp / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def env_for(
+    tmp: Path, relay_url: str, db_url: str, broker_url: str = "redis://127.0.0.1:1/0", **extra: str
+) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHER_", "OPENAI_"))}
     return (
         keep
@@ -77,7 +91,7 @@ def env_for(tmp: Path, relay_url: str, db_url: str, **extra: str) -> dict[str, s
             "OPENAI_API_KEY": KEY,
             "BATCHER_DATABASE_URL": db_url,
             "BATCHER_HOME": str(tmp / "home"),
-            "BATCHER_BROKER_URL": REDIS_URL,
+            "BATCHER_BROKER_URL": broker_url,
             "PYTHONPATH": str(ROOT),
         }
         | extra
@@ -86,11 +100,12 @@ def env_for(tmp: Path, relay_url: str, db_url: str, **extra: str) -> dict[str, s
 
 @dataclass(frozen=True)
 class Timed:
-    """A finished subprocess: wall seconds, peak RSS in MB, exit code."""
+    """A finished subprocess: wall seconds, peak RSS in MB, exit code, CPU seconds (user + system)."""
 
     seconds: float
     peak_mb: float
     returncode: int
+    cpu: float = 0.0
 
 
 def timed(command: Sequence[str], env: dict[str, str], *, log: Path | None = None) -> Timed:
@@ -103,7 +118,7 @@ def timed(command: Sequence[str], env: dict[str, str], *, log: Path | None = Non
     proc.returncode = os.waitstatus_to_exitcode(status)
     if log:
         out.close()  # type: ignore[union-attr]
-    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode)
+    return Timed(seconds, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime)
 
 
 def batcher(*args: str) -> list[str]:

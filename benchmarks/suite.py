@@ -2,6 +2,7 @@
 
     python -m benchmarks.suite                 # everything (about 10 minutes here)
     python -m benchmarks.suite overhead limits # some of it
+    python -m benchmarks.suite dataset-10m     # opt-in: ten million lines (benchmarks/dataset.py)
 
 Each benchmark prints a table and the command that reproduces it. The relay runs in its own
 process; Celery runs real worker processes on the local Redis with the store on the local
@@ -24,15 +25,16 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
+from benchmarks import dataset
 from benchmarks.harness import (
     KEY,
-    REDIS_URL,
     Relay,
     batcher,
     chat_rows,
     embedding_rows,
     env_for,
     machine,
+    own_redis,
     pg_schema,
     print_table,
     relay,
@@ -83,11 +85,8 @@ def _start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen
 
 def _celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: list[str]) -> float:
     """Seconds from submit to the last line done, with ``workers`` worker processes."""
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    with pg_schema() as db_url:
-        env = env_for(tmp, rl.url, db_url)
+    with own_redis(tmp) as broker, pg_schema() as db_url:
+        env = env_for(tmp, rl.url, db_url, broker)
         subprocess.run(
             batcher("submit", str(source), "--no-queue", *options), env=env, check=True, capture_output=True
         )
@@ -270,7 +269,13 @@ BENCHMARKS: dict[str, Callable[[Path], None]] = {
     "faults": faults,
     "scale": scale,
     "packing": packing,
+    "dataset": dataset.dataset,
+    "dataset-pg": dataset.dataset_pg,
+    "celery-scale": dataset.celery_scale,
+    "vectors": dataset.vectors,
+    "dataset-10m": dataset.dataset_10m,
 }
+OPT_IN = {"dataset-10m"}  # an hour of the machine: only when named
 
 
 def main() -> None:
@@ -278,7 +283,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="which to run (default: all)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    for name in args.names or list(BENCHMARKS):
+    for name in args.names or [name for name in BENCHMARKS if name not in OPT_IN]:
         with tempfile.TemporaryDirectory(prefix=f"batcher-bench-{name}-") as tmp:
             BENCHMARKS[name](Path(tmp))
 
