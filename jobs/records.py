@@ -1,6 +1,8 @@
 """Plain records that cross the store's boundary: a claimed line, an upstream call, a line's result.
 
-The execution core builds these; the store writes them. Keeping them free of SQLModel lets the
+The execution core builds these; the store writes them. The per-line records are not frozen: a
+frozen dataclass sets each field through ``object.__setattr__``, which made building them a
+tenth of a run's CPU; nothing changes them once built. Keeping them free of SQLModel lets the
 core stay ignorant of sessions and lets a Celery task and the embedded runner share one shape.
 """
 
@@ -14,7 +16,7 @@ from jobs.endpoints import Endpoint
 from jobs.vectors import Vectors
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkItem:
     """A line claimed for execution, with what the call needs."""
 
@@ -68,7 +70,7 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """One upstream call for one line."""
 
@@ -88,7 +90,7 @@ class AttemptRecord:
     call_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LineResult:
     """The terminal result of one line: succeeded with a response, or failed with an error."""
 
@@ -108,7 +110,7 @@ class LineResult:
     vectors: Vectors | None = None  # an embedding answer's vectors, kept apart from its body
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResultLine:
     """A line as an export reads it: its result, usage and vectors."""
 

@@ -94,8 +94,15 @@ def attempt_record(
 
 def _request_id(call: Call, clean: Clean) -> str | None:
     """The upstream request id, scrubbed: relays have echoed the key in ``x-request-id``."""
+    if call.call_id in _SCRUBBED:  # a pack's lines all ask: scrub once per call
+        return _SCRUBBED[call.call_id]
     rid = call.request_id
-    return None if rid is None else clean(rid)
+    _SCRUBBED.clear()
+    _SCRUBBED[call.call_id] = cleaned = None if rid is None else clean(rid)
+    return cleaned
+
+
+_SCRUBBED: dict[str, str | None] = {}  # the last call's scrubbed request id
 
 
 def success(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +36,11 @@ def db_time(conn: sa.Connection, value: datetime | None) -> Any:
     """A timezone-aware datetime as the store's DateTime column takes it on this backend."""
     if value is None or conn.dialect.name != "sqlite":
         return value
+    return _sqlite_time(value)
+
+
+@lru_cache(maxsize=64)  # the lines of a packed call share their start time
+def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime(_SQLITE_TIME)
 
 
