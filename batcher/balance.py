@@ -18,9 +18,9 @@ import httpx
 import orjson
 
 from jobs.errors import ApiError
-from workers.client import ClientConfig, OriginBearerAuth
+from workers.client import ClientConfig, NoAnswer, OriginBearerAuth, get
 from workers.redact import redact
-from workers.retry import Verdict, classify_exception, classify_response
+from workers.retry import Verdict, classify_response
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,15 @@ class Balance:
 
 
 def _get(client: httpx.Client, path: str, config: ClientConfig) -> dict[str, Any]:
-    try:
-        response = client.get(path)
-    except httpx.TransportError as exc:
-        raise ApiError(f"cannot reach {config.base_url}: {classify_exception(exc).message}") from None
-    c = classify_response(response.status_code, response.headers, response.content, now=time.time())
+    response = get(client, path)
+    if isinstance(response, NoAnswer):
+        raise ApiError(f"cannot reach {config.base_url}: {response.classification.message}")
+    c = classify_response(response.status, response.headers, response.content, now=time.time())
     if c.verdict != Verdict.OK:
         message = redact(c.message, [config.api_key or ""])
         raise ApiError(
             f"the relay refused {path} ({message}); it may not offer billing endpoints",
-            status=response.status_code,
+            status=response.status,
         )
     data: dict[str, Any] = orjson.loads(response.content)
     return data

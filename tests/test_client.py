@@ -8,7 +8,15 @@ import pytest
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import load_settings
-from workers.client import ApiClient, ClientConfig, OriginBearerAuth, client_config, normalize_base_url
+from workers.client import (
+    ApiClient,
+    ClientConfig,
+    NoAnswer,
+    OriginBearerAuth,
+    client_config,
+    get,
+    normalize_base_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -104,3 +112,35 @@ async def test_real_transport_reaches_a_loopback_server() -> None:
         await runner.cleanup()
     assert answer.status == 200
     assert answer.content == b'{"auth": "Bearer sk-loop-1234567"}'
+
+
+@pytest.mark.parametrize(
+    ("error", "error_class", "sent"),
+    [
+        (httpx.ConnectError("refused"), "connection", False),  # never reached the relay
+        (httpx.ReadTimeout("slow"), "timeout", True),  # may have run upstream
+        (httpx.RemoteProtocolError("dropped"), "connection", True),
+    ],
+)
+async def test_transport_errors_become_no_answer(
+    error: httpx.TransportError, error_class: str, sent: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async with ApiClient(
+        ClientConfig("https://relay.test/v1", "sk-x"), transport=httpx.MockTransport(fail)
+    ) as client:
+        answer = await client.call(Endpoint.CHAT, b"{}")
+    assert isinstance(answer, NoAnswer)
+    assert (answer.classification.error_class, answer.classification.sent) == (error_class, sent)
+
+
+def test_a_sync_get_translates_the_same_way() -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with httpx.Client(base_url="https://relay.test/v1/", transport=httpx.MockTransport(fail)) as client:
+        answer = get(client, "dashboard/billing/usage")
+    assert isinstance(answer, NoAnswer)
+    assert answer.classification.sent is False

@@ -7,6 +7,10 @@ that, and a batch runner lives on that margin. Tests inject ``httpx.MockTranspor
 Requests go to the configured origin only and redirects are never followed, so the key cannot
 travel to another host (``OriginBearerAuth`` gives the same promise to the billing client). The
 key is kept out of ``repr`` and of every message.
+
+httpx's transport errors (timeouts, refused or dropped connections) are translated here and
+nowhere else: ``ApiClient.call`` and ``get`` return ``NoAnswer`` with the retry policy's reading
+of the error (``workers.retry.classify_exception``: retryable; whether the relay may have run it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import httpx
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import Settings
+from workers.retry import Classification, classify_exception
 
 NO_KEY_WARNING = (
     "warning: no API key is configured (OPENAI_API_KEY or BATCHER_API_KEY): calls go without "
@@ -91,6 +96,27 @@ class RawResponse:
     content: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class NoAnswer:
+    """A call that got no answer (a timeout, a refused or dropped connection), and what it means."""
+
+    classification: Classification
+
+
+def no_answer(exc: httpx.TransportError) -> NoAnswer:
+    """The one place httpx's transport errors become batcher's: the retry policy's reading of them."""
+    return NoAnswer(classify_exception(exc))
+
+
+def get(client: httpx.Client, path: str) -> RawResponse | NoAnswer:
+    """A GET through a synchronous client (the relay's billing endpoints), translated the same way."""
+    try:
+        response = client.get(path)
+    except httpx.TransportError as exc:
+        return no_answer(exc)
+    return RawResponse(response.status_code, response.headers, response.content)
+
+
 def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
@@ -124,8 +150,10 @@ class ApiClient:
         timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
         self._extensions = {"timeout": timeout.as_dict()}
 
-    async def call(self, endpoint: Endpoint, body: bytes, *, content_type: str = JSON) -> RawResponse:
-        """POST the body; httpx exceptions (timeouts, connection errors) propagate to the caller."""
+    async def call(
+        self, endpoint: Endpoint, body: bytes, *, content_type: str = JSON
+    ) -> RawResponse | NoAnswer:
+        """POST the body; the answer, or ``NoAnswer`` for a timeout or a connection error."""
         headers = self._headers
         if content_type != JSON:  # a multipart upload names its boundary
             headers = httpx.Headers(self._headers)
@@ -133,11 +161,14 @@ class ApiClient:
         request = httpx.Request(
             "POST", self._urls[endpoint], headers=headers, content=body, extensions=self._extensions
         )
-        response = await self._transport.handle_async_request(request)
         try:
-            content = await response.aread()
-        finally:
-            await response.aclose()
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            return no_answer(exc)
         return RawResponse(response.status_code, response.headers, content)
 
     async def aclose(self) -> None:

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
-
 from jobs.errors import BatcherError
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
@@ -36,7 +34,7 @@ from workers.answers import AnswerBudget, answer_bytes
 from workers.audio_check import classify_speech
 from workers.blame import blames_the_call
 from workers.budget import Budget
-from workers.client import ApiClient, RawResponse
+from workers.client import ApiClient, NoAnswer, RawResponse
 from workers.endpoints import family_of
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Answered, Call
@@ -45,7 +43,7 @@ from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
-from workers.retry import Classification, Verdict, classify_exception, classify_response, next_delay
+from workers.retry import Classification, Verdict, classify_response, next_delay
 from workers.units import Unit, units_from
 
 __all__ = ["ExecConfig", "Executor", "Sink", "Stats"]
@@ -251,13 +249,10 @@ class Executor:
 
     async def _send(self, unit: Unit, content: bytes) -> Call:
         started_at, start = utcnow(), time.monotonic()
-        try:
-            request = family_of(unit.endpoint).request(content)
-            response = await self.client.call(
-                unit.endpoint, request.content, content_type=request.content_type
-            )
-        except httpx.TransportError as exc:
-            return Call(classify_exception(exc), None, started_at, _ms_since(start))
+        request = family_of(unit.endpoint).request(content)
+        response = await self.client.call(unit.endpoint, request.content, content_type=request.content_type)
+        if isinstance(response, NoAnswer):
+            return Call(response.classification, None, started_at, _ms_since(start))
         cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
         if cleaned is not response.content:
             response = replace(response, content=cleaned)
