@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from batcher.reader import ReadOptions, read_requests
 from batcher.usage import unpriced_hint
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
@@ -27,6 +28,7 @@ from jobs.records import Usage
 from workers.cost import cost_of_attempt
 from workers.endpoints import family_of
 from workers.prices import PriceBook
+from workers.tokens import estimate_prompt_tokens
 
 PromptCounter = Callable[[Endpoint, Mapping[str, Any]], int]
 
@@ -134,8 +136,8 @@ def assumptions(estimate: Estimate) -> list[str]:
     out = [
         "prompt tokens: batcher's estimate (ASCII text 4 characters per token, any other character "
         "1 token): slightly high",
-        "output tokens: max_completion_tokens or max_tokens × n where a line sets them: an upper "
-        "bound, answers often stop sooner",
+        "output tokens: max_completion_tokens or max_tokens × n (best_of for completions) where a "
+        "line sets them: an upper bound, answers often stop sooner",
         "each line called once: retries and duplicate calls cost extra (see `batcher usage` afterwards)",
     ]
     missing = sum(m.without_max for m in estimate.models)
@@ -157,15 +159,12 @@ def assumptions(estimate: Estimate) -> list[str]:
 
 def estimate_file(
     path: Path,
-    read_options: Any,
+    read_options: ReadOptions,
     prices: PriceBook,
     group: str | None = None,
     typical_output: int | None = None,
 ) -> Estimate:
-    """Estimate a JSONL input file (``read_options``: a ``batcher.reader.ReadOptions``)."""
-    from batcher.reader import read_requests
-    from workers.tokens import estimate_prompt_tokens
-
+    """Estimate a JSONL input file, read with ``read_options``."""
     lines = read_requests(path, read_options)
     return estimate_lines(
         lines, prices, group=group, typical_output=typical_output, count_prompt=estimate_prompt_tokens

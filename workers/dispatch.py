@@ -36,6 +36,7 @@ from jobs.db import Store, safe_url
 from jobs.endpoints import Endpoint
 from jobs.errors import BrokerError, JobStateError
 from jobs.models import JobStatus
+from workers.app import QUEUE_PREFIX, TASK_NAME, default_app, queue_name
 from workers.leases import recover_dead_leases
 
 EPOCH_KEY = "batcher:broker:epoch"
@@ -57,8 +58,6 @@ class SweepReport:
 
 def celery_publisher(app: Any = None) -> Publish:
     """Publish ``run_lines`` messages through a Celery app (default: ``workers.app.default_app()``)."""
-    from workers.app import TASK_NAME, default_app, queue_name
-
     if app is None:
         app = default_app()
 
@@ -84,8 +83,6 @@ def broker_epoch(client: redis.Redis, *, now: float) -> float:
 
 def queued_messages(client: redis.Redis) -> int:
     """How many messages wait in batcher's queues (every priority step of every endpoint kind)."""
-    from workers.app import QUEUE_PREFIX
-
     waiting = 0
     for key in client.scan_iter(match=QUEUE_PREFIX + "*", count=200):
         if client.type(key) == b"list":
