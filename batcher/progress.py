@@ -1,4 +1,4 @@
-"""A live progress line for long runs: done/failed counts, rate, ETA and calls in flight.
+"""A live progress line for long runs: done/failed counts, rate, ETA and the pace.
 
 It reads the executor's counters from a background thread twice a second and redraws one line
 on stderr. It draws only on a terminal, so logs and pipes stay clean.
@@ -12,6 +12,7 @@ import time
 from typing import TextIO
 
 from workers.executor import Executor
+from workers.pace import PaceSnapshot
 
 
 def format_duration(seconds: float) -> str:
@@ -24,14 +25,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def progress_line(*, done: int, failed: int, total: int, rate: float, in_flight: int, width: int = 24) -> str:
-    """One progress line: a bar, counts, rate and ETA."""
+def progress_line(
+    *, done: int, failed: int, total: int, rate: float, pace: PaceSnapshot, width: int = 24
+) -> str:
+    """One progress line: a bar, counts, rate and ETA, then the pace (req/s, limit, in flight, 429s)."""
     fraction = done / total if total else 1.0
     filled = int(fraction * width)
     eta = format_duration((total - done) / rate) if rate > 0 and done < total else "-"
     return (
         f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {fraction:4.0%}"
-        f" · failed {failed} · {rate:.1f} lines/s · ETA {eta} · in flight {in_flight}"
+        f" · failed {failed} · {rate:.1f} lines/s · ETA {eta} · {pace.describe()}"
     )
 
 
@@ -74,7 +77,7 @@ class Progress:
             failed=self.base_failed + stats.failed,
             total=self.total,
             rate=rate,
-            in_flight=stats.in_flight,
+            pace=self._executor.pacing.snapshot(),
         )
         self.stream.write("\r" + line + end)
         self.stream.flush()

@@ -21,6 +21,7 @@ from jobs.settings import Settings
 from workers.build import build_executor
 from workers.client import ApiClient
 from workers.executor import ExecConfig, Executor, Stats
+from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.ratelimit import InProcessLimiter
 from workers.redact import redact
@@ -71,7 +72,10 @@ async def _run(
     async with executor.client:
         if on_start is not None:
             on_start(executor)
-        return await executor.run(claimed_lines(store, job_id, executor, batch=batch))
+        try:
+            return await executor.run(claimed_lines(store, job_id, executor, batch=batch))
+        finally:
+            remember_paces(store, await executor.pacing.refresh())
 
 
 async def claimed_lines(

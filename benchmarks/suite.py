@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
-from benchmarks import dataset
+from benchmarks import dataset, pace
 from benchmarks.harness import (
     KEY,
     Relay,
@@ -274,6 +274,7 @@ BENCHMARKS: dict[str, Callable[[Path], None]] = {
     "celery-scale": dataset.celery_scale,
     "vectors": dataset.vectors,
     "dataset-10m": dataset.dataset_10m,
+    **pace.BENCHMARKS,
 }
 OPT_IN = {"dataset-10m"}  # an hour of the machine: only when named
 

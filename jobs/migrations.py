@@ -135,10 +135,23 @@ def _m003_claim_index(conn: Connection) -> None:
     sa.Index("ix_request_job_state", request.c.job_id, request.c.state).drop(conn)
 
 
+def _m004_learned_pace(conn: Connection) -> None:
+    """The pace a job found per (provider, model), so the next one starts from it."""
+    md = sa.MetaData()
+    sa.Table(
+        "learned_pace", md,
+        sa.Column("provider", sa.String, primary_key=True),
+        sa.Column("model", sa.String, primary_key=True),
+        sa.Column("requests_per_s", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    ).create(conn)  # fmt: skip
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
     ("0003_claim_index", _m003_claim_index),
+    ("0004_learned_pace", _m004_learned_pace),
 ]
 
 _ledger = sa.Table(

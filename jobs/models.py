@@ -150,3 +150,14 @@ class VectorBlock(SQLModel, table=True):
     dim: int
     encoding: str  # "float" or "base64": how the API sent them, and so how the export writes them
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class LearnedPace(SQLModel, table=True):
+    """The request pace a job found for one (provider, model), where the next job starts."""
+
+    __tablename__ = "learned_pace"
+
+    provider: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
+    requests_per_s: float
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -4,10 +4,11 @@ One pydantic model, stored with the job as JSON text (``Job.options``) and read 
 store (``q.job_options``), so nothing else parses that column. Only the options that differ from
 the defaults are stored: a job submitted before an option existed reads back with its default.
 
-Where the job runs changes two numbers, and both are explicit here instead of hidden in twin
-defaults: an embedded run (one process, ``batcher run``) and a worker's chunk (one broker
-message; a worker process runs several) get different default concurrency and lease length
-(``Placement``). A concurrency the user chose applies to both.
+Where the job runs changes its defaults, explicit here instead of hidden in twin defaults: an
+embedded run (one process, ``batcher run``) and a worker's chunk (one broker message; a worker
+process runs several) get different lease lengths (``Placement``). Both get the same ceiling of
+calls in flight, under which the number is found (``workers.concurrency``); a concurrency the
+user chose applies to both.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Placement:
 PLACEMENTS = {
     # One process holds the job for its whole run: renewals are cheap, a crash is rare and
     # `run-job` takes the dead pid's lines back at once, so a long lease costs nothing.
-    RunMode.EMBEDDED: Placement(concurrency=32, lease_seconds=300.0),
+    # The concurrency is a ceiling: the number in flight is found below it (workers.concurrency).
+    RunMode.EMBEDDED: Placement(concurrency=256, lease_seconds=300.0),
     # A chunk is one message among many workers: a killed worker's lines must come back soon.
     RunMode.CELERY: Placement(concurrency=256, lease_seconds=60.0),
 }
@@ -52,7 +54,8 @@ class JobOptions(BaseModel):
     concurrency: int | None = Field(default=None, ge=1)  # None: the placement's default
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int = Field(default=5, ge=1)  # failed calls; throttles (429, overload) do not count
+    max_wait: float = Field(default=3600.0, ge=0)  # seconds a line may stay throttled
     timeout: float = Field(default=120.0, gt=0)
     pack: bool = True
     pack_size: int = Field(default=256, ge=1)

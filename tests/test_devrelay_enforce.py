@@ -126,3 +126,12 @@ def test_past_max_concurrent_answers_new_api_overload(relay: RelayServer, retry_
 )
 def test_format_reset(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
+
+
+def test_fault_429_window_is_llmocks_short_wait_beside_a_long_reset(relay: RelayServer) -> None:
+    relay.set_config(RelayConfig(fault_rate=1.0, faults=("429_window",), retry_after=0.012))
+    refused = burst(relay, 1)[0]
+    assert refused.status_code == 429
+    assert refused.headers["retry-after-ms"] == "12"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"] == "59.5s"

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.answers import body_key, expected_embedding
+from batcher.devrelay.enforce import LimitRules
 from batcher.export import export_job
 from jobs import store as q
 from jobs.db import Store
@@ -156,6 +157,36 @@ def test_workers_share_one_rate_limit(cluster: Cluster, relay: RelayServer, tmp_
     steady = [answered[s] for s in seconds[2:-1]]  # after warm-up, before the tail
     assert sum(steady) / len(steady) >= 95, answered
     assert stats["rate_limited"] <= 0.01 * stats["calls"]
+
+
+def test_workers_find_an_unknown_limit_together_and_fail_no_line(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    """No --rpm: both workers follow one pace in Redis, lowered by the relay's 429s; none fails a line."""
+    relay.set_config(RelayConfig(api_key=KEY, latency=0.02, limits=LimitRules(requests=60, window=1.0)))
+    path, rows = embedding_rows(tmp_path, 1100)  # three messages: both workers get some
+    cluster.start_worker("a")
+    cluster.start_worker("b")
+    time.sleep(3)
+    job_id = cluster.submit(path, options={"pack": False, "max_attempts": 1})
+    cluster.wait_done(job_id, timeout=180)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)  # max_attempts 1, yet no 429 failed a line
+    assert relay.stats()["rate_limited"] > 0
+    workers = {
+        a.worker.split(":")[1] for a in all_attempts(cluster.store) if a.status_code == 200 and a.worker
+    }
+    assert len(workers) >= 2
+    client = cluster.redis()
+    try:
+        keys = client.keys("batcher:rl:*")
+        assert len(keys) == 1  # one pace for (provider, model), whoever calls
+        shared = float(client.hget(keys[0], "rate") or 0)
+    finally:
+        client.close()
+    assert 0 < shared <= 60 * 1.2
+    provider = keys[0].decode().removeprefix("batcher:rl:").split("|")[0]
+    with cluster.store.session() as s:
+        assert 0 < q.learned_paces(s, provider)["emb"] <= 60 * 1.2  # the next job starts from it
 
 
 def test_429_storm_costs_one_call_per_retry_after_and_fails_no_line(

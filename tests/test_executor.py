@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from sqlmodel import select
 
 from jobs import store as q
 from jobs.db import Store
@@ -61,20 +62,37 @@ def add_job(db: Store, endpoint: str, bodies: list[dict[str, object]]) -> int:
 class RecordingLimiter(InProcessLimiter):
     def __init__(self) -> None:
         super().__init__(Limits())
-        self.cooldowns: list[tuple[str, float]] = []
+        self.cooldowns: list[tuple[str, float | None]] = []
         self.settled: list[tuple[Permit, int]] = []
+        self.full: list[bool] = []
 
-    async def cooldown(self, key: str, seconds: float) -> None:
-        self.cooldowns.append((key, seconds))
+    async def limited(self, key: str, pause: float | None) -> None:
+        self.cooldowns.append((key, pause))
 
-    async def settle(self, permit: Permit, used_tokens: int) -> None:
+    async def settle(
+        self, permit: Permit, used_tokens: int, *, ok: bool = False, window_full: bool = False
+    ) -> None:
         self.settled.append((permit, used_tokens))
+        if ok:
+            self.full.append(window_full)
 
 
 async def run(
-    db: Store, job_id: int, handler: Handler, tmp_path: Path, *, max_attempts: int = 4, concurrency: int = 4
+    db: Store,
+    job_id: int,
+    handler: Handler,
+    tmp_path: Path,
+    *,
+    max_attempts: int = 4,
+    concurrency: int = 4,
+    max_wait: float | None = 3600.0,
 ) -> tuple[Executor, RecordingLimiter]:
-    config = ExecConfig(results_dir=tmp_path / "results", concurrency=concurrency, max_attempts=max_attempts)
+    config = ExecConfig(
+        results_dir=tmp_path / "results",
+        concurrency=concurrency,
+        max_attempts=max_attempts,
+        max_wait=max_wait,
+    )
     limiter = RecordingLimiter()
 
     async def no_sleep(_: float) -> None:
@@ -199,6 +217,93 @@ async def test_executor_retry_after_pauses_the_limiter_key(db: Store, tmp_path: 
     _, limiter = await run(db, job_id, handler, tmp_path)
     assert limiter.cooldowns == [("relay.test|m", 1.5)]
     assert lines(db, job_id)[0].state == "succeeded"
+
+
+RATE_429 = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+OVERLOAD_503 = {
+    "error": {
+        "message": "当前分组上游负载已饱和，请稍后再试",
+        "type": "new_api_error",
+        "code": "upstream_overloaded",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "throttle",
+    [
+        httpx.Response(429, json=RATE_429),
+        httpx.Response(503, json=OVERLOAD_503, headers={"retry-after": "1"}),
+        httpx.Response(200, json=OVERLOAD_503),  # an overload inside HTTP 200
+    ],
+)
+async def test_executor_throttles_never_use_up_max_attempts(
+    db: Store, tmp_path: Path, throttle: httpx.Response
+) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    handler = scripted(*([throttle] * 8), httpx.Response(500), chat_ok())
+    executor, _ = await run(db, job_id, handler, tmp_path, max_attempts=2)
+    line = lines(db, job_id)[0]
+    assert line.state == "succeeded"
+    assert executor.stats.calls == 10
+    assert line.attempts == 2  # the 500 and the success; the eight throttles are not counted
+    with db.session() as s:
+        rows = s.exec(select(Attempt).where(Attempt.request_id == line.id)).all()
+    assert len(rows) == 10  # every call is still an attempt row: each may be billed
+
+
+async def test_executor_a_line_throttled_past_max_wait_fails_saying_so(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    executor, _ = await run(db, job_id, scripted(httpx.Response(429, json=RATE_429)), tmp_path, max_wait=0.0)
+    line = lines(db, job_id)[0]
+    assert line.state == "failed"
+    assert line.error_code == "rate_limit_exceeded"
+    assert "--max-wait" in (line.last_error or "")
+    assert "Rate limit reached" in (line.last_error or "")
+    assert executor.pacing.counters.rate_limited == 1
+
+
+async def test_executor_retry_after_wins_over_a_full_windows_reset(db: Store, tmp_path: Path) -> None:
+    """llmock's 429: retry-after-ms 12 with remaining 0 and a 59.5 s reset. The wait is 12 ms."""
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    headers = {
+        "retry-after-ms": "12",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "59.5s",
+    }
+    _, limiter = await run(
+        db, job_id, scripted(httpx.Response(429, json=RATE_429, headers=headers), chat_ok()), tmp_path
+    )
+    assert limiter.cooldowns == [("relay.test|m", 0.012)]
+
+
+async def test_executor_without_retry_after_a_429_waits_for_the_window(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    handler = scripted(httpx.Response(429, json=RATE_429, headers=headers), httpx.Response(429), chat_ok())
+    _, limiter = await run(db, job_id, handler, tmp_path)
+    assert limiter.cooldowns == [("relay.test|m", 2.0), ("relay.test|m", None)]
+
+
+async def test_executor_a_full_window_on_success_holds_the_pace_without_a_pause(
+    db: Store, tmp_path: Path
+) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    ok = chat_ok()
+    ok.headers.update({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"})
+    _, limiter = await run(db, job_id, scripted(ok), tmp_path)
+    assert limiter.cooldowns == []
+    assert limiter.full == [True]
+
+
+async def test_executor_overload_lowers_the_concurrency(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT])
+    handler = scripted(httpx.Response(503, json=OVERLOAD_503), chat_ok())
+    executor, limiter = await run(db, job_id, handler, tmp_path, concurrency=64)
+    assert executor.pacing.concurrency.decreases == 1
+    assert not executor.pacing.concurrency.slow_start
+    assert executor.pacing.counters.overloaded == 1
+    assert limiter.cooldowns == []  # an overload is not a rate limit: the key is not paused
 
 
 async def test_executor_settles_tokens_with_reported_usage(db: Store, tmp_path: Path) -> None:

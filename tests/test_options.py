@@ -74,7 +74,7 @@ def test_concurrency_defaults_to_the_placement_unless_chosen(mode: RunMode) -> N
 
 def test_placements_differ_where_the_docstring_says() -> None:
     embedded, worker = PLACEMENTS[RunMode.EMBEDDED], PLACEMENTS[RunMode.CELERY]
-    assert (embedded.concurrency, embedded.lease_seconds) == (32, 300.0)
+    assert (embedded.concurrency, embedded.lease_seconds) == (256, 300.0)
     assert (worker.concurrency, worker.lease_seconds) == (256, 60.0)
 
 

@@ -12,7 +12,7 @@ from workers.client import RawResponse
 from workers.outcomes import Call
 from workers.pacing import Pacing
 from workers.ratelimit import InProcessLimiter, Limits, Permit
-from workers.retry import Classification, Verdict
+from workers.retry import Classification, Throttle, Verdict
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -30,11 +30,13 @@ class TicketLimiter(InProcessLimiter):
         self.granted.append(permit)
         return permit
 
-    async def settle(self, permit: Permit, used_tokens: int) -> None:
+    async def settle(
+        self, permit: Permit, used_tokens: int, *, ok: bool = False, window_full: bool = False
+    ) -> None:
         self.events.append(("settle", permit, used_tokens))
 
-    async def cooldown(self, key: str, seconds: float) -> None:
-        self.events.append(("cooldown", key, seconds))
+    async def limited(self, key: str, pause: float | None) -> None:
+        self.events.append(("limited", key, pause))
 
 
 def call(verdict: Verdict, *, sent: bool | None, status: int | None = 200, **kw: object) -> Call:
@@ -46,7 +48,7 @@ def call(verdict: Verdict, *, sent: bool | None, status: int | None = 200, **kw:
 
 
 def pacing(limiter: TicketLimiter, concurrency: int = 4) -> Pacing:
-    return Pacing(limiter, concurrency=concurrency, provider="relay", jitter=lambda: 0.0)
+    return Pacing(limiter, concurrency=concurrency, provider="relay", adaptive=False)
 
 
 async def test_finish_settles_the_permit_the_slot_granted() -> None:
@@ -86,9 +88,36 @@ async def test_a_429_pauses_the_key_before_the_permit_is_settled() -> None:
     p = pacing(limiter)
     async with p.slot("m", 40) as permit:
         pass
-    refused = call(Verdict.RETRY, sent=False, status=429, error_class="rate_limited", retry_after=3.0)
+    refused = call(
+        Verdict.RETRY,
+        sent=False,
+        status=429,
+        error_class="rate_limited",
+        retry_after=3.0,
+        throttle=Throttle.RATE,
+    )
     await p.finish(permit, refused, used_tokens=None)
-    assert limiter.events == [("cooldown", "relay|m", 3.0), ("settle", permit, 0)]
+    assert limiter.events == [("limited", "relay|m", 3.0), ("settle", permit, 0)]
+    assert p.counters.rate_limited == 1
+
+
+async def test_a_5xx_with_retry_after_pauses_nothing() -> None:
+    """Only a rate limit pauses the key: a 503 overload's wait is that line's, not everyone's."""
+    limiter = TicketLimiter()
+    p = pacing(limiter)
+    async with p.slot("m", 40) as permit:
+        pass
+    busy = call(
+        Verdict.RETRY,
+        sent=True,
+        status=503,
+        error_class="overloaded",
+        retry_after=1.0,
+        throttle=Throttle.OVERLOAD,
+    )
+    await p.finish(permit, busy, used_tokens=None)
+    assert limiter.events == [("settle", permit, 40)]
+    assert p.counters.overloaded == 1
 
 
 async def test_slots_beyond_the_concurrency_wait_for_a_free_one() -> None:

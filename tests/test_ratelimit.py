@@ -7,7 +7,15 @@ import itertools
 
 import pytest
 
-from workers.ratelimit import InProcessLimiter, Limits, gcra_refund, gcra_reserve, header_pause, parse_reset
+from workers.ratelimit import (
+    InProcessLimiter,
+    Limits,
+    gcra_refund,
+    gcra_reserve,
+    header_pause,
+    parse_reset,
+    window_full,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +65,7 @@ class FakeClock:
 
 async def test_in_process_limiter_spaces_requests_at_rpm(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(monkeypatch)
-    limiter = InProcessLimiter(Limits(rpm=600), clock=clock)
+    limiter = InProcessLimiter(Limits(rpm=600 / 0.98), clock=clock)  # 600 after the headroom
     starts = []
     for _ in range(5):
         await limiter.acquire("k", 0)
@@ -134,3 +142,60 @@ def test_parse_reset_table(value: str, expected: float | None) -> None:
 )
 def test_header_pause_only_lowers_the_pace(headers: dict[str, str], expected: float | None) -> None:
     assert header_pause(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, False),
+        ({"x-ratelimit-remaining-requests": "3"}, False),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}, True),
+        ({"x-ratelimit-remaining-tokens": "0"}, False),  # tokens are paced by --tpm, not found
+    ],
+)
+def test_window_full_table(headers: dict[str, str], expected: bool) -> None:
+    assert window_full(headers) is expected
+
+
+async def test_in_process_limiter_unpaced_until_a_429_then_paced(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(), clock=clock)
+    for _ in range(20):
+        permit = await limiter.acquire("k", 0)
+        await limiter.settle(permit, 0, ok=True)
+    assert clock.sleeps == []
+    await limiter.limited("k", None)
+    pace = await limiter.pace("k")
+    assert pace.rate == pytest.approx(18.0)  # 0.9 x the 20 that succeeded this second
+    assert pace.learned
+    start = clock.now
+    for _ in range(3):
+        await limiter.acquire("k", 0)
+    assert clock.now - start == pytest.approx(2 / 18.0)
+
+
+async def test_in_process_limiter_starts_from_a_learned_pace_below_the_rpm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock(monkeypatch)
+    assert (await InProcessLimiter(Limits(learned={"k": 5.0}), clock=clock).pace("k")).rate == 5.0
+    capped = await InProcessLimiter(Limits(rpm=60, learned={"k": 5.0}), clock=clock).pace("k")
+    assert capped.rate == pytest.approx(0.98)
+    assert not capped.learned
+
+
+async def test_in_process_limiter_a_pause_voids_places_reserved_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a pause the waiting callers reserve again from its end, spaced at the pace:
+    the places they held before it would otherwise all fall due at once (a burst)."""
+    clock = FakeClock(monkeypatch)
+    limiter = InProcessLimiter(Limits(rpm=600 / 0.98), clock=clock)  # one per 0.1 s
+    tasks = [asyncio.create_task(limiter.acquire("k", 0)) for _ in range(5)]
+    await asyncio.sleep(0)  # five places reserved: now, +0.1, ... +0.4
+    until = clock.now + 1.0
+    await limiter.cooldown("k", 1.0)
+    await asyncio.gather(*tasks)
+    state = limiter._keys["k"]
+    assert state.request_tat == pytest.approx(until + 0.4, abs=0.11)  # four places after the pause
+    assert state.request_tat > until

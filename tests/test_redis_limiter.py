@@ -37,12 +37,12 @@ def pair(client: aioredis.Redis, limits: Limits) -> tuple[RedisLimiter, RedisLim
 
 async def wait_of(limiter: RedisLimiter, key: str, tokens: int) -> float:
     """The wait the script grants for one reservation (negative: paused, ask again)."""
-    args = [tokens, limiter.limits.rpm or 0, limiter.limits.tpm or 0, limiter.limits.burst, 10.0, 60]
-    return float(await limiter._acquire(keys=[limiter.prefix + key], args=args))
+    answer = await limiter._acquire(keys=[limiter.prefix + key], args=limiter.acquire_args(key, tokens))
+    return float(answer.decode().split("|")[0])
 
 
 async def test_reservations_are_spaced_across_workers(client: aioredis.Redis) -> None:
-    a, b = pair(client, Limits(rpm=600))  # one call per 0.1 s between both
+    a, b = pair(client, Limits(rpm=600 / 0.98))  # one call per 0.1 s between both, after the headroom
     waits = [await wait_of(x, "p|m", 0) for x in (a, b, a, b)]
     assert waits[0] == pytest.approx(0.0, abs=0.02)
     assert waits[1:] == pytest.approx([0.1, 0.2, 0.3], abs=0.02)
@@ -58,6 +58,7 @@ async def test_token_reservations_and_refunds(client: aioredis.Redis) -> None:
 async def test_keys_are_independent(client: aioredis.Redis) -> None:
     a, _ = pair(client, Limits(rpm=60))
     assert await wait_of(a, "p|m1", 0) == pytest.approx(0.0, abs=0.02)
+    assert await wait_of(a, "p|m1", 0) > 0.5
     assert await wait_of(a, "p|m2", 0) == pytest.approx(0.0, abs=0.02)
 
 
@@ -94,3 +95,50 @@ async def test_unreachable_redis_fails_closed() -> None:
     with pytest.raises(LimiterError, match="no call is made"):
         await limiter.acquire("k", 1)
     await dead.aclose()
+
+
+async def test_unpaced_until_a_429_which_every_worker_then_follows(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits())
+    for _ in range(5):
+        assert await wait_of(a, "k", 0) == 0.0
+        await a.settle(Permit("k", 0), 0, ok=True)
+    assert (await b.pace("k")).rate is None
+    await a.limited("k", None)
+    pace = await b.pace("k")
+    assert pace.rate == pytest.approx(0.9 * 5)  # the goodput: five successes this second
+    assert (pace.learned, pace.decreases) == (True, 1)
+    await wait_of(b, "k", 0)
+    assert await wait_of(a, "k", 0) == pytest.approx(1 / 4.5, abs=0.02)  # b's place is a's pace too
+
+
+async def test_one_decrease_per_congestion_event_and_increase_while_binding(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(learned={"k": 50.0}))
+    await wait_of(a, "k", 0)
+    assert await wait_of(a, "k", 0) > 0  # the pace binds
+    for _ in range(10):
+        await b.settle(Permit("k", 0), 0, ok=True)
+    assert (await a.pace("k")).rate == pytest.approx(50.0 + 10 / 50, abs=0.01)
+    await b.settle(Permit("k", 0), 0, ok=True, window_full=True)  # remaining 0: hold
+    assert (await a.pace("k")).rate == pytest.approx(50.0 + 10 / 50, abs=0.01)
+    await a.limited("k", None)
+    await b.limited("k", None)
+    assert (await a.pace("k")).decreases == 1
+
+
+async def test_learned_pace_never_passes_an_explicit_rpm(client: aioredis.Redis) -> None:
+    a, _ = pair(client, Limits(rpm=600, learned={"k": 1000.0}))
+    await wait_of(a, "k", 0)
+    pace = await a.pace("k")
+    assert pace.rate == pytest.approx(9.8)
+    assert not pace.learned
+
+
+async def test_a_pause_voids_places_reserved_before_it(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(rpm=60 / 0.98))  # one a second
+    await a.acquire("k", 0)
+    waiter = asyncio.create_task(b.acquire("k", 0))  # its place is a second away
+    await asyncio.sleep(0.1)
+    await a.limited("k", 0.3)
+    await b.settle(await waiter, 0)  # the probe after the pause is answered: the gate opens
+    # The waiter reserved again after the pause: the next place is a full interval after it.
+    assert await wait_of(a, "k", 0) == pytest.approx(1.0, abs=0.1)

@@ -6,11 +6,13 @@ import httpx
 import pytest
 
 from workers.retry import (
+    Throttle,
     Verdict,
     backoff_delay,
     classify_exception,
     classify_response,
     next_delay,
+    out_of_patience,
     parse_error_body,
     parse_retry_after,
     should_retry,
@@ -255,12 +257,100 @@ def test_backoff_delay_table(attempt: int, jitter: float, expected: float) -> No
 
 
 def test_next_delay_prefers_retry_after_and_should_retry_caps() -> None:
-    c = classify_response(429, {"retry-after": "3"}, b"", now=NOW)
+    c = classify_response(500, {"retry-after": "3"}, b"", now=NOW)
     assert next_delay(c, 1, jitter=0.0) == 3.0
     assert next_delay(classify_response(503, {}, b"", now=NOW), 2, jitter=0.0) == 1.0
     assert should_retry(c, 2, 3)
     assert not should_retry(c, 3, 3)
     assert not should_retry(classify_response(400, {}, b"", now=NOW), 1, 3)
+
+
+def test_a_throttle_never_uses_up_the_attempts() -> None:
+    c = classify_response(429, {"retry-after": "3"}, b"", now=NOW)
+    assert not c.counts_attempt
+    assert should_retry(c, 99, 3)
+    assert next_delay(c, 1, jitter=0.0) == 3.0
+    assert next_delay(classify_response(429, {}, b"", now=NOW), 10, jitter=0.0) == 5.0  # capped lower
+
+
+OVERLOAD = err("当前分组上游负载已饱和，请稍后再试", "new_api_error", "upstream_overloaded")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "throttle", "error_class"),
+    [
+        (429, b"", Throttle.RATE, "rate_limited"),
+        (
+            429,
+            err("当前分组上游负载已饱和，请稍后再试", "new_api_error", "rate_limit"),
+            Throttle.RATE,
+            "rate_limited",
+        ),
+        (429, err("Rate limit reached", "requests", "rate_limit_exceeded"), Throttle.RATE, "rate_limited"),
+        (503, OVERLOAD, Throttle.OVERLOAD, "overloaded"),
+        (500, err("当前分组上游负载已饱和，请稍后再试"), Throttle.OVERLOAD, "overloaded"),
+        (529, err("Overloaded", "overloaded_error"), Throttle.OVERLOAD, "overloaded"),
+        (200, OVERLOAD, Throttle.OVERLOAD, "overloaded"),
+        (200, '{"error": "当前分组上游负载已饱和，请稍后再试"}'.encode(), Throttle.RATE, "rate_limited"),
+        (
+            200,
+            err("当前分组上游负载已饱和", "rate_limit_error", "rate_limit_exceeded"),
+            Throttle.RATE,
+            "rate_limited",
+        ),
+        (200, err("Too many requests, slow down"), Throttle.RATE, "rate_limited"),
+        (503, b"upstream connect error or disconnect/reset before headers", None, "server_error"),
+        (502, err("bad gateway"), None, "server_error"),
+        (400, err("the model is overloaded with options"), None, "bad_request"),
+        (200, err("upstream error: 上游服务异常", "upstream_error", "bad_response"), None, "error_in_200"),
+    ],
+)
+def test_throttles_table(status: int, body: bytes, throttle: Throttle | None, error_class: str) -> None:
+    c = classify_response(status, JSON, body, now=NOW)
+    assert (c.throttle, c.error_class) == (throttle, error_class)
+    assert c.counts_attempt is (throttle is None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        err("当前分组上游负载已饱和，请稍后再试", "insufficient_quota", "insufficient_user_quota"),
+        err("You exceeded your current quota", "insufficient_quota", "insufficient_quota"),
+    ],
+)
+def test_quota_stays_fatal_even_worded_like_a_rate_limit(body: bytes) -> None:
+    for status in (429, 200):
+        assert classify_response(status, JSON, body, now=NOW).verdict == Verdict.FATAL
+
+
+@pytest.mark.parametrize(
+    ("headers", "message", "expected"),
+    [
+        ({"retry-after-ms": "12", "retry-after": "5"}, None, 0.012),
+        ({"llm_provider-retry-after-ms": "558"}, None, 0.558),
+        ({"llm_provider-retry-after": "2"}, None, 2.0),
+        ({"retry-after": "1", "llm_provider-retry-after-ms": "558"}, None, 1.0),  # the standard name wins
+        ({}, "Rate limit reached. Please try again in 558ms.", 0.558),
+        ({}, "Please try again in 1.5s.", 1.5),
+        ({}, "Limit 3, Used 3, Requested 1. Please try again in 6m0s. Visit ...", 360.0),
+        ({"retry-after": "2"}, "Please try again in 558ms.", 2.0),  # a header wins over the message
+        ({}, "Please try again later.", None),
+        # x-ratelimit-reset-* is not a Retry-After: a window's reset is not the server naming a wait
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "59.5s"}, None, None),
+    ],
+)
+def test_retry_after_spellings_table(
+    headers: dict[str, str], message: str | None, expected: float | None
+) -> None:
+    body = err(message, "requests", "rate_limit_exceeded") if message else b""
+    c = classify_response(429, headers, body, now=NOW)
+    assert c.retry_after == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_out_of_patience() -> None:
+    assert not out_of_patience(10.0, None)
+    assert not out_of_patience(10.0, 60.0)
+    assert out_of_patience(60.0, 60.0)
 
 
 @pytest.mark.parametrize(

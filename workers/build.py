@@ -17,6 +17,7 @@ from jobs.settings import Settings
 from workers.budget import job_budget
 from workers.client import ApiClient, ClientConfig, client_config
 from workers.executor import ExecConfig, Executor
+from workers.learned import job_limits
 from workers.leases import new_owner
 from workers.packing import pack_limits
 from workers.ratelimit import Limiter, Limits
@@ -46,13 +47,16 @@ def build_executor(
         results_dir=Path(settings.results_dir),
         concurrency=concurrency,
         max_attempts=options.max_attempts,
+        max_wait=options.max_wait,
         lease_seconds=PLACEMENTS[mode].lease_seconds,
         pack=pack_limits(options),
         owner=owner or new_owner(),
     )
+    client_conf = client_config(settings, timeout=options.timeout, max_connections=concurrency)
     return Executor(
-        client=client(client_config(settings, timeout=options.timeout, max_connections=concurrency)),
-        limiter=limiter(Limits(rpm=options.rpm, tpm=options.tpm)),
+        client=client(client_conf),
+        # Without --rpm the pace starts from what earlier jobs found on this provider (workers.learned).
+        limiter=limiter(job_limits(store, client_conf.provider, options)),
         sink=StoreSink(store, job_id=job_id, owner=config.owner),
         config=config,
         secrets=settings.secret_values(),

@@ -15,7 +15,8 @@ from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.build import build_executor
-from workers.executor import Stats
+from workers.executor import Executor, Stats
+from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.runtime import WorkerRuntime
 
@@ -62,4 +63,11 @@ def run_chunk(
         owner=owner,
         lines=len(items),
     )
-    return runtime.run(executor.run(items))
+    return runtime.run(_run(store, executor, items))
+
+
+async def _run(store: Store, executor: Executor, items: list[WorkItem]) -> Stats:
+    try:
+        return await executor.run(items)
+    finally:
+        remember_paces(store, await executor.pacing.refresh())

@@ -5,9 +5,9 @@ order; a Celery task claims the ids in its message) and passes a ``Sink`` that w
 ``workers.build.build_executor`` assembles one for a job. The core owns what happens between:
 
 - lines become units (``workers.units``): one line per call, or a pack of embedding lines;
-- each call goes when the pacing (``workers.pacing``: concurrency gate and rate limiter) lets it;
-- retries with the pure policy in ``workers.retry``; a unit waiting to retry gives up its call
-  slot, so backoff never idles the pipe; Retry-After also pauses the limiter key for everyone;
+- each call goes when the pacing (``workers.pacing``: adaptive concurrency, rate limiter) lets it;
+- retries with the pure policy in ``workers.retry``; a unit waiting to retry gives up its slot;
+- a throttle (429, an overload) uses none of the line's attempts; it fails past ``max_wait``;
 - a pack the API refuses as a whole is bisected until the bad input is alone;
 - one ``Attempt`` per line per upstream call and one terminal result per line, handed to the
   recorder (``workers.recorder``), which writes them in batches and renews the leases;
@@ -37,13 +37,20 @@ from workers.budget import Budget
 from workers.client import ApiClient, NoAnswer, RawResponse
 from workers.endpoints import family_of
 from workers.leases import LIVE_OWNERS, new_owner
-from workers.outcomes import Answered, Call
+from workers.outcomes import Answered, Call, status_of
 from workers.pacing import Pacing
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
-from workers.retry import Classification, Verdict, classify_response, next_delay
+from workers.retry import (
+    DEFAULT_MAX_WAIT_S,
+    Classification,
+    Verdict,
+    classify_response,
+    next_delay,
+    out_of_patience,
+)
 from workers.units import Unit, units_from
 
 __all__ = ["ExecConfig", "Executor", "Sink", "Stats"]
@@ -54,8 +61,10 @@ class ExecConfig:
     """How the core runs lines."""
 
     results_dir: Path
-    concurrency: int = 32
+    concurrency: int = 32  # the ceiling of calls in flight
+    adaptive: bool = True  # find the concurrency under the ceiling; False: always the ceiling
     max_attempts: int = 5
+    max_wait: float | None = DEFAULT_MAX_WAIT_S  # seconds a line may stay throttled
     lease_seconds: float = 300.0
     flush_size: int = 200
     flush_interval: float = 0.25
@@ -97,7 +106,7 @@ class Executor:
         self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
         self.pacing = Pacing(
-            limiter, concurrency=config.concurrency, provider=client.config.provider, jitter=jitter
+            limiter, concurrency=config.concurrency, provider=client.config.provider, adaptive=config.adaptive
         )
         self.recorder = Recorder(
             sink,
@@ -183,12 +192,15 @@ class Executor:
                 return
             unit.attempts = [n + 1 for n in unit.attempts]
             answered = await self._call(unit)
+            c = answered.call.classification
+            if not c.counts_attempt:
+                unit.attempts = [n - 1 for n in unit.attempts]  # recorded as n+1, not counted
             self._settle_budget(unit, answered, reserved)
             if await self._settle(unit, answered):
                 return
             self.stats.retries += 1
-            c = answered.call.classification
-            await self._sleep(next_delay(c, max(unit.attempts), jitter=self._jitter()))
+            tries = unit.throttled(time.monotonic()) if c.throttle is not None else max(unit.attempts)
+            await self._sleep(next_delay(c, tries, jitter=self._jitter()))
 
     def _drop_capped(self, unit: Unit) -> Unit:
         """Fail lines whose attempts are used up (on earlier claims); keep the others."""
@@ -244,7 +256,7 @@ class Executor:
                 self.stats.in_flight -= 1
         self.stats.calls += 1
         answered = await self._parse(unit, call)
-        await self.pacing.finish(permit, answered.call, used_tokens=self._used_tokens(unit, answered))
+        await self.pacing.finish(permit, answered.call, used_tokens=outcomes.used_tokens(unit, answered))
         return answered
 
     async def _send(self, unit: Unit, content: bytes) -> Call:
@@ -283,15 +295,6 @@ class Executor:
             )
             return Answered(replace(call, classification=bad))
 
-    @staticmethod
-    def _used_tokens(unit: Unit, answered: Answered) -> int | None:
-        """Tokens to settle the limiter with; None when the call was not answered."""
-        if answered.results is None:
-            return None
-        if outcomes.is_file_answer(unit):
-            return unit.est_tokens
-        return sum((r.usage.total_tokens if r.usage else 0) for r in answered.results)
-
     async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
         if not outcomes.is_file_answer(unit):
             return outcomes.json_results(unit, call, self._clean)
@@ -315,16 +318,27 @@ class Executor:
             await self._halt_job(c)
             await self._release(unit.items)
             return True
-        if c.verdict == Verdict.PERMANENT and unit.packed and not blames_the_call(c, _status(call)):
+        if c.verdict == Verdict.PERMANENT and unit.packed and not blames_the_call(c, status_of(call)):
             # The pack was refused, not a line: the halves keep their attempt budget.
             unit.attempts = [n - 1 for n in unit.attempts]
             await asyncio.gather(*(self._unit(half) for half in unit.halves()))
             return True
+        if c.throttle is not None:
+            return self._check_patience(unit, call)
         if c.verdict == Verdict.PERMANENT or max(unit.attempts) >= self.config.max_attempts:
             for item in unit.items:
                 self._finish(outcomes.failure(item, call, self._clean))
             return True
         return False
+
+    def _check_patience(self, unit: Unit, call: Call) -> bool:
+        """Fail the unit's lines if they have been throttled longer than ``max_wait``."""
+        waited = unit.waited(time.monotonic())
+        if not out_of_patience(waited, self.config.max_wait):
+            return False
+        for item in unit.items:
+            self._finish(outcomes.out_of_patience(item, call, waited, self._clean))
+        return True
 
     def _succeed(self, unit: Unit, call: Call, results: list[LineResult]) -> None:
         for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
@@ -366,6 +380,7 @@ class Executor:
     async def _controller(self) -> None:
         while not self.stats.halted:
             await asyncio.sleep(self.config.control_interval)
+            await self.pacing.refresh()
             reason = await asyncio.to_thread(self.sink.halt_reason)
             if reason:
                 self.stats.halted = reason
@@ -375,10 +390,6 @@ class Executor:
     async def _release(self, items: Sequence[WorkItem]) -> None:
         self.stats.released += len(items)
         await self.recorder.release([item.request_id for item in items])
-
-
-def _status(call: Call) -> int | None:
-    return call.response.status if call.response is not None else None
 
 
 def _ms_since(start: float) -> int:

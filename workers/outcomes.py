@@ -183,6 +183,24 @@ def failure(item: WorkItem, call: Call, clean: Clean) -> LineResult:
     )
 
 
+def out_of_patience(item: WorkItem, call: Call, waited: float, clean: Clean) -> LineResult:
+    """A line the relay kept throttling (429, overload) for longer than ``--max-wait``."""
+    c = call.classification
+    return LineResult(
+        request_id=item.request_id,
+        job_id=item.job_id,
+        state=RequestState.FAILED,
+        status_code=call.response.status if call.response else None,
+        response_body=_error_body(call.response, clean),
+        upstream_request_id=_request_id(call, clean),
+        error_code=clean(c.code or c.error_class),
+        error_message=clean(
+            f"still {c.error_class.replace('_', '-')} after waiting {waited:.0f} s (--max-wait); "
+            f"the relay's last answer: {c.message}. Raise --max-wait or lower the pace (--rpm)"
+        ),
+    )
+
+
 def capped(item: WorkItem, attempts: int) -> LineResult:
     """A line that used up its attempts (on earlier claims)."""
     return LineResult(
@@ -224,3 +242,17 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".part")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def used_tokens(unit: Unit, answered: Answered) -> int | None:
+    """Tokens to settle the limiter with; None when the call was not answered."""
+    if answered.results is None:
+        return None
+    if is_file_answer(unit):
+        return unit.est_tokens
+    return sum((r.usage.total_tokens if r.usage else 0) for r in answered.results)
+
+
+def status_of(call: Call) -> int | None:
+    """The HTTP status of the call's answer, if it got one."""
+    return call.response.status if call.response is not None else None

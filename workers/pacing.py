@@ -1,8 +1,19 @@
 """The pace of upstream calls: how many are in flight at once and when the next may go.
 
 The executor takes a ``slot`` before each call and ``finish``es it once it knows what the call
-used. Inside, today, are a fixed concurrency gate and a rate ``Limiter`` keyed by provider and
-model; how calls are paced can change here without the executor knowing.
+used. Inside are the adaptive concurrency gate (``workers.concurrency``: the limit found under
+the ``--concurrency`` ceiling) and the rate ``Limiter`` keyed by provider and model (its pace
+known from ``--rpm`` or found, ``workers.aimd``), and the counters the progress line shows.
+
+What a finished call tells them:
+
+- a rate limit (``Throttle.RATE``) lowers the shared pace, and pauses the key for everyone when
+  the relay named a wait: its Retry-After (or ``llm_provider-retry-after``, or "try again in" in
+  the message), which wins over an ``x-ratelimit-reset-*`` that only says the window is full;
+- an overload (``Throttle.OVERLOAD``), a refused or reset connection, or a timeout lowers the
+  concurrency; an answered call is a latency sample for it;
+- an answered call settles its token reservation with the real usage and may raise the pace
+  (not when its ``x-ratelimit-remaining-requests`` is 0: the window is full).
 
 The permit a slot grants is the one that is settled: it is kept by the caller, never rebuilt
 from its key.
@@ -10,49 +21,92 @@ from its key.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 
+from workers.concurrency import AdaptiveGate, ConcurrencyState, on_overload, on_sample
 from workers.outcomes import Call
-from workers.ratelimit import Limiter, Permit, header_pause
-from workers.retry import next_delay
+from workers.pace import PaceCounters, PaceSnapshot
+from workers.ratelimit import Limiter, PaceView, Permit, header_pause, window_full
+from workers.retry import Throttle, Verdict
 
 
 class Pacing:
-    """A concurrency gate in front of a rate limiter; see the module docstring."""
+    """The concurrency gate in front of the rate limiter; see the module docstring."""
 
-    def __init__(
-        self, limiter: Limiter, *, concurrency: int, provider: str, jitter: Callable[[], float]
-    ) -> None:
-        self.limiter = limiter
-        self._calls = asyncio.Semaphore(concurrency)
-        self._provider = provider
-        self._jitter = jitter
+    def __init__(self, limiter: Limiter, *, concurrency: int, provider: str, adaptive: bool = True) -> None:
+        self.limiter, self.provider, self.ceiling = limiter, provider, concurrency
+        self.concurrency = ConcurrencyState(
+            ceiling=concurrency, limit=0.0 if adaptive else float(concurrency)
+        )
+        self.counters = PaceCounters()
+        self.views: dict[str, PaceView] = {}  # the limiter's paces as of the last ``refresh``
+        self.in_flight = 0
+        self._gate = AdaptiveGate(self.concurrency)
+        self._keys: set[str] = set()
+
+    def key_of(self, model: str) -> str:
+        """The limiter key: one pace per (provider, model)."""
+        return f"{self.provider}|{model}"
 
     @contextlib.asynccontextmanager
     async def slot(self, model: str, tokens: int) -> AsyncIterator[Permit]:
         """Hold a call's place for the duration of the block: a free slot and the limiter's grant."""
-        async with self._calls:
-            yield await self.limiter.acquire(f"{self._provider}|{model}", tokens)
+        key = self.key_of(model)
+        self._keys.add(key)
+        async with self._gate:
+            permit = await self.limiter.acquire(key, tokens)
+            self.in_flight += 1
+            try:
+                yield permit
+            finally:
+                self.in_flight -= 1
 
     async def finish(self, permit: Permit, call: Call, *, used_tokens: int | None) -> None:
-        """The call ended: pause its key if the answer asks, then settle the reservation.
+        """The call ended: adapt the concurrency and the pace, then settle the reservation.
 
         ``used_tokens`` is what an answered call used; None when that is unknown, and then a call
         that may have run upstream keeps its reservation and a refused one used nothing.
         """
-        pause = self._pause(call)
-        # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
-        if pause is not None:
-            await self.limiter.cooldown(permit.key, pause)
-        if used_tokens is None:
-            used_tokens = permit.tokens if call.classification.sent else 0
-        await self.limiter.settle(permit, used_tokens)
-
-    def _pause(self, call: Call) -> float | None:
         c = call.classification
-        pause = header_pause(call.response.headers) if call.response is not None else None
-        if c.retry_after is not None or c.error_class == "rate_limited":
-            pause = max(pause or 0.0, c.retry_after or next_delay(c, 1, jitter=self._jitter()))
-        return pause
+        self._adapt_concurrency(call)
+        if c.throttle is Throttle.RATE:
+            pause = c.retry_after
+            if pause is None and call.response is not None:
+                pause = header_pause(call.response.headers)
+            self.counters.rate_limited += 1
+            self.counters.cooldowns += bool(pause)
+            # The pause goes first: settling opens the limiter's probe gate, which must stay shut.
+            await self.limiter.limited(permit.key, pause)
+        answered = used_tokens is not None
+        if used_tokens is None:
+            used_tokens = permit.tokens if c.sent else 0
+        full = answered and call.response is not None and window_full(call.response.headers)
+        await self.limiter.settle(permit, used_tokens, ok=answered, window_full=full)
+        if answered:
+            self.counters.count(1, used_tokens, now=time.monotonic())
+
+    def _adapt_concurrency(self, call: Call) -> None:
+        c, now = call.classification, time.monotonic()
+        if c.verdict == Verdict.OK:
+            on_sample(self.concurrency, call.duration_ms / 1000, in_flight=self.in_flight + 1, now=now)
+        elif c.throttle is Throttle.OVERLOAD or c.error_class in ("connection", "timeout"):
+            on_overload(self.concurrency, now)
+            self.counters.overloaded += c.throttle is Throttle.OVERLOAD
+        self._gate.wake()
+
+    async def refresh(self) -> dict[str, PaceView]:
+        """Read the limiter's pace of every key called so far."""
+        self.views = {key: await self.limiter.pace(key) for key in sorted(self._keys)}
+        return self.views
+
+    def snapshot(self) -> PaceSnapshot:
+        """The pace now (the limiter's view as of the last ``refresh``)."""
+        return self.counters.snapshot(
+            now=time.monotonic(),
+            in_flight=self.in_flight,
+            concurrency=self.concurrency.admitted,
+            ceiling=self.ceiling,
+            views=self.views,
+        )

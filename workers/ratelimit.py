@@ -1,5 +1,9 @@
 """Rate limiting before each call: the ``Limiter`` interface and its in-process implementation.
 
+The request pace is found from the relay's answers (``workers.aimd``: unpaced until a 429, then
+additive increase / multiplicative decrease), started from a pace learned by an earlier job and
+never above ``--rpm`` (less a small headroom).
+
 Requests per minute and tokens per minute are each a GCRA (generic cell rate algorithm): the
 state is one number, the theoretical arrival time (TAT), so a check is O(1) whatever the limit
 (2M TPM costs the same as 10 RPM). A call *reserves* its place: the limiter moves the TAT forward
@@ -23,14 +27,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from workers.aimd import AimdTuning, RateState, ceiling_of, on_limited, on_success, on_wait
+
 
 @dataclass(frozen=True)
 class Limits:
-    """The configured pace for one limiter key; ``None`` means unlimited."""
+    """The configured pace for every limiter key; ``None`` means unlimited (the pace is then found).
+
+    ``learned``: key → the request pace an earlier job found for it, where this one starts.
+    """
 
     rpm: float | None = None
     tpm: float | None = None
     burst: float = 0.0
+    learned: Mapping[str, float] = field(default_factory=dict)
+    tuning: AimdTuning = field(default_factory=AimdTuning)
+
+    @property
+    def ceiling(self) -> float | None:
+        """The highest request pace, requests/s (``--rpm`` less the headroom)."""
+        return ceiling_of(self.rpm)
+
+    def start_rps(self, key: str) -> float | None:
+        """Where the key's pace starts: learned (under the ceiling), else the ceiling, else unpaced."""
+        learned, ceiling = self.learned.get(key), self.ceiling
+        if learned and ceiling:
+            return min(learned, ceiling)
+        return learned or ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +64,17 @@ class Permit:
     tokens: int
 
 
+@dataclass(frozen=True)
+class PaceView:
+    """One key's pace as the limiter holds it: what ``status`` and the progress line show."""
+
+    rate: float | None  # requests/s in force; None: unpaced (no limit met yet)
+    ceiling: float | None  # from --rpm
+    learned: bool  # the pace came from the relay's answers, not from --rpm
+    cooldown_s: float  # left of a pause the relay asked for
+    decreases: int  # times a rate-limit answer lowered the pace
+
+
 class Limiter(Protocol):
     """What the execution core needs from a rate limiter."""
 
@@ -48,12 +82,18 @@ class Limiter(Protocol):
         """Wait until a call with this many tokens may go out, and reserve its place."""
         ...
 
-    async def settle(self, permit: Permit, used_tokens: int) -> None:
-        """Reconcile the reservation with the tokens the call really used."""
+    async def settle(
+        self, permit: Permit, used_tokens: int, *, ok: bool = False, window_full: bool = False
+    ) -> None:
+        """Reconcile the reservation with the tokens the call really used; ``ok`` may raise the pace."""
         ...
 
-    async def cooldown(self, key: str, seconds: float) -> None:
-        """Pause every call on this key for ``seconds`` (a 429's Retry-After)."""
+    async def limited(self, key: str, pause: float | None) -> None:
+        """A rate-limit answer: lower the pace, and pause every call on the key if the relay named a wait."""
+        ...
+
+    async def pace(self, key: str) -> PaceView:
+        """The key's pace now."""
         ...
 
 
@@ -75,14 +115,16 @@ def gcra_refund(tat: float, *, units: float, rate: float) -> float:
 
 @dataclass
 class _KeyState:
+    aimd: RateState
     request_tat: float = 0.0
     token_tat: float = 0.0
     paused_until: float = 0.0
+    epoch: int = 0  # bumped by a pause: reservations made before it are void
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class InProcessLimiter:
-    """RPM/TPM limits for the callers of one process (the embedded ``batcher run``)."""
+    """RPM/TPM limits and the found pace for the callers of one process (``batcher run``)."""
 
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
@@ -90,24 +132,37 @@ class InProcessLimiter:
         self._keys: dict[str, _KeyState] = {}
 
     def _state(self, key: str) -> _KeyState:
-        return self._keys.setdefault(key, _KeyState())
+        state = self._keys.get(key)
+        if state is None:
+            aimd = RateState(rate=self.limits.start_rps(key), ceiling=self.limits.ceiling)
+            state = self._keys[key] = _KeyState(aimd)
+        return state
 
     async def acquire(self, key: str, tokens: int) -> Permit:
-        """Wait out any cooldown, then reserve one request and ``tokens`` tokens."""
+        """Wait out any pause, then reserve one request and ``tokens`` tokens.
+
+        A pause that starts while a caller waits for its place voids the place: the caller
+        reserves again after the pause, so the calls after it are spaced, never a burst.
+        """
         state = self._state(key)
-        await self._wait_cooldown(state)
-        async with state.lock:
-            wait = self._reserve(state, tokens)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        while True:
             await self._wait_cooldown(state)
-        return Permit(key, tokens)
+            async with state.lock:
+                epoch, wait = state.epoch, self._reserve(state, tokens)
+            if wait <= 0:
+                return Permit(key, tokens)
+            on_wait(state.aimd, self._clock())
+            await asyncio.sleep(wait)
+            if state.epoch == epoch:
+                return Permit(key, tokens)
+            self._refund_tokens(state, tokens)
 
     def _reserve(self, state: _KeyState, tokens: int) -> float:
         now, wait = self._clock(), 0.0
-        if self.limits.rpm:
+        rate = state.aimd.rate
+        if rate:
             state.request_tat, w = gcra_reserve(
-                state.request_tat, now, units=1, rate=self.limits.rpm / 60, burst=self.limits.burst
+                state.request_tat, now, units=1, rate=rate, burst=self.limits.burst
             )
             wait = max(wait, w)
         if self.limits.tpm and tokens > 0:
@@ -117,22 +172,45 @@ class InProcessLimiter:
             wait = max(wait, w)
         return wait
 
+    def _refund_tokens(self, state: _KeyState, tokens: int) -> None:
+        if self.limits.tpm and tokens:
+            state.token_tat = gcra_refund(state.token_tat, units=tokens, rate=self.limits.tpm / 60)
+
     async def _wait_cooldown(self, state: _KeyState) -> None:
         while (delay := state.paused_until - self._clock()) > 0:
             await asyncio.sleep(delay)
 
-    async def settle(self, permit: Permit, used_tokens: int) -> None:
-        """Give back (or take more of) the token reservation once the real usage is known."""
+    async def settle(
+        self, permit: Permit, used_tokens: int, *, ok: bool = False, window_full: bool = False
+    ) -> None:
+        """Give back (or take more of) the token reservation; count a success for the pace."""
+        state = self._state(permit.key)
         if self.limits.tpm and permit.tokens != used_tokens:
-            state = self._state(permit.key)
-            state.token_tat = gcra_refund(
-                state.token_tat, units=permit.tokens - used_tokens, rate=self.limits.tpm / 60
-            )
+            self._refund_tokens(state, permit.tokens - used_tokens)
+        if ok:
+            on_success(state.aimd, self._clock(), window_full=window_full, tuning=self.limits.tuning)
+
+    async def limited(self, key: str, pause: float | None) -> None:
+        """Lower the pace (once per congestion event), and pause the key if a wait was named."""
+        state = self._state(key)
+        on_limited(state.aimd, self._clock(), tuning=self.limits.tuning)
+        if pause:
+            await self.cooldown(key, pause)
 
     async def cooldown(self, key: str, seconds: float) -> None:
         """Pause all calls on the key until ``seconds`` from now (never shortens a longer pause)."""
         state = self._state(key)
-        state.paused_until = max(state.paused_until, self._clock() + seconds)
+        until = self._clock() + seconds
+        if until > state.paused_until:
+            state.paused_until, state.epoch = until, state.epoch + 1
+            state.request_tat = until  # places reserved before the pause are void (see acquire)
+
+    async def pace(self, key: str) -> PaceView:
+        """The key's pace now."""
+        state, now = self._state(key), self._clock()
+        aimd = state.aimd
+        learned = aimd.rate is not None and (aimd.ceiling is None or aimd.rate < aimd.ceiling)
+        return PaceView(aimd.rate, aimd.ceiling, learned, max(0.0, state.paused_until - now), aimd.decreases)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -154,11 +232,13 @@ def parse_reset(value: str) -> float | None:
 
 
 def header_pause(headers: Mapping[str, str]) -> float | None:
-    """How long ``x-ratelimit-*`` headers ask us to wait: only when a budget is exhausted.
+    """How long ``x-ratelimit-*`` headers of a *refused* call say the window stays full.
 
-    Relays copy these headers from whichever upstream key served the call, so they may only
-    lower our pace (pause until the reset when ``remaining`` is 0), never raise it above the
-    configured limits. Pauses are capped at a minute: an upstream key's hourly budget is not ours.
+    Only a 429 without a Retry-After (which wins: the server named the wait) is paused by it.
+    On a successful answer ``remaining: 0`` is the steady state of a client paced at the limit,
+    so there it only holds the pace (``window_full``). Relays copy these headers from whichever
+    upstream key served the call, so they never raise the pace; pauses are capped at a minute
+    (an upstream key's hourly budget is not ours).
     """
     pauses = []
     for kind in ("requests", "tokens"):
@@ -169,3 +249,9 @@ def header_pause(headers: Mapping[str, str]) -> float | None:
             if seconds:
                 pauses.append(min(seconds, MAX_HEADER_PAUSE_S))
     return max(pauses) if pauses else None
+
+
+def window_full(headers: Mapping[str, str]) -> bool:
+    """Whether an answer's ``x-ratelimit-remaining-requests`` says no request is left in the window."""
+    remaining = headers.get("x-ratelimit-remaining-requests")
+    return remaining is not None and remaining.strip() == "0"

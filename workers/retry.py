@@ -12,8 +12,20 @@ call is classified on status *and* body, and the relay's own message is kept:
   their status (OpenAI sends ``insufficient_quota`` with 429) unless the message is clearly
   about request rate (Gemini's "Resource has been exhausted (e.g. check quota)" is a rate limit).
 
-Delays follow openai-python: ``retry-after-ms``, then ``Retry-After`` (seconds or HTTP date),
-else exponential backoff from 0.5 s capped at 30 s, with up to 25 % jitter taken off.
+A RETRY may also be a *throttle*: the relay saying "later", not a fault of the line. Those do
+not consume ``--max-attempts`` (a line fails for them only past ``--max-wait``):
+
+- ``Throttle.RATE``: a 429 that is not about quota (any code, an empty body, new-api's
+  rewritten "当前分组上游负载已饱和"), or an error inside HTTP 200 with a rate-limit code or words;
+  it lowers the request pace;
+- ``Throttle.OVERLOAD``: new-api / one-api's overload answers (code ``upstream_overloaded``,
+  "负载已饱和", "overloaded") with any other status or inside HTTP 200; it lowers the concurrency.
+  A plain 503 (an nginx or Envoy page) stays an ordinary fault.
+
+Delays follow openai-python: ``retry-after-ms``, then ``Retry-After`` (seconds or HTTP date);
+then the spellings of gateways that rename them (LiteLLM's ``llm_provider-retry-after-ms`` /
+``llm_provider-retry-after``) and "Please try again in 558ms" in the error message (OpenAI and
+LiteLLM write it); else exponential backoff from 0.5 s capped at 30 s, up to 25 % jitter off.
 """
 
 from __future__ import annotations
@@ -38,6 +50,12 @@ _RATE_WORDS = re.compile(
     r"|resource has been exhausted",
     re.IGNORECASE,
 )
+_OVERLOAD_WORDS = re.compile(r"负载已饱和|overloaded|overload", re.IGNORECASE)
+_OVERLOAD_CODES = {"upstream_overloaded", "server_overloaded", "overloaded_error", "overloaded"}
+_RATE_CODES = {"rate_limit_exceeded", "rate_limit", "rate_limit_error", "too_many_requests"}
+_TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?(?:ms|s|m|h)(?:\d+(?:\.\d+)?(?:ms|s))*)", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _STATUS_CLASSES = {
     400: "bad_request",
@@ -48,6 +66,13 @@ _STATUS_CLASSES = {
     422: "unprocessable",
     429: "rate_limited",
 }
+
+
+class Throttle(StrEnum):
+    """A relay saying "later": which pace it asks to lower."""
+
+    RATE = "rate"  # requests per unit of time
+    OVERLOAD = "overload"  # calls in flight
 
 
 class Verdict(StrEnum):
@@ -69,6 +94,12 @@ class Classification:
     code: str | None = None
     retry_after: float | None = None
     sent: bool | None = None
+    throttle: Throttle | None = None
+
+    @property
+    def counts_attempt(self) -> bool:
+        """Whether the call uses one of the line's ``--max-attempts`` (a throttle does not)."""
+        return self.throttle is None
 
 
 def _cut(text: str) -> str:
@@ -140,14 +171,37 @@ def classify_response(
         return _classify_2xx(status, headers, body, binary_ok=binary_ok, retry_after=retry_after)
     message, kind, code = parse_error_body(body)
     text = _describe(status, message, kind, code)
+    if retry_after is None:
+        retry_after = try_again_in(message)
     if _is_quota(status, message, kind, code):
         return Classification(Verdict.FATAL, "quota", text, code or kind, retry_after)
     if status in (401, 403):
         return Classification(Verdict.FATAL, "auth", text, code or kind, retry_after)
-    if status in (408, 409, 429) or status >= 500:
+    throttle = _throttle_of(status, message, kind, code)
+    if throttle is not None:
+        error_class = "rate_limited" if throttle is Throttle.RATE else "overloaded"
+        return Classification(Verdict.RETRY, error_class, text, code or kind, retry_after, throttle=throttle)
+    if status in (408, 409) or status >= 500:
         error_class = _STATUS_CLASSES.get(status, "server_error")
         return Classification(Verdict.RETRY, error_class, text, code or kind, retry_after)
     return Classification(Verdict.PERMANENT, _STATUS_CLASSES.get(status, "client_error"), text, code or kind)
+
+
+def _throttle_of(status: int, message: str | None, kind: str | None, code: str | None) -> Throttle | None:
+    """A 429 asks for a lower rate; an overload answer past 5xx for fewer calls in flight."""
+    if status == 429:
+        return Throttle.RATE
+    if status >= 500 and _is_overload(message, kind, code):
+        return Throttle.OVERLOAD
+    return None
+
+
+def _is_overload(message: str | None, kind: str | None, code: str | None) -> bool:
+    return bool({kind, code} & _OVERLOAD_CODES or (message and _OVERLOAD_WORDS.search(message)))
+
+
+def _is_rate(message: str | None, kind: str | None, code: str | None) -> bool:
+    return bool({kind, code} & _RATE_CODES or (message and _RATE_WORDS.search(message)))
 
 
 def _is_json(headers: Mapping[str, str]) -> bool:
@@ -184,9 +238,16 @@ def _error_in_200(status: int, data: dict[str, object], retry_after: float | Non
         return Classification(Verdict.FATAL, "quota", text, code or kind)
     if kind == "authentication_error" or code in ("invalid_api_key", "invalid_token"):
         return Classification(Verdict.FATAL, "auth", text, code or kind)
-    if _RATE_WORDS.search(message or "") or code in ("rate_limit", "rate_limit_exceeded"):
+    retry_after = retry_after if retry_after is not None else try_again_in(message)
+    if {kind, code} & _OVERLOAD_CODES:
+        return Classification(
+            Verdict.RETRY, "overloaded", text, code or kind, retry_after, throttle=Throttle.OVERLOAD
+        )
+    if _is_rate(message, kind, code):
         # new-api answers "当前分组上游负载已饱和" inside a 200: the relay saying "later", like a 429.
-        return Classification(Verdict.RETRY, "rate_limited", text, code or kind, retry_after)
+        return Classification(
+            Verdict.RETRY, "rate_limited", text, code or kind, retry_after, throttle=Throttle.RATE
+        )
     return Classification(Verdict.RETRY, "error_in_200", text, code or kind, retry_after)
 
 
@@ -217,20 +278,35 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+RETRY_AFTER_HEADERS = ("", "llm_provider-")
+"""Prefixes of the Retry-After headers read, in order: the standard names, then LiteLLM's."""
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    millis = _header(headers, "retry-after-ms")
-    if millis is not None:
-        seconds = _number(millis)
-        if seconds is not None:
-            return _sane(seconds / 1000)
-    value = _header(headers, "retry-after")
-    if value is None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), or
+    the same headers with LiteLLM's ``llm_provider-`` prefix."""
+    for prefix in RETRY_AFTER_HEADERS:
+        millis = _header(headers, prefix + "retry-after-ms")
+        if millis is not None:
+            seconds = _number(millis)
+            if seconds is not None:
+                return _sane(seconds / 1000)
+        value = _header(headers, prefix + "retry-after")
+        if value is not None:
+            seconds = _number(value)
+            if seconds is None:
+                seconds = _date_delay(value, now)
+            if seconds is not None:
+                return _sane(seconds)
+    return None
+
+
+def try_again_in(message: str | None) -> float | None:
+    """The wait an error message names: "Please try again in 558ms" / "in 1.5s" / "in 6m0s"."""
+    match = _TRY_AGAIN.search(message or "")
+    if match is None:
         return None
-    seconds = _number(value)
-    if seconds is None:
-        seconds = _date_delay(value, now)
-    return _sane(seconds) if seconds is not None else None
+    return _sane(sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(match.group(1))))
 
 
 def _number(text: str) -> float | None:
@@ -258,11 +334,26 @@ def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, jitter:
     return delay * (1 - 0.25 * jitter)
 
 
+DEFAULT_MAX_WAIT_S = 3600.0  # a relay still throttling a line after an hour will not stop soon
+THROTTLE_BACKOFF_CAP_S = 5.0  # a throttled line without a named wait: the pace does the waiting
+
+
 def next_delay(c: Classification, attempt: int, *, jitter: float) -> float:
-    """How long to wait before the next try: the relay's Retry-After when it gave one."""
-    return c.retry_after if c.retry_after is not None else backoff_delay(attempt, jitter=jitter)
+    """How long to wait before the next try: the relay's Retry-After when it gave one.
+
+    ``attempt`` counts the tries that led here; for a throttle, the throttled answers in a row.
+    """
+    if c.retry_after is not None:
+        return c.retry_after
+    cap = THROTTLE_BACKOFF_CAP_S if c.throttle is not None else 30.0
+    return backoff_delay(attempt, cap=cap, jitter=jitter)
 
 
 def should_retry(c: Classification, attempt: int, max_attempts: int) -> bool:
-    """Whether a line gets another try after this answer."""
-    return c.verdict == Verdict.RETRY and attempt < max_attempts
+    """Whether a line gets another try after this answer (a throttle always gets one)."""
+    return c.verdict == Verdict.RETRY and (c.throttle is not None or attempt < max_attempts)
+
+
+def out_of_patience(waited: float, max_wait: float | None) -> bool:
+    """Whether a line throttled for ``waited`` seconds has used up ``--max-wait``."""
+    return max_wait is not None and waited >= max_wait

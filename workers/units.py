@@ -28,6 +28,8 @@ class Unit:
     items: list[WorkItem]
     requests: list[dict[str, Any]]
     attempts: list[int] = field(default_factory=list)
+    throttled_since: float | None = None  # monotonic time of the first throttled answer
+    throttles: int = 0  # throttled answers in a row
 
     def __post_init__(self) -> None:
         if not self.attempts:
@@ -67,6 +69,17 @@ class Unit:
     def spans(self) -> list[tuple[int, int]]:
         """Each line's span in the packed ``input`` list."""
         return merge_bodies(self.requests)[1]
+
+    def throttled(self, now: float) -> int:
+        """Count a throttled answer (429, overload); return how many came in a row."""
+        if self.throttled_since is None:
+            self.throttled_since = now
+        self.throttles += 1
+        return self.throttles
+
+    def waited(self, now: float) -> float:
+        """Seconds since the unit's first throttled answer (0 if none)."""
+        return now - self.throttled_since if self.throttled_since is not None else 0.0
 
     def keep(self, indexes: list[int]) -> Unit:
         """The unit made of these lines only."""

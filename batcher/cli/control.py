@@ -13,6 +13,7 @@ from batcher.cli.base import App, cli, pass_app
 from batcher.cli.options import budget_option, job_argument, json_option
 from batcher.cli.run import enqueue, raise_budget, say_exported
 from batcher.export import ExportFormat, export_job
+from batcher.pace_status import take_pace
 from batcher.render import job_dict, table, to_json
 from batcher.status import rates, render, take_snapshot
 from jobs import store as q
@@ -60,12 +61,17 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
         _sweep_quietly(app, job_id)
         snap = take_snapshot(app.store, job_id)
         speed = rates(before, snap)
+        pace = take_pace(app.store, app.settings, job_id)
         if as_json:
-            click.echo(
-                to_json(snap.job | {"counts": snap.counts, "usage": asdict(snap.usage), "speed": speed})
-            )
+            data = {
+                "counts": snap.counts,
+                "usage": asdict(snap.usage),
+                "speed": speed,
+                "pace": pace.to_dict(),
+            }
+            click.echo(to_json(snap.job | data))
         else:
-            click.echo(render(snap, speed))
+            click.echo(render(snap, speed) + "\n\npace: " + pace.describe())
         if not watch or snap.job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
             return
         before = snap

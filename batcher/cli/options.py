@@ -13,6 +13,7 @@ import click
 from batcher.reader import ReadOptions
 from jobs.endpoints import Endpoint
 from jobs.options import JobOptions
+from workers.ratelimit import parse_reset
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,16 +99,39 @@ def ingest_options(func: F) -> F:
     return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
 
 
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """Seconds, or a duration as ``90s``, ``30m``, ``1h``, ``1h30m``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        seconds = parse_reset(str(value))
+        if seconds is None:
+            self.fail(f"{value!r} is not a duration: write seconds or e.g. 90s, 30m, 1h", param, ctx)
+        return seconds
+
+
 def run_options(func: F) -> F:
     """Options about how hard to push the API."""
     decorators = [
         click.option(
-            "--concurrency", type=click.IntRange(min=1), help="Calls in flight at once [default: 32]."
+            "--concurrency",
+            type=click.IntRange(min=1),
+            help="Most calls in flight; the number is found below it [default: 256].",
         ),
         click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute limit."),
         click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute limit."),
         click.option(
-            "--max-attempts", type=click.IntRange(min=1), help="Calls per line at most [default: 5]."
+            "--max-attempts",
+            type=click.IntRange(min=1),
+            help="Failed calls per line at most; 429s and overloads do not count [default: 5].",
+        ),
+        click.option(
+            "--max-wait",
+            type=Duration(),
+            help="How long a line may stay rate-limited before it fails [default: 1h].",
         ),
         click.option(
             "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per call [default: 120]."
@@ -124,7 +148,7 @@ def run_options(func: F) -> F:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 job_argument = click.argument("job_id", metavar="JOB", type=int)
-RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout", "pack", "pack_size")
+RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "max_wait", "timeout", "pack", "pack_size")
 
 
 def run_flags(kw: dict[str, Any]) -> dict[str, Any]:

@@ -50,8 +50,13 @@ GATEWAY_FAULTS: tuple[str, ...] = (
 - ``model404``: ``404 model_not_found``.
 """
 
-MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS)
-CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS
+EXTRA_FAULTS: tuple[str, ...] = ("429_window",)
+"""Kinds drawn only when named in ``faults``: ``429_window`` is llmock's 429, a short
+``retry-after-ms`` (``--retry-after``) next to ``x-ratelimit-remaining-requests: 0`` and a
+59.5 s ``x-ratelimit-reset-requests``."""
+
+MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS)
+CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 JSON = "application/json"
@@ -81,6 +86,11 @@ _HTML_502 = (
 
 CANNED: dict[str, tuple[int, bytes, str]] = {
     "429": (429, error_body("当前分组上游负载已饱和，请稍后再试", "new_api_error", "rate_limit"), JSON),
+    "429_window": (
+        429,
+        error_body("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+        JSON,
+    ),
     "429_empty": (429, b"", "text/plain"),
     "500": (500, error_body("do request failed: 上游服务错误", "one_api_error", "do_request_failed"), JSON),
     "502": (502, _HTML_502, "text/html"),
@@ -121,6 +131,9 @@ CANNED: dict[str, tuple[int, bytes, str]] = {
     ),
 }
 """Faults that are a fixed answer: kind → (status, body, content type)."""
+
+
+WINDOW_HEADERS = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "59.5s"}
 
 
 def retry_after_headers(value: float) -> dict[str, str]:

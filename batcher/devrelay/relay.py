@@ -33,7 +33,15 @@ from batcher.devrelay.answers import (
 )
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
-from batcher.devrelay.faults import CANNED, JSON, ZERO_USAGE, error_body, find_marker, retry_after_headers
+from batcher.devrelay.faults import (
+    CANNED,
+    JSON,
+    WINDOW_HEADERS,
+    ZERO_USAGE,
+    error_body,
+    find_marker,
+    retry_after_headers,
+)
 from batcher.devrelay.stats import RelayStats
 from jobs.endpoints import Endpoint
 
@@ -227,7 +235,9 @@ class Relay:
         if kind in ("missing_usage", "zero_usage", "redirect"):
             return self._bent(call, kind, served)
         status, body, content_type = CANNED[kind]
-        headers = retry_after_headers(self.config.retry_after) if kind == "429" else None
+        headers = retry_after_headers(self.config.retry_after) if kind in ("429", "429_window") else None
+        if kind == "429_window" and headers is not None:
+            headers |= WINDOW_HEADERS
         return self._respond(call, status, body, content_type, headers)
 
     async def _hang(self, call: _Call, served: _Served) -> web.StreamResponse:

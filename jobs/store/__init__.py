@@ -2,8 +2,9 @@
 
 Transactions belong to the caller (``Store.session()``). One module per concern: ``jobs`` (jobs
 and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry),
-``results`` (attempts and results written), ``usage`` (usage read back, as typed rows) and
-``exports`` (lines as an export reads them). Callers use ``from jobs import store as q``.
+``results`` (attempts and results written), ``usage`` (usage read back, as typed rows),
+``exports`` (lines as an export reads them) and ``pace`` (the paces jobs found). Callers use
+``from jobs import store as q``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ from jobs.store.lines import (
     renew_leases,
     unqueued_lines,
 )
+from jobs.store.pace import learned_paces, save_pace
 from jobs.store.results import (
+    RecentCalls,
     job_models,
+    recent_calls,
     record_attempts,
     record_outcomes,
     record_results,
@@ -60,6 +64,7 @@ __all__ = [
     "CallRow",
     "JobUsage",
     "ModelUsage",
+    "RecentCalls",
     "active_jobs",
     "audio_files",
     "audio_paths",
@@ -77,10 +82,12 @@ __all__ = [
     "iter_results",
     "job_models",
     "job_options",
+    "learned_paces",
     "lease_owners",
     "list_jobs",
     "mark_enqueued",
     "options_of",
+    "recent_calls",
     "record_attempts",
     "record_outcomes",
     "record_results",
@@ -88,6 +95,7 @@ __all__ = [
     "release_owners",
     "renew_leases",
     "retry_failed",
+    "save_pace",
     "set_job_status",
     "set_status",
     "start_job",

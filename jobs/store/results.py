@@ -9,6 +9,8 @@ plain executemany calls (``jobs.store.bulk``): they are the per-line cost of a r
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +25,16 @@ from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR
 
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class RecentCalls:
+    """A job's recent calls and its throttled ones, for the pace ``status`` shows."""
+
+    calls: int
+    tokens: int
+    rate_limited: int
+    overloaded: int
 
 
 def record_attempts(session: Session, attempts: Sequence[AttemptRecord]) -> None:
@@ -225,3 +237,16 @@ def job_models(session: Session, job_id: int) -> list[str]:
     """The models a job's lines name."""
     query = sa.select(_req.c.model).where(_req.c.job_id == job_id).distinct()
     return sorted(str(row[0]) for row in session.connection().execute(query))
+
+
+def recent_calls(session: Session, job_id: int, *, since: datetime) -> RecentCalls:
+    """The job's calls started since ``since`` (with their tokens) and its throttled calls so far."""
+    recent = _att.c.started_at >= since
+    query = sa.select(
+        sa.func.count().filter(recent),
+        sa.func.coalesce(sa.func.sum(_att.c.total_tokens).filter(recent), 0),
+        sa.func.count().filter(_att.c.error_class == "rate_limited"),
+        sa.func.count().filter(_att.c.error_class == "overloaded"),
+    ).where(_att.c.job_id == job_id)
+    calls, tokens, limited, overloaded = session.connection().execute(query).one()
+    return RecentCalls(int(calls), int(tokens), int(limited), int(overloaded))

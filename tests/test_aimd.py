@@ -1,0 +1,127 @@
+"""The AIMD pace on a given clock: each rule, then whole runs against simulated relays."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+from batcher.devrelay.windows import LimitMode, new_window
+from workers.aimd import AimdTuning, Goodput, RateState, ceiling_of, on_limited, on_success, on_wait
+
+
+def test_ceiling_keeps_headroom_below_an_explicit_rpm() -> None:
+    assert ceiling_of(6000) == pytest.approx(98.0)
+    assert ceiling_of(None) is None
+
+
+def test_unpaced_until_the_first_429_which_sets_the_pace_from_the_goodput() -> None:
+    state = RateState()
+    for i in range(300):  # 150 successes a second for two seconds
+        on_success(state, 100 + i / 150)
+    assert state.rate is None
+    assert on_limited(state, 102.0)
+    assert state.rate == pytest.approx(0.9 * 150, rel=0.02)
+
+
+def test_a_429_before_any_success_starts_at_the_default() -> None:
+    state = RateState()
+    on_limited(state, 5.0)
+    assert state.rate == pytest.approx(AimdTuning().unknown_start)
+
+
+def test_one_decrease_per_congestion_event() -> None:
+    state = RateState(rate=100.0)
+    assert on_limited(state, 10.0)
+    assert not on_limited(state, 10.5)  # the same event's other 429s
+    assert state.rate == pytest.approx(90.0)
+    assert on_limited(state, 11.1)
+    assert state.rate == pytest.approx(81.0)
+
+
+def test_a_429_at_the_ceiling_steps_down_a_little() -> None:
+    state = RateState(ceiling=98.0)
+    assert state.rate == 98.0
+    on_limited(state, 1.0)
+    assert state.rate == pytest.approx(98.0 * 0.98)
+
+
+def test_increase_only_while_the_pace_binds_and_never_past_the_ceiling() -> None:
+    state = RateState(rate=50.0, ceiling=51.0)
+    on_success(state, 10.0)
+    assert state.rate == 50.0  # nobody waited for the pace: proves nothing
+    on_wait(state, 10.0)
+    for i in range(50):
+        on_success(state, 10.0 + i / 50)
+    assert state.rate == pytest.approx(51.0)
+    state = RateState(rate=50.0)
+    on_wait(state, 10.0)
+    for i in range(50):  # one second of successes at 50/s
+        on_success(state, 10.0 + i / 50)
+    assert state.rate == pytest.approx(51.0, rel=0.01)  # + max(1, 2 %) per second
+
+
+def test_a_full_window_holds_the_pace() -> None:
+    state = RateState(rate=50.0)
+    on_wait(state, 1.0)
+    on_success(state, 1.0, window_full=True)
+    assert state.rate == 50.0
+
+
+def test_goodput_is_the_last_full_second() -> None:
+    g = Goodput(start=0.0)
+    for i in range(80):
+        g.tick(i / 80)
+    g.tick(1.0)
+    assert g.rate(1.1) == pytest.approx(80.0)
+    assert g.rate(5.0) == 0.0  # nothing for seconds: no goodput to speak of
+
+
+def simulate(
+    mode: LimitMode,
+    *,
+    limit: int = 100,
+    latency: float = 0.03,
+    seconds: float = 60.0,
+    rpm: float | None = None,
+) -> tuple[float, float]:
+    """A client with unbounded demand (at most 1,000 calls/s) against a relay allowing ``limit``/s.
+
+    Returns (successes per second after a 10 s warm-up / limit, share of calls answered 429 then).
+    """
+    window = new_window(mode, limit, 1.0)
+    state = RateState(ceiling=ceiling_of(rpm))
+    answers: list[tuple[float, bool]] = []
+    tat, now, step = 0.0, 0.0, 0.001
+    ok = limited = 0
+    while now < seconds:
+        while answers and answers[0][0] <= now:
+            at, good = heapq.heappop(answers)
+            if good:
+                on_success(state, at)
+            else:
+                on_limited(state, at)
+        gap = 1 / state.rate if state.rate else 0.001
+        while tat <= now:
+            admitted = window.take(now + latency / 2, 1) is None
+            heapq.heappush(answers, (now + latency, admitted))
+            if now > 10:
+                ok, limited = ok + admitted, limited + (not admitted)
+            tat = max(tat, now - gap) + gap
+        on_wait(state, now)
+        now += step
+    return ok / (seconds - 10) / limit, limited / max(1, ok + limited)
+
+
+@pytest.mark.parametrize("mode", list(LimitMode))
+def test_discovery_finds_at_least_90_percent_with_at_most_3_percent_429s(mode: LimitMode) -> None:
+    used, refused = simulate(mode)
+    assert used >= 0.90
+    assert refused <= 0.03
+
+
+@pytest.mark.parametrize("mode", list(LimitMode))
+def test_a_known_limit_is_used_fully(mode: LimitMode) -> None:
+    used, refused = simulate(mode, rpm=6000)
+    assert used >= 0.97
+    assert refused <= 0.01

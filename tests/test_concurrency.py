@@ -1,0 +1,137 @@
+"""The adaptive concurrency limit: each rule, whole runs against simulated relays, and the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+
+import pytest
+
+from workers.concurrency import AdaptiveGate, ConcurrencyState, ConcurrencyTuning, on_overload, on_sample
+
+
+def test_slow_start_doubles_per_round_trip_up_to_the_ceiling() -> None:
+    state = ConcurrencyState(ceiling=40)
+    assert state.admitted == 16
+    for i in range(16):
+        on_sample(state, 0.05, in_flight=16, now=i * 0.001)
+    assert state.admitted == 32
+    for i in range(100):
+        on_sample(state, 0.05, in_flight=40, now=1 + i * 0.001)
+    assert state.admitted == 40
+
+
+def test_an_idle_limit_does_not_grow() -> None:
+    state = ConcurrencyState(ceiling=256)
+    for i in range(100):
+        on_sample(state, 0.05, in_flight=2, now=i * 0.01)
+    assert state.admitted == 16
+
+
+def test_overload_shrinks_once_per_round_trip_and_ends_slow_start() -> None:
+    state = ConcurrencyState(ceiling=256, limit=30.0)
+    on_sample(state, 0.05, in_flight=30, now=0.0)
+    on_overload(state, 1.0)
+    on_overload(state, 1.01)  # the same overload's other answers
+    assert state.limit == pytest.approx(31 * 0.9)
+    assert not state.slow_start
+    on_overload(state, 1.2)
+    assert state.limit == pytest.approx(31 * 0.81)
+
+
+def test_latency_past_the_tolerance_shrinks_the_limit() -> None:
+    state = ConcurrencyState(ceiling=256, limit=64.0)
+    for i in range(20):
+        on_sample(state, 0.05, in_flight=64, now=i * 0.01)
+    before = state.limit
+    for i in range(40):
+        on_sample(state, 0.2, in_flight=64, now=1 + i * 0.3)
+    assert state.limit < before * 0.5
+
+
+def test_the_floor_and_the_ceiling_hold() -> None:
+    state = ConcurrencyState(ceiling=8, tuning=ConcurrencyTuning(floor=2))
+    assert state.admitted == 8
+    for i in range(50):
+        on_overload(state, float(i))
+    assert state.admitted == 2
+
+
+def simulate(
+    *, max_concurrent: int | None, latency: float = 0.05, seconds: float = 30.0
+) -> tuple[float, float]:
+    """A client with unbounded demand; the relay answers 503 at once past ``max_concurrent``, and
+    (unlimited) slows down by 0.5 ms per call past 100 in flight. Returns (calls answered per second
+    after 5 s of warm-up, share of 503s then)."""
+    state = ConcurrencyState(ceiling=512)
+    events: list[tuple[float, int, bool, float]] = []  # (done at, seq, ok, rtt)
+    now, seq, in_flight, ok, refused = 0.0, 0, 0, 0, 0
+    while now < seconds:
+        while in_flight < state.admitted:
+            seq += 1
+            over = max_concurrent is not None and in_flight >= max_concurrent
+            slow = latency + 0.0005 * max(0, in_flight - 100)
+            done = now + (0.001 if over else slow)
+            heapq.heappush(events, (done, seq, not over, done - now))
+            in_flight += 1
+        at, _, good, rtt = heapq.heappop(events)
+        now, in_flight = at, in_flight - 1
+        if good:
+            on_sample(state, rtt, in_flight=in_flight + 1, now=now)
+        else:
+            on_overload(state, now)
+        if now > 5:
+            ok, refused = ok + good, refused + (not good)
+    return ok / (seconds - 5), refused / max(1, ok + refused)
+
+
+def test_a_relay_refusing_past_20_in_flight_is_used_at_90_percent_with_2_percent_503s() -> None:
+    rate, refused = simulate(max_concurrent=20)
+    assert rate >= 0.9 * 20 / 0.05
+    assert refused <= 0.02
+
+
+def test_an_unlimited_relay_gets_far_more_than_the_start() -> None:
+    rate, refused = simulate(max_concurrent=None)
+    assert rate >= 100 / 0.05  # a hundred calls in flight at least
+    assert refused == 0
+
+
+async def test_gate_admits_the_limit_and_wakes_waiters_when_it_grows() -> None:
+    state = ConcurrencyState(ceiling=10, limit=2.0)
+    gate = AdaptiveGate(state)
+    inside = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def call() -> None:
+        nonlocal inside, peak
+        async with gate:
+            inside += 1
+            peak = max(peak, inside)
+            await release.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(call()) for _ in range(6)]
+    await asyncio.sleep(0)
+    assert (gate.held, peak) == (2, 2)
+    state.limit = 5.0
+    gate.wake()
+    await asyncio.sleep(0)
+    assert gate.held == 5
+    release.set()
+    await asyncio.gather(*tasks)
+    assert (gate.held, peak) == (0, 5)
+
+
+async def test_gate_cancelled_waiter_leaves_no_trace() -> None:
+    gate = AdaptiveGate(ConcurrencyState(ceiling=1))
+    async with gate:
+        waiter = asyncio.create_task(gate.__aenter__())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    assert gate.held == 0
+    async with gate:
+        assert gate.held == 1

@@ -1,0 +1,138 @@
+"""Finding a relay's request rate from its answers: additive increase, multiplicative decrease.
+
+A pure state machine over the times it is given, one per limiter key; the in-process limiter
+holds one, and the Redis limiter runs the same rules in Lua (``workers.redis_limiter``) so every
+worker shares one pace. The rules:
+
+- **Unpaced until told.** With no ``--rpm`` and nothing learned, calls are not paced at all (many
+  relays have no limit; the concurrency limit bounds them). The first rate-limit answer sets the
+  pace from the *goodput*, the successes per second just before it: that is what the relay let
+  through, so the pace lands near the real limit at once instead of halving down from a guess.
+- **Multiplicative decrease**, at most once per ``hold`` seconds (one congestion event sends back
+  many 429s): to ``decrease`` × min(pace, goodput). Near the configured ceiling (``NEAR_CEILING``)
+  a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small).
+- **Slow start** only when a 429 came before any success: the pace starts at ``unknown_start``
+  and doubles per second until the next 429.
+- **Additive increase** while calls succeed *and the pace is what holds them back* (a pace that
+  is not binding proves nothing): ``max(min_increase, increase × pace)`` requests/s per second,
+  spread over the successes, never above the ceiling (``--rpm``). A successful answer whose
+  ``x-ratelimit-remaining-requests`` is 0 says the window is full: no increase on it.
+
+The ceiling is ``--rpm`` minus ``HEADROOM``: a client spaced at exactly the limit still trips a
+sliding window whenever arrival jitter puts one call too many in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEADROOM = 0.02  # pace at 98 % of an explicit limit: see the module docstring
+BINDING_S = 1.0  # the pace counts as binding if a caller had to wait within this long
+NEAR_CEILING = 0.95  # within 5 % of --rpm a 429 is taken for jitter: the small step
+
+
+@dataclass(frozen=True)
+class AimdTuning:
+    """The controller's constants (defaults pinned by the tests and the benchmark)."""
+
+    decrease: float = 0.9
+    ceiling_decrease: float = 0.98
+    increase: float = 0.02  # of the pace, per second
+    min_increase: float = 1.0  # requests/s per second
+    hold: float = 1.0  # seconds between two decreases
+    floor: float = 0.2  # requests/s: the slowest pace
+    unknown_start: float = 10.0  # requests/s after a 429 when nothing succeeded yet
+
+
+def ceiling_of(rpm: float | None) -> float | None:
+    """The highest pace (requests/s) for an explicit ``--rpm``."""
+    return rpm / 60 * (1 - HEADROOM) if rpm else None
+
+
+@dataclass
+class Goodput:
+    """Successes per second, from one-second buckets."""
+
+    start: float = 0.0
+    count: int = 0
+    last_rate: float = 0.0
+
+    def tick(self, now: float) -> None:
+        """Count one success."""
+        self._roll(now)
+        self.count += 1
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self.start
+        if elapsed >= 1.0:
+            self.last_rate = self.count / elapsed if elapsed < 2.0 else 0.0
+            self.start, self.count = now, 0
+
+    def rate(self, now: float) -> float:
+        """The goodput of the last full second, or this second's count so far if that is higher.
+
+        This second's count is not extrapolated: a fresh window lets a burst through in a tenth
+        of a second, and ten times that burst is not the relay's rate.
+        """
+        self._roll(now)
+        return max(self.last_rate, float(self.count))
+
+
+@dataclass
+class RateState:
+    """One key's pace: ``rate`` in requests/s (None: unpaced), its ceiling and its history."""
+
+    rate: float | None = None
+    ceiling: float | None = None
+    last_decrease: float = float("-inf")
+    bound_at: float = float("-inf")
+    decreases: int = 0
+    probing: bool = False  # a pace guessed without evidence: doubles per second until a 429
+    goodput: Goodput | None = None
+
+    def __post_init__(self) -> None:
+        if self.goodput is None:
+            self.goodput = Goodput()
+        if self.ceiling is not None:
+            self.rate = self.ceiling if self.rate is None else min(self.rate, self.ceiling)
+
+
+def on_wait(state: RateState, now: float) -> None:
+    """A caller had to wait for the pace: it is binding."""
+    state.bound_at = now
+
+
+def on_success(
+    state: RateState, now: float, *, window_full: bool = False, tuning: AimdTuning = AimdTuning()
+) -> None:
+    """A call succeeded: count it; raise the pace if it is what holds the calls back."""
+    assert state.goodput is not None
+    state.goodput.tick(now)
+    if state.rate is None or window_full or now - state.bound_at > BINDING_S:
+        return
+    if state.probing:
+        state.rate += 1.0  # one per success: doubles per second
+    else:
+        state.rate += max(tuning.min_increase, tuning.increase * state.rate) / state.rate
+    if state.ceiling is not None:
+        state.rate = min(state.rate, state.ceiling)
+
+
+def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning()) -> bool:
+    """A rate-limit answer: lower the pace once per congestion event. True when it was lowered."""
+    assert state.goodput is not None
+    if now - state.last_decrease < tuning.hold:
+        return False
+    good = state.goodput.rate(now)
+    at_ceiling = (
+        state.ceiling is not None and state.rate is not None and state.rate >= state.ceiling * NEAR_CEILING
+    )
+    factor = tuning.ceiling_decrease if at_ceiling else tuning.decrease
+    if state.rate is None:
+        base = good if good > 0 else tuning.unknown_start / factor
+    else:
+        base = min(state.rate, good) if good > 0 else state.rate
+    state.probing = good <= 0
+    state.rate = max(tuning.floor, factor * base)
+    state.last_decrease, state.decreases = now, state.decreases + 1
+    return True

@@ -1,0 +1,127 @@
+"""How many calls may be in flight: a limit found from latency and overload answers, under a ceiling.
+
+In the manner of Netflix's concurrency-limits (AIMD with a latency gradient, as Gradient2 and
+Vegas do) and Envoy's adaptive concurrency filter, one per executor:
+
+- **Slow start**: from ``start`` the limit grows by one per successful call (it doubles per
+  round trip) until the first sign of trouble.
+- **Latency**: the baseline is the lowest round trip seen, drifting up slowly so a relay that
+  really got slower is not punished forever; when the recent round trip (an EWMA) passes
+  ``tolerance`` × baseline the queue is building somewhere: the limit shrinks by ``decrease``.
+- **Overload**: new-api's 503 ``upstream_overloaded``, any 5xx overload answer, refused or reset
+  connections and timeouts shrink it by ``decrease``; at most once per round trip, since one
+  overload sends back a batch of such answers.
+- **Additive increase** after that: ``gain`` per round trip, only while the limit is in use
+  (at least half of it in flight: an idle limit proves nothing).
+
+``--concurrency`` is the ceiling; the limit never goes past it nor below ``floor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+
+DEFAULT_CEILING = 256
+
+
+@dataclass(frozen=True)
+class ConcurrencyTuning:
+    """The controller's constants (defaults pinned by the tests and the benchmark)."""
+
+    start: int = 16
+    floor: int = 1
+    tolerance: float = 2.0
+    decrease: float = 0.9
+    gain: float = 0.15  # calls added per round trip after slow start
+    short_weight: float = 0.1  # EWMA weight of the recent round trip
+    baseline_drift: float = 0.001  # how fast the baseline follows slower round trips
+
+
+@dataclass
+class ConcurrencyState:
+    """The limit (fractional; the gate admits its integer part) and what it was found from."""
+
+    ceiling: int
+    tuning: ConcurrencyTuning = field(default_factory=ConcurrencyTuning)
+    limit: float = 0.0
+    slow_start: bool = True
+    baseline: float | None = None
+    recent: float | None = None
+    last_decrease: float = float("-inf")
+    decreases: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.limit:
+            self.limit = float(min(self.ceiling, self.tuning.start))
+
+    @property
+    def admitted(self) -> int:
+        """Calls the gate lets in at once."""
+        return max(self.tuning.floor, min(self.ceiling, int(self.limit)))
+
+
+def on_sample(state: ConcurrencyState, rtt: float, *, in_flight: int, now: float) -> None:
+    """A call succeeded after ``rtt`` seconds with ``in_flight`` calls out: adjust the limit."""
+    t = state.tuning
+    if state.baseline is None or rtt < state.baseline:
+        state.baseline = rtt
+    else:
+        state.baseline += (rtt - state.baseline) * t.baseline_drift
+    state.recent = rtt if state.recent is None else state.recent + (rtt - state.recent) * t.short_weight
+    if state.recent > t.tolerance * state.baseline:
+        _decrease(state, now)
+        return
+    if in_flight < state.limit / 2:
+        return
+    step = 1.0 if state.slow_start else t.gain / state.limit
+    state.limit = min(float(state.ceiling), state.limit + step)
+
+
+def on_overload(state: ConcurrencyState, now: float) -> None:
+    """An overload answer, a refused or reset connection, or a timeout."""
+    _decrease(state, now)
+
+
+def _decrease(state: ConcurrencyState, now: float) -> None:
+    if now - state.last_decrease < (state.recent or 0.0):
+        return
+    state.slow_start = False
+    state.limit = max(float(state.tuning.floor), state.limit * state.tuning.decrease)
+    state.last_decrease, state.decreases = now, state.decreases + 1
+
+
+class AdaptiveGate:
+    """An asyncio semaphore whose size is ``state.admitted``, read at each acquire and release."""
+
+    def __init__(self, state: ConcurrencyState) -> None:
+        self.state = state
+        self.held = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        while self.held >= self.state.admitted:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self.wake()  # pass on a wake-up this waiter may have taken
+                raise
+        self.held += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.held -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Let in as many waiters as the limit now allows (call after the limit grew)."""
+        room = self.state.admitted - self.held
+        while room > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
