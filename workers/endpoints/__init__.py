@@ -1,7 +1,8 @@
 """Endpoint families: one module per kind of API call (see ``workers.endpoints.base``).
 
 ``family_of(endpoint)`` is how the rest of batcher asks what an endpoint means; adding a family
-is one module here, one entry in ``registry``, and its test file (README, "Adding an endpoint").
+is one module here, one entry in ``registry``, and its rows in ``tests/test_endpoints.py``
+(README, "Adding an endpoint family").
 """
 
 from __future__ import annotations
