@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from jobs.errors import LimiterError
 from workers.client import RawResponse
 from workers.outcomes import Call
 from workers.pacing import Pacing
-from workers.ratelimit import InProcessLimiter, Limits, Permit
+from workers.ratelimit import InProcessLimiter, Limits, PaceView, Permit
 from workers.retry import Classification, Throttle, Verdict
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -145,3 +146,15 @@ async def test_slots_beyond_the_concurrency_wait_for_a_free_one() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert order == ["first in", "first out", "second in"]
+
+
+class DeadPaceLimiter(TicketLimiter):
+    async def pace(self, key: str) -> PaceView:
+        raise LimiterError("the shared rate limiter's Redis cannot be reached")
+
+
+async def test_refresh_keeps_the_last_views_when_the_limiter_cannot_be_read() -> None:
+    p = pacing(DeadPaceLimiter())
+    async with p.slot("m", 1):
+        pass
+    assert await p.refresh() == {}  # no error: displays and the learned pace simply wait

@@ -25,6 +25,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from jobs.errors import BatcherError
 from workers.concurrency import AdaptiveGate, ConcurrencyState, on_overload, on_sample
 from workers.outcomes import Call
 from workers.pace import PaceCounters, PaceSnapshot
@@ -97,8 +98,13 @@ class Pacing:
         self._gate.wake()
 
     async def refresh(self) -> dict[str, PaceView]:
-        """Read the limiter's pace of every key called so far."""
-        self.views = {key: await self.limiter.pace(key) for key in sorted(self._keys)}
+        """Read the limiter's pace of every key called so far (the last views if it cannot be read).
+
+        Only displays and the learned pace read it: an unreachable limiter is the calls' business
+        (they fail closed), not a reason to stop the executor's control loop or lose its results.
+        """
+        with contextlib.suppress(BatcherError):
+            self.views = {key: await self.limiter.pace(key) for key in sorted(self._keys)}
         return self.views
 
     def snapshot(self) -> PaceSnapshot:
