@@ -21,6 +21,7 @@ from jobs.settings import Settings
 from workers.build import build_executor
 from workers.client import ApiClient
 from workers.executor import ExecConfig, Executor, Stats
+from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.ratelimit import InProcessLimiter
@@ -55,6 +56,7 @@ def run_job(
     executor = build_executor(
         store, settings, job_id, options, mode=RunMode.EMBEDDED, client=ApiClient, limiter=InProcessLimiter
     )
+    replay_dead(store, journal_dir(settings.home))  # a killed run's answers, before its leases go back
     with store.session() as session:
         recover_dead_leases(session, job_id)
         q.start_job(session, job_id)

@@ -354,3 +354,24 @@ def test_status_json_reports_counts_for_a_distributed_job(cluster: Cluster, tmp_
     assert data["counts"]["succeeded"] == 50
     assert data["mode"] == "celery"
     assert data["status"] == "completed"
+
+
+def test_kill_9_pool_child_repeats_at_most_the_calls_in_flight(
+    cluster: Cluster, relay: RelayServer, tmp_path: Path
+) -> None:
+    """Answers that landed before a pool child was killed are replayed from its journal, not
+    called again: repeats (from the relay's per-body counter) stay within the calls in flight."""
+    in_flight, kills = 8, 3
+    path, rows = embedding_rows(tmp_path, 600)
+    cluster.start_worker("a")
+    job_id = cluster.submit(path, options={"pack": False, "concurrency": in_flight})
+    for k in range(1, kills + 1):
+        deadline = time.monotonic() + 120
+        while relay.stats()["served"] < k * 120:
+            assert time.monotonic() < deadline, cluster.tail_logs()
+            time.sleep(0.01)
+        [child] = child_pids(cluster.workers["a"].pid)
+        subprocess.run(["kill", "-9", str(child)], check=True)
+    cluster.wait_done(job_id, timeout=180)
+    assert_one_result_each(cluster, job_id, rows, tmp_path)
+    assert extra_calls(relay, rows) <= kills * in_flight

@@ -33,13 +33,14 @@ def test_export_says_where_the_audio_files_are(env: str, db: Store, tmp_path: Pa
 
 
 def test_export_says_when_the_audio_folder_is_elsewhere(env: str, db: Store, tmp_path: Path) -> None:
-    """As with docker compose: the workers wrote /data/results/job-N, the host has ./results."""
+    """As with docker compose: the workers wrote /data/results/job-N-<created>, the host has ./results."""
     _speech_job(tmp_path)
     folder = Path(read_jsonl(tmp_path / "first.jsonl")[0]["response"]["body"]["audio_path"]).parent
     folder.rename(tmp_path / "moved")
     result = invoke("export", "1", "-o", str(tmp_path / "out.csv"), "--format", "csv")
     assert f"{folder} is not on this machine" in result.stderr
-    assert "./results/job-1 beside docker-compose.yml" in result.stderr
+    assert f"./results/{folder.name} beside docker-compose.yml" in result.stderr
+    assert folder.name.startswith("job-1-")
 
 
 def test_audio_note_is_silent_without_audio() -> None:

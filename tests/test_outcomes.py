@@ -14,6 +14,7 @@ from jobs.records import LineResult, Usage, WorkItem
 from workers import outcomes
 from workers.client import RawResponse
 from workers.outcomes import Answered, Call
+from workers.resultfiles import write_result_file
 from workers.retry import Classification, Verdict
 from workers.units import Unit
 
@@ -124,8 +125,8 @@ def test_a_capped_line_says_to_raise_max_attempts() -> None:
 def test_a_speech_answer_is_a_file_with_its_format_and_characters(tmp_path: Path) -> None:
     request = {"model": "tts", "input": "hello", "voice": "alloy", "response_format": "wav"}
     item = line(3, Endpoint.SPEECH, request)
-    path = outcomes.audio_path(tmp_path, item, request)
-    assert path == tmp_path / "job-7" / "3.wav"
+    assert outcomes.audio_name(item, request) == "3.wav"
+    path = tmp_path / "3.wav"
     result = outcomes.speech_result(item, request, call(OK, 200, b"RIFF"), path, clean)
     assert (result.audio_path, result.audio_bytes, result.audio_format, result.usage) == (
         str(path),
@@ -145,8 +146,7 @@ def test_answered_usage_is_the_sum_of_its_lines() -> None:
     assert Answered(call(OK, 200)).usage() is None
 
 
-def test_write_atomically_leaves_no_part_file(tmp_path: Path) -> None:
-    target = tmp_path / "a" / "b.mp3"
-    outcomes.write_atomically(target, b"data")
+def test_a_result_file_is_written_whole_and_leaves_no_part_file(tmp_path: Path) -> None:
+    target = write_result_file(tmp_path / "a", "b.mp3", b"data")
     assert target.read_bytes() == b"data"
     assert list(target.parent.iterdir()) == [target]

@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
+from workers.client import RawResponse
+from workers.endpoints import family_of
 from workers.retry import Classification, Verdict, classify_response
+from workers.units import Unit
 
 MIN_AUDIO_BYTES = 12  # RIFF....WAVE, the shortest header checked below
 
@@ -90,3 +93,12 @@ def classify_speech(
     if problem is None:
         return c
     return Classification(Verdict.RETRY, "bad_body", f"{status} answer is not audio: {problem}", sent=True)
+
+
+def classify_answer(unit: Unit, response: RawResponse, *, now: float) -> Classification:
+    """What an answer means for the unit's lines: audio checked as above for file answers."""
+    status, headers, body = response.status, response.headers, response.content
+    family = family_of(unit.endpoint)
+    if family.binary_answer:
+        return classify_speech(status, headers, body, fmt=family.file_format(unit.requests[0]), now=now)
+    return classify_response(status, headers, body, now=now)

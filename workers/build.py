@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs import store as q
 from jobs.db import Store
 from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.settings import Settings
 from workers.budget import job_budget
 from workers.client import ApiClient, ClientConfig, client_config
 from workers.executor import ExecConfig, Executor
+from workers.journal import journal_dir, open_journal
 from workers.learned import job_limits
 from workers.leases import new_owner
 from workers.packing import pack_limits
 from workers.ratelimit import Limiter, Limits
+from workers.resultfiles import job_folder
 from workers.sink import StoreSink
 
 ClientFactory = Callable[[ClientConfig], ApiClient]
@@ -43,8 +46,10 @@ def build_executor(
     concurrency = options.concurrency_in(mode)
     if lines is not None:
         concurrency = min(concurrency, lines)
+    with store.session() as session:
+        created_at = q.get_job(session, job_id).created_at
     config = ExecConfig(
-        results_dir=Path(settings.results_dir),
+        results_dir=job_folder(Path(settings.results_dir), job_id, created_at),
         concurrency=concurrency,
         max_attempts=options.max_attempts,
         max_wait=options.max_wait,
@@ -61,4 +66,5 @@ def build_executor(
         config=config,
         secrets=settings.secret_values(),
         budget=job_budget(store, job_id, options),
+        journal=open_journal(store, journal_dir(settings.home), config.owner),
     )

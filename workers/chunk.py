@@ -9,6 +9,8 @@ handed to yet another worker to kill.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jobs import store as q
 from jobs.db import Store
 from jobs.options import PLACEMENTS, JobOptions, RunMode
@@ -16,6 +18,7 @@ from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.build import build_executor
 from workers.executor import Executor, Stats
+from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.runtime import WorkerRuntime
@@ -24,9 +27,15 @@ LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
 
 
 def claim_chunk(
-    store: Store, job_id: int, request_ids: list[int], owner: str
+    store: Store, job_id: int, request_ids: list[int], owner: str, *, journals: Path | None = None
 ) -> tuple[list[WorkItem], JobOptions]:
-    """Claim the message's lines that still need a call, after failing poison lines."""
+    """Claim the message's lines that still need a call, after failing poison lines.
+
+    Journals of dead processes on this host are replayed first: a line whose answer landed
+    before its worker was killed is then terminal, and is not called again.
+    """
+    if journals is not None:
+        replay_dead(store, journals)
     with store.session() as session:
         options = q.job_options(session, job_id)
         recover_dead_leases(session, job_id, current=owner)
@@ -49,7 +58,7 @@ def run_chunk(
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
-    items, options = claim_chunk(store, job_id, request_ids, owner)
+    items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
     if not items:
         return Stats()
     executor = build_executor(

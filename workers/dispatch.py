@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -37,6 +38,7 @@ from jobs.endpoints import Endpoint
 from jobs.errors import BrokerError, JobStateError
 from jobs.models import JobStatus
 from workers.app import QUEUE_PREFIX, TASK_NAME, default_app, queue_name
+from workers.journal import replay_dead
 from workers.leases import recover_dead_leases
 
 EPOCH_KEY = "batcher:broker:epoch"
@@ -126,8 +128,16 @@ def _by_endpoint(page: list[tuple[int, str]]) -> dict[str, list[int]]:
     return groups
 
 
-def sweep_job(store: Store, job_id: int, publish: Publish, client: redis.Redis) -> SweepReport:
-    """Expire dead leases and enqueue what has no live message, for one job."""
+def sweep_job(
+    store: Store, job_id: int, publish: Publish, client: redis.Redis, *, journals: Path | None = None
+) -> SweepReport:
+    """Expire dead leases and enqueue what has no live message, for one job.
+
+    Journals of dead processes on this host are replayed first, so the lines whose answers they
+    hold are terminal before the dead leases are given back.
+    """
+    if journals is not None:
+        replay_dead(store, journals)
     now = time.time()
     with store.session() as session:
         expired = recover_dead_leases(session, job_id) + q.expire_leases(session, job_id, now=now)
@@ -136,13 +146,15 @@ def sweep_job(store: Store, job_id: int, publish: Publish, client: redis.Redis) 
     return SweepReport(expired=expired, enqueued=report.enqueued, messages=report.messages)
 
 
-def sweep_all(store: Store, publish: Publish, client: redis.Redis) -> SweepReport:
+def sweep_all(
+    store: Store, publish: Publish, client: redis.Redis, *, journals: Path | None = None
+) -> SweepReport:
     """Sweep every running distributed job."""
     with store.session() as session:
         job_ids = [job.id for job in q.active_jobs(session, mode="celery") if job.id is not None]
     total = SweepReport()
     for job_id in job_ids:
-        r = sweep_job(store, job_id, publish, client)
+        r = sweep_job(store, job_id, publish, client, journals=journals)
         total = SweepReport(
             total.expired + r.expired, total.enqueued + r.enqueued, total.messages + r.messages
         )

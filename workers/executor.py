@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -31,11 +32,13 @@ from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
 from workers.answers import AnswerBudget, answer_bytes
-from workers.audio_check import classify_speech
+from workers.audio_check import classify_answer
 from workers.blame import blames_the_call
+from workers.breaker import Breaker, JobGuard
 from workers.budget import Budget
-from workers.client import ApiClient, NoAnswer, RawResponse
+from workers.client import ApiClient, NoAnswer
 from workers.endpoints import family_of
+from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Answered, Call, status_of
 from workers.pacing import Pacing
@@ -43,11 +46,11 @@ from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
+from workers.resultfiles import write_result_file
 from workers.retry import (
     DEFAULT_MAX_WAIT_S,
     Classification,
     Verdict,
-    classify_response,
     next_delay,
     out_of_patience,
 )
@@ -102,6 +105,7 @@ class Executor:
         jitter: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         budget: Budget | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
@@ -114,8 +118,11 @@ class Executor:
             flush_interval=config.flush_interval,
             lease_seconds=config.lease_seconds,
             on_broken=self._broken,
+            journal=journal,
         )
         self._clean = Redactor(secrets)
+        breaker = Breaker(client.config.base_url)
+        self._guard = JobGuard(breaker, stop=self._stop, release=self._release, finish=self._finish)
         self._jitter = jitter
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
         self._answers = AnswerBudget()  # big embedding answers take turns: memory stays flat
@@ -145,6 +152,7 @@ class Executor:
             finally:
                 controller.cancel()
                 await asyncio.gather(controller, return_exceptions=True)
+            self._guard.close()
         return self.stats
 
     async def _feed(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> None:
@@ -260,23 +268,18 @@ class Executor:
         return answered
 
     async def _send(self, unit: Unit, content: bytes) -> Call:
-        started_at, start = utcnow(), time.monotonic()
+        started_at, start, call_id = utcnow(), time.monotonic(), uuid.uuid4().hex
+        self.recorder.sending(call_id, unit.items, unit.attempts, started_at)
         request = family_of(unit.endpoint).request(content)
         response = await self.client.call(unit.endpoint, request.content, content_type=request.content_type)
         if isinstance(response, NoAnswer):
-            return Call(response.classification, None, started_at, _ms_since(start))
+            return Call(response.classification, None, started_at, _ms_since(start), call_id)
         cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
         if cleaned is not response.content:
             response = replace(response, content=cleaned)
-        return Call(self._classify(unit, response), response, started_at, _ms_since(start))
-
-    def _classify(self, unit: Unit, response: RawResponse) -> Classification:
-        status, headers, body, now = response.status, response.headers, response.content, time.time()
-        if outcomes.is_file_answer(unit):
-            return classify_speech(
-                status, headers, body, fmt=family_of(unit.endpoint).file_format(unit.requests[0]), now=now
-            )
-        return classify_response(status, headers, body, now=now)
+        return Call(
+            classify_answer(unit, response, now=time.time()), response, started_at, _ms_since(start), call_id
+        )
 
     async def _parse(self, unit: Unit, call: Call) -> Answered:
         """The lines' results of an OK answer; an answer that does not split back is retried."""
@@ -299,9 +302,9 @@ class Executor:
         if not outcomes.is_file_answer(unit):
             return outcomes.json_results(unit, call, self._clean)
         item, request = unit.items[0], unit.requests[0]
-        path = outcomes.audio_path(self.config.results_dir, item, request)
         assert call.response is not None
-        await asyncio.to_thread(outcomes.write_atomically, path, call.response.content)
+        name, content = outcomes.audio_name(item, request), call.response.content
+        path = await asyncio.to_thread(write_result_file, self.config.results_dir, name, content)
         return [outcomes.speech_result(item, request, call, path, self._clean)]
 
     # --- what the call meant ---------------------------------------------------------------------
@@ -311,12 +314,11 @@ class Executor:
         call = answered.call
         c = call.classification
         if answered.results is not None:
+            self._guard.succeeded(unit, call)
             self._succeed(unit, call, answered.results)
             return True
         self._record_attempts(unit, call)
-        if c.verdict == Verdict.FATAL:
-            await self._halt_job(c)
-            await self._release(unit.items)
+        if await self._guard.failed(unit, call):  # the breaker, or a FATAL answer: the job stops
             return True
         if c.verdict == Verdict.PERMANENT and unit.packed and not blames_the_call(c, status_of(call)):
             # The pack was refused, not a line: the halves keep their attempt budget.
@@ -327,7 +329,7 @@ class Executor:
             return self._check_patience(unit, call)
         if c.verdict == Verdict.PERMANENT or max(unit.attempts) >= self.config.max_attempts:
             for item in unit.items:
-                self._finish(outcomes.failure(item, call, self._clean))
+                self._guard.fail(outcomes.failure(item, call, self._clean), item)
             return True
         return False
 
@@ -355,10 +357,10 @@ class Executor:
             item, call, attempt, owner=self.config.owner, clean=self._clean, usage=usage
         )
 
-    async def _halt_job(self, c: Classification) -> None:
+    async def _stop(self, message: str) -> None:
         if self.stats.halted:
             return
-        message = self._clean(f"the API refused the job ({c.error_class}): {c.message}")
+        message = self._clean(message)
         self.stats.halted = message
         await asyncio.to_thread(self.sink.stop_job, message)
 

@@ -222,26 +222,14 @@ def _error_body(response: RawResponse | None, clean: Clean) -> str | None:
     return clean(orjson.dumps(body).decode()[:MAX_ERROR_BODY])
 
 
-def audio_path(results_dir: Path, item: WorkItem, request: dict[str, Any]) -> Path:
-    """Where a speech line's audio goes: one folder per job, one file per line id."""
-    return (
-        results_dir
-        / f"job-{item.job_id}"
-        / f"{item.request_id}.{family_of(item.endpoint).file_format(request)}"
-    )
+def audio_name(item: WorkItem, request: dict[str, Any]) -> str:
+    """The file name of a speech line's audio in its job's folder: one file per line id."""
+    return f"{item.request_id}.{family_of(item.endpoint).file_format(request)}"
 
 
 def is_file_answer(unit: Unit) -> bool:
     """Answers that are files (speech audio), saved beside the store instead of in it."""
     return family_of(unit.endpoint).binary_answer
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (a speech answer's audio): a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def used_tokens(unit: Unit, answered: Answered) -> int | None:

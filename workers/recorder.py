@@ -5,6 +5,10 @@ Every attempt and terminal result goes into a buffer that is written in one tran
 flight, without a transaction per call. While lines run their leases are renewed (every third
 of the lease); lines the run will not finish are given back at once.
 
+With a journal (``workers.journal``), each record is also appended to a local file the moment it
+lands, and a sent marker before each call, so a kill loses only the calls in flight; after each
+batch the store committed, the journal is told how far the store has caught up.
+
 Used as an async context: entering starts the writer and the renewer; leaving writes what is
 left and raises a store error that the writer met.
 """
@@ -15,10 +19,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
-from jobs.records import AttemptRecord, LineResult
+from jobs.records import AttemptRecord, LineResult, WorkItem
+from workers.journal import Journal
 
 STORE_BROKEN = "the store could not be written"
 
@@ -62,8 +68,10 @@ class Recorder:
         flush_interval: float,
         lease_seconds: float,
         on_broken: Callable[[str], None],
+        journal: Journal | None = None,
     ) -> None:
         self.sink = sink
+        self.journal = journal
         self._flush_size, self._flush_interval = flush_size, flush_interval
         self._lease_seconds = lease_seconds
         self._on_broken = on_broken  # told when the store cannot be written: start no more calls
@@ -74,13 +82,25 @@ class Recorder:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
+    def sending(
+        self, call_id: str, items: Sequence[WorkItem], attempts: Sequence[int], started_at: datetime
+    ) -> None:
+        """A call is about to leave: journal which lines it carries."""
+        if self.journal is not None:
+            lines = [(item.request_id, n) for item, n in zip(items, attempts, strict=True)]
+            self.journal.sent(call_id, items[0].job_id, lines, started_at)
+
     def record(self, attempt: AttemptRecord) -> None:
         """Buffer one attempt."""
+        if self.journal is not None:
+            self.journal.landed([attempt], [])
         self._attempts.append(attempt)
         self._maybe_flush()
 
     def finish(self, result: LineResult) -> None:
         """Buffer one line's terminal result."""
+        if self.journal is not None:
+            self.journal.landed([], [result])
         self._results.append(result)
         self._maybe_flush()
 
@@ -108,7 +128,11 @@ class Recorder:
         await asyncio.gather(renewer, return_exceptions=True)
         self._closing = True
         self._flush_now.set()
-        await writer  # the last flush; a store error surfaces here
+        try:
+            await writer  # the last flush; a store error surfaces here
+        finally:
+            if self.journal is not None:
+                self.journal.close()  # kept on disk, for replay, unless the store has it all
 
     def _maybe_flush(self) -> None:
         if len(self._attempts) + len(self._results) >= self._flush_size:
@@ -119,7 +143,10 @@ class Recorder:
         if not attempts and not results:
             return
         self._attempts, self._results = [], []
+        upto = self.journal.seq if self.journal is not None else 0
         await asyncio.to_thread(self.sink.write, attempts, results)
+        if self.journal is not None:
+            self.journal.stored(upto)
 
     async def _writer(self) -> None:
         try:

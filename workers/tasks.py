@@ -24,6 +24,7 @@ from workers.app import TASK_NAME
 from workers.chunk import run_chunk
 from workers.client import NO_KEY_WARNING
 from workers.dispatch import celery_publisher, sweep_all
+from workers.journal import journal_dir
 from workers.leases import new_owner
 from workers.redact import install_log_redaction
 from workers.runtime import WorkerRuntime
@@ -98,7 +99,8 @@ class Sweeper(threading.Thread):
         client = redis.Redis.from_url(res.settings.broker_url, socket_connect_timeout=5, socket_timeout=10)
         try:
             if client.set(SWEEP_LOCK_KEY, new_owner(), nx=True, px=int(self.interval * 2000)):
-                report = sweep_all(res.store, celery_publisher(), client)
+                journals = journal_dir(res.settings.home)
+                report = sweep_all(res.store, celery_publisher(), client, journals=journals)
                 if report.enqueued:
                     log.info("sweeper: %d expired leases, %d lines enqueued", report.expired, report.enqueued)
         finally:

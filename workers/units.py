@@ -41,6 +41,11 @@ class Unit:
         return cls([item], [orjson.loads(item.body)])
 
     @property
+    def ids(self) -> list[int]:
+        """The line ids of the unit's items."""
+        return [item.request_id for item in self.items]
+
+    @property
     def packed(self) -> bool:
         """True when several lines share the call."""
         return len(self.items) > 1

@@ -19,6 +19,7 @@ from batcher.status import rates, render, take_snapshot
 from jobs import store as q
 from jobs.errors import BatcherError
 from jobs.models import JobStatus
+from workers.journal import journal_dir
 
 
 @cli.command()
@@ -89,7 +90,10 @@ def _sweep_quietly(app: App, job_id: int) -> None:
 
     client = app.broker_redis()
     try:
-        translate_broker_errors(lambda: sweep_job(app.store, job_id, celery_publisher(), client), client)
+        journals = journal_dir(app.settings.home)
+        translate_broker_errors(
+            lambda: sweep_job(app.store, job_id, celery_publisher(), client, journals=journals), client
+        )
     except BatcherError as exc:
         click.echo(f"warning: {exc}", err=True)
     finally:

@@ -18,6 +18,7 @@ from batcher.render import table, to_json
 from batcher.usage import parse_by, usage_report
 from batcher.usage_render import money_text, plot_cost, render_csv, render_json, render_table
 from jobs.errors import ConfigError
+from workers.journal import journal_dir, replay_dead
 from workers.prices import PriceBook, load_prices
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,6 +103,7 @@ def usage(
       batcher usage 3 --prices pricing.json --group vip --currency CNY --rate 7.2
     """
     store = app.store
+    replay_dead(store, journal_dir(app.settings.home))  # calls a killed process sent count too
     prices = _prices(price_files, currency, rate)
     window = {"since": since and since.date(), "until": until and until.date()}
     report = usage_report(store, list(job_ids) or None, by=by, prices=prices, group=group, **window)

@@ -9,6 +9,7 @@ and operations on whole jobs), ``lines`` (claims, leases, what the broker should
 
 from __future__ import annotations
 
+from jobs.store.calls import known_calls
 from jobs.store.exports import iter_results
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
@@ -82,6 +83,7 @@ __all__ = [
     "iter_results",
     "job_models",
     "job_options",
+    "known_calls",
     "learned_paces",
     "lease_owners",
     "list_jobs",

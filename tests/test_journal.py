@@ -1,0 +1,116 @@
+"""The journal: what a dead executor's file holds reaches the store once, sent calls as unknown."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from batcher.export import export_job
+from jobs.db import Store
+from jobs.records import AttemptRecord, LineResult, Usage
+from jobs.vectors import Vectors
+from tests.helpers import all_attempts, all_lines, read_jsonl
+from tests.test_executor import add_job
+from workers.journal import LOST_MESSAGE, Journal, replay_dead, store_key
+from workers.journal import _line as journal_line
+from workers.journal import _result as journal_result
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    with Store(f"sqlite:///{tmp_path / 'j.db'}") as store:
+        yield store
+
+
+def attempt(rid: int, call_id: str) -> AttemptRecord:
+    return AttemptRecord(rid, 1, 1, T0, 5, 200, "ok", "ok", usage=Usage(3, 2, 5), call_id=call_id)
+
+
+def result(rid: int) -> LineResult:
+    return LineResult(rid, 1, "succeeded", 200, '{"ok":true}', usage=Usage(3, 2, 5))
+
+
+def die(journal: Journal) -> None:
+    """What kill -9 leaves: the file, unlocked."""
+    os.close(journal._fd)
+
+
+def test_a_dead_journal_is_replayed_once_with_sent_calls_as_unknown(db: Store, tmp_path: Path) -> None:
+    job = add_job(db, "/v1/chat/completions", [{"model": "m", "messages": []}] * 3)
+    folder = tmp_path / "journal"
+    journal = Journal(folder, owner="host:1:x", store=store_key(db.url))
+    for rid in (1, 2, 3):
+        journal.sent(f"call{rid}", job, [(rid, 1)], T0)
+    journal.landed([attempt(1, "call1")], [result(1)])
+    journal.stored(journal.seq)  # line 1 reached the store ... (here: pretend it did)
+    journal.landed([attempt(2, "call2")], [result(2)])  # line 2 landed, never stored
+    die(journal)  # line 3 was in flight
+    assert replay_dead(db, folder) == 3  # line 2's attempt and result, line 3's unknown call
+    lines = {ln.id: ln for ln in all_lines(db)}
+    assert (lines[1].state, lines[2].state, lines[3].state) == ("pending", "succeeded", "pending")
+    attempts = {a.request_id: a for a in all_attempts(db)}
+    assert attempts[2].call_id == "call2" and attempts[2].total_tokens == 5
+    assert (attempts[3].status_code, attempts[3].sent, attempts[3].error_message) == (
+        None,
+        True,
+        LOST_MESSAGE,
+    )
+    assert list(folder.iterdir()) == []
+    assert replay_dead(db, folder) == 0
+
+
+def test_a_live_journal_and_another_stores_journal_are_left_alone(db: Store, tmp_path: Path) -> None:
+    job = add_job(db, "/v1/chat/completions", [{"model": "m", "messages": []}])
+    folder = tmp_path / "journal"
+    live = Journal(folder, owner="host:1:live", store=store_key(db.url))
+    live.sent("c", job, [(1, 1)], T0)
+    other = Journal(folder, owner="host:2:other", store=store_key("sqlite:///elsewhere.db"))
+    other.sent("d", job, [(1, 1)], T0)
+    die(other)
+    assert replay_dead(db, folder) == 0
+    assert len(list(folder.iterdir())) == 2
+    assert all_attempts(db) == []
+    live.close()
+
+
+def test_a_journal_whose_records_are_all_stored_is_removed_at_close(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, owner="o", store="s")
+    journal.sent("c", 1, [(1, 1)], T0)
+    journal.landed([attempt(1, "c")], [result(1)])
+    journal.stored(journal.seq)
+    journal.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_packed_lines_vectors_are_journaled_as_its_own_part_only() -> None:
+    block = np.arange(6, dtype="<f4").tobytes()  # three 2-dimension vectors of one packed call
+    line = LineResult(2, 1, "succeeded", 200, "{}", vectors=Vectors(block, 2, start=1, stop=2))
+    record = orjson.loads(journal_line({"n": 1, "a": [], "r": [line]}))
+    back = journal_result(record["r"][0])
+    assert back.vectors is not None
+    assert back.vectors.matrix().tolist() == [[2.0, 3.0]]
+    assert len(back.vectors.data) == 8  # one vector's bytes, not the block's
+
+
+def test_replayed_vectors_are_exported(db: Store, tmp_path: Path) -> None:
+    job = add_job(db, "/v1/embeddings", [{"model": "m", "input": ["a", "b"]}])
+    folder = tmp_path / "journal"
+    journal = Journal(folder, owner="host:1:v", store=store_key(db.url))
+    block = np.array([[0.5, 1.0], [2.0, -1.0], [9.0, 9.0]], dtype="<f4").tobytes()
+    body = '{"object":"list","data":[{"object":"embedding","index":0},{"object":"embedding","index":1}]}'
+    line = LineResult(1, job, "succeeded", 200, body, vectors=Vectors(block, 2, start=0, stop=2))
+    journal.landed([attempt(1, "c1")], [line])
+    die(journal)
+    replay_dead(db, folder)
+    out = tmp_path / "out.jsonl"
+    export_job(db, job, out)
+    [row] = read_jsonl(out)
+    assert [d["embedding"] for d in row["response"]["body"]["data"]] == [[0.5, 1.0], [2.0, -1.0]]
