@@ -58,7 +58,7 @@ def test_nothing_listening_stops_the_job_after_a_few_calls(
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", RELAY_KEY)
     monkeypatch.setenv("BATCHER_DATABASE_URL", url)
-    result = run_lines(tmp_path, 300)
+    result = run_lines(tmp_path, 300, "--concurrency", "32")
     assert result.exit_code == 1
     assert "cannot reach the relay" in result.output
     with Store(url) as store:
