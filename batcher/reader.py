@@ -10,9 +10,9 @@ Two line formats are accepted:
 
 Every invalid line yields a ``Problem`` naming the line, what is wrong and what to do; reading
 goes on, so one pass reports every problem. Lines are read with a bounded ``readline``, so a huge
-line never sits in memory. The only state that grows with the file is the duplicate check: a set
-of ``hash(custom_id)`` (64-bit; at a million lines the odds of a false "duplicate" are about 3 in
-10^8), not the ids themselves.
+line never sits in memory. The only state that grows with the file is the duplicate check: a
+compact set of ``hash(custom_id)`` (``batcher.idset``: 64-bit, about 14 bytes a line; at a
+million lines the odds of a false "duplicate" are about 3 in 10^8), not the ids themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from batcher.idset import HashSet
 from jobs.endpoints import ENDPOINT_LIST, Endpoint
 from jobs.errors import Problem
 from workers.endpoints import BodyError, by_path, family_of
@@ -90,7 +91,7 @@ def read_requests(
     ``on_reject`` gets each problem with the start of its line's bytes (at most
     ``REJECT_RAW_BYTES``), so a rejects file can be written as the file is read.
     """
-    seen: set[int] = set()
+    seen = HashSet()  # 14 bytes a line, not a set's 85: ten million lines in 140 MB
     name = str(path)
     with path.open("rb") as f:
         for line_no, raw, size in _raw_lines(f, options.max_line_bytes):
@@ -141,13 +142,11 @@ def _too_long(size: int, limit: int) -> str:
     return f"line is {size:,} bytes, over the limit of {limit:,}; shorten it or raise --max-line-bytes"
 
 
-def _check_unique(custom_id: str, seen: set[int]) -> None:
-    key = hash(custom_id)
-    if key in seen:
+def _check_unique(custom_id: str, seen: HashSet) -> None:
+    if not seen.add(hash(custom_id)):
         raise LineError(
             f'custom_id "{_short(custom_id)}" is used by an earlier line; custom_ids must be unique in a file'
         )
-    seen.add(key)
 
 
 def _short(value: Any, limit: int = 60) -> str:
