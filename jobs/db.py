@@ -31,9 +31,9 @@ from jobs.settings import Settings, check_database_url
 SQLITE_BUSY_TIMEOUT_S = 60.0
 PG_CONNECT_TIMEOUT_S = 10  # a reachable server answers in milliseconds; a hung one never does
 # SQLite's default page cache is 2 MB: a job of a million lines outgrows it and every claim and
-# result write reads its index pages back from the file. 64 MB holds the hot ends of the indexes
+# result write reads its index pages back from the file. 32 MB holds the hot ends of the indexes
 # of a ten-million-line job; it is a ceiling per connection, not an allocation.
-SQLITE_CACHE_KIB = 65_536
+SQLITE_CACHE_KIB = 32_768
 
 
 def normalize_url(url: str) -> str:
