@@ -385,3 +385,9 @@ async def test_classify_exception_refused_connection_behind_aiohttp_was_never_se
 def test_classify_exception_rejects_other_errors() -> None:
     with pytest.raises(TypeError):
         classify_exception(ValueError("not transport"))
+
+
+def test_a_redirect_fails_its_line_naming_the_location() -> None:
+    c = classify_response(301, {"location": "https://relay.example/v1/chat/completions"}, b"", now=NOW)
+    assert (c.verdict, c.error_class) == (Verdict.PERMANENT, "redirect")
+    assert "https://relay.example/v1/chat/completions" in c.message

@@ -7,7 +7,8 @@ call is classified on status *and* body, and the relay's own message is kept:
 - OK: a 2xx JSON object without ``"error"`` (or, for speech, a 2xx that is not JSON);
 - RETRY: 408, 409, 429, 5xx, timeouts, connection errors, truncated or non-JSON 2xx bodies,
   and a 2xx carrying ``{"error": ...}`` (classed ``rate_limited`` when it says overload or rate);
-- PERMANENT (this line fails, the job goes on): 400, 404, 413, 422 and other 4xx;
+- PERMANENT (this line fails, the job goes on): 3xx (never followed: the message names the
+  Location), 400, 404, 413, 422 and other 4xx;
 - FATAL (stop the job, calling on would burn every line): 401/403, and quota errors whatever
   their status (OpenAI sends ``insufficient_quota`` with 429) unless the message is clearly
   about request rate (Gemini's "Resource has been exhausted (e.g. check quota)" is a rate limit).
@@ -162,12 +163,14 @@ def _describe(status: int, message: str | None, kind: str | None, code: str | No
     return f"{head}: {message}" if message else f"{head} (empty body)" if status else head
 
 
-def classify_response(
+def classify_response(  # noqa: PLR0911 - one return per rule of the module docstring
     status: int, headers: Mapping[str, str], body: bytes, *, now: float, binary_ok: bool = False
 ) -> Classification:
     """What an HTTP answer means for its line (rules in the module docstring)."""
     retry_after = parse_retry_after(headers, now=now)
-    if 200 <= status < 300:
+    if 200 <= status < 400:
+        if status >= 300:
+            return _redirect(status, headers)
         return _classify_2xx(status, headers, body, binary_ok=binary_ok, retry_after=retry_after)
     message, kind, code = parse_error_body(body)
     text = _describe(status, message, kind, code)
@@ -202,6 +205,16 @@ def _is_overload(message: str | None, kind: str | None, code: str | None) -> boo
 
 def _is_rate(message: str | None, kind: str | None, code: str | None) -> bool:
     return bool({kind, code} & _RATE_CODES or (message and _RATE_WORDS.search(message)))
+
+
+def _redirect(status: int, headers: Mapping[str, str]) -> Classification:
+    """A 3xx is never followed (the key must not travel); the line fails saying where it points."""
+    location = _header(headers, "location") or "nowhere (no Location header)"
+    text = (
+        f"{status} redirect to {location}: batcher never follows redirects; "
+        "set OPENAI_BASE_URL to the address it names"
+    )
+    return Classification(Verdict.PERMANENT, "redirect", text)
 
 
 def _is_json(headers: Mapping[str, str]) -> bool:
