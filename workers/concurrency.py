@@ -6,13 +6,16 @@ Vegas do) and Envoy's adaptive concurrency filter, one per executor:
 - **Slow start**: from ``start`` the limit grows by one per successful call (it doubles per
   round trip) until the first sign of trouble.
 - **Latency**: the baseline is the lowest round trip seen, drifting up slowly so a relay that
-  really got slower is not punished forever; when the recent round trip (an EWMA) passes
-  ``tolerance`` × baseline the queue is building somewhere: the limit shrinks by ``decrease``.
+  really got slower is not punished forever; when the recent round trip (an EWMA over about 50
+  calls, so one stalled event loop is not a queue) passes ``tolerance`` × baseline the queue is
+  building somewhere: the limit shrinks by ``decrease``, at most once per ``latency_hold``
+  round trips.
 - **Overload**: new-api's 503 ``upstream_overloaded``, any 5xx overload answer, refused or reset
   connections and timeouts shrink it by ``decrease``; at most once per round trip, since one
   overload sends back a batch of such answers.
-- **Additive increase** after that: ``gain`` per round trip, only while the limit is in use
-  (at least half of it in flight: an idle limit proves nothing).
+- **Additive increase** after that, only while the limit is in use (at least half of it in
+  flight: an idle limit proves nothing): ``gain`` per round trip after an overload (a hard cap
+  is near), ``latency_gain`` after a latency back-off.
 
 ``--concurrency`` is the ceiling; the limit never goes past it nor below ``floor``.
 """
@@ -34,8 +37,10 @@ class ConcurrencyTuning:
     floor: int = 1
     tolerance: float = 2.0
     decrease: float = 0.9
-    gain: float = 0.15  # calls added per round trip after slow start
-    short_weight: float = 0.1  # EWMA weight of the recent round trip
+    gain: float = 0.15  # calls added per round trip after an overload
+    latency_gain: float = 1.0  # calls added per round trip after a latency back-off only
+    short_weight: float = 0.02  # EWMA weight of the recent round trip (about 50 calls)
+    latency_hold: float = 5.0  # round trips between two latency back-offs
     baseline_drift: float = 0.001  # how fast the baseline follows slower round trips
 
 
@@ -51,6 +56,7 @@ class ConcurrencyState:
     recent: float | None = None
     last_decrease: float = float("-inf")
     decreases: int = 0
+    overloaded: bool = False  # the last back-off was an overload: probe upwards slowly
 
     def __post_init__(self) -> None:
         if not self.limit:
@@ -71,23 +77,25 @@ def on_sample(state: ConcurrencyState, rtt: float, *, in_flight: int, now: float
         state.baseline += (rtt - state.baseline) * t.baseline_drift
     state.recent = rtt if state.recent is None else state.recent + (rtt - state.recent) * t.short_weight
     if state.recent > t.tolerance * state.baseline:
-        _decrease(state, now)
+        if now - state.last_decrease >= t.latency_hold * state.recent:
+            _decrease(state, now, overload=False)
         return
     if in_flight < state.limit / 2:
         return
-    step = 1.0 if state.slow_start else t.gain / state.limit
+    gain = t.gain if state.overloaded else t.latency_gain
+    step = 1.0 if state.slow_start else gain / state.limit
     state.limit = min(float(state.ceiling), state.limit + step)
 
 
 def on_overload(state: ConcurrencyState, now: float) -> None:
     """An overload answer, a refused or reset connection, or a timeout."""
-    _decrease(state, now)
+    _decrease(state, now, overload=True)
 
 
-def _decrease(state: ConcurrencyState, now: float) -> None:
+def _decrease(state: ConcurrencyState, now: float, *, overload: bool) -> None:
     if now - state.last_decrease < (state.recent or 0.0):
         return
-    state.slow_start = False
+    state.slow_start, state.overloaded = False, overload
     state.limit = max(float(state.tuning.floor), state.limit * state.tuning.decrease)
     state.last_decrease, state.decreases = now, state.decreases + 1
 
