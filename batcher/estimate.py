@@ -9,7 +9,8 @@ priced as one call (a relay's quota is rounded up per call), so the total is wha
 cost if each is called exactly once: retries and duplicate calls come on top, and ``batcher
 usage`` reports them afterwards.
 
-``estimate_lines`` is the pure core over parsed lines; ``estimate_file`` feeds it from a file.
+``EstimateBuilder`` is the pure core, fed one parsed line at a time (ingest feeds it as it stores
+the lines); ``estimate_lines`` feeds it an iterable and ``estimate_file`` a file.
 """
 
 from __future__ import annotations
@@ -95,6 +96,44 @@ def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCount
     return replace(usage, prompt_tokens=count_prompt(line.endpoint, line.body)), has_max
 
 
+class EstimateBuilder:
+    """Adds up lines one at a time, so a command that already reads the file (ingest) estimates
+    it in the same pass instead of reading it again."""
+
+    def __init__(
+        self,
+        prices: PriceBook,
+        *,
+        group: str | None = None,
+        typical_output: int | None = None,
+        count_prompt: PromptCounter = estimate_prompt_tokens,
+    ) -> None:
+        self.prices, self.group, self.typical_output = prices, group, typical_output
+        self._count_prompt = count_prompt
+        self._ratio = prices.group_ratio(group)
+        self._models: dict[str, ModelEstimate] = {}
+        self._invalid = 0
+
+    def add(self, line: Line | Problem) -> None:
+        """Count one parsed line (an invalid one is only counted as invalid)."""
+        if isinstance(line, Problem):
+            self._invalid += 1
+            return
+        usage, has_max = line_usage(line, self.typical_output, self._count_prompt)
+        row = self._models.setdefault(line.model, ModelEstimate(line.model))
+        _add(row, usage, has_max)
+        cost = cost_of_attempt(usage, self.prices.lookup(line.model), group_ratio=self._ratio)
+        row.priced &= cost is not None
+        row.cost += cost or Decimal(0)
+
+    def result(self) -> Estimate:
+        """The estimate of every line added so far."""
+        models = sorted(self._models.values(), key=lambda m: m.model)
+        estimate = Estimate(models, self.prices, self.group, self.typical_output, self._invalid)
+        estimate.assumptions = assumptions(estimate)
+        return estimate
+
+
 def estimate_lines(
     lines: Iterable[Line | Problem],
     prices: PriceBook,
@@ -104,23 +143,10 @@ def estimate_lines(
     count_prompt: PromptCounter,
 ) -> Estimate:
     """Add up the expected usage and cost of parsed lines (invalid lines are only counted)."""
-    ratio = prices.group_ratio(group)
-    models: dict[str, ModelEstimate] = {}
-    invalid = 0
+    builder = EstimateBuilder(prices, group=group, typical_output=typical_output, count_prompt=count_prompt)
     for line in lines:
-        if isinstance(line, Problem):
-            invalid += 1
-            continue
-        usage, has_max = line_usage(line, typical_output, count_prompt)
-        _add(models.setdefault(line.model, ModelEstimate(line.model)), usage, has_max)
-        cost = cost_of_attempt(usage, prices.lookup(line.model), group_ratio=ratio)
-        models[line.model].priced &= cost is not None
-        models[line.model].cost += cost or Decimal(0)
-    estimate = Estimate(
-        sorted(models.values(), key=lambda m: m.model), prices, group, typical_output, invalid
-    )
-    estimate.assumptions = assumptions(estimate)
-    return estimate
+        builder.add(line)
+    return builder.result()
 
 
 def _add(row: ModelEstimate, usage: Usage, has_max: bool) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from batcher.estimate import Estimate, EstimateBuilder
 from batcher.reader import ParsedLine, ReadOptions, file_sha256, read_requests
 from jobs import store as q
 from jobs.db import Store
@@ -43,6 +44,7 @@ class IngestOptions:
     name: str | None = None
     job_options: JobOptions = field(default_factory=JobOptions)
     priority: int = 5
+    estimate: EstimateBuilder | None = None  # fed every stored line: the estimate without a second read
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class IngestResult:
     stored: int
     rejected: int = 0
     rejects_path: Path | None = None
+    estimate: Estimate | None = None  # of the stored lines, when asked for (``IngestOptions.estimate``)
 
 
 def default_rejects_path(path: Path) -> Path:
@@ -92,7 +95,10 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
     target = rejects.keep() if rejects is not None and rejected else None
     if rejects is not None and not rejected:
         rejects.discard()
-    return IngestResult(job, created=True, stored=stored, rejected=rejected, rejects_path=target)
+    estimate = options.estimate.result() if options.estimate is not None else None
+    return IngestResult(
+        job, created=True, stored=stored, rejected=rejected, rejects_path=target, estimate=estimate
+    )
 
 
 class _Rejects:
@@ -134,6 +140,8 @@ def _store_lines(
         if rejected and not options.skip_invalid:
             continue  # the file will be refused: keep validating, stop inserting
         rows.append(_row(job_id, item))
+        if options.estimate is not None:
+            options.estimate.add(item)
         if len(rows) >= CHUNK_ROWS:
             q.insert_requests(session, rows)
             stored, rows = stored + len(rows), []

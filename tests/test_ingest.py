@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batcher.estimate import EstimateBuilder, estimate_file
 from batcher.ingest import IngestOptions, ingest_file
 from batcher.reader import ReadOptions
 from jobs import store as q
@@ -15,6 +16,7 @@ from jobs.db import Store
 from jobs.errors import InputError
 from jobs.options import JobOptions
 from tests.helpers import all_lines, batch_line, write_jsonl
+from workers.prices import load_prices
 
 GOOD = b'{"custom_id": "ok", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}\n'
 
@@ -106,3 +108,30 @@ def test_the_same_content_is_the_same_job_unless_new(sqlite: Store, tmp_path: Pa
     assert (again.created, again.job.id, again.stored) == (False, first.job.id, 3)
     fresh = ingest_file(sqlite, _file(tmp_path, EMBED), IngestOptions(new=True, name="rerun"))
     assert fresh.created and fresh.job.id != first.job.id and fresh.job.name == "rerun"
+
+
+def test_ingest_estimates_the_stored_lines_in_the_same_pass(sqlite: Store, tmp_path: Path) -> None:
+    """The estimate submit compares with the balance comes from ingest's own read of the file."""
+    rows = [
+        batch_line(
+            "a",
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50},
+        ),
+        batch_line(
+            "b",
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "yo"}], "max_tokens": 30},
+        ),
+        batch_line("c", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello world"}),
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    prices = load_prices(())
+    result = ingest_file(sqlite, path, IngestOptions(estimate=EstimateBuilder(prices)))
+    assert result.estimate is not None
+    assert result.estimate == estimate_file(path, ReadOptions(), prices)
+    assert {m.model: m.output_tokens for m in result.estimate.models} == {
+        "gpt-4o-mini": 80,
+        "text-embedding-3-small": 0,
+    }
+    assert ingest_file(sqlite, path, IngestOptions(new=True)).estimate is None  # only when asked
