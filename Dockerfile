@@ -16,4 +16,4 @@ RUN pip install ".[flower]" && useradd --create-home --uid 10001 batcher && mkdi
 
 USER batcher
 VOLUME ["/data"]
-CMD ["batcher", "worker", "--concurrency", "2"]
+CMD ["batcher", "worker", "--processes", "2"]

@@ -105,7 +105,7 @@ def _celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: li
 
 def overhead(tmp: Path, n: int = 5000, concurrency: int = 64) -> None:
     source = write_lines(tmp / "overhead.jsonl", embedding_rows(n))
-    run_opts = ["--no-pack", "--concurrency", str(concurrency)]
+    run_opts = ["--no-pack", "--max-in-flight", str(concurrency)]
     with relay("--latency", "0.05") as rl:
         start = time.perf_counter()
         asyncio.run(_reference(rl.url, source, tmp / "ref.jsonl", concurrency))
@@ -169,7 +169,9 @@ def faults(tmp: Path, n: int = 2000) -> None:
     with relay(*args) as rl:
         env = env_for(tmp, rl.url, f"sqlite:///{tmp / 'faults.db'}")
         out = tmp / "faults.out.jsonl"
-        run = timed(batcher("run", str(source), "-o", str(out), "--timeout", "3", "--concurrency", "64"), env)
+        run = timed(
+            batcher("run", str(source), "-o", str(out), "--timeout", "3", "--max-in-flight", "64"), env
+        )
         stats = rl.stats()
     results = [json.loads(x) for x in out.read_text().splitlines()]
     ok = sum(1 for r in results if r["error"] is None)

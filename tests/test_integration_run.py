@@ -130,7 +130,7 @@ def test_run_with_ten_percent_faults_of_every_kind_ends_with_one_result_per_line
         "1",
         "--max-attempts",
         "12",
-        "--concurrency",
+        "--max-in-flight",
         "32",
         "--no-pack",
     )
@@ -178,7 +178,7 @@ def test_run_with_a_bad_key_stops_the_job_without_burning_lines(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-000000000")
     rows = [batch_line(f"c{i}", "/v1/chat/completions", chat(i)) for i in range(50)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    result = invoke("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--concurrency", "2")
+    result = invoke("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--max-in-flight", "2")
     assert result.exit_code == 1
     assert "stopped" in result.stderr
     assert "sk-wrong-key" not in result.stderr + result.stdout
@@ -263,7 +263,7 @@ def test_sigkill_mid_job_then_run_job_never_calls_a_done_line_again(
     assert invoke("submit", str(source), "--no-queue", "--no-pack").exit_code == 0
     store = db
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batcher", "run-job", "1", "--concurrency", "8"],
+        [sys.executable, "-m", "batcher", "run-job", "1", "--max-in-flight", "8"],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -356,7 +356,7 @@ def test_budget_pauses_the_job_then_a_raised_budget_finishes_it(
         "100",
         "--prices",
         str(prices),
-        "--concurrency",
+        "--max-in-flight",
         "1",
     ]
     first = invoke(*args)

@@ -20,6 +20,8 @@ settings. Each setting, and why:
 - One queue per endpoint kind, so a slow TTS job does not starve embeddings; Redis priority
   steps 0-9 order jobs within a queue.
 - No ``rate_limit``: it is per worker. The shared limiter is in Redis (``workers.redis_limiter``).
+- Log lines carry an ISO date and time, the level and the process; batcher's own lines name the
+  job (``job 3: ...``) so a log of many jobs can be searched by job.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from kombu.entity import Exchange, Queue
 
 from jobs.endpoints import Endpoint
 from jobs.settings import Settings, load_settings
+from workers.redact import LOG_FORMAT
 
+TASK_LOG_FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
 QUEUE_PREFIX = "batcher."
 TASK_NAME = "batcher.run_lines"
 TASK_HARD_TIME_LIMIT_S = 900
@@ -78,6 +82,8 @@ def make_app(settings: Settings) -> Celery:
         worker_send_task_events=True,  # Flower shows tasks live
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        worker_log_format=LOG_FORMAT,
+        worker_task_log_format=TASK_LOG_FORMAT,
     )
     return app
 

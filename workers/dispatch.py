@@ -56,6 +56,7 @@ class SweepReport:
     expired: int = 0
     enqueued: int = 0
     messages: int = 0
+    job_ids: tuple[int, ...] = ()  # the jobs it expired or enqueued lines of (sweep_all)
 
 
 def celery_publisher(app: Any = None) -> Publish:
@@ -155,8 +156,9 @@ def sweep_all(
     total = SweepReport()
     for job_id in job_ids:
         r = sweep_job(store, job_id, publish, client, journals=journals)
+        touched = total.job_ids + ((job_id,) if r.expired or r.enqueued else ())
         total = SweepReport(
-            total.expired + r.expired, total.enqueued + r.enqueued, total.messages + r.messages
+            total.expired + r.expired, total.enqueued + r.enqueued, total.messages + r.messages, touched
         )
     return total
 

@@ -107,6 +107,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Every log line batcher sets up: time, level and process first (a worker's log is read by time).
+LOG_FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(message)s"
+
+
 def install_log_redaction(secrets: Iterable[str]) -> RedactingFilter:
     """Scrub every record that reaches the root logger's handlers.
 
@@ -117,7 +121,7 @@ def install_log_redaction(secrets: Iterable[str]) -> RedactingFilter:
     redacting = RedactingFilter(secrets)
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.WARNING)
+        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     for handler in root.handlers:
         present = [f for f in handler.filters if isinstance(f, RedactingFilter)]
         if present:

@@ -68,10 +68,16 @@ def resources() -> _Resources:
 def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
     """Run one chunk of a job's lines (the message holds only ids)."""
     res = resources()
+    log.info("job %s: running %d lines", job_id, len(request_ids))
     stats = run_chunk(res.store, res.settings, job_id, request_ids, runtime=res.runtime, owner=new_owner())
     if stats.halted:
         log.warning("job %s: stopped early, %d lines given back: %s", job_id, stats.released, stats.halted)
+    log.info(
+        "job %s: %d succeeded, %d failed, %d given back; %d calls",
+        job_id, stats.succeeded, stats.failed, stats.released, stats.calls,
+    )  # fmt: skip
     return {
+        "job_id": job_id,
         "calls": stats.calls,
         "succeeded": stats.succeeded,
         "failed": stats.failed,
@@ -102,7 +108,11 @@ class Sweeper(threading.Thread):
                 journals = journal_dir(res.settings.home)
                 report = sweep_all(res.store, celery_publisher(), client, journals=journals)
                 if report.enqueued:
-                    log.info("sweeper: %d expired leases, %d lines enqueued", report.expired, report.enqueued)
+                    jobs = ", ".join(str(j) for j in report.job_ids)
+                    log.info(
+                        "sweeper: job %s: %d expired leases, %d lines enqueued",
+                        jobs, report.expired, report.enqueued,
+                    )  # fmt: skip
         finally:
             client.close()
 

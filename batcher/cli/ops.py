@@ -2,44 +2,75 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
 from batcher.cli.base import App, cli, pass_app
-from batcher.cli.options import json_option
+from batcher.cli.options import json_option, renamed
 from batcher.devrelay.enforce import Hints, LimitRules
 from batcher.devrelay.windows import LimitMode
 from batcher.render import table, to_json
 from workers.client import client_config
 
 
+def default_node_name() -> str:
+    """``batcher<pid>@%h``: two workers on one host never share a node name (Celery expands %h)."""
+    return f"batcher{os.getpid()}@%h"
+
+
+def worker_argv(*, processes: int, hostname: str | None, queues: str | None, loglevel: str) -> list[str]:
+    """The ``celery worker`` command line of ``batcher worker``."""
+    from workers.app import QUEUE_PREFIX
+
+    argv = ["worker", f"--concurrency={processes}", f"--hostname={hostname or default_node_name()}"]
+    argv.append(f"--loglevel={loglevel}")
+    if queues:
+        argv += ["-Q", ",".join(QUEUE_PREFIX + k.strip() for k in queues.split(",") if k.strip())]
+    return argv
+
+
 @cli.command()
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes."
+    "--processes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Worker processes; each runs one chunk of lines at a time.",
+)
+@click.option(
+    "--concurrency", "old_processes", type=click.IntRange(min=1), hidden=True,
+    callback=renamed("--processes (--max-in-flight is the calls in flight of `run` and `submit`)"),
+)  # fmt: skip
+@click.option(
+    "-n",
+    "--hostname",
+    help="Node name, e.g. gpu1@%h (%h is the host name) [default: batcher<pid>@%h, unique per process].",
 )
 @click.option(
     "--queues",
     help="Endpoint kinds to serve, comma-separated (chat,completions,embeddings,speech) [default: all].",
 )
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
+def worker(
+    processes: int, old_processes: int | None, hostname: str | None, queues: str | None, loglevel: str
+) -> None:  # fmt: skip
     """Start a Celery worker with batcher's settings (same as `celery -A workers.app worker`).
 
-    Each process runs a chunk of lines at a time with hundreds of calls in flight; all
-    workers share the Redis rate limiter. Needs BATCHER_BROKER_URL, BATCHER_DATABASE_URL
-    and the provider settings.
+    Each process runs a chunk of lines at a time with up to the job's --max-in-flight
+    calls; all workers share the Redis rate limiter. Needs BATCHER_BROKER_URL,
+    BATCHER_DATABASE_URL and the provider settings. Log lines carry the time and the job.
 
     \b
     Example:
-      batcher worker --concurrency 4 --queues embeddings,chat
+      batcher worker --processes 4 --queues embeddings,chat
+      batcher worker --hostname gpu1@%h
     """
-    from workers.app import QUEUE_PREFIX, default_app
+    from workers.app import default_app
 
-    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
-    if queues:
-        argv += ["-Q", ",".join(QUEUE_PREFIX + k.strip() for k in queues.split(",") if k.strip())]
-    default_app().worker_main(argv)
+    processes = old_processes or processes
+    default_app().worker_main(worker_argv(processes=processes, hostname=hostname, queues=queues, loglevel=loglevel))
 
 
 @cli.command("dev-relay")

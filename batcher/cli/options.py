@@ -113,13 +113,46 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         return seconds
 
 
+def renamed(new: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback for an option's old name: it still works, and says what to use instead."""
+
+    def warn(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            click.echo(f"warning: {param.opts[0]} is deprecated: use {new}", err=True)
+        return value
+
+    return warn
+
+
+def _merge_alias(func: F) -> F:
+    """Take the deprecated ``--concurrency`` of run commands as ``--max-in-flight``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        old = kw.pop("old_concurrency", None)
+        if kw.get("concurrency") is None:
+            kw["concurrency"] = old
+        return func(*args, **kw)
+
+    return wrapper  # type: ignore[return-value]
+
+
+MAX_IN_FLIGHT_HELP = (
+    "Most calls in flight at once (per process or worker chunk); the pace finds the number below "
+    "it [default: 256]."
+)
+
+
 def run_options(func: F) -> F:
     """Options about how hard to push the API."""
     decorators = [
+        click.option("--max-in-flight", "concurrency", type=click.IntRange(min=1), help=MAX_IN_FLIGHT_HELP),
         click.option(
             "--concurrency",
+            "old_concurrency",
             type=click.IntRange(min=1),
-            help="Most calls in flight; the number is found below it [default: 256].",
+            hidden=True,
+            callback=renamed("--max-in-flight"),
         ),
         click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute limit."),
         click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute limit."),
@@ -143,7 +176,7 @@ def run_options(func: F) -> F:
             "--pack-size", type=click.IntRange(1, 2048), help="Inputs per packed call [default: 256]."
         ),
     ]
-    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), _merge_alias(func))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

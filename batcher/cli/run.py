@@ -133,7 +133,7 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
 
     \b
     Example:
-      batcher run requests.jsonl -o results.jsonl --rpm 500 --concurrency 64
+      batcher run requests.jsonl -o results.jsonl --rpm 500 --max-in-flight 64
     """
     check_api(app)
     result = _ingest(app, file, kw)
@@ -180,7 +180,7 @@ def submit(
     \b
     Example:
       batcher submit requests.jsonl --rpm 500 --priority 2
-      batcher worker --concurrency 4     # on any machine with the same settings
+      batcher worker --processes 4      # on any machine with the same settings
     """
     if dry_run:
         _dry_run(file, kw, as_json=as_json)
@@ -293,7 +293,7 @@ def run_job_command(app: App, /, job_id: int, budget: Decimal | None, **kw: Any)
 
     \b
     Example:
-      batcher run-job 3 --concurrency 64
+      batcher run-job 3 --max-in-flight 64
     """
     check_api(app)
     raise_budget(app, job_id, budget)
