@@ -57,8 +57,9 @@ def fetch_balance(config: ClientConfig, *, transport: httpx.BaseTransport | None
     today = datetime.now(UTC).date()
     window = f"start_date={today - timedelta(days=99)}&end_date={today + timedelta(days=1)}"
     with httpx.Client(
-        base_url=config.base_url + "/", auth=auth, timeout=30, follow_redirects=False, transport=transport
-    ) as client:
+        base_url=config.base_url + "/", auth=auth, timeout=30, follow_redirects=False, transport=transport,
+        proxy=config.proxy, trust_env=False,
+    ) as client:  # fmt: skip
         subscription = _get(client, "dashboard/billing/subscription", config)
         usage = _get(client, f"dashboard/billing/usage?{window}", config)
     limit = Decimal(str(subscription.get("hard_limit_usd") or subscription.get("system_hard_limit_usd") or 0))

@@ -8,7 +8,10 @@ Names every part of batcher agrees on:
 - ``BATCHER_BROKER_URL``: the Celery broker; default ``redis://127.0.0.1:6379/0``;
 - ``BATCHER_REDIS_URL``: the shared rate limiter's Redis; defaults to the broker's URL;
 - ``BATCHER_HOME``: where the default database and the speech results live
-  (default ``~/.local/share/batcher``).
+  (default ``~/.local/share/batcher``);
+- ``BATCHER_PROXY``: the HTTP proxy for API calls (``none``: no proxy at all); otherwise the usual
+  ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (either case) are read, and
+  ``workers.proxy`` decides which applies.
 
 The API key is a ``SecretStr``: its ``repr`` and ``str`` are masked, so it cannot reach a log by
 accident. Settings are built by ``load_settings()`` at start-up, not at import time.
@@ -70,6 +73,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
+    proxy: str | None = None
+    https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
+    http_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTP_PROXY", "http_proxy"))
+    all_proxy: str | None = Field(default=None, validation_alias=AliasChoices("ALL_PROXY", "all_proxy"))
+    no_proxy: str | None = Field(default=None, validation_alias=AliasChoices("NO_PROXY", "no_proxy"))
 
     @field_validator("base_url")
     @classmethod
@@ -98,6 +106,24 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value or None
 
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value is None or value == "" or value.strip().lower() == "none":
+            return value or None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"must be an http(s) proxy URL like http://proxy.example.com:3128 or none (got {value!r})"
+            )
+        return value.strip()
+
+    @property
+    def proxy_env(self) -> dict[str, str]:
+        """The environment's proxy variables, as ``workers.proxy`` reads them."""
+        names = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
+        return {name: value for name in names if (value := getattr(self, name))}
+
     @property
     def effective_database_url(self) -> str:
         """The store URL: ``BATCHER_DATABASE_URL`` or the default SQLite file."""
@@ -119,8 +145,17 @@ class Settings(BaseSettings):
         return self.home / "results"
 
     def secret_values(self) -> list[str]:
-        """The secrets to scrub from anything batcher writes."""
-        return [self.api_key.get_secret_value()] if self.api_key else []
+        """The secrets to scrub from anything batcher writes: the key and proxy passwords."""
+        secrets = [self.api_key.get_secret_value()] if self.api_key else []
+        proxies = [self.proxy, self.https_proxy, self.http_proxy, self.all_proxy]
+        return secrets + [pw for url in proxies if url and (pw := _password(url))]
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -4,9 +4,11 @@ It speaks httpx's API over ``httpx_aiohttp.AiohttpTransport``: httpx's own async
 several milliseconds of CPU per request under concurrency (encode/httpx#3215), aiohttp's a tenth of
 that, and a batch runner lives on that margin. Tests inject ``httpx.MockTransport`` instead.
 
-Requests go to the configured origin only and redirects are never followed, so the key cannot
-travel to another host (``OriginBearerAuth`` gives the same promise to the billing client). The
-key is kept out of ``repr`` and of every message.
+Calls go through a proxy when the settings or the environment say so (``workers.proxy``: never
+for loopback unless ``BATCHER_PROXY`` asks). Requests go to the configured origin only and
+redirects are never followed, so the key cannot travel to another host (``OriginBearerAuth``
+gives the same promise to the billing client). The key is kept out of ``repr`` and of every
+message.
 
 httpx's transport errors (timeouts, refused or dropped connections) are translated here and
 nowhere else: ``ApiClient.call`` and ``get`` return ``NoAnswer`` with the retry policy's reading
@@ -23,6 +25,7 @@ import httpx
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import Settings
+from workers.proxy import proxy_for
 from workers.retry import Classification, classify_exception
 
 NO_KEY_WARNING = (
@@ -50,6 +53,7 @@ class ClientConfig:
     api_key: str | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT_S
     max_connections: int = 256
+    proxy: str | None = field(default=None, repr=False)  # may carry a password
 
     @property
     def provider(self) -> str:
@@ -67,7 +71,9 @@ def client_config(
             "https://relay.example.com/v1, or run `batcher dev-relay` and point it there"
         )
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    return ClientConfig(normalize_base_url(settings.base_url), key, timeout, max_connections)
+    base_url = normalize_base_url(settings.base_url)
+    proxy = proxy_for(base_url, explicit=settings.proxy, env=settings.proxy_env)
+    return ClientConfig(base_url, key, timeout, max_connections, proxy)
 
 
 class OriginBearerAuth(httpx.Auth):
@@ -123,7 +129,8 @@ def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
     limits = httpx.Limits(
         max_connections=config.max_connections, max_keepalive_connections=config.max_connections
     )
-    return AiohttpTransport(limits=limits, trust_env=False)
+    proxy = httpx.Proxy(config.proxy) if config.proxy else None
+    return AiohttpTransport(limits=limits, trust_env=False, proxy=proxy)  # the proxy is decided above
 
 
 JSON = "application/json"

@@ -9,6 +9,7 @@ from one message to the next. A forked pool process builds its own (see ``worker
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ class WorkerRuntime:
 
     def client(self, config: ClientConfig) -> ApiClient:
         """The client for a provider configuration, kept open across messages."""
-        key = ClientConfig(config.base_url, config.api_key, config.timeout, POOL_CONNECTIONS)
+        key = dataclasses.replace(config, max_connections=POOL_CONNECTIONS)
         if key not in self._clients:
             self._clients[key] = ApiClient(key)
         return self._clients[key]

@@ -72,8 +72,13 @@ pass_app = click.make_pass_decorator(App)
 
 @click.group(cls=BatcherGroup)
 @click.version_option(package_name="batcher")
+@click.option(
+    "--proxy", metavar="URL",
+    help="HTTP proxy for API calls, `none` for none [default: BATCHER_PROXY, else HTTPS_PROXY/HTTP_PROXY "
+    "unless NO_PROXY names the host; never for loopback].",
+)  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, proxy: str | None) -> None:
     """Batch job processor for OpenAI-compatible APIs and relays.
 
     \b
@@ -83,7 +88,7 @@ def cli(ctx: click.Context) -> None:
       batcher run examples/chat.jsonl -o results.jsonl
     """
     try:
-        settings = load_settings()
+        settings = load_settings(**({"proxy": proxy} if proxy is not None else {}))
     except BatcherError as exc:
         raise DomainError(str(exc)) from None
     install_log_redaction(settings.secret_values())

@@ -53,8 +53,10 @@ def worker_argv(*, processes: int, hostname: str | None, queues: str | None, log
     help="Endpoint kinds to serve, comma-separated (chat,completions,embeddings,speech) [default: all].",
 )
 @click.option("--loglevel", default="INFO", show_default=True)
+@pass_app
 def worker(
-    processes: int, old_processes: int | None, hostname: str | None, queues: str | None, loglevel: str
+    app: App, /, *, processes: int, old_processes: int | None, hostname: str | None, queues: str | None,
+    loglevel: str,
 ) -> None:  # fmt: skip
     """Start a Celery worker with batcher's settings (same as `celery -A workers.app worker`).
 
@@ -69,8 +71,11 @@ def worker(
     """
     from workers.app import default_app
 
+    if app.settings.proxy:  # `batcher --proxy URL worker`: the pool processes read it from here
+        os.environ["BATCHER_PROXY"] = app.settings.proxy
     processes = old_processes or processes
-    default_app().worker_main(worker_argv(processes=processes, hostname=hostname, queues=queues, loglevel=loglevel))
+    argv = worker_argv(processes=processes, hostname=hostname, queues=queues, loglevel=loglevel)
+    default_app().worker_main(argv)
 
 
 @cli.command("dev-relay")
