@@ -10,6 +10,7 @@ and operations on whole jobs), ``lines`` (claims, leases, what the broker should
 from __future__ import annotations
 
 from jobs.store.calls import known_calls
+from jobs.store.cleanup import JobFootprint, delete_jobs, footprint, jobs_older_than
 from jobs.store.exports import iter_results
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
@@ -63,6 +64,7 @@ from jobs.store.usage import (
 __all__ = [
     "AudioFiles",
     "CallRow",
+    "JobFootprint",
     "JobUsage",
     "ModelUsage",
     "RecentCalls",
@@ -73,9 +75,11 @@ __all__ = [
     "claim_lines",
     "complete_if_done",
     "create_job",
+    "delete_jobs",
     "expire_leases",
     "fail_overclaimed",
     "find_job_by_source",
+    "footprint",
     "get_job",
     "insert_requests",
     "iter_calls",
@@ -83,6 +87,7 @@ __all__ = [
     "iter_results",
     "job_models",
     "job_options",
+    "jobs_older_than",
     "known_calls",
     "learned_paces",
     "lease_owners",

@@ -1,0 +1,64 @@
+"""Deleting jobs: their attempts, lines and the job rows, in one transaction; finding old jobs.
+
+Result files on disk are the caller's: it lists them (``files.audio_paths``) before the rows go
+and removes them after the commit, so a failed delete never leaves lines pointing at nothing.
+A running job is refused: its executors would write results for lines that no longer exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from jobs.errors import JobStateError
+from jobs.models import Job, JobStatus
+from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
+from jobs.store.jobs import get_job
+
+_req, _att = REQUEST_TABLE, ATTEMPT_TABLE
+
+
+@dataclass(frozen=True)
+class JobFootprint:
+    """What deleting jobs removes from the store."""
+
+    jobs: int
+    lines: int
+    attempts: int
+
+
+def footprint(session: Session, job_ids: Sequence[int]) -> JobFootprint:
+    """How many lines and attempts these jobs hold."""
+    ids = list(job_ids)
+    lines = session.connection().execute(sa.select(func.count()).where(_req.c.job_id.in_(ids))).scalar_one()
+    calls = session.connection().execute(sa.select(func.count()).where(_att.c.job_id.in_(ids))).scalar_one()
+    return JobFootprint(len(ids), int(lines), int(calls))
+
+
+def delete_jobs(session: Session, job_ids: Sequence[int]) -> JobFootprint:
+    """Delete the jobs with their lines and attempts; refuse a running one (it must stop first)."""
+    for job_id in job_ids:
+        job = get_job(session, job_id)
+        if job.status == JobStatus.RUNNING:
+            raise JobStateError(
+                f"job {job_id} is running; `batcher pause {job_id}` or `batcher cancel {job_id}` first"
+            )
+    removed = footprint(session, job_ids)
+    ids = list(job_ids)
+    conn = session.connection()
+    conn.execute(sa.delete(_att).where(_att.c.job_id.in_(ids)))
+    conn.execute(sa.delete(_req).where(_req.c.job_id.in_(ids)))
+    conn.execute(sa.delete(Job.__table__).where(Job.__table__.c.id.in_(ids)))  # type: ignore[attr-defined]
+    session.expunge_all()
+    return removed
+
+
+def jobs_older_than(session: Session, cutoff: datetime, statuses: Sequence[JobStatus]) -> list[Job]:
+    """Jobs in these statuses that finished (or, never finished, were created) before ``cutoff``."""
+    when = func.coalesce(col(Job.finished_at), col(Job.created_at))
+    query = select(Job).where(when < cutoff, col(Job.status).in_([s.value for s in statuses]))
+    return list(session.exec(query.order_by(col(Job.id))))
