@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+from sqlmodel import Session
 
 from batcher.progress import format_duration
 from batcher.render import job_dict, printable, table
 from jobs import store as q
 from jobs.db import Store
+from jobs.errors import BatcherError
+from jobs.models import Job
+from workers.budget import spend_of
+from workers.prices import load_prices
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,8 @@ class Snapshot:
     job: dict[str, Any]
     counts: dict[str, int]
     usage: q.JobUsage
+    failures: dict[str, int] = field(default_factory=dict)  # failed lines by error code
+    cost_usd: Decimal | None = None  # of the calls that answered so far; None: no price known
     taken_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -35,7 +45,27 @@ def take_snapshot(store: Store, job_id: int) -> Snapshot:
     """Read the job, its counts and its usage in one transaction."""
     with store.session() as session:
         job = q.get_job(session, job_id)
-        return Snapshot(job_dict(job), q.state_counts(session, job_id), q.usage_totals(session, job_id))
+        return Snapshot(
+            job_dict(job),
+            q.state_counts(session, job_id),
+            q.usage_totals(session, job_id),
+            q.failures_by_code(session, job_id),
+            cost_so_far(session, job),
+        )
+
+
+def cost_so_far(session: Session, job: Job) -> Decimal | None:
+    """Spend of the job's answered calls at its prices (None when no model of it has a price)."""
+    assert job.id is not None
+    options = q.options_of(job)
+    try:
+        book = load_prices([Path(p) for p in options.prices])
+    except BatcherError:  # a price file that moved: status still shows the rest
+        return None
+    rows = q.usage_by_model(session, job.id)
+    if rows and all(book.lookup(row.model) is None for row in rows):
+        return None
+    return spend_of(rows, book, book.group_ratio(options.group))
 
 
 def rates(before: Snapshot | None, after: Snapshot) -> dict[str, float | None]:
@@ -61,6 +91,11 @@ def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
         table(("state", "lines"), states),
         table(("usage", "value"), list(asdict(snapshot.usage).items())),
     ]
+    if snapshot.cost_usd is not None:
+        parts.append(f"cost so far: ${snapshot.cost_usd:.4f} (`batcher usage {job['id']}` for the account)")
+    if snapshot.failures:
+        by_code = ", ".join(f"{code} {n}" for code, n in snapshot.failures.items())
+        parts.append(f"failed by error: {by_code}; see them with `batcher errors {job['id']}`")
     if speed["lines_per_s"] is not None:
         eta = format_duration(speed["eta_s"]) if speed["eta_s"] is not None else "-"
         parts.append(

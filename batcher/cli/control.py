@@ -69,6 +69,8 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
                 "usage": asdict(snap.usage),
                 "speed": speed,
                 "pace": pace.to_dict(),
+                "failures": snap.failures,
+                "cost_usd": _str_or_none(snap.cost_usd),
             }
             click.echo(to_json(snap.job | data))
         else:
@@ -78,6 +80,10 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
         before = snap
         time.sleep(2)
         click.echo()
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _sweep_quietly(app: App, job_id: int) -> None:
@@ -118,6 +124,25 @@ def export(app: App, job_id: int, output: Path, fmt: str, errors: Path | None) -
     """
     summary = export_job(app.store, job_id, output, fmt=ExportFormat(fmt), errors=errors)
     say_exported(summary, output, errors)
+
+
+@cli.command()
+@job_argument
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="How many groups.")
+@json_option
+@pass_app
+def errors(app: App, job_id: int, limit: int, as_json: bool) -> None:
+    """Show a job's failed lines grouped by error, with the next step for each group.
+
+    \b
+    Example:
+      batcher errors 3
+      batcher errors 3 --limit 50 --json
+    """
+    from batcher.failures import error_report, errors_json, render_errors
+
+    report = error_report(app.store, job_id, limit=limit)
+    click.echo(to_json(errors_json(report)) if as_json else render_errors(report))
 
 
 @cli.command()

@@ -101,7 +101,8 @@ def _execute(app: App, job_id: int, options: JobOptions) -> RunSummary:
         progress.close()
 
 
-def _finish(app: App, summary: RunSummary) -> None:
+def _finish(app: App, summary: RunSummary, *, failed_in: Path | None = None) -> None:
+    """The run's last line; a stopped job is an error, failed lines exit 3 saying where they are."""
     job, counts = summary.job, summary.counts
     click.echo(
         f"job {job.id} {job.status}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
@@ -113,6 +114,11 @@ def _finish(app: App, summary: RunSummary) -> None:
             describe_stop(job, app.settings.secret_values()) + f"; resume with `batcher run-job {job.id}`"
         )
     if counts["failed"]:
+        where = f'they are in {failed_in} with an "error"; ' if failed_in else ""
+        click.echo(
+            f"{counts['failed']} lines failed: {where}`batcher errors {job.id}` groups them with next steps",
+            err=True,
+        )
         raise click.exceptions.Exit(EXIT_PARTIAL)
 
 
@@ -142,7 +148,7 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
     summary = _execute(app, result.job.id, _run_opts(app, result.job.id, kw))
     output = output or file.with_name(file.stem + ".results.jsonl")
     say_exported(export_job(app.store, result.job.id, output, errors=errors), output, errors)
-    _finish(app, summary)
+    _finish(app, summary, failed_in=errors or output)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from jobs.store.calls import known_calls
 from jobs.store.cleanup import JobFootprint, delete_jobs, footprint, jobs_older_than
 from jobs.store.exports import iter_results
+from jobs.store.failures import FailedLine, FailureGroup, failure_groups, failures_by_code
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
     active_jobs,
@@ -64,6 +65,8 @@ from jobs.store.usage import (
 __all__ = [
     "AudioFiles",
     "CallRow",
+    "FailedLine",
+    "FailureGroup",
     "JobFootprint",
     "JobUsage",
     "ModelUsage",
@@ -78,6 +81,8 @@ __all__ = [
     "delete_jobs",
     "expire_leases",
     "fail_overclaimed",
+    "failure_groups",
+    "failures_by_code",
     "find_job_by_source",
     "footprint",
     "get_job",
