@@ -50,7 +50,7 @@ NO_TAG = "(none)"
 class Totals:
     """What one group of calls used and cost (USD)."""
 
-    calls: int = 0
+    calls: int = 0  # upstream HTTP calls: a packed call counts once, whatever its lines
     billed_calls: int = 0  # calls that answered with usage
     tokens: dict[str, Usage] = field(default_factory=lambda: dict.fromkeys(KINDS, Usage()))
     characters: int = 0
@@ -61,6 +61,13 @@ class Totals:
     estimated: Usage = field(default_factory=Usage)  # the estimated part of the billed tokens
     unpriced_calls: int = 0
     unpriced_models: set[str] = field(default_factory=set)
+    last_call_id: str | None = field(default=None, repr=False, compare=False)  # of the last row counted
+
+    def new_call(self, call_id: str | None) -> bool:
+        """Whether a row starts a call not counted yet (the rows of a packed call come together)."""
+        new = call_id is None or call_id != self.last_call_id
+        self.last_call_id = call_id
+        return new
 
     @property
     def billed(self) -> Usage:
@@ -156,6 +163,8 @@ def usage_report(
     ratio = prices.group_ratio(group)
     groups: dict[tuple[str, ...], Totals] = {}
     with store.session() as session:
+        for job_id in job_ids or ():
+            q.get_job(session, job_id)  # an unknown job is an error, not an empty report
         jobs = _JobCache(session)
         for row in q.iter_calls(session, job_ids=job_ids, since=since, until=until):
             key = tuple(_key_value(d, row, jobs) for d in dims)
@@ -214,8 +223,9 @@ def _speech_characters(row: q.CallRow) -> int:
 
 
 def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal) -> None:
-    """Add one Attempt row (joined with its line) to a group's totals."""
-    totals.calls += 1
+    """Add one Attempt row (joined with its line) to a group's totals (a packed call's once)."""
+    new = totals.new_call(row.call_id)
+    totals.calls += new
     kind = attempt_kind(
         sent=row.sent,
         status_code=row.status_code,
@@ -225,23 +235,23 @@ def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal
         error_class=row.error_class,
     )
     if kind == "unknown":
-        _count_unknown(totals, row, prices, ratio)
+        _count_unknown(totals, row, prices, ratio, new=new)
         return
     usage = row.usage
     if usage is None:
         return
-    totals.billed_calls += 1
+    totals.billed_calls += new
     if usage.estimated:
-        totals.estimated_calls += 1
+        totals.estimated_calls += new
         totals.estimated += usage
     totals.tokens[kind] += usage
     totals.characters += usage.characters
     cost = cost_of_attempt(usage, prices.lookup(row.line_model), group_ratio=ratio)
-    _add_cost(totals, row.line_model, cost, unknown=False)
+    _add_cost(totals, row.line_model, cost, unknown=False, new=new)
 
 
-def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal) -> None:
-    totals.unknown_calls += 1
+def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal, *, new: bool) -> None:
+    totals.unknown_calls += new
     price = prices.lookup(row.line_model)
     usage = row.line_usage
     if usage is not None:
@@ -252,12 +262,12 @@ def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Dec
         tokens = 0 if characters else row.line_est_tokens
         totals.tokens["unknown"] += Usage(prompt_tokens=tokens, characters=characters)
         cost = upper_bound_cost(tokens, characters, price, group_ratio=ratio)
-    _add_cost(totals, row.line_model, cost, unknown=True)
+    _add_cost(totals, row.line_model, cost, unknown=True, new=new)
 
 
-def _add_cost(totals: Totals, model: str, cost: Decimal | None, *, unknown: bool) -> None:
+def _add_cost(totals: Totals, model: str, cost: Decimal | None, *, unknown: bool, new: bool) -> None:
     if cost is None:
-        totals.unpriced_calls += 1
+        totals.unpriced_calls += new
         totals.unpriced_models.add(model)
     elif unknown:
         totals.unknown_cost += cost

@@ -52,8 +52,30 @@ def _cost_cell(report: Report, t: Totals) -> str:
     return f"{money_text(report.money(t.cost))} + no price"
 
 
-def render_table(report: Report) -> str:
-    """The report as an aligned table with a totals row, then notes on what the numbers mean."""
+def _compact(report: Report, t: Totals) -> list[Any]:
+    billed = t.billed
+    chars = [t.characters] if report.total.characters else []
+    return [t.calls, billed.prompt_tokens, billed.completion_tokens, *chars, _cost_cell(report, t),
+            money_text(report.money(t.unknown_cost))]  # fmt: skip
+
+
+def render_table(report: Report, *, wide: bool = False) -> str:
+    """The report as an aligned table with a totals row, then notes on what the numbers mean.
+
+    The default table (calls, tokens in and out, cost and its unknown bound) fits 100 columns for
+    one or two short dimensions; ``wide`` adds billed calls and tokens by kind.
+    """
+    if wide:
+        return _wide_table(report)
+    cur = report.prices.currency
+    chars = ["chars"] if report.total.characters else []
+    headers = [*report.by, "calls", "in tok", "out tok", *chars, f"cost {cur}", f"unknown ≤ {cur}"]
+    rows = [[*row.key, *_compact(report, row.totals)] for row in report.rows]
+    rows.append(["total", *[""] * (len(report.by) - 1), *_compact(report, report.total)])
+    return "\n\n".join([table(headers, rows), *notes(report)])
+
+
+def _wide_table(report: Report) -> str:
     cur = report.prices.currency
     headers = [
         *report.by,

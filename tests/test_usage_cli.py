@@ -56,8 +56,20 @@ def test_usage_table_with_notes(sqlite_store: Store) -> None:
     result = run(sqlite_store, "usage", "1")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[:3] == ["job", "calls", "billed"]
-    assert lines[2].split()[:3] == ["1:nightly.jsonl", "3", "2"]
+    assert lines[0].split() == [
+        "job",
+        "calls",
+        "in",
+        "tok",
+        "out",
+        "tok",
+        "cost",
+        "USD",
+        "unknown",
+        "≤",
+        "USD",
+    ]
+    assert lines[2].split()[:4] == ["1:nightly.jsonl", "3", "1010", "505"]
     # a: 1000 × 0.15/1M + 500 × 0.60/1M = 0.00045; e: at most 3000 × 0.60/1M = 0.0018
     assert (
         "spend: 0.000450 USD confirmed + at most 0.001800 USD for 1 calls sent with no answer"
@@ -125,3 +137,37 @@ def test_unpriced_model_row_says_no_price(sqlite_store: Store) -> None:
     rows = {line.split()[0]: line for line in result.output.splitlines()[2:5]}
     assert rows["mystery-model"].split()[-3:] == ["no", "price", "0.000000"]
     assert "0.000450 + no price" in rows["total"]
+
+
+def test_usage_default_table_fits_100_columns_and_wide_shows_every_column(sqlite_store: Store) -> None:
+    for by in ("job", "model", "day,model", "endpoint,model"):
+        table = run(sqlite_store, "usage", "--by", by).output.split("\n\n")[0]
+        assert max(len(line) for line in table.splitlines()) <= 100, by
+    wide = run(sqlite_store, "usage", "--wide").output.splitlines()[0].split()
+    assert wide[:3] == ["job", "calls", "billed"]
+    assert "succeeded" in wide and "duplicate" in wide
+
+
+def test_usage_of_an_unknown_job_says_so(sqlite_store: Store) -> None:
+    result = CliRunner().invoke(_group(sqlite_store), ["usage", "999"])
+    assert result.exit_code == 1
+    assert "no job 999" in str(result.exception) + result.output
+
+
+def test_usage_calls_are_upstream_calls(env: str, tmp_path: Path) -> None:
+    """Four embedding lines packed into one call are one call, not four."""
+    from tests.helpers import batch_line, invoke, write_jsonl
+
+    rows = [
+        batch_line(f"e{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": f"t{i}"})
+        for i in range(4)
+    ]
+    assert (
+        invoke(
+            "run", str(write_jsonl(tmp_path / "in.jsonl", rows)), "-o", str(tmp_path / "o.jsonl")
+        ).exit_code
+        == 0
+    )
+    data = json.loads(invoke("usage", "1", "--format", "json").stdout)
+    assert (data["total"]["calls"], data["total"]["billed_calls"]) == (1, 1)
+    assert data["total"]["tokens"]["succeeded"]["prompt"] > 0

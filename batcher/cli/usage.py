@@ -82,13 +82,16 @@ def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ..
 @click.option(
     "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw cost by day and model (PNG)."
 )
+@click.option(
+    "--wide", is_flag=True, help="Every column: billed calls, tokens by kind (succeeded, duplicate, ...)."
+)
 @pass_app
 def usage(
     app: App,
     /,
     *,
     job_ids: tuple[int, ...], by: tuple[str, ...], since: datetime | None, until: datetime | None, fmt: str,
-    plot: Path | None, price_files: tuple[Path, ...], group: str | None, currency: str | None,
+    plot: Path | None, wide: bool, price_files: tuple[Path, ...], group: str | None, currency: str | None,
     rate: Decimal | None,
 ) -> None:  # fmt: skip
     """Show tokens and cost of every call made, billed retries and duplicates included.
@@ -99,6 +102,7 @@ def usage(
     \b
     Example:
       batcher usage 3 4 --by model
+      batcher usage 3 --wide
       batcher usage --by day,model --since 2025-05-01 --plot cost.png
       batcher usage 3 --prices pricing.json --group vip --currency CNY --rate 7.2
     """
@@ -107,8 +111,12 @@ def usage(
     prices = _prices(price_files, currency, rate)
     window = {"since": since and since.date(), "until": until and until.date()}
     report = usage_report(store, list(job_ids) or None, by=by, prices=prices, group=group, **window)
-    render = {"table": render_table, "csv": render_csv, "json": render_json}[fmt]
-    click.echo(render(report).rstrip("\n"))
+    text = (
+        render_table(report, wide=wide)
+        if fmt == "table"
+        else {"csv": render_csv, "json": render_json}[fmt](report)
+    )
+    click.echo(text.rstrip("\n"))
     if plot is not None:
         daily = usage_report(
             store, list(job_ids) or None, by=("day", "model"), prices=prices, group=group, **window

@@ -65,6 +65,7 @@ class CallRow:
     line_est_tokens: int
     line_usage: Usage | None  # what the line was stored with
     speech_body: str | None  # only for a speech call that got no answer: its input's length counts
+    call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
 
 
 def usage_totals(session: Session, job_id: int) -> JobUsage:
@@ -142,6 +143,7 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
     )
     return [
         *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent", "error_class")),
+        _att.c.call_id,
         *_usage_columns(_att, ""),
         (first_ok == _att.c.id).label("first_ok"),
         *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens")),
@@ -202,4 +204,5 @@ def _call_row(row: Any) -> CallRow:
         line_est_tokens=int(row.line_est_tokens or 0),
         line_usage=_usage(row, "line_") if row.line_state == RequestState.SUCCEEDED else None,
         speech_body=row.speech_body,
+        call_id=row.call_id,
     )
