@@ -64,6 +64,8 @@ class JobOptions(BaseModel):
     group: str | None = None  # the relay group whose ratio the budget applies
     tag: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    output: str | None = None  # the results file `run -o` wrote (absolute): `run-job` rewrites it
+    errors_output: str | None = None  # and the file of failed lines (`--errors`), if one was asked for
 
     @classmethod
     def from_json(cls, text: str | None) -> JobOptions:

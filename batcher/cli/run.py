@@ -145,10 +145,31 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
     result = _ingest(app, file, kw)
     _say_ingested(result)
     assert result.job.id is not None
+    _remember_outputs(app, result.job.id, output or file.with_name(file.stem + ".results.jsonl"), errors)
     summary = _execute(app, result.job.id, _run_opts(app, result.job.id, kw))
-    output = output or file.with_name(file.stem + ".results.jsonl")
-    say_exported(export_job(app.store, result.job.id, output, errors=errors), output, errors)
-    _finish(app, summary, failed_in=errors or output)
+    _finish(app, summary, failed_in=_export_stored(app, result.job.id))
+
+
+def _remember_outputs(app: App, job_id: int, output: Path | None, errors: Path | None) -> None:
+    """Store where results go, so `run-job` rewrites the same files when the job goes on."""
+    with app.store.session() as session:
+        q.update_options(
+            session,
+            job_id,
+            output=output and str(output.resolve()),
+            errors_output=errors and str(errors.resolve()),
+        )
+
+
+def _export_stored(app: App, job_id: int) -> Path | None:
+    """Export to the files stored with the job (if any); return where the failed lines are."""
+    with app.store.session() as session:
+        options = q.job_options(session, job_id)
+    if options.output is None:
+        return None
+    output, errors = Path(options.output), Path(options.errors_output) if options.errors_output else None
+    say_exported(export_job(app.store, job_id, output, errors=errors), output, errors)
+    return errors or output
 
 
 @cli.command()
@@ -288,11 +309,20 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
 
 @cli.command("run-job")
 @job_argument
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Results file [default: the job's, if any]."
+)
+@click.option("--errors", type=click.Path(path_type=Path), help="Write failed lines here instead.")
 @run_options
 @budget_option
 @pass_app
-def run_job_command(app: App, /, job_id: int, budget: Decimal | None, **kw: Any) -> None:
+def run_job_command(
+    app: App, /, job_id: int, budget: Decimal | None, output: Path | None, errors: Path | None, **kw: Any
+) -> None:
     """Run a stored job in this process; resumes where it stopped.
+
+    A job started with `batcher run -o FILE` (or given -o here) has its results file
+    written again at the end, so it is never stale.
 
     After `submit`, after a crash (lines a dead run held are taken back), or after
     fixing the key of a stopped job.
@@ -303,5 +333,6 @@ def run_job_command(app: App, /, job_id: int, budget: Decimal | None, **kw: Any)
     """
     check_api(app)
     raise_budget(app, job_id, budget)
+    _remember_outputs(app, job_id, output, errors)
     summary = _execute(app, job_id, _run_opts(app, job_id, kw))
-    _finish(app, summary)
+    _finish(app, summary, failed_in=_export_stored(app, job_id))
