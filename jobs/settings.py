@@ -81,20 +81,22 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+    def _empty_base_url(cls, value: str | None) -> str | None:
+        return value or None  # checked when a command calls the API (``checked_base_url``)
+
+    def checked_base_url(self) -> str | None:
+        """The base URL, or a ``ConfigError`` naming the variable it came from and what is wrong.
+
+        Checked here, not at start-up, so that a bad URL does not stop commands that never call
+        the API (``jobs``, ``status``, ``export``).
+        """
+        if self.base_url is None:
             return None
-        parts = urlsplit(value)
-        if "@" in parts.netloc:
-            raise ValueError(
-                "must not carry a user or password (user:password@host); give the key in "
-                f"OPENAI_API_KEY (or BATCHER_API_KEY) instead (got {masked_url(value)!r})"
-            )
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http(s) URL like https://relay.example.com/v1 (got {value!r})")
-        if parts.query or parts.fragment:
-            raise ValueError(f"must not carry a query string or fragment (got {value!r})")
-        return value
+        problem = base_url_problem(self.base_url)
+        if problem is not None:
+            name = "BATCHER_BASE_URL" if os.environ.get("BATCHER_BASE_URL") else "OPENAI_BASE_URL"
+            raise ConfigError(f"invalid settings: {name} {problem}")
+        return self.base_url
 
     @field_validator("database_url")
     @classmethod
@@ -149,6 +151,21 @@ class Settings(BaseSettings):
         secrets = [self.api_key.get_secret_value()] if self.api_key else []
         proxies = [self.proxy, self.https_proxy, self.http_proxy, self.all_proxy]
         return secrets + [pw for url in proxies if url and (pw := _password(url))]
+
+
+def base_url_problem(value: str) -> str | None:
+    """What is wrong with a base URL, or None."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        return (
+            "must not carry a user or password (user:password@host); give the key in "
+            f"OPENAI_API_KEY (or BATCHER_API_KEY) instead (got {masked_url(value)!r})"
+        )
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"must be an http(s) URL like https://relay.example.com/v1 (got {value!r})"
+    if parts.query or parts.fragment:
+        return f"must not carry a query string or fragment (got {value!r})"
+    return None
 
 
 def _password(url: str) -> str | None:

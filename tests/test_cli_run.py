@@ -56,3 +56,11 @@ def test_run_job_without_a_stored_output_exports_nothing(env: str, db: Store, tm
     result = invoke("run-job", "1")
     assert result.exit_code == 0, result.stderr
     assert "wrote" not in result.stderr
+
+
+def test_validate_of_an_empty_file_exits_1_as_run_does(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = invoke("validate", str(empty))
+    assert result.exit_code == 1
+    assert "has no request lines" in result.stderr

@@ -110,3 +110,17 @@ def test_postgres_that_never_answers_times_out_naming_the_url(
     message = str(err.value)
     assert f"127.0.0.1:{silent_server}/jobs" in message and "did not answer" in message
     assert ":pw@" not in message
+
+
+@pytest.mark.parametrize("name", ["OPENAI_BASE_URL", "BATCHER_BASE_URL"])
+def test_malformed_base_url_names_its_variable_and_spares_commands_without_calls(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(name, "relay.example.com")
+    assert invoke("jobs").exit_code == 0  # listing jobs calls no API
+    src = write_jsonl(tmp_path / "in.jsonl", [batch_line("a", "/v1/chat/completions", CHAT)])
+    result = invoke("run", str(src))
+    assert result.exit_code == 1
+    assert f"{name} must be an http(s) URL like https://relay.example.com/v1" in result.output
+    other = {"OPENAI_BASE_URL": "BATCHER_BASE_URL", "BATCHER_BASE_URL": "OPENAI_BASE_URL"}[name]
+    assert other not in result.output.split("must be")[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ from batcher.devrelay.answers import (
     expected_completion_text,
     expected_embedding,
 )
-from batcher.devrelay.faults import ALL_FAULTS, find_marker
+from batcher.devrelay.faults import ALL_FAULTS, PERMANENT_FAULTS, find_marker
+from tests.helpers import RELAY_KEY, invoke
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there world"}]}
 
@@ -435,3 +437,28 @@ def test_relay_server_stop_cancels_a_hang() -> None:
             pending.result(timeout=10)
     with pytest.raises(RuntimeError, match="not running"):
         server.stats()
+
+
+def test_billing_endpoints_answer_batcher_balance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batcher balance` works offline: limit from --balance-usd, 0.1 cent used per answer."""
+    with RelayServer(RelayConfig(api_key=RELAY_KEY)) as relay:
+        monkeypatch.setenv("OPENAI_BASE_URL", relay.url)
+        monkeypatch.setenv("OPENAI_API_KEY", RELAY_KEY)
+        headers = {"Authorization": f"Bearer {RELAY_KEY}"}
+        httpx.post(f"{relay.url}/embeddings", json={"model": "m", "input": "x"}, headers=headers)
+        result = invoke("balance", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout) == {
+            "limit_usd": "100.0",
+            "used_usd": "0.001",
+            "remaining_usd": "99.999",
+        }
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-0000000000")
+        assert invoke("balance").exit_code == 1
+
+
+def test_faults_help_lists_every_kind_and_the_markers() -> None:
+    text = " ".join(invoke("dev-relay", "--help").stdout.split())
+    for kind in ALL_FAULTS + PERMANENT_FAULTS:
+        assert kind in text
+    assert "[[fault:KIND]]" in text and "[[fault:KINDxN]]" in text

@@ -391,3 +391,19 @@ def test_a_redirect_fails_its_line_naming_the_location() -> None:
     c = classify_response(301, {"location": "https://relay.example/v1/chat/completions"}, b"", now=NOW)
     assert (c.verdict, c.error_class) == (Verdict.PERMANENT, "redirect")
     assert "https://relay.example/v1/chat/completions" in c.message
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (401, b'{"error": {"message": "401: invalid token", "code": "401"}}', "401: invalid token"),
+        (503, b'{"error": {"message": "503 Service Unavailable", "type": "503"}}', "503 Service Unavailable"),
+        (404, b"404: Not Found", "404: Not Found"),
+        (400, b'{"error": {"message": "bad thing", "code": "invalid_request_error"}}',
+         "400 invalid_request_error: bad thing"),
+        (500, b'{"error": {"message": "500"}}', "500"),
+        (429, b'{"error": {"message": "429 too many", "code": "rate_limit"}}', "429 rate_limit: too many"),
+    ],
+)  # fmt: skip
+def test_messages_say_their_status_once(status: int, body: bytes, message: str) -> None:
+    assert classify_response(status, {}, body, now=NOW).message == message

@@ -65,13 +65,14 @@ def client_config(
     settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_S, max_connections: int = 256
 ) -> ClientConfig:
     """The client configuration from settings, or a ``ConfigError`` saying what to set."""
-    if not settings.base_url:
+    raw = settings.checked_base_url()
+    if not raw:
         raise ConfigError(
             "no API base URL: set OPENAI_BASE_URL (or BATCHER_BASE_URL) to your relay, e.g. "
             "https://relay.example.com/v1, or run `batcher dev-relay` and point it there"
         )
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    base_url = normalize_base_url(settings.base_url)
+    base_url = normalize_base_url(raw)
     proxy = proxy_for(base_url, explicit=settings.proxy, env=settings.proxy_env)
     return ClientConfig(base_url, key, timeout, max_connections, proxy)
 

@@ -158,7 +158,15 @@ def _is_quota(status: int, message: str | None, kind: str | None, code: str | No
 
 
 def _describe(status: int, message: str | None, kind: str | None, code: str | None) -> str:
+    """``503 server_error: overloaded``: the status once, even when the relay repeats it."""
     label = code or kind
+    if label == str(status):
+        label = None
+    repeats = bool(message) and re.match(rf"\s*{status}\b", message or "") is not None
+    if repeats and label is None:
+        return str(message).strip()  # "502 Bad Gateway", "404: Not Found": already says it
+    if repeats:
+        message = re.sub(rf"^\s*{status}\b[\s:,-]*", "", str(message)) or message
     head = f"{status} {label}" if label else str(status)
     return f"{head}: {message}" if message else f"{head} (empty body)" if status else head
 

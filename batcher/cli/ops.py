@@ -10,6 +10,7 @@ import click
 from batcher.cli.base import App, cli, pass_app
 from batcher.cli.options import json_option, renamed
 from batcher.devrelay.enforce import Hints, LimitRules
+from batcher.devrelay.faults import PERMANENT_FAULTS
 from batcher.devrelay.windows import LimitMode
 from batcher.render import table, to_json
 from workers.client import client_config
@@ -71,6 +72,7 @@ def worker(
     """
     from workers.app import default_app
 
+    client_config(app.settings)  # a bad base URL stops the worker here, not each task later
     if app.settings.proxy:  # `batcher --proxy URL worker`: the pool processes read it from here
         os.environ["BATCHER_PROXY"] = app.settings.proxy
     processes = old_processes or processes
@@ -87,6 +89,10 @@ def worker(
 )
 @click.option("--rps-limit", type=int, default=0, help="Answer 429 past this many requests per second.")
 @click.option("--api-key", help="Require this key (401 otherwise).")
+@click.option(
+    "--balance-usd", type=click.FloatRange(min=0), default=100.0, show_default=True,
+    help="The limit its billing endpoints report (`batcher balance`); 0.1 cent used per answer.",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--faults",
@@ -95,7 +101,9 @@ def worker(
         "429,429_empty,500,502,503,hang,reset,truncated,error200,missing_usage. Gateway imitations, "
         "only when named: zero_usage (usage all zeros), error_audio (a JSON error sent as audio/mpeg), "
         "nodb400 (LiteLLM's wrong-key 400), plain500 (its missing-key 500 text/plain), redirect "
-        "(301 to https), overload200 (new-api's overload inside a 200), model404 (model_not_found)."
+        "(301 to https), overload200 (new-api's overload inside a 200), model404 (model_not_found). "
+        "A request containing [[fault:KIND]] always gets that fault, [[fault:KINDxN]] its first N calls; "
+        f"marker-only kinds: {', '.join(PERMANENT_FAULTS)}."
     ),
 )
 @click.option("--hang-seconds", type=float, default=30.0, show_default=True, help="How long a hang lasts.")

@@ -305,6 +305,8 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
     click.echo(f"{file}: {valid} valid lines, {problems} invalid", err=True)
     if problems:
         raise click.exceptions.Exit(EXIT_ERROR)
+    if not valid:
+        raise DomainError(f"{file} has no request lines: `batcher run` would refuse it")
 
 
 @cli.command("run-job")

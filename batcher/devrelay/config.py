@@ -22,6 +22,7 @@ class RelayConfig:
     rps_limit: int = 0  # the old per-wall-clock-second limit: ``limits`` in fixed mode, 1 s windows
     limits: LimitRules = field(default_factory=LimitRules)
     api_key: str | None = None
+    balance_usd: float = 100.0  # what the billing endpoints report as the key's limit
     embedding_dim: int = 8
 
     def __post_init__(self) -> None:

@@ -74,6 +74,9 @@ class _Served:
         return orjson.dumps({k: v for k, v in self.payload.items() if k != "usage"})
 
 
+BILLED_CENTS_PER_ANSWER = 0.1  # what the billing usage endpoint counts per answer served
+
+
 class Relay:
     """The relay's state and handlers, bound to one event loop."""
 
@@ -109,9 +112,29 @@ class Relay:
         app = web.Application(client_max_size=64 * 1024**2)
         for endpoint in Endpoint:
             app.router.add_post(endpoint.value, self._handler(endpoint))
+        app.router.add_get("/v1/dashboard/billing/subscription", self._subscription)
+        app.router.add_get("/v1/dashboard/billing/usage", self._usage)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_reset", self._reset)
         return app
+
+    def _billing_refused(self, request: web.Request) -> web.Response | None:
+        key = self.config.api_key
+        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+            body = error_body("无效的令牌", "one_api_error", "invalid_api_key")
+            return web.Response(status=401, body=body, content_type=JSON)
+        return None
+
+    async def _subscription(self, request: web.Request) -> web.Response:
+        """one-api's billing subscription: the key's limit in USD."""
+        limit = self.config.balance_usd
+        data = {"object": "billing_subscription", "hard_limit_usd": limit, "system_hard_limit_usd": limit}
+        return self._billing_refused(request) or web.Response(body=orjson.dumps(data), content_type=JSON)
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        """one-api's billing usage, in US cents: a stand-in price of 0.1 cent per answer served."""
+        data = {"object": "list", "total_usage": self.stats.served * BILLED_CENTS_PER_ANSWER}
+        return self._billing_refused(request) or web.Response(body=orjson.dumps(data), content_type=JSON)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(
