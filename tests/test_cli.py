@@ -97,7 +97,7 @@ def test_cancel_and_retry_messages(tmp_path: Path) -> None:
     )
     invoke("submit", str(path), "--no-queue")
     assert invoke("retry", "1").stdout.strip() == "job 1: 0 failed lines are pending again"
-    assert "1 pending lines will not run" in invoke("cancel", "1").stdout
+    assert "1 lines will not run" in invoke("cancel", "1").stdout
     again = invoke("cancel", "1")
     assert again.exit_code == EXIT_ERROR
     assert "already cancelled" in again.stderr

@@ -34,9 +34,10 @@ class StoreSink:
             q.renew_leases(session, request_ids, owner=self.owner, until=until)
 
     def release(self, request_ids: Sequence[int]) -> None:
-        """Give lines back to pending."""
+        """Give lines back to pending; those of a cancelled job become cancelled instead."""
         with self.store.session() as session:
             q.release_lines(session, request_ids, owner=self.owner)
+            q.cancel_left(session, self.job_id)
 
     def halt_reason(self) -> str | None:
         """Why the job should start no new call, from its status in the store."""

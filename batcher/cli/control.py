@@ -59,6 +59,7 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
     """
     before = None
     while True:
+        settle_cancelled(app, job_id)
         _sweep_quietly(app, job_id)
         snap = take_snapshot(app.store, job_id)
         speed = rates(before, snap)
@@ -84,6 +85,12 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
 
 def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def settle_cancelled(app: App, job_id: int) -> None:
+    """A cancelled job's lines left over (given back, or of a dead worker) become cancelled."""
+    with app.store.session() as session:
+        q.cancel_left(session, job_id)
 
 
 def _sweep_quietly(app: App, job_id: int) -> None:
@@ -122,6 +129,7 @@ def export(app: App, job_id: int, output: Path, fmt: str, errors: Path | None) -
       batcher export 3 -o results.jsonl --errors errors.jsonl
       batcher export 3 -o results.csv --format csv
     """
+    settle_cancelled(app, job_id)
     summary = export_job(app.store, job_id, output, fmt=ExportFormat(fmt), errors=errors)
     say_exported(summary, output, errors)
 
@@ -172,7 +180,10 @@ def cancel(app: App, job_id: int) -> None:
     """
     with app.store.session() as session:
         n = q.cancel_job(session, job_id)
-    click.echo(f"job {job_id} cancelled; {n} pending lines will not run")
+    click.echo(
+        f'job {job_id} cancelled: {n} lines will not run (exported with the error "cancelled"); '
+        "calls in flight may finish"
+    )
 
 
 @cli.command()

@@ -109,6 +109,11 @@ def _finish(app: App, summary: RunSummary, *, failed_in: Path | None = None) -> 
         f"{counts['pending'] + counts['running']} left; {summary.stats.calls} calls",
         err=True,
     )
+    if job.status == JobStatus.CANCELLED:
+        raise DomainError(
+            f"job {job.id} was cancelled: {counts['cancelled']} lines did not run "
+            '(exported with the error "cancelled")'
+        )
     if job.status not in (JobStatus.COMPLETED, JobStatus.RUNNING):
         raise DomainError(
             describe_stop(job, app.settings.secret_values()) + f"; resume with `batcher run-job {job.id}`"

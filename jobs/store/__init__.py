@@ -17,6 +17,7 @@ from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
     active_jobs,
     cancel_job,
+    cancel_left,
     complete_if_done,
     create_job,
     fail_overclaimed,
@@ -75,6 +76,7 @@ __all__ = [
     "audio_files",
     "audio_paths",
     "cancel_job",
+    "cancel_left",
     "claim_lines",
     "complete_if_done",
     "create_job",

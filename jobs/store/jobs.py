@@ -113,21 +113,37 @@ def complete_if_done(session: Session, job_id: int) -> bool:
 
 
 def cancel_job(session: Session, job_id: int) -> int:
-    """Cancel a job: pending lines become cancelled; lines in flight may finish. Return the count."""
+    """Cancel a job: lines not started become cancelled; lines in flight may finish. Return the count."""
     job = get_job(session, job_id)
     if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
         raise JobStateError(f"job {job_id} is already {job.status}; nothing to cancel")
+    set_job_status(session, job, JobStatus.CANCELLED)
+    session.flush()
+    return cancel_left(session, job_id)
+
+
+def cancel_left(session: Session, job_id: int, *, now: float | None = None) -> int:
+    """For a cancelled job: its pending lines, and running lines whose lease ran out, become
+    cancelled (terminal), so the job finishes; lines still leased finish or come back here."""
+    job = get_job(session, job_id)
+    if job.status != JobStatus.CANCELLED:
+        return 0
+    expired = sa.and_(
+        _req.c.state == RequestState.RUNNING.value,
+        sa.or_(_req.c.lease_expires_at.is_(None), _req.c.lease_expires_at < (now or time.time())),
+    )
     stmt = (
         sa.update(_req)
-        .where(_req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value)
-        .values(state=RequestState.CANCELLED.value, finished_at=utcnow())
+        .where(_req.c.job_id == job_id, sa.or_(_req.c.state == RequestState.PENDING.value, expired))
+        .values(
+            state=RequestState.CANCELLED.value, lease_owner=None, lease_expires_at=None, finished_at=utcnow()
+        )
     )
-    n = session.connection().execute(stmt).rowcount
-    session.flush()
-    bump_counter(session, job_id, RequestState.CANCELLED.value, n)
-    session.refresh(job)
-    set_job_status(session, job, JobStatus.CANCELLED)
-    return int(n)
+    n = int(session.connection().execute(stmt).rowcount)
+    if n:
+        bump_counter(session, job_id, RequestState.CANCELLED.value, n)
+        session.refresh(job)
+    return n
 
 
 def retry_failed(session: Session, job_id: int) -> int:
