@@ -158,3 +158,32 @@ async def test_refresh_keeps_the_last_views_when_the_limiter_cannot_be_read() ->
     async with p.slot("m", 1):
         pass
     assert await p.refresh() == {}  # no error: displays and the learned pace simply wait
+
+
+async def test_a_stop_ends_the_wait_behind_the_limiter() -> None:
+    """Lines queued behind a slow limit send nothing once the job stops, and leave the gate."""
+    clock = [0.0]
+    limiter = InProcessLimiter(Limits(rpm=60), clock=lambda: clock[0])  # one call a second
+    p = Pacing(limiter, concurrency=8, provider="relay", adaptive=False)
+    stop = asyncio.Event()
+    async with p.slot("m", 0, stop=stop) as first:
+        assert first is not None  # the burst lets the first go at once
+    waiting = [asyncio.ensure_future(_enter(p, stop)) for _ in range(3)]
+    await asyncio.sleep(0.01)  # all three reserved their places and sleep on them
+    stop.set()
+    assert await asyncio.gather(*waiting) == [None, None, None]  # none of them goes out
+    assert p.in_flight == 0
+
+
+async def _enter(p: Pacing, stop: asyncio.Event) -> Permit | None:
+    async with p.slot("m", 0, stop=stop) as permit:
+        return permit
+
+
+async def test_a_slot_asked_after_the_stop_is_refused_at_once() -> None:
+    limiter = TicketLimiter()
+    stop = asyncio.Event()
+    stop.set()
+    async with pacing(limiter).slot("m", 1, stop=stop) as permit:
+        assert permit is None
+    assert limiter.granted == []

@@ -29,6 +29,7 @@ from jobs.records import Usage
 from jobs.store import ModelUsage
 from workers.cost import QUOTA_PER_USD, cost_of_attempt
 from workers.endpoints import family_of
+from workers.outcomes import Answered
 from workers.prices import PriceBook, RelayPrice, load_prices
 
 
@@ -119,3 +120,18 @@ def job_budget(store: Store, job_id: int, options: JobOptions) -> Budget | None:
             return q.usage_by_model(session, job_id)
 
     return Budget(options.budget, book, group=options.group, recorded=recorded)
+
+
+def settle_call(budget: Budget | None, model: str, answered: Answered | None, reserved: Decimal) -> None:
+    """Settle a call's reservation: its cost if it answered with usage, its estimate if it may have
+    run upstream with no answer, nothing if it was refused or never sent (None)."""
+    if budget is None:
+        return
+    spent = Decimal(0)
+    if answered is not None:
+        usage, call = answered.usage(), answered.call
+        if usage is not None:
+            spent = budget.cost(model, usage)
+        elif call.response is None and call.classification.sent:
+            spent = reserved
+    budget.settle(reserved, spent)

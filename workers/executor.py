@@ -35,13 +35,13 @@ from workers.answers import AnswerBudget, answer_bytes
 from workers.audio_check import classify_answer
 from workers.blame import blames_the_call
 from workers.breaker import Breaker, JobGuard
-from workers.budget import Budget
+from workers.budget import Budget, settle_call
 from workers.client import ApiClient, NoAnswer
 from workers.endpoints import family_of
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Answered, Call, status_of
-from workers.pacing import Pacing
+from workers.pacing import Pacing, unless_stopped
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
@@ -71,7 +71,7 @@ class ExecConfig:
     lease_seconds: float = 300.0
     flush_size: int = 200
     flush_interval: float = 0.25
-    control_interval: float = 1.0
+    control_interval: float = 0.5  # a pause, cancel or spent budget stops new calls within 1 s
     pack: PackLimits | None = field(default_factory=PackLimits)
     owner: str = field(default_factory=new_owner)
 
@@ -117,7 +117,7 @@ class Executor:
             flush_size=config.flush_size,
             flush_interval=config.flush_interval,
             lease_seconds=config.lease_seconds,
-            on_broken=self._broken,
+            on_broken=self.halt,
             journal=journal,
         )
         self._clean = Redactor(secrets)
@@ -128,11 +128,17 @@ class Executor:
         self._answers = AnswerBudget()  # big embedding answers take turns: memory stays flat
         self._units = asyncio.Semaphore(config.concurrency * 2)
         self._failures: list[Exception] = []
+        self._halt_event = asyncio.Event()  # set with ``stats.halted``: ends every wait for a slot
 
     @property
     def halted(self) -> str | None:
         """Why no new call starts, if so."""
         return self.stats.halted
+
+    def halt(self, reason: str) -> None:
+        """Start no new call (the first reason stays); lines waiting for a slot give up at once."""
+        self.stats.halted = self.stats.halted or reason
+        self._halt_event.set()
 
     async def run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         """Run every line the source yields (until halted) and flush all records; return the stats."""
@@ -145,6 +151,7 @@ class Executor:
     async def _run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         if self.budget is not None:
             await asyncio.to_thread(self.budget.refresh)
+        await self._check_control()  # a chunk of a job paused since it was queued makes no call
         async with self.recorder:
             controller = asyncio.create_task(self._controller())
             try:
@@ -178,7 +185,7 @@ class Executor:
         except Exception as exc:
             # No line may be left claimed and forgotten: give them back, start no new call, and
             # (for a bug rather than an unreachable limiter) raise once the run has wound down.
-            self.stats.halted = self.stats.halted or self._clean(str(exc) or type(exc).__name__)
+            self.halt(self._clean(str(exc) or type(exc).__name__))
             if not isinstance(exc, BatcherError):
                 self._failures.append(exc)
             await self._release(unit.items)
@@ -198,17 +205,20 @@ class Executor:
             if reserved is None:
                 await self._release(unit.items)
                 return
-            unit.attempts = [n + 1 for n in unit.attempts]
             answered = await self._call(unit)
+            settle_call(self.budget, unit.model, answered, reserved)
+            if answered is None:  # halted while it waited for a slot: never sent
+                await self._release(unit.items)
+                return
+            unit.attempts = [n + 1 for n in unit.attempts]
             c = answered.call.classification
             if not c.counts_attempt:
                 unit.attempts = [n - 1 for n in unit.attempts]  # recorded as n+1, not counted
-            self._settle_budget(unit, answered, reserved)
             if await self._settle(unit, answered):
                 return
             self.stats.retries += 1
             tries = unit.throttled(time.monotonic()) if c.throttle is not None else max(unit.attempts)
-            await self._sleep(next_delay(c, tries, jitter=self._jitter()))
+            await unless_stopped(self._sleep(next_delay(c, tries, jitter=self._jitter())), self._halt_event)
 
     def _drop_capped(self, unit: Unit) -> Unit:
         """Fail lines whose attempts are used up (on earlier claims); keep the others."""
@@ -219,8 +229,6 @@ class Executor:
             else:
                 keep.append(i)
         return unit if len(keep) == len(unit.items) else unit.keep(keep)
-
-    # --- the budget ----------------------------------------------------------------------------
 
     async def _budget_gate(self, unit: Unit) -> Decimal | None:
         """The cost reserved for the unit's call, or None when it would pass the budget (paused)."""
@@ -234,29 +242,21 @@ class Executor:
                 f"budget reached: {self.budget.spent_text()}; raise it with "
                 "`batcher resume JOB --budget USD` (workers) or `batcher run-job JOB --budget USD`"
             )
-            self.stats.halted = message
+            self.halt(message)
             await asyncio.to_thread(self.sink.pause_job, message)
         return None
 
-    def _settle_budget(self, unit: Unit, answered: Answered, reserved: Decimal) -> None:
-        if self.budget is None:
-            return
-        usage, call = answered.usage(), answered.call
-        if usage is not None:
-            spent = self.budget.cost(unit.model, usage)
-        else:  # no answer to bill; one that may have run upstream counts as its estimate
-            spent = reserved if call.response is None and call.classification.sent else Decimal(0)
-        self.budget.settle(reserved, spent)
-
     # --- one call ------------------------------------------------------------------------------
 
-    async def _call(self, unit: Unit) -> Answered:
-        """One paced call for the unit, its answer parsed and the limiter settled."""
+    async def _call(self, unit: Unit) -> Answered | None:
+        """One paced call for the unit, its answer parsed and the limiter settled; None if halted first."""
         content = unit.content()
         async with (
             self._answers.hold(answer_bytes(unit)),
-            self.pacing.slot(unit.model, unit.est_tokens) as permit,
+            self.pacing.slot(unit.model, unit.est_tokens, stop=self._halt_event) as permit,
         ):
+            if permit is None:  # the job stopped while this call waited its turn
+                return None
             self.stats.in_flight += 1
             try:
                 call = await self._send(unit, content)
@@ -361,7 +361,7 @@ class Executor:
         if self.stats.halted:
             return
         message = self._clean(message)
-        self.stats.halted = message
+        self.halt(message)
         await asyncio.to_thread(self.sink.stop_job, message)
 
     # --- results, control ------------------------------------------------------------------------
@@ -376,16 +376,15 @@ class Executor:
             self.stats.failed += 1
         self.recorder.finish(result)
 
-    def _broken(self, reason: str) -> None:
-        self.stats.halted = reason
+    async def _check_control(self) -> None:
+        if reason := await asyncio.to_thread(self.sink.halt_reason):
+            self.halt(reason)
 
     async def _controller(self) -> None:
         while not self.stats.halted:
             await asyncio.sleep(self.config.control_interval)
             await self.pacing.refresh()
-            reason = await asyncio.to_thread(self.sink.halt_reason)
-            if reason:
-                self.stats.halted = reason
+            await self._check_control()
             if self.budget is not None:
                 await asyncio.to_thread(self.budget.refresh)
 

@@ -17,13 +17,18 @@ What a finished call tells them:
 
 The permit a slot grants is the one that is settled: it is kept by the caller, never rebuilt
 from its key.
+
+Waiting for a slot (the concurrency gate, then the limiter) ends as soon as ``stop`` is set: a
+job paused, cancelled or out of budget sends none of the calls queued behind the limiter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from jobs.errors import BatcherError
 from workers.concurrency import AdaptiveGate, ConcurrencyState, on_overload, on_sample
@@ -31,6 +36,8 @@ from workers.outcomes import Call
 from workers.pace import PaceCounters, PaceSnapshot
 from workers.ratelimit import Limiter, PaceView, Permit, header_pause, window_full
 from workers.retry import Throttle, Verdict
+
+T = TypeVar("T")
 
 
 class Pacing:
@@ -52,17 +59,31 @@ class Pacing:
         return f"{self.provider}|{model}"
 
     @contextlib.asynccontextmanager
-    async def slot(self, model: str, tokens: int) -> AsyncIterator[Permit]:
-        """Hold a call's place for the duration of the block: a free slot and the limiter's grant."""
-        key = self.key_of(model)
+    async def slot(
+        self, model: str, tokens: int, *, stop: asyncio.Event | None = None
+    ) -> AsyncIterator[Permit | None]:
+        """Hold a call's place for the block: a free slot and the limiter's grant; None once stopped."""
+        key, stop = self.key_of(model), stop or asyncio.Event()
         self._keys.add(key)
-        async with self._gate:
-            permit = await self.limiter.acquire(key, tokens)
+        if not await unless_stopped(self._enter_gate(), stop):
+            yield None
+            return
+        try:
+            permit = await unless_stopped(self.limiter.acquire(key, tokens), stop)
+            if permit is None or stop.is_set():  # the job stopped while this call waited its turn
+                yield None
+                return
             self.in_flight += 1
             try:
                 yield permit
             finally:
                 self.in_flight -= 1
+        finally:
+            await self._gate.__aexit__(None, None, None)
+
+    async def _enter_gate(self) -> bool:
+        await self._gate.__aenter__()
+        return True
 
     async def finish(self, permit: Permit, call: Call, *, used_tokens: int | None) -> None:
         """The call ended: adapt the concurrency and the pace, then settle the reservation.
@@ -116,3 +137,23 @@ class Pacing:
             ceiling=self.ceiling,
             views=self.views,
         )
+
+
+async def unless_stopped(waiting: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """What ``waiting`` returns, or None if ``stop`` is set first (the wait is then cancelled)."""
+    if stop.is_set():
+        if asyncio.iscoroutine(waiting):
+            waiting.close()  # never started: no "was never awaited" warning
+        return None
+    task = asyncio.ensure_future(waiting)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+    try:
+        return await task  # finished before the cancel took effect: its result stands
+    except asyncio.CancelledError:
+        return None
