@@ -6,22 +6,29 @@ the ETA come from the difference between the last two, so they describe all work
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 from sqlmodel import Session
 
-from batcher.progress import format_duration
+from batcher.progress import ProgressSnapshot, format_duration, progress_line
 from batcher.render import job_dict, printable, table
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import BatcherError
 from jobs.models import Job
 from workers.budget import spend_of
+from workers.pace import PaceSnapshot
 from workers.prices import load_prices
+
+Speed = dict[str, float | None]  # lines_per_s, tokens_per_s, eta_s (None: not known yet)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class Snapshot:
     usage: q.JobUsage
     failures: dict[str, int] = field(default_factory=dict)  # failed lines by error code
     cost_usd: Decimal | None = None  # of the calls that answered so far; None: no price known
+    in_flight: int = 0  # calls in flight now, summed over the executors at work
+    pace: PaceSnapshot | None = None  # the job's pace, shown below the rest
     taken_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -51,6 +60,7 @@ def take_snapshot(store: Store, job_id: int) -> Snapshot:
             q.usage_totals(session, job_id),
             q.failures_by_code(session, job_id),
             cost_so_far(session, job),
+            q.calls_in_flight(session, job_id),
         )
 
 
@@ -100,6 +110,52 @@ def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
         eta = format_duration(speed["eta_s"]) if speed["eta_s"] is not None else "-"
         parts.append(
             f"{speed['lines_per_s']:.1f} lines/s · {speed['tokens_per_s'] or 0:.0f} tokens/s · "
-            f"{counts['running']} in flight · ETA {eta}"
+            f"{snapshot.in_flight} calls in flight · ETA {eta}"
         )
+    else:
+        parts.append(f"{snapshot.in_flight} calls in flight")
+    if snapshot.pace is not None:
+        parts.append("pace: " + snapshot.pace.describe())
     return "\n\n".join(parts)
+
+
+def progress_of(snapshot: Snapshot, speed: dict[str, float | None]) -> ProgressSnapshot:
+    """The snapshot as the one-line progress display shows it."""
+    job = snapshot.job
+    return ProgressSnapshot(
+        total=job["total"],
+        done=snapshot.done,
+        failed=snapshot.counts["failed"],
+        lines_per_s=speed["lines_per_s"],
+        in_flight=snapshot.in_flight,
+        label=f"job {job['id']} {job['status']}",
+    )
+
+
+class StatusScreen:
+    """Where ``status --watch`` shows each snapshot: redrawn in place on a terminal (rich ``Live``);
+    elsewhere one plain progress line per refresh, and the whole status at the end."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.console = Console(file=stream or sys.stdout, highlight=False)
+        self._live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
+        self._last = ""
+
+    def show(self, snapshot: Snapshot, speed: dict[str, float | None]) -> None:
+        """Show one refresh."""
+        self._last = render(snapshot, speed)
+        if self._live is not None:
+            if not self._live.is_started:
+                self._live.start()
+            self._live.update(Text(self._last), refresh=True)
+        else:
+            self.console.file.write(progress_line(progress_of(snapshot, speed)) + "\n")
+            self.console.file.flush()
+
+    def close(self) -> None:
+        """Leave the last status on screen."""
+        if self._live is not None:
+            if self._live.is_started:
+                self._live.stop()
+        elif self._last:
+            self.console.file.write("\n" + self._last + "\n")

@@ -147,11 +147,24 @@ def _m004_learned_pace(conn: Connection) -> None:
     ).create(conn)  # fmt: skip
 
 
+def _m005_executors(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "executor", md,
+        sa.Column("owner", sa.String, primary_key=True),
+        sa.Column("job_id", sa.Integer, nullable=False, index=True),
+        sa.Column("in_flight", sa.Integer, nullable=False),
+        sa.Column("seen_at", sa.Float, nullable=False),
+    )  # fmt: skip
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
     ("0003_claim_index", _m003_claim_index),
     ("0004_learned_pace", _m004_learned_pace),
+    ("0005_executors", _m005_executors),
 ]
 
 _ledger = sa.Table(

@@ -161,3 +161,16 @@ class LearnedPace(SQLModel, table=True):
     model: str = Field(primary_key=True)
     requests_per_s: float
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Executor(SQLModel, table=True):
+    """An executor at work on a job: how many calls it has in flight, as of ``seen_at``.
+
+    Each executor (a ``batcher run`` or one worker chunk) writes its row every control interval
+    and deletes it when it ends; ``status`` sums the fresh rows into the job's calls in flight.
+    """
+
+    owner: str = Field(primary_key=True)
+    job_id: int = Field(index=True)
+    in_flight: int = 0
+    seen_at: float = 0.0  # epoch seconds, like the lease clock

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
     proxy: str | None = None
+    progress_interval: float = Field(default=5.0, gt=0)  # seconds between plain progress lines
     https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
     http_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTP_PROXY", "http_proxy"))
     all_proxy: str | None = Field(default=None, validation_alias=AliasChoices("ALL_PROXY", "all_proxy"))

@@ -37,6 +37,9 @@ class ListSink:
     def halt_reason(self) -> str | None:
         return None
 
+    def report_in_flight(self, calls: int | None) -> None:
+        pass
+
     def stop_job(self, message: str) -> None:
         raise AssertionError("the recorder never stops a job")
 

@@ -147,6 +147,7 @@ class Executor:
             return await self._run(items)
         finally:
             LIVE_OWNERS.discard(self.config.owner)
+            await asyncio.to_thread(self.sink.report_in_flight, None)
 
     async def _run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
         if self.budget is not None:
@@ -377,6 +378,7 @@ class Executor:
         self.recorder.finish(result)
 
     async def _check_control(self) -> None:
+        await asyncio.to_thread(self.sink.report_in_flight, self.stats.in_flight)  # for `status`
         if reason := await asyncio.to_thread(self.sink.halt_reason):
             self.halt(reason)
 

@@ -49,6 +49,11 @@ class Call:
             rid = next((v for name in REQUEST_ID_HEADERS if (v := headers.get(name))), None)
         object.__setattr__(self, "request_id", rid)
 
+    @property
+    def status(self) -> int | None:
+        """The answer's HTTP status, if the call got an answer."""
+        return self.response.status if self.response is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class Answered:

@@ -48,6 +48,10 @@ class Sink(Protocol):
         """Why the core should start no new call (job paused, cancelled, stopped), or None."""
         ...
 
+    def report_in_flight(self, calls: int | None) -> None:
+        """Tell others how many calls this executor has in flight (None: it ended)."""
+        ...
+
     def stop_job(self, message: str) -> None:
         """Stop the job: the API refused it as a whole."""
         ...

@@ -45,6 +45,14 @@ class StoreSink:
             job = q.get_job(session, self.job_id)
             return _HALTING.get(JobStatus(job.status))
 
+    def report_in_flight(self, calls: int | None) -> None:
+        """Write this executor's calls in flight for ``status`` (None: it ended, forget it)."""
+        with self.store.session() as session:
+            if calls is None:
+                q.forget_executor(session, self.owner)
+            else:
+                q.report_in_flight(session, owner=self.owner, job_id=self.job_id, calls=calls)
+
     def pause_job(self, message: str) -> None:
         """Pause the job with the reason (its budget is reached)."""
         with self.store.session() as session:

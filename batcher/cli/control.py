@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from batcher.cli.run import enqueue, raise_budget, say_exported
 from batcher.export import ExportFormat, export_job
 from batcher.pace_status import take_pace
 from batcher.render import job_dict, table, to_json
-from batcher.status import rates, render, take_snapshot
+from batcher.status import Snapshot, Speed, StatusScreen, rates, render, take_snapshot
 from jobs import store as q
 from jobs.errors import BatcherError
 from jobs.models import JobStatus
@@ -57,30 +58,41 @@ def status(app: App, job_id: int, watch: bool, as_json: bool) -> None:
     Example:
       batcher status 3 --watch
     """
+    if watch and not as_json:
+        screen = StatusScreen()
+        try:
+            _refresh(app, job_id, watch=True, show=screen.show)
+        finally:
+            screen.close()
+        return
+    _refresh(app, job_id, watch=watch, show=_print_json if as_json else _print_text)
+
+
+def _refresh(app: App, job_id: int, *, watch: bool, show: Callable[[Snapshot, Speed], None]) -> None:
+    """Take a snapshot and show it; with ``watch``, every 2 s until the job ends."""
     before = None
     while True:
         settle_cancelled(app, job_id)
         _sweep_quietly(app, job_id)
         snap = take_snapshot(app.store, job_id)
-        speed = rates(before, snap)
-        pace = take_pace(app.store, app.settings, job_id)
-        if as_json:
-            data = {
-                "counts": snap.counts,
-                "usage": asdict(snap.usage),
-                "speed": speed,
-                "pace": pace.to_dict(),
-                "failures": snap.failures,
-                "cost_usd": _str_or_none(snap.cost_usd),
-            }
-            click.echo(to_json(snap.job | data))
-        else:
-            click.echo(render(snap, speed) + "\n\npace: " + pace.describe())
+        snap = replace(snap, pace=take_pace(app.store, app.settings, job_id))
+        show(snap, rates(before, snap))
         if not watch or snap.job["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
             return
         before = snap
         time.sleep(2)
-        click.echo()
+
+
+def _print_text(snap: Snapshot, speed: Speed) -> None:
+    click.echo(render(snap, speed))
+
+
+def _print_json(snap: Snapshot, speed: Speed) -> None:
+    data: dict[str, object] = {"counts": snap.counts, "usage": asdict(snap.usage), "speed": speed}
+    data["failures"] = snap.failures
+    data |= {"cost_usd": _str_or_none(snap.cost_usd), "calls_in_flight": snap.in_flight}
+    data["pace"] = snap.pace.to_dict() if snap.pace is not None else None
+    click.echo(to_json(snap.job | data))
 
 
 def _str_or_none(value: object) -> str | None:

@@ -94,7 +94,13 @@ def say_exported(summary: ExportSummary, output: Path, errors: Path | None) -> N
 def _execute(app: App, job_id: int, options: JobOptions) -> RunSummary:
     with app.store.session() as session:
         job = q.get_job(session, job_id)
-    progress = Progress(total=job.total, already_done=job.succeeded + job.failed, already_failed=job.failed)
+    progress = Progress(
+        total=job.total,
+        already_done=job.succeeded + job.failed + job.cancelled,
+        already_failed=job.failed,
+        label=f"job {job_id}",
+        plain_every=app.settings.progress_interval,
+    )
     try:
         return run_job(app.store, app.settings, job_id, options, on_start=progress.attach)
     finally:

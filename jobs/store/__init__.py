@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from jobs.store.calls import known_calls
 from jobs.store.cleanup import JobFootprint, delete_jobs, footprint, jobs_older_than
+from jobs.store.executors import calls_in_flight, forget_executor, report_in_flight
 from jobs.store.exports import iter_results
 from jobs.store.failures import FailedLine, FailureGroup, failure_groups, failures_by_code
 from jobs.store.files import AudioFiles, audio_files, audio_paths
@@ -75,6 +76,7 @@ __all__ = [
     "active_jobs",
     "audio_files",
     "audio_paths",
+    "calls_in_flight",
     "cancel_job",
     "cancel_left",
     "claim_lines",
@@ -87,6 +89,7 @@ __all__ = [
     "failures_by_code",
     "find_job_by_source",
     "footprint",
+    "forget_executor",
     "get_job",
     "insert_requests",
     "iter_calls",
@@ -108,6 +111,7 @@ __all__ = [
     "release_lines",
     "release_owners",
     "renew_leases",
+    "report_in_flight",
     "retry_failed",
     "save_pace",
     "set_job_status",
