@@ -133,5 +133,7 @@ def test_submit_with_the_broker_down_keeps_the_job_and_says_how_to_go_on(
     assert result.exit_code == EXIT_ERROR
     assert "cannot reach the broker" in result.stderr
     assert "batcher run-job" in result.stderr
+    assert "`batcher resume 1`" in result.stderr  # the job's own id, not a placeholder
     jobs = json.loads(invoke("jobs", "--json").stdout)
     assert [j["total"] for j in jobs] == [1]  # stored, ready for run-job or resume
+    assert jobs[0]["status"] == "queued"  # not "running" with nothing enqueued

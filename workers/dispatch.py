@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -169,32 +169,41 @@ def start_distributed(store: Store, job_id: int, publish: Publish, client: redis
     Every pending line gets a new message, also those stamped as enqueued: a message consumed
     while the job was paused claimed nothing, and is gone. Duplicates are claimed only once.
     """
-    with store.session() as session:
+    translate_broker_errors(lambda: broker_epoch(client, now=time.time()), client, job_id=job_id)
+    with store.session() as session:  # the broker answered: only now is the job the workers'
         job = q.get_job(session, job_id)
         if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
             raise JobStateError(f"job {job_id} is {job.status}; nothing to run")
+        before = JobStatus(job.status)
         job.mode = "celery"
         q.set_job_status(session, job, JobStatus.RUNNING)
 
     def enqueue() -> SweepReport:
-        broker_epoch(client, now=time.time())
         with store.session() as session:
             expired = q.expire_leases(session, job_id, now=time.time())
         report = enqueue_pending(store, job_id, publish, lost_before=time.time())
         return SweepReport(expired, report.enqueued, report.messages)
 
-    return translate_broker_errors(enqueue, client)
+    try:
+        return translate_broker_errors(enqueue, client, job_id=job_id)
+    except BrokerError:  # lost mid-way: the job is not running on the workers
+        with store.session() as session:
+            q.set_job_status(session, q.get_job(session, job_id), before)
+        raise
 
 
-def translate_broker_errors(action: Callable[[], SweepReport], client: redis.Redis) -> SweepReport:
+T = TypeVar("T")
+
+
+def translate_broker_errors(action: Callable[[], T], client: redis.Redis, *, job_id: int | None = None) -> T:
     """Run ``action``; a broker that cannot be reached becomes a ``BrokerError`` saying what to do."""
     try:
         return action()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KombuOperationalError) as exc:
-        where = safe_url(_client_url(client))
+        where, job = safe_url(_client_url(client)), job_id if job_id is not None else "JOB"
         raise BrokerError(
             f"cannot reach the broker at {where} ({exc}); the job is stored: start Redis and run "
-            "`batcher resume JOB`, or run it in this process with `batcher run-job JOB`"
+            f"`batcher resume {job}`, or run it in this process with `batcher run-job {job}`"
         ) from None
 
 
