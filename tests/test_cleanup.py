@@ -73,6 +73,23 @@ def test_delete_removes_lines_attempts_and_files(
     assert "no job 1" in invoke("status", str(first)).stderr
 
 
+def test_delete_takes_the_embedding_vectors_too(env: str, db: Store, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "e", "input": f"t{i}"}) for i in range(3)]
+    assert (
+        invoke(
+            "run", str(write_jsonl(tmp_path / "in.jsonl", rows)), "-o", str(tmp_path / "o.jsonl")
+        ).exit_code
+        == 0
+    )
+    with db.session() as session:
+        assert session.connection().execute(sa.text("SELECT count(*) FROM vector_block")).scalar_one() > 0
+    assert invoke("delete", "1", "--yes").exit_code == 0
+    with db.session() as session:
+        assert session.connection().execute(sa.text("SELECT count(*) FROM vector_block")).scalar_one() == 0
+
+
 def test_delete_refuses_a_running_job(env: str, db: Store, tmp_path: Path) -> None:
     rows = [
         batch_line(

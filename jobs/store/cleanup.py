@@ -1,4 +1,4 @@
-"""Deleting jobs: their attempts, lines and the job rows, in one transaction; finding old jobs.
+"""Deleting jobs: their attempts, lines, vector blocks and job rows in one transaction; finding old jobs.
 
 Result files on disk are the caller's: it lists them (``files.audio_paths``) before the rows go
 and removes them after the commit, so a failed delete never leaves lines pointing at nothing.
@@ -15,11 +15,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from jobs.errors import JobStateError
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, VectorBlock
 from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
 from jobs.store.jobs import get_job
 
 _req, _att = REQUEST_TABLE, ATTEMPT_TABLE
+_vec = VectorBlock.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def delete_jobs(session: Session, job_ids: Sequence[int]) -> JobFootprint:
     ids = list(job_ids)
     conn = session.connection()
     conn.execute(sa.delete(_att).where(_att.c.job_id.in_(ids)))
+    blocks = sa.select(_req.c.vector_block).where(_req.c.job_id.in_(ids), _req.c.vector_block.is_not(None))
+    conn.execute(sa.delete(_vec).where(_vec.c.id.in_(blocks.scalar_subquery())))
     conn.execute(sa.delete(_req).where(_req.c.job_id.in_(ids)))
     conn.execute(sa.delete(Job.__table__).where(Job.__table__.c.id.in_(ids)))  # type: ignore[attr-defined]
     session.expunge_all()
