@@ -55,8 +55,10 @@ def test_worker_help_shows_processes_and_hostname() -> None:
 def test_readme_gives_the_defaults_the_help_gives() -> None:
     readme = " ".join((ROOT / "README.md").read_text().split())
     defaults = re.search(r"\[default: ([^\]]+)\]", MAX_IN_FLIGHT_HELP)
-    assert defaults is not None and defaults.group(1) == "32 here, 256 per worker chunk"
-    assert "default 32 in this process for `run`/`run-job`, 256 per worker chunk" in readme
+    assert defaults is not None and defaults.group(1) == "256"
+    assert (
+        "`--max-in-flight` (the most calls in flight, default 256 in-process and per worker chunk" in readme
+    )
     assert "`batcher worker [--processes N] [--hostname NAME]" in readme
     assert "--concurrency" not in readme.replace("the old name `--concurrency`", "").replace(
         "benchmarks.client_overhead --requests 5000 --concurrency", ""
