@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from jobs import store as q
 from jobs.db import Store
@@ -64,3 +67,29 @@ def test_validate_of_an_empty_file_exits_1_as_run_does(tmp_path: Path) -> None:
     result = invoke("validate", str(empty))
     assert result.exit_code == 1
     assert "has no request lines" in result.stderr
+
+
+def test_submit_compares_the_estimate_with_the_balance_from_one_read_of_the_file(
+    env: str, db: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warning's estimate is ingest's own: the input file is read once, not again to estimate."""
+    import batcher.estimate
+    import batcher.ingest
+
+    reads: list[Path] = []
+
+    def counting(original: Any) -> Any:
+        def read(path: Path, *args: Any, **kwargs: Any) -> Any:
+            reads.append(path)
+            return original(path, *args, **kwargs)
+
+        return read
+
+    for module in (batcher.ingest, batcher.estimate):
+        monkeypatch.setattr(module, "read_requests", counting(module.read_requests))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100_000}
+    rows = [batch_line(f"c{i}", "/v1/chat/completions", body) for i in range(200)]  # $200 of output
+    result = invoke("submit", str(write_jsonl(tmp_path / "big.jsonl", rows)), "--no-queue")
+    assert result.exit_code == 0, result.stderr
+    assert "more than the relay's balance ($100.00)" in result.stderr
+    assert len(reads) == 1

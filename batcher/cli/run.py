@@ -21,6 +21,7 @@ from batcher.cli.options import (
     run_flags,
     run_options,
 )
+from batcher.estimate import EstimateBuilder, estimate_file
 from batcher.export import ExportSummary, audio_note, export_job
 from batcher.ingest import IngestOptions, IngestResult, ingest_file
 from batcher.progress import Progress
@@ -32,6 +33,7 @@ from jobs.errors import BatcherError, Problem
 from jobs.models import JobStatus
 from jobs.options import JobOptions
 from workers.client import NO_KEY_WARNING, client_config
+from workers.prices import load_prices
 
 
 def check_api(app: App) -> None:
@@ -41,8 +43,12 @@ def check_api(app: App) -> None:
         click.echo(NO_KEY_WARNING, err=True)
 
 
-def _ingest(app: App, file: Path, kw: dict[str, Any]) -> IngestResult:
+def _ingest(
+    app: App, file: Path, kw: dict[str, Any], estimate: EstimateBuilder | None = None
+) -> IngestResult:
+    """Store the file as a job; with ``estimate``, ingest also adds up its cost in the same read."""
     options = IngestOptions(
+        estimate=estimate,
         read=read_opts(kw),
         skip_invalid=kw["skip_invalid"],
         rejects_path=kw.get("rejects"),
@@ -223,7 +229,9 @@ def submit(
     if dry_run:
         _dry_run(file, kw, as_json=as_json)
         return
-    result = _ingest(app, file, kw | {"priority": priority})
+    check_balance = not no_balance_check and bool(app.settings.base_url)
+    builder = EstimateBuilder(load_prices(kw.get("price_files") or ()), group=kw.get("group"))
+    result = _ingest(app, file, kw | {"priority": priority}, builder if check_balance else None)
     assert result.job.id is not None
     if not as_json:
         _say_ingested(result)
@@ -235,35 +243,30 @@ def submit(
         return
     if enqueued is not None:
         click.echo(f"enqueued {enqueued} lines for the workers", err=True)
-    if result.created and not no_balance_check and app.settings.base_url:
-        _warn_over_balance(app, file, kw)
+    if result.created and result.estimate is not None:
+        _warn_over_balance(app, result.estimate.cost)
     click.echo(result.job.id)
 
 
 def _dry_run(file: Path, kw: dict[str, Any], *, as_json: bool) -> None:
     """What `submit` would cost: the same estimate as `batcher estimate`, and nothing stored."""
     from batcher.cli.usage import estimate_json, estimate_text
-    from batcher.estimate import estimate_file
-    from workers.prices import load_prices
 
     result = estimate_file(file, read_opts(kw), load_prices(kw.get("price_files") or ()), kw.get("group"))
     click.echo(estimate_json(result) if as_json else estimate_text(result))
     click.echo("dry run: nothing was stored", err=True)
 
 
-def _warn_over_balance(app: App, file: Path, kw: dict[str, Any]) -> None:
-    """Warn when the job's estimate passes the relay's balance; a relay without one says so."""
+def _warn_over_balance(app: App, cost: Decimal) -> None:
+    """Warn when the job's estimate (from ingest's read) passes the relay's balance; a relay
+    without one says so."""
     from batcher.balance import fetch_balance
-    from batcher.estimate import estimate_file
-    from workers.prices import load_prices
 
     try:
         balance = fetch_balance(client_config(app.settings))
     except BatcherError as exc:
         click.echo(f"note: balance not checked: {exc}", err=True)
         return
-    book = load_prices(kw.get("price_files") or ())
-    cost = estimate_file(file, read_opts(kw), book, kw.get("group")).cost
     if cost > balance.remaining_usd:
         click.echo(
             f"warning: this job's estimate (${cost:.2f}) is more than the relay's balance "
