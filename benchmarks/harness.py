@@ -42,6 +42,10 @@ class Relay:
         data: dict[str, Any] = httpx.get(self.url.removesuffix("/v1") + "/_stats", timeout=10).json()
         return data
 
+    def reset(self) -> None:
+        """Zero the relay's counters and limits (``POST /_reset``)."""
+        httpx.post(self.url.removesuffix("/v1") + "/_reset", timeout=10).raise_for_status()
+
 
 @contextmanager
 def relay(*args: str) -> Iterator[Relay]:

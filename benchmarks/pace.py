@@ -166,10 +166,10 @@ def overload(tmp: Path, n: int = 3000, cap: int = 20, latency: float = 0.05) -> 
 
 def hints(tmp: Path) -> None:
     """Gateways' hints: llmock's short retry-after-ms beside a 59.5 s reset, LiteLLM's renamed headers."""
-    chats = write_lines(tmp / "chat.jsonl", chat_rows(2000))
+    chats = write_lines(tmp / "chat.jsonl", chat_rows(600))
     with relay("--latency", "0.05") as rl:
         clean = embedded_run(tmp, rl, chats, options=[], name="clean")
-    args = ("--latency", "0.05", "--fault-rate", "0.05", "--faults", "429_window", "--retry-after", "0.012")
+    args = ("--latency", "0.05", "--fault-rate", "0.01", "--faults", "429_window", "--retry-after", "0.012")
     with relay(*args) as rl:
         llmock = embedded_run(tmp, rl, chats, options=[], name="llmock")
     waits = _retry_waits(tmp / "llmock.db")
@@ -178,7 +178,7 @@ def hints(tmp: Path) -> None:
         litellm = embedded_run(tmp, rl, small, options=[], name="litellm")
         stats = rl.stats()
     rows = [
-        ("llmock 429 (retry-after-ms 12, remaining 0, reset 59.5s), 5 %", "median wait before the retry",
+        ("llmock 429 (retry-after-ms 12, remaining 0, reset 59.5s), 1 %", "median wait before the retry",
          f"{statistics.median(waits) * 1000:.0f} ms" if waits else "-"),
         ("", "job time / the same job with no 429", f"{llmock.seconds:.1f} s / {clean.seconds:.1f} s"),
         ("LiteLLM spellings, upstream 10 req/s, no --rpm, 420 lines", "failed lines",
