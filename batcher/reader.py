@@ -92,6 +92,7 @@ def read_requests(
     ``REJECT_RAW_BYTES``), so a rejects file can be written as the file is read.
     """
     seen = HashSet()  # 14 bytes a line, not a set's 85: ten million lines in 140 MB
+    lookups = FirstUse(path, options.max_line_bytes)
     name = str(path)
     with path.open("rb") as f:
         for line_no, raw, size in _raw_lines(f, options.max_line_bytes):
@@ -102,7 +103,7 @@ def read_requests(
             else:
                 try:
                     parsed = parse_line(raw, line_no, options)
-                    _check_unique(parsed.custom_id, seen)
+                    _check_unique(parsed.custom_id, seen, lookups, line_no)
                 except LineError as exc:
                     problem = Problem(name, line_no, str(exc))
                 else:
@@ -142,11 +143,49 @@ def _too_long(size: int, limit: int) -> str:
     return f"line is {size:,} bytes, over the limit of {limit:,}; shorten it or raise --max-line-bytes"
 
 
-def _check_unique(custom_id: str, seen: HashSet) -> None:
+def _check_unique(custom_id: str, seen: HashSet, lookups: FirstUse, line_no: int) -> None:
     if not seen.add(hash(custom_id)):
+        first = lookups.find(custom_id, before=line_no)
+        where = f"line {first}" if first is not None else "an earlier line"
         raise LineError(
-            f'custom_id "{_short(custom_id)}" is used by an earlier line; custom_ids must be unique in a file'
+            f'custom_id "{_short(custom_id)}" is used by {where} already; custom_ids must be unique in a file'
         )
+
+
+class FirstUse:
+    """Finds the line that first used a repeated custom_id by reading the file again up to it.
+
+    The duplicate check keeps only hashes (no line numbers: memory stays 14 bytes a line), so the
+    earlier line is looked up when a repeat is found: a byte search of the lines before it, each
+    candidate confirmed by parsing. Only the first ``MAX_LOOKUPS`` repeats of a file are looked
+    up (each costs a read of the file so far); later ones say "an earlier line".
+    """
+
+    MAX_LOOKUPS = 10
+
+    def __init__(self, path: Path, max_line_bytes: int) -> None:
+        self.path, self.max_line_bytes, self.done = path, max_line_bytes, 0
+
+    def find(self, custom_id: str, *, before: int) -> int | None:
+        if self.done >= self.MAX_LOOKUPS:
+            return None
+        self.done += 1
+        needles = {orjson.dumps(custom_id), json.dumps(custom_id).encode()}
+        with self.path.open("rb") as f:
+            for line_no, raw, size in _raw_lines(f, self.max_line_bytes):
+                if line_no >= before:
+                    return None
+                if size is None and any(n in raw for n in needles) and _custom_id_of(raw) == custom_id:
+                    return line_no
+        return None
+
+
+def _custom_id_of(raw: bytes) -> Any:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("custom_id") if isinstance(value, dict) else None
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batcher.reader import ParsedLine, ReadOptions, file_sha256, read_requests
+from batcher.reader import FirstUse, ParsedLine, ReadOptions, file_sha256, read_requests
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
 
@@ -87,7 +87,7 @@ def test_every_bad_line_of_a_hostile_file_is_reported_in_order(tmp_path: Path) -
     items = read(tmp_path, "\n".join(lines) + "\n")
     problems = [i for i in items if isinstance(i, Problem)]
     assert [p.line for p in problems] == list(range(2, len(lines) + 1))
-    assert "used by an earlier line" in problems[-1].message
+    assert 'custom_id "good" is used by line 1 already' in problems[-1].message
     assert all(str(p).startswith(f"{tmp_path / 'in.jsonl'}:{p.line}: ") for p in problems)
 
 
@@ -195,3 +195,25 @@ def test_integers_beyond_64_bits_are_refused(tmp_path: Path, value: str, ok: boo
     else:
         assert isinstance(item, Problem)
         assert item.line == 1 and "does not fit in 64 bits" in item.message
+
+
+def test_a_repeated_custom_id_names_the_line_that_used_it_first(tmp_path: Path) -> None:
+    rows = [line(custom_id=c) for c in ("a", "é-1", "b", "é-1", "a")]
+    problems = [i for i in read(tmp_path, "\n".join(rows) + "\n") if isinstance(i, Problem)]
+    assert [(p.line, p.message.split(";")[0]) for p in problems] == [
+        (4, 'custom_id "é-1" is used by line 2 already'),
+        (5, 'custom_id "a" is used by line 1 already'),
+    ]
+
+
+def test_repeats_past_the_lookup_cap_say_an_earlier_line(tmp_path: Path) -> None:
+    """Each lookup reads the file again, so only the first few repeats are looked up."""
+    n = FirstUse.MAX_LOOKUPS + 2
+    rows = [line(custom_id=f"id{i}") for i in range(n)] * 2
+    problems = [i for i in read(tmp_path, "\n".join(rows) + "\n") if isinstance(i, Problem)]
+    assert len(problems) == n
+    assert [p.message.split(" already")[0].rsplit(" ", 2)[-2:] for p in problems[:2]] == [
+        ["line", "1"],
+        ["line", "2"],
+    ]
+    assert all("used by an earlier line already" in p.message for p in problems[-2:])
