@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -191,19 +191,11 @@ def failure(item: WorkItem, call: Call, clean: Clean) -> LineResult:
 def out_of_patience(item: WorkItem, call: Call, waited: float, clean: Clean) -> LineResult:
     """A line the relay kept throttling (429, overload) for longer than ``--max-wait``."""
     c = call.classification
-    return LineResult(
-        request_id=item.request_id,
-        job_id=item.job_id,
-        state=RequestState.FAILED,
-        status_code=call.response.status if call.response else None,
-        response_body=_error_body(call.response, clean),
-        upstream_request_id=_request_id(call, clean),
-        error_code=clean(c.code or c.error_class),
-        error_message=clean(
-            f"still {c.error_class.replace('_', '-')} after waiting {waited:.0f} s (--max-wait); "
-            f"the relay's last answer: {c.message}. Raise --max-wait or lower the pace (--rpm)"
-        ),
+    message = (
+        f"still {c.error_class.replace('_', '-')} after waiting {waited:.0f} s (--max-wait); "
+        f"the relay's last answer: {c.message}. Raise --max-wait or lower the pace (--rpm)"
     )
+    return replace(failure(item, call, clean), error_message=clean(message))
 
 
 def capped(item: WorkItem, attempts: int) -> LineResult:
