@@ -153,12 +153,12 @@ def _wait_done(db_url: str, total: int, timeout: float = 3600) -> None:
 
 
 def _celery(tmp: Path, rl: Relay, source: Path, n: int, workers: int) -> float:
-    from benchmarks.suite import _start_worker
+    from benchmarks.runs import start_worker
 
     with own_redis(tmp) as broker, pg_schema() as db_url:
         env = env_for(tmp, rl.url, db_url, broker)
         subprocess.run(batcher("submit", str(source), "--no-queue"), env=env, check=True, capture_output=True)
-        procs = [_start_worker(tmp, env, f"w{i}") for i in range(workers)]
+        procs = [start_worker(tmp, env, f"w{i}") for i in range(workers)]
         time.sleep(5)  # workers up before the first message
         start = time.perf_counter()
         subprocess.run(batcher("resume", "1"), env=env, check=True, capture_output=True)

@@ -49,7 +49,7 @@ def celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: lis
         subprocess.run(
             batcher("submit", str(source), "--no-queue", *options), env=env, check=True, capture_output=True
         )
-        procs = [_start_worker(tmp, env, f"w{i}") for i in range(workers)]
+        procs = [start_worker(tmp, env, f"w{i}") for i in range(workers)]
         time.sleep(4)  # workers up before the first message
         start = time.perf_counter()
         subprocess.run(batcher("resume", "1"), env=env, check=True, capture_output=True)
@@ -63,7 +63,7 @@ def celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: lis
     return JobRun(seconds, counts)
 
 
-def _start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+def start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h"]
     command += ["--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
     with (tmp / f"{name}.log").open("wb") as log:

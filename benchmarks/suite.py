@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,19 +26,17 @@ import sqlalchemy as sa
 from benchmarks import dataset, pace
 from benchmarks.harness import (
     KEY,
-    Relay,
     batcher,
     chat_rows,
     embedding_rows,
     env_for,
     machine,
-    own_redis,
-    pg_schema,
     print_table,
     relay,
     timed,
     write_lines,
 )
+from benchmarks.runs import celery_run
 
 # --- 1. overhead ---------------------------------------------------------------------------------
 
@@ -61,48 +57,6 @@ async def _reference(url: str, lines: Path, out: Path, concurrency: int) -> None
             await asyncio.gather(*(one(r) for r in rows))
 
 
-def _wait_done(db_url: str, job_id: int, timeout: float = 900) -> None:
-    engine = sa.create_engine(db_url)
-    deadline = time.monotonic() + timeout
-    query = sa.text("SELECT count(*) FROM request WHERE job_id = :j AND state IN ('pending', 'running')")
-    try:
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                if conn.execute(query, {"j": job_id}).scalar_one() == 0:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"job {job_id} did not finish in {timeout} s")
-    finally:
-        engine.dispose()
-
-
-def _start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h"]
-    command += ["--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    with (tmp / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: list[str]) -> float:
-    """Seconds from submit to the last line done, with ``workers`` worker processes."""
-    with own_redis(tmp) as broker, pg_schema() as db_url:
-        env = env_for(tmp, rl.url, db_url, broker)
-        subprocess.run(
-            batcher("submit", str(source), "--no-queue", *options), env=env, check=True, capture_output=True
-        )
-        procs = [_start_worker(tmp, env, f"w{i}") for i in range(workers)]
-        time.sleep(4)  # workers up before the first message
-        start = time.perf_counter()
-        subprocess.run(batcher("resume", "1"), env=env, check=True, capture_output=True)
-        _wait_done(db_url, 1)
-        seconds = time.perf_counter() - start
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
-    return seconds
-
-
 def overhead(tmp: Path, n: int = 5000, concurrency: int = 64) -> None:
     source = write_lines(tmp / "overhead.jsonl", embedding_rows(n))
     run_opts = ["--no-pack", "--max-in-flight", str(concurrency)]
@@ -112,7 +66,7 @@ def overhead(tmp: Path, n: int = 5000, concurrency: int = 64) -> None:
         ref = n / (time.perf_counter() - start)
         env = env_for(tmp, rl.url, f"sqlite:///{tmp / 'overhead.db'}")
         embedded = timed(batcher("run", str(source), "-o", str(tmp / "out.jsonl"), *run_opts), env)
-        celery = _celery_run(tmp, rl, source, workers=2, options=run_opts)
+        celery = celery_run(tmp, rl, source, workers=2, options=run_opts).seconds
     rows = [
         ("reference (aiohttp loop → JSONL)", f"{ref:.0f}", "1.00"),
         (
@@ -136,7 +90,9 @@ def overhead(tmp: Path, n: int = 5000, concurrency: int = 64) -> None:
 def limits(tmp: Path, n: int = 5000, rps: int = 100) -> None:
     source = write_lines(tmp / "limits.jsonl", embedding_rows(n))
     with relay("--latency", "0.05", "--rps-limit", str(rps)) as rl:
-        seconds = _celery_run(tmp, rl, source, workers=2, options=["--no-pack", "--rpm", str(rps * 60)])
+        seconds = celery_run(
+            tmp, rl, source, workers=2, options=["--no-pack", "--rpm", str(rps * 60)]
+        ).seconds
         stats = rl.stats()
     answered = {int(k): v for k, v in stats["answered_per_second"].items()}
     steady = [answered[s] for s in sorted(answered)[2:-1]]
