@@ -84,6 +84,8 @@ def test_two_workers_on_one_host_have_their_own_node_names(cluster: Cluster, tmp
     cluster.wait_done(job_id)
     for proc in (first, second, named):
         proc.send_signal(signal.SIGTERM)
+    for proc in (first, second, named):
+        proc.wait(timeout=60)  # a warm shutdown: the task logs its summary before the worker exits
     logs = "\n".join(path.read_text(errors="replace") for path in cluster.logs.values())
     assert "DuplicateNodenameWarning" not in logs
     stamp = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO/ForkPoolWorker-\d+\] "
