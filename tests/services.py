@@ -3,7 +3,8 @@
 ``RedisServer`` runs a private ``redis-server`` on a free loopback port with its files in a
 temporary folder; a test may stop, restart or flush it at will. ``PostgresDatabase`` creates a
 database of its own on the local PostgreSQL and drops it at the end; tests use schemas inside it.
-The machine's Redis on 6379 and the ``test`` database are never read, written or flushed.
+The machine's Redis on 6379 and the ``test`` database are never written, flushed or restarted
+(``machine_redis_snapshot`` only reads the Redis, to prove that at the end of the session).
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class RedisServer:
         self.start()
 
     def flush(self) -> None:
+        """Empty this server; refused unless this object started it (never someone else's Redis)."""
+        if self.process is None or self.process.poll() is not None:
+            raise ServiceUnavailable(f"refusing to flush port {self.port}: this RedisServer is not running")
         client = redis.Redis(port=self.port)
         try:
             client.flushall()
