@@ -154,7 +154,7 @@ def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
         "job_id": job_id,
         "custom_id": line.custom_id,
         "line_no": line.line_no,
-        "endpoint": line.endpoint.value,
+        "endpoint": line.endpoint.path,
         "model": line.model,
         "body": line.body_json.decode(),
         "est_tokens": reservation_tokens(line.endpoint, line.body),

@@ -28,9 +28,9 @@ from typing import Any, BinaryIO
 import orjson
 
 from batcher.idset import HashSet
-from jobs.endpoints import ENDPOINT_LIST, Endpoint
+from jobs.endpoints import Endpoint
 from jobs.errors import Problem
-from workers.endpoints import BodyError, by_path, family_of
+from workers.endpoints import BodyError, by_path, family_of, route_list
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -291,19 +291,18 @@ def _check_method(data: dict[str, Any]) -> None:
 
 def _endpoint(url: Any) -> Endpoint:
     if not isinstance(url, str):
-        raise LineError(f'"url" must be one of {ENDPOINT_LIST} (got {_type(url)})')
-    family = by_path(url)
-    if family is not None:
-        return family.endpoint
+        raise LineError(f'"url" must be one of {route_list()} (got {_type(url)})')
+    if by_path(url) is not None:
+        return Endpoint(url)
     where = "the host comes from OPENAI_BASE_URL, never from the file"
     if "://" in url or url.startswith("//"):
-        raise LineError(f'"url" must be a path, one of {ENDPOINT_LIST} (got "{_short(url)}"); {where}')
+        raise LineError(f'"url" must be a path, one of {route_list()} (got "{_short(url)}"); {where}')
     if ".." in url or "?" in url or "#" in url:
         raise LineError(
-            f'"url" must be exactly one of {ENDPOINT_LIST}, without "..", a query or a fragment '
+            f'"url" must be exactly one of {route_list()}, without "..", a query or a fragment '
             f'(got "{_short(url)}"); {where}'
         )
-    raise LineError(f'"url" must be one of {ENDPOINT_LIST} (got "{_short(url)}"); {where}')
+    raise LineError(f'"url" must be one of {route_list()} (got "{_short(url)}"); {where}')
 
 
 def _model(body: dict[str, Any], default: str | None) -> str:

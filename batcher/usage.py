@@ -38,6 +38,7 @@ from jobs.models import RequestState
 from jobs.options import JobOptions
 from jobs.records import Usage
 from workers.cost import cost_of_attempt, upper_bound_cost
+from workers.endpoints import family_of
 from workers.prices import PriceBook
 
 KINDS = ("succeeded", "duplicate", "failed", "unknown", "other")
@@ -196,7 +197,7 @@ def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:
     if dim == "model":
         return str(row.line_model)
     if dim == "endpoint":
-        return row.line_endpoint.value
+        return row.line_endpoint.path
     if dim == "day":
         return _utc_day(row.started_at)
     options = jobs.get(row.job_id)[1]
@@ -214,12 +215,15 @@ def _utc_day(started: datetime) -> str:
 # --- counting one call --------------------------------------------------------------------------
 
 
-def _speech_characters(row: q.CallRow) -> int:
+def _unknown_characters(row: q.CallRow) -> int:
+    """The characters a call billed by characters (speech) may have used, read from its line."""
     try:
-        text = json.loads(row.speech_body or "{}").get("input")
-    except (json.JSONDecodeError, AttributeError):
+        body = json.loads(row.unknown_body or "{}")
+    except json.JSONDecodeError:
         return 0
-    return len(text) if isinstance(text, str) else 0
+    if not isinstance(body, dict):
+        return 0
+    return family_of(row.line_endpoint).expected_usage(body, default=None).characters
 
 
 def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal) -> None:
@@ -258,7 +262,7 @@ def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Dec
         totals.tokens["unknown"] += usage
         cost = cost_of_attempt(usage, price, group_ratio=ratio)
     else:
-        characters = _speech_characters(row) if row.speech_body else 0
+        characters = _unknown_characters(row) if row.unknown_body else 0
         tokens = 0 if characters else row.line_est_tokens
         totals.tokens["unknown"] += Usage(prompt_tokens=tokens, characters=characters)
         cost = upper_bound_cost(tokens, characters, price, group_ratio=ratio)

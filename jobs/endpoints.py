@@ -1,37 +1,48 @@
-"""The four API endpoints batcher calls, as the paths an OpenAI Batch input line names them.
+"""Endpoint: the route an input line names in its ``url``, as a typed value the store keeps.
 
-A line may only choose one of these paths, never a host: the base URL comes from settings.
+A line may only choose a path, never a host: the base URL comes from settings. Which paths are
+valid, and what each means, is the business of the endpoint families (``workers.endpoints``):
+this layer only carries the path and knows where a path goes below a base URL, so a new family is
+one module there and nothing here.
+
+Most routes hang off the API version the base URL ends in (``/v1/chat/completions`` goes to
+``{base}/chat/completions``); native and task routes hang off the relay's root instead
+(``/v1beta/models/...``, ``/mj/submit/imagine``): with ``OPENAI_BASE_URL=https://relay/v1`` they
+go to ``https://relay/v1beta/...`` and ``https://relay/mj/...``.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from dataclasses import dataclass
+
+VERSION_PREFIX = "/v1/"
 
 
-class Endpoint(StrEnum):
-    """An endpoint path as written in the ``url`` field of an OpenAI Batch input line."""
+@dataclass(frozen=True, slots=True, order=True)
+class Endpoint:
+    """A route path as written in the ``url`` field of an input line (``/v1/embeddings``)."""
 
-    CHAT = "/v1/chat/completions"
-    COMPLETIONS = "/v1/completions"
-    EMBEDDINGS = "/v1/embeddings"
-    SPEECH = "/v1/audio/speech"
+    path: str
 
-    @property
-    def kind(self) -> str:
-        """A short name: chat, completions, embeddings or speech (queue names, tables)."""
-        return _KINDS[self]
+    def __str__(self) -> str:
+        return self.path
 
     @property
     def relative_path(self) -> str:
-        """The path below the base URL, which already ends in the API version (``.../v1``)."""
-        return self.value.removeprefix("/v1/")
+        """The path below a base URL that ends in ``/v1``; a root route keeps its leading slash."""
+        if self.path.startswith(VERSION_PREFIX):
+            return self.path.removeprefix(VERSION_PREFIX)
+        return self.path
+
+    def url_under(self, base_url: str) -> str:
+        """The full URL of this route for a relay whose API base URL is ``base_url``."""
+        base = base_url.rstrip("/")
+        if self.path.startswith(VERSION_PREFIX):
+            return f"{base}/{self.relative_path}"
+        return relay_root(base) + self.path
 
 
-_KINDS = {
-    Endpoint.CHAT: "chat",
-    Endpoint.COMPLETIONS: "completions",
-    Endpoint.EMBEDDINGS: "embeddings",
-    Endpoint.SPEECH: "speech",
-}
-
-ENDPOINT_LIST = ", ".join(e.value for e in Endpoint)
+def relay_root(base_url: str) -> str:
+    """The relay's root: the base URL without the API version it ends in (``/v1``)."""
+    base = base_url.rstrip("/")
+    return base.removesuffix("/v1")

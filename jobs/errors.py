@@ -9,7 +9,8 @@ into this tree at the one boundary that talks to that library.
     ├── ConfigError          settings are missing or invalid
     ├── InputError           a JSONL input file has invalid lines (carries every problem)
     ├── StoreError           the SQL store cannot be reached or used
-    │   └── JobNotFound      no job has the given id
+    │   ├── JobNotFound      no job has the given id
+    │   └── UnknownEndpoint  a stored line names a route no endpoint family serves
     ├── JobStateError        the job is not in a state that allows the operation
     ├── ApiError             the API answered in a way that ends a line or a job
     ├── BrokerError          the Celery broker cannot be reached
@@ -75,6 +76,10 @@ class JobNotFound(StoreError):
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id}; run `batcher jobs` to list the jobs in this store")
+
+
+class UnknownEndpoint(StoreError):
+    """Raised when a stored line names a route no endpoint family serves (a newer batcher stored it)."""
 
 
 class JobStateError(BatcherError):

@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 
+from jobs.endpoints import Endpoint
 from jobs.records import WorkItem
 from workers.answers import AnswerBudget, answer_bytes
 from workers.units import Unit
 
 
 def unit(endpoint: str, bodies: list[dict[str, object]], model: str = "text-embedding-3-small") -> Unit:
-    items = [WorkItem(i, 1, f"c{i}", endpoint, model, "{}", 0, 1) for i in range(len(bodies))]
+    items = [WorkItem(i, 1, f"c{i}", Endpoint(endpoint), model, "{}", 0, 1) for i in range(len(bodies))]
     return Unit(items, [dict(b) for b in bodies])
 
 

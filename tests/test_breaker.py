@@ -15,11 +15,11 @@ import pytest
 from batcher.devrelay import RelayConfig, RelayServer
 from jobs import store as q
 from jobs.db import Store
-from jobs.endpoints import Endpoint
 from jobs.models import JobStatus
 from tests.helpers import RELAY_KEY, all_attempts, batch_line, invoke, write_jsonl
 from workers.breaker import TRIP_CALLS, Breaker
 from workers.client import RawResponse
+from workers.endpoints.chat import CHAT
 from workers.outcomes import Call
 from workers.retry import Classification, Verdict
 
@@ -125,7 +125,7 @@ DOWN = call(None, Verdict.RETRY, "connection")
 def feed(breaker: Breaker, calls: list[Call]) -> str | None:
     tripped = None
     for i, c in enumerate(calls):
-        tripped = breaker.observe(c, [i], Endpoint.CHAT) or tripped
+        tripped = breaker.observe(c, [i], CHAT) or tripped
     return tripped
 
 
@@ -148,4 +148,4 @@ def test_breaker_table(calls: list[Call], trips: bool) -> None:
 def test_breaker_counts_lines_not_retries_of_one_line() -> None:
     breaker = Breaker("http://r/v1")
     for _ in range(TRIP_CALLS * 2):
-        assert breaker.observe(DOWN, [7], Endpoint.CHAT) is None
+        assert breaker.observe(DOWN, [7], CHAT) is None

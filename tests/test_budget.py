@@ -6,6 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from jobs.store import ModelUsage
 from workers.budget import Budget, spend_of
@@ -95,7 +96,7 @@ CHAT = {"messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 10,
 def test_estimate_prices_the_token_estimate(
     endpoint: str, model: str, body: dict[str, object], expected: D
 ) -> None:
-    assert budget("1").estimate(endpoint, model, [body]) == expected
+    assert budget("1").estimate(Endpoint(endpoint), model, [body]) == expected
 
 
 def test_a_group_ratio_applies_to_relay_prices_only() -> None:

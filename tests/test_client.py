@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import load_settings
 from workers.client import (
@@ -17,6 +16,8 @@ from workers.client import (
     get,
     normalize_base_url,
 )
+from workers.endpoints.chat import CHAT
+from workers.endpoints.embeddings import EMBEDDINGS
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ async def test_call_posts_to_endpoint_with_bearer_key() -> None:
 
     config = ClientConfig("https://relay.example.com/v1", "sk-secret-123456")
     async with ApiClient(config, transport=httpx.MockTransport(handler)) as client:
-        answer = await client.call(Endpoint.EMBEDDINGS, b'{"model":"m","input":"x"}')
+        answer = await client.call(EMBEDDINGS, b'{"model":"m","input":"x"}')
     assert answer.status == 200
     assert str(seen[0].url) == "https://relay.example.com/v1/embeddings"
     assert seen[0].headers["authorization"] == "Bearer sk-secret-123456"
@@ -76,7 +77,7 @@ async def test_call_does_not_follow_redirects_nor_send_key_elsewhere() -> None:
 
     config = ClientConfig("https://relay.example.com/v1", "sk-secret-123456")
     async with ApiClient(config, transport=httpx.MockTransport(handler)) as client:
-        answer = await client.call(Endpoint.CHAT, b"{}")
+        answer = await client.call(CHAT, b"{}")
     assert answer.status == 302
     assert [r.url.host for r in seen] == ["relay.example.com"]  # the redirect was not followed
     assert "sk-secret" not in repr(client)
@@ -107,7 +108,7 @@ async def test_real_transport_reaches_a_loopback_server() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with ApiClient(ClientConfig(f"http://127.0.0.1:{port}/v1", "sk-loop-1234567")) as client:
-            answer = await client.call(Endpoint.CHAT, b"{}")
+            answer = await client.call(CHAT, b"{}")
     finally:
         await runner.cleanup()
     assert answer.status == 200
@@ -131,7 +132,7 @@ async def test_transport_errors_become_no_answer(
     async with ApiClient(
         ClientConfig("https://relay.test/v1", "sk-x"), transport=httpx.MockTransport(fail)
     ) as client:
-        answer = await client.call(Endpoint.CHAT, b"{}")
+        answer = await client.call(CHAT, b"{}")
     assert isinstance(answer, NoAnswer)
     assert (answer.classification.error_class, answer.classification.sent) == (error_class, sent)
 

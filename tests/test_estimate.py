@@ -14,6 +14,10 @@ import pytest
 from batcher.estimate import estimate_file, estimate_lines, output_tokens
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
+from workers.endpoints.chat import CHAT
+from workers.endpoints.completions import COMPLETIONS
+from workers.endpoints.embeddings import EMBEDDINGS
+from workers.endpoints.speech import SPEECH
 from workers.prices import default_book
 
 
@@ -34,14 +38,14 @@ def ten_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
 @pytest.mark.parametrize(
     ("endpoint", "body", "typical", "expected"),
     [
-        (Endpoint.CHAT, {"max_tokens": 100}, None, 100),
-        (Endpoint.CHAT, {"max_completion_tokens": 50, "max_tokens": 100}, None, 50),
-        (Endpoint.CHAT, {"max_tokens": 100, "n": 3}, None, 300),
-        (Endpoint.CHAT, {}, 200, 200),
-        (Endpoint.CHAT, {"n": 2}, 200, 400),
-        (Endpoint.CHAT, {}, None, None),  # unknown: the caller must say so
-        (Endpoint.COMPLETIONS, {"max_tokens": 16}, None, 16),
-        (Endpoint.EMBEDDINGS, {"input": "x"}, 200, 0),
+        (CHAT, {"max_tokens": 100}, None, 100),
+        (CHAT, {"max_completion_tokens": 50, "max_tokens": 100}, None, 50),
+        (CHAT, {"max_tokens": 100, "n": 3}, None, 300),
+        (CHAT, {}, 200, 200),
+        (CHAT, {"n": 2}, 200, 400),
+        (CHAT, {}, None, None),  # unknown: the caller must say so
+        (COMPLETIONS, {"max_tokens": 16}, None, 16),
+        (EMBEDDINGS, {"input": "x"}, 200, 0),
     ],
 )
 def test_output_tokens(
@@ -52,10 +56,10 @@ def test_output_tokens(
 
 def test_estimate_per_model() -> None:
     lines = [
-        Line(Endpoint.CHAT, "gpt-4o-mini", {"max_tokens": 100}),
-        Line(Endpoint.CHAT, "gpt-4o-mini", {"max_tokens": 100}),
-        Line(Endpoint.SPEECH, "tts-1", {"input": "x" * 1000}),
-        Line(Endpoint.CHAT, "mystery-model", {"max_tokens": 5}),
+        Line(CHAT, "gpt-4o-mini", {"max_tokens": 100}),
+        Line(CHAT, "gpt-4o-mini", {"max_tokens": 100}),
+        Line(SPEECH, "tts-1", {"input": "x" * 1000}),
+        Line(CHAT, "mystery-model", {"max_tokens": 5}),
         Problem("in.jsonl", 5, "bad"),
     ]
     est = estimate_lines(lines, default_book(), count_prompt=ten_tokens)
@@ -76,7 +80,7 @@ def test_estimate_per_model() -> None:
     [(None, "counted as 0, so the cost is too low; pass --typical-output N"), (300, "--typical-output 300")],
 )
 def test_lines_without_max_tokens_are_stated(typical: int | None, note: str) -> None:
-    lines = [Line(Endpoint.CHAT, "gpt-4o-mini", {})]
+    lines = [Line(CHAT, "gpt-4o-mini", {})]
     est = estimate_lines(lines, default_book(), typical_output=typical, count_prompt=ten_tokens)
     assert any(note in a for a in est.assumptions)
     assert est.models[0].output_tokens == (typical or 0)

@@ -13,6 +13,9 @@ from jobs.endpoints import Endpoint
 from jobs.records import LineResult, Usage, WorkItem
 from workers import outcomes
 from workers.client import RawResponse
+from workers.endpoints.chat import CHAT
+from workers.endpoints.embeddings import EMBEDDINGS
+from workers.endpoints.speech import SPEECH
 from workers.outcomes import Answered, Call
 from workers.resultfiles import write_result_file
 from workers.retry import Classification, Verdict
@@ -27,7 +30,7 @@ def clean(text: str) -> str:
     return text.replace(KEY, "***")
 
 
-def line(n: int = 1, endpoint: Endpoint = Endpoint.CHAT, body: dict[str, object] | None = None) -> WorkItem:
+def line(n: int = 1, endpoint: Endpoint = CHAT, body: dict[str, object] | None = None) -> WorkItem:
     return WorkItem(n, 7, f"c{n}", endpoint, "m", orjson.dumps(body or {"model": "m"}).decode(), 0, 5)
 
 
@@ -76,7 +79,7 @@ def test_a_single_json_answer_is_one_success() -> None:
 
 
 def test_a_packed_answer_is_split_per_line_with_usage_that_adds_up() -> None:
-    items = [line(1, Endpoint.EMBEDDINGS), line(2, Endpoint.EMBEDDINGS)]
+    items = [line(1, EMBEDDINGS), line(2, EMBEDDINGS)]
     unit = Unit(items, [{"model": "m", "input": "a"}, {"model": "m", "input": ["b", "c"]}])
     answer = {
         "data": [{"index": i, "embedding": [float(i)]} for i in range(3)],
@@ -92,9 +95,7 @@ def test_a_packed_answer_is_split_per_line_with_usage_that_adds_up() -> None:
 
 
 def test_a_packed_answer_that_does_not_split_is_a_value_error() -> None:
-    unit = Unit(
-        [line(1, Endpoint.EMBEDDINGS), line(2, Endpoint.EMBEDDINGS)], [{"input": "a"}, {"input": "b"}]
-    )
+    unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}])
     with pytest.raises(ValueError, match=r"\d"):
         outcomes.json_results(
             unit, call(OK, 200, orjson.dumps({"data": [{"index": 0, "embedding": [1.0]}]})), clean
@@ -124,7 +125,7 @@ def test_a_capped_line_says_to_raise_max_attempts() -> None:
 
 def test_a_speech_answer_is_a_file_with_its_format_and_characters(tmp_path: Path) -> None:
     request = {"model": "tts", "input": "hello", "voice": "alloy", "response_format": "wav"}
-    item = line(3, Endpoint.SPEECH, request)
+    item = line(3, SPEECH, request)
     assert outcomes.audio_name(item, request) == "3.wav"
     path = tmp_path / "3.wav"
     result = outcomes.speech_result(item, request, call(OK, 200, b"RIFF"), path, clean)

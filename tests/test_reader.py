@@ -10,8 +10,11 @@ import orjson
 import pytest
 
 from batcher.reader import FirstUse, ParsedLine, ReadOptions, file_sha256, read_requests
-from jobs.endpoints import Endpoint
 from jobs.errors import Problem
+from workers.endpoints.chat import CHAT
+from workers.endpoints.completions import COMPLETIONS
+from workers.endpoints.embeddings import EMBEDDINGS
+from workers.endpoints.speech import SPEECH
 
 
 def line(custom_id: Any = "a", url: Any = "/v1/embeddings", body: Any = None, **extra: Any) -> str:
@@ -122,18 +125,18 @@ def test_openai_batch_lines_for_all_four_endpoints(tmp_path: Path) -> None:
     assert all(isinstance(i, ParsedLine) for i in items)
     parsed = [i for i in items if isinstance(i, ParsedLine)]
     assert [i.endpoint for i in parsed] == [
-        Endpoint.CHAT,
-        Endpoint.COMPLETIONS,
-        Endpoint.EMBEDDINGS,
-        Endpoint.SPEECH,
-        Endpoint.EMBEDDINGS,
+        CHAT,
+        COMPLETIONS,
+        EMBEDDINGS,
+        SPEECH,
+        EMBEDDINGS,
     ]
     assert json.loads(parsed[0].body_json) == parsed[0].body
 
 
 def test_bare_bodies_with_endpoint_and_default_model(tmp_path: Path) -> None:
     content = '{"input": "a"}\n{"model": "other", "input": "b"}\n'
-    items = read(tmp_path, content, ReadOptions(endpoint=Endpoint.EMBEDDINGS, model="default-model"))
+    items = read(tmp_path, content, ReadOptions(endpoint=EMBEDDINGS, model="default-model"))
     assert [(i.custom_id, i.model) for i in items if isinstance(i, ParsedLine)] == [
         ("line-1", "default-model"),
         ("line-2", "other"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from workers.endpoints.chat import CHAT
 from workers.retry import (
     Throttle,
     Verdict,
@@ -371,11 +372,10 @@ def test_classify_exception_table(exc: Exception, error_class: str, sent: bool) 
 
 async def test_classify_exception_refused_connection_behind_aiohttp_was_never_sent() -> None:
     """httpx-aiohttp reports a refused connection as ConnectTimeout; it still was never sent."""
-    from jobs.endpoints import Endpoint
     from workers.client import ApiClient, ClientConfig, NoAnswer
 
     async with ApiClient(ClientConfig("http://127.0.0.1:1/v1", "sk-x-00000000")) as client:
-        answer = await client.call(Endpoint.CHAT, b"{}")  # the client translates with classify_exception
+        answer = await client.call(CHAT, b"{}")  # the client translates with classify_exception
     assert isinstance(answer, NoAnswer)
     c = answer.classification
     assert (c.error_class, c.sent) == ("connection", False)

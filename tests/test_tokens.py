@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from jobs.endpoints import Endpoint
 from workers.tokens import (
     estimate_prompt_tokens,
     estimate_text_tokens,
@@ -65,7 +66,7 @@ CHAT = "/v1/chat/completions"
     ],
 )
 def test_estimate_prompt_tokens_table(endpoint: str, body: dict[str, Any], expected: int) -> None:
-    assert estimate_prompt_tokens(endpoint, body) == expected
+    assert estimate_prompt_tokens(Endpoint(endpoint), body) == expected
 
 
 @pytest.mark.parametrize(
@@ -82,9 +83,9 @@ def test_estimate_prompt_tokens_table(endpoint: str, body: dict[str, Any], expec
     ],
 )
 def test_expected_completion_tokens_table(endpoint: str, body: dict[str, Any], expected: int) -> None:
-    assert expected_completion_tokens(endpoint, body) == expected
+    assert expected_completion_tokens(Endpoint(endpoint), body) == expected
 
 
 def test_reservation_is_prompt_plus_expected_completion() -> None:
     body = {"messages": [{"role": "user", "content": "hello world!"}], "max_tokens": 50}
-    assert reservation_tokens(CHAT, body) == 10 + 50
+    assert reservation_tokens(Endpoint(CHAT), body) == 10 + 50

@@ -10,14 +10,16 @@ import pytest
 
 from jobs.endpoints import Endpoint
 from jobs.records import WorkItem
+from workers.endpoints.chat import CHAT
+from workers.endpoints.embeddings import EMBEDDINGS
 from workers.packing import PackLimits
 from workers.units import Unit, units_from
 
 
 def item(
-    n: int, endpoint: Endpoint = Endpoint.EMBEDDINGS, *, model: str = "m", est: int = 5, **body: object
+    n: int, endpoint: Endpoint = EMBEDDINGS, *, model: str = "m", est: int = 5, **body: object
 ) -> WorkItem:
-    payload = {"model": model, "input": f"text {n}"} if endpoint is Endpoint.EMBEDDINGS else {"model": model}
+    payload = {"model": model, "input": f"text {n}"} if endpoint == EMBEDDINGS else {"model": model}
     return WorkItem(n, 1, f"c{n}", endpoint, model, orjson.dumps(payload | body).decode(), 0, est)
 
 
@@ -36,7 +38,7 @@ async def test_a_pack_is_closed_by_its_token_budget() -> None:
 
 
 async def test_different_keys_and_other_endpoints_do_not_mix() -> None:
-    items = [item(1), item(2, dimensions=64), item(3), item(4, Endpoint.CHAT), item(5, model="other")]
+    items = [item(1), item(2, dimensions=64), item(3), item(4, CHAT), item(5, model="other")]
     units = await collect(items, PackLimits(max_inputs=10))
     assert sorted(units) == [[1, 3], [2], [4], [5]]
 
@@ -77,11 +79,11 @@ def test_a_unit_knows_its_call() -> None:
     unit = Unit(
         [item(1, est=3), item(2, est=4)], [{"model": "m", "input": "a"}, {"model": "m", "input": ["b", "c"]}]
     )
-    assert (unit.packed, unit.endpoint, unit.model, unit.est_tokens) == (True, Endpoint.EMBEDDINGS, "m", 7)
+    assert (unit.packed, unit.endpoint, unit.model, unit.est_tokens) == (True, EMBEDDINGS, "m", 7)
     assert orjson.loads(unit.content()) == {"model": "m", "input": ["a", "b", "c"]}
     assert unit.spans() == [(0, 1), (1, 3)]
     first, second = unit.halves()
     assert ([i.request_id for i in first.items], [i.request_id for i in second.items]) == ([1], [2])
-    single = Unit.single(item(9, Endpoint.CHAT))
+    single = Unit.single(item(9, CHAT))
     assert not single.packed
-    assert single.content() == item(9, Endpoint.CHAT).body.encode()
+    assert single.content() == item(9, CHAT).body.encode()

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from jobs.endpoints import Endpoint
+from workers.endpoints.embeddings import EMBEDDINGS
 from workers.packing import inputs_of
 from workers.units import Unit
 
@@ -33,7 +33,7 @@ def expected_dimensions(model: str, dimensions: object) -> int:
 
 def answer_bytes(unit: Unit) -> int:
     """About how many bytes the unit's answer will be; 0 when it is small."""
-    if unit.endpoint != Endpoint.EMBEDDINGS:
+    if unit.endpoint != EMBEDDINGS:
         return 0
     body = unit.requests[0]
     dim = expected_dimensions(unit.model, body.get("dimensions"))

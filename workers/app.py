@@ -34,6 +34,7 @@ from kombu.entity import Exchange, Queue
 
 from jobs.endpoints import Endpoint
 from jobs.settings import Settings, load_settings
+from workers.endpoints import families, family_of
 from workers.redact import LOG_FORMAT
 
 TASK_LOG_FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
@@ -45,11 +46,11 @@ VISIBILITY_TIMEOUT_S = 3600
 
 
 def queue_name(endpoint: Endpoint) -> str:
-    """The queue of an endpoint kind: ``batcher.chat``, ``batcher.embeddings``, ..."""
-    return QUEUE_PREFIX + endpoint.kind
+    """The queue of an endpoint's family: ``batcher.chat``, ``batcher.embeddings``, ..."""
+    return QUEUE_PREFIX + family_of(endpoint).name
 
 
-QUEUE_NAMES = [queue_name(e) for e in Endpoint]
+QUEUE_NAMES = [QUEUE_PREFIX + f.name for f in families()]
 
 
 def make_app(settings: Settings) -> Celery:

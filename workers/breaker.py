@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from jobs.endpoints import Endpoint
 from jobs.records import LineResult, WorkItem
 from workers.blame import blames_the_call
+from workers.endpoints import families
 from workers.outcomes import Call
 from workers.retry import Verdict
 from workers.units import Unit
@@ -142,7 +143,7 @@ class Breaker:
         self._held, self._run, self._lines, self._calls = [], None, set(), 0
 
     def _message(self, sig: Signature, call: Call, endpoint: Endpoint) -> str:
-        url = f"{self.base_url}/{endpoint.relative_path}"
+        url = endpoint.url_under(self.base_url)
         n = self._calls
         fix = "then `batcher run-job JOB` (workers: `batcher resume JOB`); the lines are still pending"
         if sig.kind == Kind.CONNECTION:
@@ -174,7 +175,8 @@ class Breaker:
     def _route(self, url: str, n: int) -> str:
         text = f"the relay answered 404 Not Found for {url} on {n} lines in a row: that route does not exist"
         path = urlsplit(self.base_url).path.rstrip("/")
-        doubled = [e.relative_path for e in Endpoint if path.endswith("/" + e.relative_path)]
+        routes = (Endpoint(p).relative_path for f in families() for p in f.paths)
+        doubled = [r for r in routes if path.endswith("/" + r)]
         if doubled:
             base = self.base_url.rstrip("/").removesuffix("/" + doubled[0])
             text += (

@@ -142,15 +142,16 @@ class ApiClient:
 
     Requests go straight to the transport as ``httpx.Request`` objects: the client machinery
     (auth flows, redirect handling, cookies, event hooks) costs more CPU per call than the
-    transport itself, and batcher needs none of it. Every URL is the configured base URL plus one
-    of the four endpoint paths, so the ``Authorization`` header can only reach the configured
-    host, and a transport never follows redirects (a 3xx comes back as an answer).
+    transport itself, and batcher needs none of it. Every URL is the configured base URL (or the
+    relay's root, for native and task routes) plus a route path validated at ingest, so the
+    ``Authorization`` header can only reach the configured host, and a transport never follows
+    redirects (a 3xx comes back as an answer).
     """
 
     def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self._transport = transport or _fast_transport(config)
-        self._urls = {e: httpx.URL(f"{config.base_url}/{e.relative_path}") for e in Endpoint}
+        self._urls: dict[Endpoint, httpx.URL] = {}
         headers = {"Content-Type": JSON, "Accept": "application/json, */*"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -167,7 +168,7 @@ class ApiClient:
             headers = httpx.Headers(self._headers)
             headers["Content-Type"] = content_type
         request = httpx.Request(
-            "POST", self._urls[endpoint], headers=headers, content=body, extensions=self._extensions
+            "POST", self._url(endpoint), headers=headers, content=body, extensions=self._extensions
         )
         try:
             response = await self._transport.handle_async_request(request)
@@ -178,6 +179,12 @@ class ApiClient:
         except httpx.TransportError as exc:
             return no_answer(exc)
         return RawResponse(response.status_code, response.headers, content)
+
+    def _url(self, endpoint: Endpoint) -> httpx.URL:
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = self._urls[endpoint] = httpx.URL(endpoint.url_under(self.config.base_url))
+        return url
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -13,6 +13,7 @@ import click
 from batcher.reader import ReadOptions
 from jobs.endpoints import Endpoint
 from jobs.options import JobOptions
+from workers.endpoints import families
 from workers.ratelimit import parse_reset
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,7 +24,7 @@ def reader_options(func: F) -> F:
     decorators = [
         click.option(
             "--endpoint",
-            type=click.Choice([e.value for e in Endpoint]),
+            type=click.Choice([p for f in families() for p in f.paths]),
             help="Endpoint for bare request bodies (lines without custom_id/url/body).",
         ),
         click.option("--model", help="Model for bodies that name none."),

@@ -43,7 +43,6 @@ from batcher.devrelay.faults import (
     retry_after_headers,
 )
 from batcher.devrelay.stats import RelayStats
-from jobs.endpoints import Endpoint
 
 
 @dataclass
@@ -108,10 +107,10 @@ class Relay:
         self.enforcer = Enforcer(self.config.rules, in_flight=in_flight)
 
     def app(self) -> web.Application:
-        """The aiohttp application: four endpoints plus ``/_stats`` and ``/_reset``."""
+        """The aiohttp application: the routes it serves plus ``/_stats`` and ``/_reset``."""
         app = web.Application(client_max_size=64 * 1024**2)
-        for endpoint in Endpoint:
-            app.router.add_post(endpoint.value, self._handler(endpoint))
+        for route, build in self._builders().items():
+            app.router.add_post(route, self._handler(build))
         app.router.add_get("/v1/dashboard/billing/subscription", self._subscription)
         app.router.add_get("/v1/dashboard/billing/usage", self._usage)
         app.router.add_get("/_stats", self._stats)
@@ -145,19 +144,19 @@ class Relay:
         self.reset()
         return web.Response(body=b'{"ok":true}', content_type=JSON)
 
-    def _handler(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _handler(self, build: _Builder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             task = asyncio.current_task()
             assert task is not None
             self.inflight.add(task)
             try:
-                return await self._handle(request, endpoint)
+                return await self._handle(request, build)
             finally:
                 self.inflight.discard(task)
 
         return handle
 
-    async def _handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, build: _Builder) -> web.StreamResponse:
         raw = await request.read()
         call = self._receive(request)
         try:
@@ -171,7 +170,7 @@ class Relay:
         if refusal is not None:
             return refusal
         try:
-            served: _Served | InvalidBody = self._build(endpoint, body)
+            served: _Served | InvalidBody = build(_object(body))
         except InvalidBody as exc:
             served = exc
         tokens = served.usage.get("total_tokens", 0) if isinstance(served, _Served) else 0
@@ -180,13 +179,11 @@ class Relay:
             return self._refuse(call, limited)
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.enforcer.in_flight)
         try:
-            return await self._admitted(call, endpoint, raw, served)
+            return await self._admitted(call, raw, served)
         finally:
             self.enforcer.leave()
 
-    async def _admitted(
-        self, call: _Call, endpoint: Endpoint, raw: bytes, served: _Served | InvalidBody
-    ) -> web.StreamResponse:
+    async def _admitted(self, call: _Call, raw: bytes, served: _Served | InvalidBody) -> web.StreamResponse:
         if self.config.latency > 0:
             await asyncio.sleep(self.config.latency)
         call.headers = self.enforcer.headers(call.api_key, time.time())
@@ -205,17 +202,15 @@ class Relay:
         self.stats.per_second[now] += 1
         return _Call(request, f"req_{next(self._ids)}", now)
 
-    def _build(self, endpoint: Endpoint, body: Any) -> _Served:
-        if not isinstance(body, dict):
-            raise InvalidBody("the request body must be a JSON object")
-        if endpoint is Endpoint.CHAT:
-            return _Served(*chat_answer(body), JSON)
-        if endpoint is Endpoint.COMPLETIONS:
-            return _Served(*completion_answer(body), JSON)
-        if endpoint is Endpoint.EMBEDDINGS:
-            return _Served(*embedding_answer(body, self.config.embedding_dim), JSON)
-        audio, usage = speech_answer(body)
-        return _Served(audio, usage, audio_content_type(body))
+    def _builders(self) -> dict[str, _Builder]:
+        """The answer each route serves, by path (one entry per route the stand-in relay knows)."""
+        dim = self.config.embedding_dim
+        return {
+            "/v1/chat/completions": lambda body: _Served(*chat_answer(body), JSON),
+            "/v1/completions": lambda body: _Served(*completion_answer(body), JSON),
+            "/v1/embeddings": lambda body: _Served(*embedding_answer(body, dim), JSON),
+            "/v1/audio/speech": _speech,
+        }
 
     def _unauthorized(self, call: _Call) -> web.Response | None:
         """A 401 for a missing or wrong key."""
@@ -335,3 +330,18 @@ class Relay:
 
 
 # --- Running it ------------------------------------------------------------------------------
+
+
+_Builder = Callable[[dict[str, Any]], "_Served"]
+
+
+def _object(body: Any) -> dict[str, Any]:
+    """The body when it is a JSON object; raises ``InvalidBody`` for anything else."""
+    if not isinstance(body, dict):
+        raise InvalidBody("the request body must be a JSON object")
+    return body
+
+
+def _speech(body: dict[str, Any]) -> _Served:
+    audio, usage = speech_answer(body)
+    return _Served(audio, usage, audio_content_type(body))

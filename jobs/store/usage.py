@@ -64,7 +64,7 @@ class CallRow:
     line_endpoint: Endpoint
     line_est_tokens: int
     line_usage: Usage | None  # what the line was stored with
-    speech_body: str | None  # only for a speech call that got no answer: its input's length counts
+    unknown_body: str | None  # only for a call that got no answer: what its line asked for
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
 
 
@@ -136,11 +136,8 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
     first_ok = (
         sa.select(sa.func.min(a2.c.id)).where(a2.c.request_id == _att.c.request_id, a2.c.outcome == "ok")
     ).scalar_subquery()
-    # The body is read only where an unknown speech call needs its input's length.
-    speech_body = sa.case(
-        (sa.and_(_req.c.endpoint == Endpoint.SPEECH.value, _att.c.status_code.is_(None)), _req.c.body),
-        else_=sa.null(),
-    )
+    # The body is read only for a call that got no answer: its family prices what it may have cost.
+    unknown_body = sa.case((_att.c.status_code.is_(None), _req.c.body), else_=sa.null())
     return [
         *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent", "error_class")),
         _att.c.call_id,
@@ -148,7 +145,7 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
         (first_ok == _att.c.id).label("first_ok"),
         *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens")),
         *_usage_columns(_req, "line_"),
-        speech_body.label("speech_body"),
+        unknown_body.label("unknown_body"),
     ]
 
 
@@ -203,6 +200,6 @@ def _call_row(row: Any) -> CallRow:
         line_endpoint=Endpoint(row.line_endpoint),
         line_est_tokens=int(row.line_est_tokens or 0),
         line_usage=_usage(row, "line_") if row.line_state == RequestState.SUCCEEDED else None,
-        speech_body=row.speech_body,
+        unknown_body=row.unknown_body,
         call_id=row.call_id,
     )

@@ -1,8 +1,8 @@
 """Endpoint families: one module per kind of API call (see ``workers.endpoints.base``).
 
 ``family_of(endpoint)`` is how the rest of batcher asks what an endpoint means; adding a family
-is one module here, one entry in ``registry``, and its rows in ``tests/test_endpoints.py``
-(README, "Adding an endpoint family").
+is one module here (the registry finds it) and its test file (README, "Adding an endpoint
+family").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from workers.endpoints.base import (
     RequestContent,
     answered_usage,
 )
-from workers.endpoints.registry import by_path, families, family_of, override
+from workers.endpoints.registry import by_path, families, family_of, override, route_list
 from workers.tokens import DEFAULT_COMPLETION
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "families",
     "family_of",
     "override",
+    "route_list",
 ]

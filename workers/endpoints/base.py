@@ -1,8 +1,9 @@
 """What an endpoint family is: the one place that knows one kind of API call.
 
-A family declares its path (an ``Endpoint``), how a line's body is validated, how its tokens (or
-characters) are estimated before the call, how the request is built, how an OK answer becomes the
-body and usage the store keeps, and what the exports show of it. The reader, the estimator, the
+A family declares the routes it serves (``paths``, or ``accepts`` for a pattern), how a line's
+body is validated, how its tokens (or characters) are estimated before the call, how the request
+is built, how an OK answer becomes the body and usage the store keeps, and what the exports show
+of it. The reader, the estimator, the
 budget, the executor and the exporters ask the family (``workers.endpoints.family_of``) and never
 compare endpoint paths themselves.
 
@@ -17,7 +18,6 @@ from typing import Any, ClassVar
 
 import orjson
 
-from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from jobs.vectors import Vectors
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
@@ -54,14 +54,26 @@ class RequestContent:
 
 
 class Family:
-    """One endpoint family; see the module docstring. Subclasses set ``endpoint`` and ``name``."""
+    """One endpoint family; see the module docstring. Subclasses set ``paths`` and ``name``.
 
-    endpoint: ClassVar[Endpoint]
+    The registry (``workers.endpoints.registry``) finds every ``Family`` subclass defined in a
+    module of this package: a new family is one module and nothing else.
+    """
+
+    paths: ClassVar[tuple[str, ...]] = ()  # the exact routes served, as a line's "url" names them
     name: ClassVar[str]  # short: queue names, tables, messages
     binary_answer: ClassVar[bool] = False  # the answer is a file (audio), not JSON
     packable: ClassVar[bool] = False  # several lines may share one call (``workers.packing``)
 
     # --- a line ---------------------------------------------------------------------------------
+
+    def accepts(self, path: str) -> bool:
+        """Whether this family serves the route ``path`` (a family of patterned routes overrides)."""
+        return path in self.paths
+
+    def route_names(self) -> tuple[str, ...]:
+        """The routes as messages list them (a patterned family shows its pattern)."""
+        return self.paths
 
     def check(self, body: Body) -> None:
         """Raise ``BodyError`` when the body is not a request this endpoint takes."""

@@ -17,6 +17,8 @@ from workers.endpoints.base import (
 )
 from workers.tokens import DEFAULT_COMPLETION, IMAGE_TOKENS, estimate_text_tokens
 
+CHAT = Endpoint("/v1/chat/completions")
+
 MESSAGE_OVERHEAD = 4  # role and separators of each chat message
 REPLY_PRIMING = 3  # the tokens that start the assistant's reply
 
@@ -24,7 +26,7 @@ REPLY_PRIMING = 3  # the tokens that start the assistant's reply
 class Chat(Family):
     """``/v1/chat/completions``."""
 
-    endpoint: ClassVar[Endpoint] = Endpoint.CHAT
+    paths: ClassVar[tuple[str, ...]] = (CHAT.path,)
     name: ClassVar[str] = "chat"
 
     def check(self, body: Body) -> None:

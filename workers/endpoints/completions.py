@@ -9,11 +9,13 @@ from jobs.records import Usage
 from workers.endpoints.base import Body, BodyError, Family, first_choice, limit_times_choices, positive_int
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens, is_prompt, prompt_like_tokens
 
+COMPLETIONS = Endpoint("/v1/completions")
+
 
 class Completions(Family):
     """``/v1/completions``."""
 
-    endpoint: ClassVar[Endpoint] = Endpoint.COMPLETIONS
+    paths: ClassVar[tuple[str, ...]] = (COMPLETIONS.path,)
     name: ClassVar[str] = "completions"
 
     def check(self, body: Body) -> None:

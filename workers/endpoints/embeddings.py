@@ -17,11 +17,13 @@ from jobs.vectors import take_vectors
 from workers.endpoints.base import Body, BodyError, Family, ParsedAnswer, answered_usage
 from workers.tokens import is_prompt, prompt_like_tokens
 
+EMBEDDINGS = Endpoint("/v1/embeddings")
+
 
 class Embeddings(Family):
     """``/v1/embeddings``."""
 
-    endpoint: ClassVar[Endpoint] = Endpoint.EMBEDDINGS
+    paths: ClassVar[tuple[str, ...]] = (EMBEDDINGS.path,)
     name: ClassVar[str] = "embeddings"
     packable: ClassVar[bool] = True
 

@@ -12,13 +12,15 @@ from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from workers.endpoints.base import Body, BodyError, Family
 
+SPEECH = Endpoint("/v1/audio/speech")
+
 AUDIO_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
 
 class Speech(Family):
     """``/v1/audio/speech``."""
 
-    endpoint: ClassVar[Endpoint] = Endpoint.SPEECH
+    paths: ClassVar[tuple[str, ...]] = (SPEECH.path,)
     name: ClassVar[str] = "speech"
     binary_answer: ClassVar[bool] = True
 
