@@ -3,7 +3,8 @@
 Transactions belong to the caller (``Store.session()``). One module per concern: ``jobs`` (jobs
 and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry),
 ``results`` (attempts and results written), ``usage`` (usage read back, as typed rows),
-``exports`` (lines as an export reads them) and ``pace`` (the paces jobs found). Callers use
+``exports`` (lines as an export reads them), ``pace`` (the paces jobs found) and ``dashboard``
+(aggregates and pages the web dashboard reads). Callers use
 ``from jobs import store as q``.
 """
 
@@ -11,6 +12,18 @@ from __future__ import annotations
 
 from jobs.store.calls import known_calls
 from jobs.store.cleanup import JobFootprint, delete_jobs, footprint, jobs_older_than
+from jobs.store.dashboard import (
+    FailedRow,
+    JobPage,
+    LineDetail,
+    TimeBucket,
+    failed_lines,
+    line_detail,
+    model_usage,
+    page_of_jobs,
+    running_lines,
+    timeline,
+)
 from jobs.store.executors import calls_in_flight, forget_executor, report_in_flight
 from jobs.store.exports import iter_results
 from jobs.store.failures import FailedLine, FailureGroup, failure_groups, failures_by_code
@@ -68,11 +81,15 @@ __all__ = [
     "AudioFiles",
     "CallRow",
     "FailedLine",
+    "FailedRow",
     "FailureGroup",
     "JobFootprint",
+    "JobPage",
     "JobUsage",
+    "LineDetail",
     "ModelUsage",
     "RecentCalls",
+    "TimeBucket",
     "active_jobs",
     "audio_files",
     "audio_paths",
@@ -85,6 +102,7 @@ __all__ = [
     "delete_jobs",
     "expire_leases",
     "fail_overclaimed",
+    "failed_lines",
     "failure_groups",
     "failures_by_code",
     "find_job_by_source",
@@ -101,9 +119,12 @@ __all__ = [
     "known_calls",
     "learned_paces",
     "lease_owners",
+    "line_detail",
     "list_jobs",
     "mark_enqueued",
+    "model_usage",
     "options_of",
+    "page_of_jobs",
     "recent_calls",
     "record_attempts",
     "record_outcomes",
@@ -113,11 +134,13 @@ __all__ = [
     "renew_leases",
     "report_in_flight",
     "retry_failed",
+    "running_lines",
     "save_pace",
     "set_job_status",
     "set_status",
     "start_job",
     "state_counts",
+    "timeline",
     "unqueued_lines",
     "update_options",
     "usage_by_model",

@@ -98,10 +98,11 @@ def usage_by_model(session: Session, job_id: int) -> list[ModelUsage]:
         .group_by(_req.c.model)
     )
     rows = session.connection().execute(query)
-    return [ModelUsage(str(r[0]), int(r[1]), _summed(r)) for r in rows]
+    return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r)) for r in rows]
 
 
-def _summed(row: Any) -> Usage:
+def summed_usage(row: Any) -> Usage:
+    """A row of per-model sums (columns named as the usage fields) as a ``Usage``."""
     return Usage(
         prompt_tokens=int(row.prompt_tokens),
         completion_tokens=int(row.completion_tokens),
