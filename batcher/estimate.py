@@ -54,6 +54,8 @@ class ModelEstimate:
     prompt_tokens: int = 0
     output_tokens: int = 0
     characters: int = 0
+    seconds: Decimal = Decimal(0)  # audio to transcribe, billed in whole seconds a line
+    images: int = 0  # images to make
     cost: Decimal = Decimal(0)
     priced: bool = True
     without_max: int = 0  # chat/completion lines that set no max tokens
@@ -91,7 +93,7 @@ def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCount
     family = family_of(line.endpoint)
     usage = family.expected_usage(line.body, default=typical_output)
     has_max = family.completion_tokens(line.body, default=None) is not None
-    if usage.characters or family.binary_answer:
+    if usage.characters or usage.seconds or usage.images or family.binary_answer:
         return usage, has_max
     return replace(usage, prompt_tokens=count_prompt(line.endpoint, line.body)), has_max
 
@@ -154,6 +156,8 @@ def _add(row: ModelEstimate, usage: Usage, has_max: bool) -> None:
     row.prompt_tokens += usage.prompt_tokens
     row.output_tokens += usage.completion_tokens
     row.characters += usage.characters
+    row.seconds += usage.seconds
+    row.images += usage.images
     row.without_max += not has_max
 
 
@@ -178,6 +182,13 @@ def assumptions(estimate: Estimate) -> list[str]:
         )
     if any(m.characters for m in estimate.models):
         out.append("speech: billed per input character")
+    if any(m.seconds for m in estimate.models):
+        out.append(
+            "transcription: billed per second of audio (the duration in each file, rounded up per "
+            "file; relays: ceil(seconds) / 60 × 1000 tokens × the model ratio)"
+        )
+    if any(m.images for m in estimate.models):
+        out.append("images: billed per image by model, size and quality (n per line)")
     if estimate.unpriced_models:
         out.append(unpriced_hint(estimate.unpriced_models))
     return out

@@ -10,6 +10,10 @@ the message and the rest only counted (the rejects file and ``batcher validate``
 and a rejected line's bytes are never read whole.
 
 A file whose content (sha256) was already submitted returns the existing job unless ``new``.
+
+The input files lines name (audio, images) go into the blob store (``jobs.blobs``) in the same
+transaction, each once however many lines name it, and the job is linked to them; when ingest
+fails, files it wrote to a shared blob folder are removed again.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import orjson
 from batcher.estimate import Estimate, EstimateBuilder
 from batcher.reader import ParsedLine, ReadOptions, file_sha256, read_requests
 from jobs import store as q
+from jobs.blobs import BlobStore
 from jobs.db import Store
 from jobs.errors import InputError, Problem
 from jobs.models import Job, RequestState
 from jobs.options import JobOptions
+from jobs.store.blobs import link_blobs
 from workers.tokens import reservation_tokens
 
 MAX_PROBLEMS = 1000
@@ -45,6 +51,7 @@ class IngestOptions:
     job_options: JobOptions = field(default_factory=JobOptions)
     priority: int = 5
     estimate: EstimateBuilder | None = None  # fed every stored line: the estimate without a second read
+    blob_dir: Path | None = None  # BATCHER_BLOB_DIR: input files go there instead of the SQL store
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
         if existing is not None:
             return IngestResult(existing, created=False, stored=existing.total)
     rejects = _Rejects(options.rejects_path or default_rejects_path(path)) if options.skip_invalid else None
+    blobs = BlobStore(options.blob_dir)
     try:
         with store.session() as session:
             job = q.create_job(
@@ -84,11 +92,12 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             )
             assert job.id is not None
             job.priority = options.priority
-            stored, problems, rejected = _store_lines(session, job.id, path, options, rejects)
+            stored, problems, rejected = _store_lines(session, job.id, path, options, rejects, blobs=blobs)
             _check(path, options, stored, problems, rejected)
             job.total = stored
             session.add(job)
     except BaseException:
+        blobs.discard_new()
         if rejects is not None:
             rejects.discard()
         raise
@@ -125,9 +134,16 @@ class _Rejects:
 
 
 def _store_lines(
-    session: Any, job_id: int, path: Path, options: IngestOptions, rejects: _Rejects | None
+    session: Any,
+    job_id: int,
+    path: Path,
+    options: IngestOptions,
+    rejects: _Rejects | None,
+    *,
+    blobs: BlobStore,
 ) -> tuple[int, list[Problem], int]:
     stored, rejected = 0, 0
+    used: set[str] = set()
     problems: list[Problem] = []
     rows: list[dict[str, Any]] = []
     on_reject = rejects.write if rejects is not None else None
@@ -140,12 +156,17 @@ def _store_lines(
         if rejected and not options.skip_invalid:
             continue  # the file will be refused: keep validating, stop inserting
         rows.append(_row(job_id, item))
+        for local in item.files:
+            blobs.put(session, local.stored.sha256, local.stored.size, local.chunks())
+            used.add(local.stored.sha256)
         if options.estimate is not None:
             options.estimate.add(item)
         if len(rows) >= CHUNK_ROWS:
             q.insert_requests(session, rows)
             stored, rows = stored + len(rows), []
     q.insert_requests(session, rows)
+    if not rejected or options.skip_invalid:
+        link_blobs(session, job_id, sorted(used))
     return stored + len(rows), problems, rejected
 
 

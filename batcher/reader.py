@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from batcher.idset import HashSet
+from batcher.inputfiles import FileResolver, LocalFile
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
 from workers.endpoints import BodyError, by_path, family_of, route_list
@@ -64,6 +65,7 @@ class ParsedLine:
     model: str
     body: dict[str, Any]
     body_json: bytes
+    files: tuple[LocalFile, ...] = ()  # input files the line sends, to store before the line
 
 
 class LineError(ValueError):
@@ -93,6 +95,7 @@ def read_requests(
     """
     seen = HashSet()  # 14 bytes a line, not a set's 85: ten million lines in 140 MB
     lookups = FirstUse(path, options.max_line_bytes)
+    resolver = FileResolver(path.parent)
     name = str(path)
     with path.open("rb") as f:
         for line_no, raw, size in _raw_lines(f, options.max_line_bytes):
@@ -102,7 +105,7 @@ def read_requests(
                 continue
             else:
                 try:
-                    parsed = parse_line(raw, line_no, options)
+                    parsed = parse_line(raw, line_no, options, files=resolver)
                     _check_unique(parsed.custom_id, seen, lookups, line_no)
                 except LineError as exc:
                     problem = Problem(name, line_no, str(exc))
@@ -196,8 +199,14 @@ def _short(value: Any, limit: int = 60) -> str:
 # --- one line ------------------------------------------------------------------------------------
 
 
-def parse_line(raw: bytes, line_no: int, options: ReadOptions) -> ParsedLine:
-    """Validate one line; raise ``LineError`` with what is wrong and what to do."""
+def parse_line(
+    raw: bytes, line_no: int, options: ReadOptions, *, files: FileResolver | None = None
+) -> ParsedLine:
+    """Validate one line; raise ``LineError`` with what is wrong and what to do.
+
+    Paths in file fields are resolved by ``files`` (relative to the input file's folder); without
+    it, relative to the current folder.
+    """
     data = _decode(raw)
     if _is_batch_format(data):
         custom_id = _custom_id(data)
@@ -216,11 +225,22 @@ def parse_line(raw: bytes, line_no: int, options: ReadOptions) -> ParsedLine:
         )
     model = _model(body, options.model)
     _check_body(endpoint, body)
+    local = _resolve_files(endpoint, body, files or FileResolver(Path.cwd()))
     try:
         body_json = orjson.dumps(body)
     except orjson.JSONEncodeError:
         raise LineError(_TOO_DEEP) from None
-    return ParsedLine(line_no, custom_id, endpoint, model, body, body_json)
+    return ParsedLine(line_no, custom_id, endpoint, model, body, body_json, local)
+
+
+def _resolve_files(endpoint: Endpoint, body: dict[str, Any], files: FileResolver) -> tuple[LocalFile, ...]:
+    family = family_of(endpoint)
+    if not family.file_fields:
+        return ()
+    try:
+        return tuple(files.resolve(family, body))
+    except BodyError as exc:
+        raise LineError(str(exc)) from None
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

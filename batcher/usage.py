@@ -215,15 +215,16 @@ def _utc_day(started: datetime) -> str:
 # --- counting one call --------------------------------------------------------------------------
 
 
-def _unknown_characters(row: q.CallRow) -> int:
-    """The characters a call billed by characters (speech) may have used, read from its line."""
+def _unknown_media(row: q.CallRow) -> Usage | None:
+    """What a call billed by characters, seconds or images may have used, read from its line."""
     try:
         body = json.loads(row.unknown_body or "{}")
     except json.JSONDecodeError:
-        return 0
+        return None
     if not isinstance(body, dict):
-        return 0
-    return family_of(row.line_endpoint).expected_usage(body, default=None).characters
+        return None
+    usage = family_of(row.line_endpoint).expected_usage(body, default=None)
+    return usage if usage.characters or usage.seconds or usage.images else None
 
 
 def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal) -> None:
@@ -261,11 +262,13 @@ def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Dec
     if usage is not None:
         totals.tokens["unknown"] += usage
         cost = cost_of_attempt(usage, price, group_ratio=ratio)
+    elif (media := _unknown_media(row) if row.unknown_body else None) is not None:
+        totals.tokens["unknown"] += media
+        cost = cost_of_attempt(media, price, group_ratio=ratio)
     else:
-        characters = _unknown_characters(row) if row.unknown_body else 0
-        tokens = 0 if characters else row.line_est_tokens
-        totals.tokens["unknown"] += Usage(prompt_tokens=tokens, characters=characters)
-        cost = upper_bound_cost(tokens, characters, price, group_ratio=ratio)
+        tokens = row.line_est_tokens
+        totals.tokens["unknown"] += Usage(prompt_tokens=tokens)
+        cost = upper_bound_cost(tokens, 0, price, group_ratio=ratio)
     _add_cost(totals, row.line_model, cost, unknown=True, new=new)
 
 

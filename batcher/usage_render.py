@@ -52,11 +52,31 @@ def _cost_cell(report: Report, t: Totals) -> str:
     return f"{money_text(report.money(t.cost))} + no price"
 
 
+def _media(report: Report, t: Totals) -> list[Any]:
+    """Audio seconds and images billed, as columns only when the report has any."""
+    total, billed = report.total.billed, t.billed
+    seconds = (
+        f"{billed.seconds:f}".rstrip("0").rstrip(".") if "." in f"{billed.seconds:f}" else billed.seconds
+    )
+    return ([seconds] if total.seconds else []) + ([billed.images] if total.images else [])
+
+
+def _plain(number: Decimal) -> str:
+    """A decimal without trailing zeros and without an exponent (``67``, ``2.5``)."""
+    text = f"{number:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _media_headers(report: Report) -> list[str]:
+    total = report.total.billed
+    return (["audio s"] if total.seconds else []) + (["images"] if total.images else [])
+
+
 def _compact(report: Report, t: Totals) -> list[Any]:
     billed = t.billed
     chars = [t.characters] if report.total.characters else []
-    return [t.calls, billed.prompt_tokens, billed.completion_tokens, *chars, _cost_cell(report, t),
-            money_text(report.money(t.unknown_cost))]  # fmt: skip
+    return [t.calls, billed.prompt_tokens, billed.completion_tokens, *chars, *_media(report, t),
+            _cost_cell(report, t), money_text(report.money(t.unknown_cost))]  # fmt: skip
 
 
 def render_table(report: Report, *, wide: bool = False) -> str:
@@ -69,7 +89,8 @@ def render_table(report: Report, *, wide: bool = False) -> str:
         return _wide_table(report)
     cur = report.prices.currency
     chars = ["chars"] if report.total.characters else []
-    headers = [*report.by, "calls", "in tok", "out tok", *chars, f"cost {cur}", f"unknown ≤ {cur}"]
+    headers = [*report.by, "calls", "in tok", "out tok", *chars, *_media_headers(report), f"cost {cur}",
+               f"unknown ≤ {cur}"]  # fmt: skip
     rows = [[*row.key, *_compact(report, row.totals)] for row in report.rows]
     rows.append(["total", *[""] * (len(report.by) - 1), *_compact(report, report.total)])
     return "\n\n".join([table(headers, rows), *notes(report)])
@@ -133,6 +154,8 @@ def _totals_dict(report: Report, t: Totals) -> dict[str, Any]:
         "unknown_calls": t.unknown_calls,
         "tokens": tokens,
         "characters": t.characters,
+        "seconds": str(t.billed.seconds),
+        "images": t.billed.images,
         "cost": str(report.money(t.cost)),
         "unknown_cost": str(report.money(t.unknown_cost)),
         "estimated_calls": t.estimated_calls,

@@ -10,7 +10,8 @@ into this tree at the one boundary that talks to that library.
     ├── InputError           a JSONL input file has invalid lines (carries every problem)
     ├── StoreError           the SQL store cannot be reached or used
     │   ├── JobNotFound      no job has the given id
-    │   └── UnknownEndpoint  a stored line names a route no endpoint family serves
+    │   ├── UnknownEndpoint  a stored line names a route no endpoint family serves
+    │   └── BlobMissing      an input file a line sends is not where this machine looks
     ├── JobStateError        the job is not in a state that allows the operation
     ├── ApiError             the API answered in a way that ends a line or a job
     ├── BrokerError          the Celery broker cannot be reached
@@ -80,6 +81,10 @@ class JobNotFound(StoreError):
 
 class UnknownEndpoint(StoreError):
     """Raised when a stored line names a route no endpoint family serves (a newer batcher stored it)."""
+
+
+class BlobMissing(StoreError):
+    """Raised when an input file (audio, an image) of a line is not in the store or blob folder."""
 
 
 class JobStateError(BatcherError):

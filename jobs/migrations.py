@@ -159,12 +159,47 @@ def _m005_executors(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m006_files(conn: Connection) -> None:
+    """Input files (audio, images) kept by content, and usage in seconds of audio and images.
+
+    ``blob`` is one row per distinct file (its sha256); its bytes are ``blob_chunk`` rows of at
+    most 1 MiB, or a file in the shared blob folder (``location = 'dir'``). ``job_blob`` says
+    which jobs use a blob, so deleting the last of them deletes it.
+    """
+    md = sa.MetaData()
+    sa.Table(
+        "blob", md,
+        sa.Column("sha256", sa.String, primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("location", sa.String, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )  # fmt: skip
+    sa.Table(
+        "blob_chunk", md,
+        sa.Column("sha256", sa.String, primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )  # fmt: skip
+    sa.Table(
+        "job_blob", md,
+        sa.Column("job_id", sa.Integer, primary_key=True),
+        sa.Column("sha256", sa.String, primary_key=True, index=True),
+    )  # fmt: skip
+    md.create_all(conn)
+    for table in ("request", "attempt"):
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN seconds FLOAT"))
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN images INTEGER"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE blob_chunk ALTER COLUMN data SET STORAGE EXTERNAL"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
     ("0003_claim_index", _m003_claim_index),
     ("0004_learned_pace", _m004_learned_pace),
     ("0005_executors", _m005_executors),
+    ("0006_files", _m006_files),
 ]
 
 _ledger = sa.Table(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -56,6 +56,8 @@ class UsageColumns(SQLModel):
     cached_tokens: int | None = None  # part of prompt_tokens served from the provider's cache
     reasoning_tokens: int | None = None  # part of completion_tokens spent reasoning
     characters: int | None = None  # speech is billed per input character
+    seconds: float | None = None  # transcription is billed per second of audio
+    images: int | None = None  # image generation is billed per image
     usage_estimated: bool = False
 
 
@@ -174,3 +176,35 @@ class Executor(SQLModel, table=True):
     job_id: int = Field(index=True)
     in_flight: int = 0
     seen_at: float = 0.0  # epoch seconds, like the lease clock
+
+
+class Blob(SQLModel, table=True):
+    """One input file (audio, an image) a line sends, kept once by its sha256 (``jobs.blobs``).
+
+    ``location`` is ``db`` (its bytes are ``BlobChunk`` rows) or ``dir`` (a file in the shared
+    blob folder, ``BATCHER_BLOB_DIR``).
+    """
+
+    sha256: str = Field(primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    location: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BlobChunk(SQLModel, table=True):
+    """At most ``jobs.blobs.CHUNK_BYTES`` of a blob's bytes, in order of ``seq``."""
+
+    __tablename__ = "blob_chunk"
+
+    sha256: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class JobBlob(SQLModel, table=True):
+    """A job uses a blob: deleting the last job that does deletes the blob."""
+
+    __tablename__ = "job_blob"
+
+    job_id: int = Field(primary_key=True)
+    sha256: str = Field(primary_key=True, index=True)

@@ -9,6 +9,8 @@ Names every part of batcher agrees on:
 - ``BATCHER_REDIS_URL``: the shared rate limiter's Redis; defaults to the broker's URL;
 - ``BATCHER_HOME``: where the default database and the speech results live
   (default ``~/.local/share/batcher``);
+- ``BATCHER_BLOB_DIR``: a folder every machine sees (a shared mount) for the input files lines
+  send (audio, images); unset, they are kept in the SQL store (``jobs.blobs``);
 - ``BATCHER_PROXY``: the HTTP proxy for API calls (``none``: no proxy at all); otherwise the usual
   ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (either case) are read, and
   ``workers.proxy`` decides which applies.
@@ -73,6 +75,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
+    blob_dir: Path | None = None  # input files in this shared folder instead of the SQL store
     proxy: str | None = None
     progress_interval: float = Field(default=5.0, gt=0)  # seconds between plain progress lines
     https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))

@@ -411,6 +411,8 @@ def test_stats_counts_calls_statuses_and_usage(relay: RelayServer, client: httpx
         "completion_tokens": tokens - 6,
         "total_tokens": tokens,
         "characters": 4,
+        "seconds": 0,
+        "images": 0,
     }
 
 

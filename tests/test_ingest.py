@@ -135,3 +135,62 @@ def test_ingest_estimates_the_stored_lines_in_the_same_pass(sqlite: Store, tmp_p
         "text-embedding-3-small": 0,
     }
     assert ingest_file(sqlite, path, IngestOptions(new=True)).estimate is None  # only when asked
+
+
+# --- input files (audio, images) ---------------------------------------------------------------
+
+
+def _audio_lines(tmp_path: Path, names: list[str]) -> Path:
+    from batcher.devrelay.media import sample_wav
+
+    (tmp_path / "clips").mkdir(exist_ok=True)
+    for n, name in enumerate(sorted(set(names))):
+        if name != "missing.wav":
+            (tmp_path / "clips" / name).write_bytes(sample_wav(1 + n))
+    rows = [
+        batch_line(f"t{i}", "/v1/audio/transcriptions", {"model": "whisper-1", "file": f"clips/{name}"})
+        for i, name in enumerate(names)
+    ]
+    return _file(tmp_path, rows)
+
+
+def _blob_count(store: Store) -> tuple[int, int]:
+    import sqlalchemy as sa
+
+    from jobs.models import Blob, JobBlob
+
+    with store.session() as s:
+        conn = s.connection()
+        blobs = conn.execute(sa.select(sa.func.count()).select_from(Blob)).scalar_one()
+        links = conn.execute(sa.select(sa.func.count()).select_from(JobBlob)).scalar_one()
+    return int(blobs), int(links)
+
+
+def test_input_files_are_stored_once_each_and_lines_point_to_them(sqlite: Store, tmp_path: Path) -> None:
+    path = _audio_lines(tmp_path, ["a.wav", "b.wav", "a.wav", "a.wav"])
+    result = ingest_file(sqlite, path, IngestOptions())
+    assert result.stored == 4
+    assert _blob_count(sqlite) == (2, 2)
+    bodies = [orjson.loads(line.body) for line in all_lines(sqlite)]
+    assert [b["file"]["name"] for b in bodies] == ["a.wav", "b.wav", "a.wav", "a.wav"]
+    assert bodies[0]["file"]["blob"] == bodies[2]["file"]["blob"] != bodies[1]["file"]["blob"]
+    assert [b["file"]["seconds"] for b in bodies[:2]] == [1.0, 2.0]
+
+
+def test_a_missing_file_refuses_the_whole_file_and_stores_no_blob(sqlite: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    path = _audio_lines(tmp_path, ["a.wav", "missing.wav"])
+    with pytest.raises(InputError) as caught:
+        ingest_file(sqlite, path, IngestOptions(blob_dir=folder))
+    assert f'{path}:2: "file": clips/missing.wav does not exist' in str(caught.value)
+    assert _blob_count(sqlite) == (0, 0)
+    assert not [p for p in folder.rglob("*") if p.is_file()]  # the folder file of line 1 is gone too
+    with sqlite.session() as s:
+        assert q.list_jobs(s) == []
+
+
+def test_with_a_blob_folder_the_bytes_go_there(sqlite: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    ingest_file(sqlite, _audio_lines(tmp_path, ["a.wav"]), IngestOptions(blob_dir=folder))
+    [stored] = [p for p in folder.rglob("*") if p.is_file()]
+    assert stored.read_bytes() == (tmp_path / "clips" / "a.wav").read_bytes()

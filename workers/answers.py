@@ -3,9 +3,11 @@
 A pack of 256 inputs comes back as ~8 MB of JSON when the vectors have 1536 float dimensions;
 32 such calls in flight hold 250 MB of answer text before one of them is parsed. Each call
 reserves its answer's estimated size (``answer_bytes``) from an ``AnswerBudget`` and waits while
-the budget is taken; a call larger than the whole budget runs alone. Answers that are small
-(chat, short vectors) reserve nothing and never wait. Throughput does not suffer: parsing 8 MB
-of floats takes longer than a call, so eight big calls in flight keep the parser busy.
+the budget is taken; a call larger than the whole budget runs alone. A call that uploads files
+(audio, images) reserves twice their size: the bytes read from the store and the form made of
+them. Answers that are small (chat, short vectors) reserve nothing and never wait. Throughput
+does not suffer: parsing 8 MB of floats takes longer than a call, so eight big calls in flight
+keep the parser busy.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from workers.endpoints import family_of
 from workers.endpoints.embeddings import EMBEDDINGS
+from workers.endpoints.filefields import upload_bytes
 from workers.packing import inputs_of
 from workers.units import Unit
 
@@ -33,6 +37,10 @@ def expected_dimensions(model: str, dimensions: object) -> int:
 
 def answer_bytes(unit: Unit) -> int:
     """About how many bytes the unit's answer will be; 0 when it is small."""
+    fields = family_of(unit.endpoint).file_fields
+    if fields:  # the files read from the store, and the multipart body made of them
+        size = 2 * sum(upload_bytes(r, fields) for r in unit.requests)
+        return size if size >= SMALL_ANSWER else 0
     if unit.endpoint != EMBEDDINGS:
         return 0
     body = unit.requests[0]

@@ -99,6 +99,8 @@ def classify_answer(unit: Unit, response: RawResponse, *, now: float) -> Classif
     """What an answer means for the unit's lines: audio checked as above for file answers."""
     status, headers, body = response.status, response.headers, response.content
     family = family_of(unit.endpoint)
+    if family.text_answer(unit.requests[0]):  # a transcript as text, SRT or VTT: any 2xx body but JSON
+        return classify_response(status, headers, body, now=now, binary_ok=not _is_json(body))
     if family.binary_answer:
         return classify_speech(status, headers, body, fmt=family.file_format(unit.requests[0]), now=now)
     return classify_response(status, headers, body, now=now)

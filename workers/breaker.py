@@ -66,8 +66,8 @@ def signature(call: Call, *, early: bool) -> Signature | str:  # noqa: PLR0911 -
         return _OK
     if c.error_class == "connection":
         return Signature(Kind.CONNECTION, None, "connection")
-    if c.error_class in _LATER or c.verdict == Verdict.FATAL:
-        return _IGNORE
+    if c.error_class in _LATER or c.verdict == Verdict.FATAL or c.error_class == "not_implemented":
+        return _IGNORE  # a 501 fails its route's lines, not the job (``workers.executor``)
     status = call.response.status if call.response is not None else None
     if status is not None and 300 <= status < 400:
         location = call.response.headers.get("location", "") if call.response is not None else ""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs import store as q
+from jobs.blobs import blob_reader
 from jobs.db import Store
 from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.settings import Settings
@@ -67,4 +68,5 @@ def build_executor(
         secrets=settings.secret_values(),
         budget=job_budget(store, job_id, options),
         journal=open_journal(store, journal_dir(settings.home), config.owner),
+        blobs=blob_reader(store, settings.blob_dir),
     )

@@ -3,9 +3,10 @@
 Two kinds of price (``workers.prices``):
 
 - a list price (USD per 1M tokens, per 1M characters, per minute, per image, per call): the cost
-  is the plain sum. Cached prompt tokens are part of ``prompt_tokens`` and cost ``cached`` instead
-  of ``input``; reasoning tokens are part of ``completion_tokens`` and cost ``reasoning`` instead of
-  ``output`` when the price names one.
+  is the plain sum; images are priced per image unless the answer reported tokens for them
+  (gpt-image-1), which are priced as tokens instead. Cached prompt tokens are part of
+  ``prompt_tokens`` and cost ``cached`` instead of ``input``; reasoning tokens are part of
+  ``completion_tokens`` and cost ``reasoning`` instead of ``output`` when the price names one.
 - a relay price (one-api / new-api): the relay charges quota, rounded up **per request**::
 
       quota = ceil((prompt + cached × (cache_ratio − 1) + completion × completion_ratio)
@@ -13,8 +14,9 @@ Two kinds of price (``workers.prices``):
 
   with 500,000 quota = 1 USD (model_ratio 1 ≙ $2 per 1M prompt tokens). Because of the ceil, cost
   is computed per attempt and summed, never computed on totals. Speech characters count as prompt
-  tokens, as one-api bills TTS. A fixed price per call (quota_type 1) costs
-  ``model_price × group_ratio`` USD whatever the tokens.
+  tokens, as one-api bills TTS; transcribed seconds as new-api's audio tokens,
+  ``ceil(seconds) / 60 × 1000`` (``audio_tokens``). A fixed price (quota_type 1) costs
+  ``model_price × group_ratio`` USD a call whatever the tokens, and that per image for images.
 
 ``None`` means "no price": the usage has something to bill that the price does not cover. A caller
 must show that, never count it as zero.
@@ -29,6 +31,7 @@ from jobs.records import Usage
 from workers.prices import MILLION, ListPrice, Price, RelayPrice
 
 QUOTA_PER_USD = Decimal(500_000)  # one-api's QuotaPerUnit
+AUDIO_TOKENS_PER_MINUTE = 1000  # new-api's "tokens" for a minute of uploaded audio
 _ZERO = Decimal(0)
 
 
@@ -54,8 +57,8 @@ def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
         _tokens(usage.completion_tokens - reasoning, price.output),
         _tokens(reasoning, price.reasoning),
         _tokens(usage.characters, price.characters),
-        _times(usage.seconds / 60, price.per_minute),
-        _times(Decimal(usage.images), price.per_image),
+        _times(usage.seconds, price.per_minute) / 60,  # multiplied first: exact for whole seconds
+        _times(Decimal(_priced_images(usage)), price.per_image),
         price.per_call or _ZERO,
     ]
     return sum(parts, _ZERO)
@@ -64,6 +67,11 @@ def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
 def _reasoning(usage: Usage, price: ListPrice) -> int:
     """Reasoning tokens billed apart from output: only when the price names their own rate."""
     return usage.reasoning_tokens if price.reasoning is not None else 0
+
+
+def _priced_images(usage: Usage) -> int:
+    """Images billed per image: none when the answer reported tokens (gpt-image-1 bills those)."""
+    return 0 if usage.tokens else usage.images
 
 
 def _tokens(count: int, per_million: Decimal | None) -> Decimal:
@@ -81,7 +89,7 @@ def _unpriced(usage: Usage, price: ListPrice) -> bool:
         (usage.completion_tokens - _reasoning(usage, price), price.output),
         (usage.characters, price.characters),
         (usage.seconds, price.per_minute),
-        (usage.images, price.per_image),
+        (_priced_images(usage), price.per_image),
     ]
     return any(quantity and rate is None for quantity, rate in needs)
 
@@ -89,7 +97,8 @@ def _unpriced(usage: Usage, price: ListPrice) -> bool:
 def relay_quota(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> int:
     """The quota a one-api / new-api relay charges for one token-priced call (rounded up)."""
     cache_ratio = Decimal(1) if price.cache_ratio is None else price.cache_ratio
-    prompt = Decimal(usage.prompt_tokens + usage.characters) + usage.cached_tokens * (cache_ratio - 1)
+    billed = usage.prompt_tokens + usage.characters + audio_tokens(usage.seconds)
+    prompt = Decimal(billed) + usage.cached_tokens * (cache_ratio - 1)
     weighted = prompt + usage.completion_tokens * price.completion_ratio
     return math.ceil(weighted * price.model_ratio * group_ratio)
 
@@ -97,8 +106,13 @@ def relay_quota(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decim
 def relay_cost(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> Decimal:
     """USD (the relay's quota dollars) of one call under a relay price."""
     if price.model_price is not None:
-        return price.model_price * group_ratio
+        return price.model_price * group_ratio * max(1, usage.images)
     return Decimal(relay_quota(usage, price, group_ratio=group_ratio)) / QUOTA_PER_USD
+
+
+def audio_tokens(seconds: int | Decimal) -> int:
+    """new-api's tokens for audio: ceil(seconds) / 60 × 1000, rounded (``service/token_counter.go``)."""
+    return round(math.ceil(seconds) * AUDIO_TOKENS_PER_MINUTE / 60) if seconds else 0
 
 
 def upper_bound_cost(

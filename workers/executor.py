@@ -8,12 +8,12 @@ order; a Celery task claims the ids in its message) and passes a ``Sink`` that w
 - each call goes when the pacing (``workers.pacing``: adaptive concurrency, rate limiter) lets it;
 - retries with the pure policy in ``workers.retry``; a unit waiting to retry gives up its slot;
 - a throttle (429, an overload) uses none of the line's attempts; it fails past ``max_wait``;
-- a pack the API refuses as a whole is bisected until the bad input is alone;
+  a pack the API refuses as a whole is bisected until the bad input is alone; a route the relay
+  answered 501 for fails the other lines of that route without a call;
 - one ``Attempt`` per line per upstream call and one terminal result per line, handed to the
-  recorder (``workers.recorder``), which writes them in batches and renews the leases;
-- lines it will not finish (paused, cancelled, stopped) released;
-- a FATAL answer (bad key, no quota) stops the job instead of burning every remaining line;
-- a budget (``workers.budget``) pauses the job before a call would take spend past it.
+  recorder (``workers.recorder``), which writes them in batches and renews the leases; lines it
+  will not finish (paused, cancelled, stopped) released; a FATAL answer (bad key, no quota)
+  stops the job; a budget (``workers.budget``) pauses it before a call would pass it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
+from jobs.blobs import BlobReader
+from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
 from jobs.models import RequestState, utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
@@ -36,8 +38,8 @@ from workers.audio_check import classify_answer
 from workers.blame import blames_the_call
 from workers.breaker import Breaker, JobGuard
 from workers.budget import Budget, settle_call
+from workers.callfiles import CallFiles
 from workers.client import ApiClient, NoAnswer
-from workers.endpoints import family_of
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.outcomes import Answered, Call, status_of
@@ -46,7 +48,6 @@ from workers.packing import PackLimits
 from workers.ratelimit import Limiter
 from workers.recorder import Recorder, Sink
 from workers.redact import Redactor
-from workers.resultfiles import write_result_file
 from workers.retry import (
     DEFAULT_MAX_WAIT_S,
     Classification,
@@ -106,6 +107,7 @@ class Executor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         budget: Budget | None = None,
         journal: Journal | None = None,
+        blobs: BlobReader | None = None,  # reads the input files lines upload
     ) -> None:
         self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
@@ -125,9 +127,11 @@ class Executor:
         self._guard = JobGuard(breaker, stop=self._stop, release=self._release, finish=self._finish)
         self._jitter = jitter
         self._sleep = sleep  # injectable so tests of retries do not wait for real backoff
-        self._answers = AnswerBudget()  # big embedding answers take turns: memory stays flat
+        self._answers = AnswerBudget()  # big answers and uploads take turns: memory stays flat
+        self._files = CallFiles(config.results_dir, blobs, client.config)
         self._units = asyncio.Semaphore(config.concurrency * 2)
         self._failures: list[Exception] = []
+        self._unimplemented: dict[Endpoint, Call] = {}  # routes the relay answered 501 for
         self._halt_event = asyncio.Event()  # set with ``stats.halted``: ends every wait for a slot
 
     @property
@@ -147,6 +151,7 @@ class Executor:
             return await self._run(items)
         finally:
             LIVE_OWNERS.discard(self.config.owner)
+            await self._files.aclose()
             await asyncio.to_thread(self.sink.report_in_flight, None)
 
     async def _run(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> Stats:
@@ -222,10 +227,12 @@ class Executor:
             await unless_stopped(self._sleep(next_delay(c, tries, jitter=self._jitter())), self._halt_event)
 
     def _drop_capped(self, unit: Unit) -> Unit:
-        """Fail lines whose attempts are used up (on earlier claims); keep the others."""
-        keep = []
+        """Fail lines whose attempts are used up (on earlier claims) or whose route is a 501."""
+        keep, refused = [], self._unimplemented.get(unit.endpoint)
         for i, (item, attempts) in enumerate(zip(unit.items, unit.attempts, strict=True)):
-            if attempts >= self.config.max_attempts:
+            if refused is not None:
+                self._finish(outcomes.failure(item, refused, self._clean))
+            elif attempts >= self.config.max_attempts:
                 self._finish(outcomes.capped(item, attempts))
             else:
                 keep.append(i)
@@ -271,7 +278,7 @@ class Executor:
     async def _send(self, unit: Unit, content: bytes) -> Call:
         started_at, start, call_id = utcnow(), time.monotonic(), uuid.uuid4().hex
         self.recorder.sending(call_id, unit.items, unit.attempts, started_at)
-        request = family_of(unit.endpoint).request(content)
+        request = await self._files.request(unit, content)
         response = await self.client.call(unit.endpoint, request.content, content_type=request.content_type)
         if isinstance(response, NoAnswer):
             return Call(response.classification, None, started_at, _ms_since(start), call_id)
@@ -287,7 +294,7 @@ class Executor:
         if call.classification.verdict != Verdict.OK:
             return Answered(call)
         try:
-            return Answered(call, await self._results_of(unit, call))
+            return Answered(call, await self._files.results(unit, call, self._clean))
         except ValueError as exc:  # a packed answer that does not split back: retry it
             bad = Classification(
                 verdict=Verdict.RETRY,
@@ -298,15 +305,6 @@ class Executor:
                 sent=True,
             )
             return Answered(replace(call, classification=bad))
-
-    async def _results_of(self, unit: Unit, call: Call) -> list[LineResult]:
-        if not outcomes.is_file_answer(unit):
-            return outcomes.json_results(unit, call, self._clean)
-        item, request = unit.items[0], unit.requests[0]
-        assert call.response is not None
-        name, content = outcomes.audio_name(item, request), call.response.content
-        path = await asyncio.to_thread(write_result_file, self.config.results_dir, name, content)
-        return [outcomes.speech_result(item, request, call, path, self._clean)]
 
     # --- what the call meant ---------------------------------------------------------------------
 
@@ -328,6 +326,8 @@ class Executor:
             return True
         if c.throttle is not None:
             return self._check_patience(unit, call)
+        if c.error_class == "not_implemented":
+            self._unimplemented[unit.endpoint] = call
         if c.verdict == Verdict.PERMANENT or max(unit.attempts) >= self.config.max_attempts:
             for item in unit.items:
                 self._guard.fail(outcomes.failure(item, call, self._clean), item)

@@ -5,10 +5,12 @@ upstream types, Chinese messages, a 429 with an empty body, errors inside an HTT
 call is classified on status *and* body, and the relay's own message is kept:
 
 - OK: a 2xx JSON object without ``"error"`` (or, for speech, a 2xx that is not JSON);
-- RETRY: 408, 409, 429, 5xx, timeouts, connection errors, truncated or non-JSON 2xx bodies,
+- RETRY: 408, 409, 429, 5xx but 501, timeouts, connection errors, truncated or non-JSON 2xx bodies,
   and a 2xx carrying ``{"error": ...}`` (classed ``rate_limited`` when it says overload or rate);
 - PERMANENT (this line fails, the job goes on): 3xx (never followed: the message names the
-  Location), 400, 404, 413, 422 and other 4xx;
+  Location), 400, 404, 413, 422 and other 4xx, and 501 (new-api's "API not implemented" for
+  ``/v1/images/variations``: no retry makes a route exist; the executor fails the job's other
+  lines of that route with it, without calling them);
 - FATAL (stop the job, calling on would burn every line): 401/403, and quota errors whatever
   their status (OpenAI sends ``insufficient_quota`` with 429) unless the message is clearly
   about request rate (Gemini's "Resource has been exhausted (e.g. check quota)" is a rate limit).
@@ -66,7 +68,11 @@ _STATUS_CLASSES = {
     413: "too_large",
     422: "unprocessable",
     429: "rate_limited",
+    501: "not_implemented",
 }
+
+
+NOT_IMPLEMENTED = 501
 
 
 class Throttle(StrEnum):
@@ -192,7 +198,7 @@ def classify_response(  # noqa: PLR0911 - one return per rule of the module docs
     if throttle is not None:
         error_class = "rate_limited" if throttle is Throttle.RATE else "overloaded"
         return Classification(Verdict.RETRY, error_class, text, code or kind, retry_after, throttle=throttle)
-    if status in (408, 409) or status >= 500:
+    if status in (408, 409) or (status >= 500 and status != NOT_IMPLEMENTED):
         error_class = _STATUS_CLASSES.get(status, "server_error")
         return Classification(Verdict.RETRY, error_class, text, code or kind, retry_after)
     return Classification(Verdict.PERMANENT, _STATUS_CLASSES.get(status, "client_error"), text, code or kind)

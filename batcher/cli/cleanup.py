@@ -31,7 +31,7 @@ def _confirm_and_delete(app: App, jobs: Sequence[Job], yes: bool) -> None:
     question = f"delete {size.jobs} jobs with {size.lines} lines, {size.attempts} attempts and their files?"
     if not yes:
         click.confirm(question, abort=True, err=True)
-    _say_deleted(delete(app.store, ids))
+    _say_deleted(delete(app.store, ids, blob_dir=app.settings.blob_dir, results_dir=app.settings.results_dir))
 
 
 def _say_deleted(done: DeleteSummary) -> None:

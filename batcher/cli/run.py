@@ -56,6 +56,7 @@ def _ingest(
         name=kw.get("name"),
         job_options=job_options(kw),
         priority=kw.get("priority", 5),
+        blob_dir=app.settings.blob_dir,
     )
     return ingest_file(app.store, file, options)
 

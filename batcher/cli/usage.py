@@ -158,14 +158,18 @@ def estimate(
 def estimate_text(result: Estimate) -> str:
     """An estimate as a table per model, its total, and the assumptions."""
     book = result.prices
-    headers = ("model", "lines", "prompt tok", "output tok", "chars", f"cost {book.currency}")
+    seconds, images = any(m.seconds for m in result.models), any(m.images for m in result.models)
+    media = ["audio s"] * seconds + ["images"] * images
+    headers = ("model", "lines", "prompt tok", "output tok", "chars", *media, f"cost {book.currency}")
     rows: list[list[Any]] = [
         [m.model, m.lines, m.prompt_tokens, m.output_tokens, m.characters,
+         *[m.seconds] * seconds, *[m.images] * images,
          money_text(m.cost * book.usd_rate) if m.priced else "no price"]
         for m in result.models
     ]  # fmt: skip
+    blank = [""] * (3 + len(media))
     rows.append(
-        ["total", sum(m.lines for m in result.models), "", "", "", money_text(result.cost * book.usd_rate)]
+        ["total", sum(m.lines for m in result.models), *blank, money_text(result.cost * book.usd_rate)]
     )
     parts = [table(headers, rows), "assumptions:\n" + "\n".join(f"- {a}" for a in result.assumptions)]
     if result.invalid_lines:
@@ -181,6 +185,7 @@ def estimate_json(result: Estimate) -> str:
     models = [
         {"model": m.model, "lines": m.lines, "prompt_tokens": m.prompt_tokens,
          "output_tokens": m.output_tokens, "characters": m.characters,
+         "seconds": str(m.seconds), "images": m.images,
          "cost": str(m.cost * rate) if m.priced else None}
         for m in result.models
     ]  # fmt: skip

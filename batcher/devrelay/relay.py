@@ -42,6 +42,14 @@ from batcher.devrelay.faults import (
     find_marker,
     retry_after_headers,
 )
+from batcher.devrelay.forms import read_body
+from batcher.devrelay.media import (
+    NotImplementedRoute,
+    image_answer,
+    served_image,
+    transcription_answer,
+    variation_answer,
+)
 from batcher.devrelay.stats import RelayStats
 
 
@@ -87,6 +95,7 @@ class Relay:
         self._marker_calls: Counter[str] = Counter()
         self.enforcer = Enforcer(config.rules)
         self.inflight: set[asyncio.Task[Any]] = set()
+        self.origin = ""  # http://host:port once serving: where image URLs point
 
     def set_config(self, config: RelayConfig) -> None:
         """Use a new config from the next request on; the fault RNG and the limits start afresh."""
@@ -113,6 +122,7 @@ class Relay:
             app.router.add_post(route, self._handler(build))
         app.router.add_get("/v1/dashboard/billing/subscription", self._subscription)
         app.router.add_get("/v1/dashboard/billing/usage", self._usage)
+        app.router.add_get("/_files/{name}", self._file)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_reset", self._reset)
         return app
@@ -157,12 +167,8 @@ class Relay:
         return handle
 
     async def _handle(self, request: web.Request, build: _Builder) -> web.StreamResponse:
-        raw = await request.read()
+        raw, body = await read_body(request)
         call = self._receive(request)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
         if isinstance(body, dict):
             call.key = body_key(body)
             self.stats.per_key[call.key] += 1
@@ -187,6 +193,8 @@ class Relay:
         if self.config.latency > 0:
             await asyncio.sleep(self.config.latency)
         call.headers = self.enforcer.headers(call.api_key, time.time())
+        if isinstance(served, NotImplementedRoute):
+            return self._respond(call, served.status, served.payload)
         if isinstance(served, InvalidBody):
             exc = served
             return self._respond(call, 400, error_body(str(exc), "invalid_request_error", None, exc.param))
@@ -210,7 +218,21 @@ class Relay:
             "/v1/completions": lambda body: _Served(*completion_answer(body), JSON),
             "/v1/embeddings": lambda body: _Served(*embedding_answer(body, dim), JSON),
             "/v1/audio/speech": _speech,
+            "/v1/audio/transcriptions": lambda body: _Served(*transcription_answer(body, task="transcribe")),
+            "/v1/audio/translations": lambda body: _Served(*transcription_answer(body, task="translate")),
+            "/v1/images/generations": lambda body: _Served(*self._images(body, "generation")),
+            "/v1/images/edits": lambda body: _Served(*self._images(body, "edit")),
+            "/v1/images/variations": lambda body: _Served(*variation_answer(body)),
         }
+
+    def _images(self, body: dict[str, Any], task: str) -> tuple[dict[str, Any], Usage, str]:
+        return image_answer(body, task=task, origin=self.origin)
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """An image an answer's URL names; never asks for a key (a CDN does not know it)."""
+        self.stats.file_requests.append(dict(request.headers))
+        data = served_image(request.match_info["name"])
+        return web.Response(status=404) if data is None else web.Response(body=data, content_type="image/png")
 
     def _unauthorized(self, call: _Call) -> web.Response | None:
         """A 401 for a missing or wrong key."""

@@ -46,6 +46,9 @@ async def serve(config: RelayConfig, host: str = "127.0.0.1", port: int = 0) -> 
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1]
+    # Image URLs name another origin than the API (localhost, not 127.0.0.1), as a CDN would:
+    # a client must fetch them without the key.
+    relay.origin = f"http://{'localhost' if host == '127.0.0.1' else host}:{bound}"
     return RunningRelay(relay, runner, f"http://{host}:{bound}/v1")
 
 

@@ -25,6 +25,7 @@ class RelayStats:
     per_key: Counter[str] = field(default_factory=Counter)
     per_second: Counter[int] = field(default_factory=Counter)
     answered_per_second: Counter[int] = field(default_factory=Counter)
+    file_requests: list[dict[str, str]] = field(default_factory=list)  # headers of each image fetched
 
     def add_served(self, usage: Usage, *, reported: bool = False) -> None:
         """Count one answer whose work was done, with its usage even if the client never sees it.
@@ -38,7 +39,7 @@ class RelayStats:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain dicts: status codes and seconds stay ints here; JSON makes every key a string."""
-        keys = ("prompt_tokens", "completion_tokens", "total_tokens", "characters")
+        keys = ("prompt_tokens", "completion_tokens", "total_tokens", "characters", "seconds", "images")
         usage = {k: self.usage[k] for k in keys}
         return {
             "calls": self.calls,
@@ -53,4 +54,5 @@ class RelayStats:
             "per_key": dict(self.per_key),
             "per_second": dict(self.per_second),
             "answered_per_second": dict(self.answered_per_second),
+            "file_requests": list(self.file_requests),
         }

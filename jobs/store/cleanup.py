@@ -1,5 +1,8 @@
 """Deleting jobs: their attempts, lines, vector blocks and job rows in one transaction; finding old jobs.
 
+The input files (blobs) no remaining job uses go in the same transaction; those kept in the shared
+blob folder are named in the footprint, for the caller to remove after the commit.
+
 Result files on disk are the caller's: it lists them (``files.audio_paths``) before the rows go
 and removes them after the commit, so a failed delete never leaves lines pointing at nothing.
 A running job is refused: its executors would write results for lines that no longer exist.
@@ -8,7 +11,7 @@ A running job is refused: its executors would write results for lines that no lo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,6 +19,7 @@ from sqlmodel import Session, col, func, select
 
 from jobs.errors import JobStateError
 from jobs.models import Job, JobStatus, VectorBlock
+from jobs.store.blobs import unlink_jobs
 from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
 from jobs.store.jobs import get_job
 
@@ -30,6 +34,7 @@ class JobFootprint:
     jobs: int
     lines: int
     attempts: int
+    folder_blobs: tuple[str, ...] = ()  # sha256 of deleted blobs whose bytes are in BATCHER_BLOB_DIR
 
 
 def footprint(session: Session, job_ids: Sequence[int]) -> JobFootprint:
@@ -57,7 +62,7 @@ def delete_jobs(session: Session, job_ids: Sequence[int]) -> JobFootprint:
     conn.execute(sa.delete(_req).where(_req.c.job_id.in_(ids)))
     conn.execute(sa.delete(Job.__table__).where(Job.__table__.c.id.in_(ids)))  # type: ignore[attr-defined]
     session.expunge_all()
-    return removed
+    return replace(removed, folder_blobs=tuple(unlink_jobs(session, ids)))
 
 
 def jobs_older_than(session: Session, cutoff: datetime, statuses: Sequence[JobStatus]) -> list[Job]:

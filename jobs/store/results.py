@@ -132,7 +132,7 @@ def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
 
 def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
     if usage is None:
-        return (None, None, None, None, None, None, False)
+        return (None, None, None, None, None, None, None, None, False)
     return (
         usage.prompt_tokens,
         usage.completion_tokens,
@@ -140,6 +140,8 @@ def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
         usage.cached_tokens,
         usage.reasoning_tokens,
         usage.characters,
+        float(usage.seconds) if usage.seconds else None,
+        usage.images or None,
         usage.estimated,
     )
 
@@ -151,6 +153,8 @@ _USAGE_COLUMNS = (
     "cached_tokens",
     "reasoning_tokens",
     "characters",
+    "seconds",
+    "images",
     "usage_estimated",
 )
 _ATTEMPT_COLUMNS = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,7 +151,10 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
     ]
 
 
-_USAGE_NAMES = ("prompt_tokens", "completion_tokens", "characters", "cached_tokens", "reasoning_tokens")
+_USAGE_NAMES = (
+    "prompt_tokens", "completion_tokens", "characters", "cached_tokens", "reasoning_tokens",
+    "seconds", "images",
+)  # fmt: skip
 
 
 def _usage_columns(table: sa.Table, prefix: str) -> list[sa.ColumnElement[Any]]:
@@ -181,6 +185,8 @@ def _usage(row: Any, prefix: str) -> Usage | None:
         characters=int(m[prefix + "characters"] or 0),
         cached_tokens=int(m[prefix + "cached_tokens"] or 0),
         reasoning_tokens=int(m[prefix + "reasoning_tokens"] or 0),
+        seconds=Decimal(str(m[prefix + "seconds"] or 0)),
+        images=int(m[prefix + "images"] or 0),
         estimated=bool(m[prefix + "usage_estimated"]),
     )
 

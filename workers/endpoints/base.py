@@ -20,6 +20,7 @@ import orjson
 
 from jobs.records import Usage
 from jobs.vectors import Vectors
+from workers.endpoints.filefields import FileRule
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
 
 JSON = "application/json"
@@ -64,6 +65,8 @@ class Family:
     name: ClassVar[str]  # short: queue names, tables, messages
     binary_answer: ClassVar[bool] = False  # the answer is a file (audio), not JSON
     packable: ClassVar[bool] = False  # several lines may share one call (``workers.packing``)
+    # Fields that name a file to upload: the call is multipart (``workers.endpoints.filefields``).
+    file_fields: ClassVar[Mapping[str, FileRule]] = {}
 
     # --- a line ---------------------------------------------------------------------------------
 
@@ -110,6 +113,10 @@ class Family:
         body = orjson.loads(content)
         usage = answered_usage(body) or self.estimated_usage(request, body)
         return ParsedAnswer(orjson.dumps(body).decode(), usage)
+
+    def text_answer(self, request: Body) -> bool:
+        """Whether the OK answer to this request is plain text, not JSON (a transcript as SRT)."""
+        return False
 
     def file_format(self, request: Body) -> str:
         """The file extension of an answer that is a file (``binary_answer`` families)."""
