@@ -6,6 +6,7 @@ No Docker engine runs here, so the file is checked as data, and with ``docker co
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -134,3 +135,30 @@ def test_compose_config_publishes_the_chosen_ports() -> None:
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert "7001" in str(services["redis"]["ports"]) and "7002" in str(services["postgres"]["ports"])
+
+
+def test_compose_metrics_profile_scrapes_the_workers_into_a_provisioned_dashboard() -> None:
+    services = compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["metrics"], name  # optional: `--profile metrics`
+        assert services[name]["ports"][0].startswith("127.0.0.1:"), name
+    assert services["worker"]["environment"]["BATCHER_METRICS_PORT"] == "9464"
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["dns_sd_configs"][0] == {"names": ["worker"], "type": "A", "port": 9464}
+    board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "batcher.json").read_text())
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    for metric in ("batcher_calls_total", "batcher_rate_limited_total", "batcher_tokens_total",
+                   "batcher_cost_usd_total", "batcher_call_duration_seconds_bucket", "batcher_calls_in_flight",
+                   "batcher_pace_requests_per_second"):  # fmt: skip
+        assert metric in exprs, metric
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "./deploy/grafana/provisioning" in mounts and "./deploy/grafana/dashboards" in mounts
+
+
+def test_compose_config_accepts_the_metrics_profile() -> None:
+    command = [*_compose_command(), "--profile", "metrics", "config"]
+    env = os.environ | {"OPENAI_BASE_URL": "https://relay.example.com/v1", "OPENAI_API_KEY": "sk-test"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"prometheus", "grafana", "worker"} <= set(services)

@@ -22,6 +22,7 @@ from workers.executor import ExecConfig, Executor
 from workers.journal import journal_dir, open_journal
 from workers.learned import job_limits
 from workers.leases import new_owner
+from workers.metrics import observer_for
 from workers.packing import pack_limits
 from workers.ratelimit import Limiter, Limits
 from workers.resultfiles import job_folder
@@ -69,4 +70,5 @@ def build_executor(
         budget=job_budget(store, job_id, options),
         journal=open_journal(store, journal_dir(settings.home), config.owner),
         blobs=blob_reader(store, settings.blob_dir),
+        observer=observer_for(options.prices, options.group),
     )

@@ -42,6 +42,7 @@ from workers.callfiles import CallFiles
 from workers.client import ApiClient, NoAnswer
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
+from workers.metrics import Observer
 from workers.outcomes import Answered, Call, status_of
 from workers.pacing import Pacing, unless_stopped
 from workers.packing import PackLimits
@@ -108,6 +109,7 @@ class Executor:
         budget: Budget | None = None,
         journal: Journal | None = None,
         blobs: BlobReader | None = None,  # reads the input files lines upload
+        observer: Observer | None = None,  # the process's metrics (workers.metrics), when on
     ) -> None:
         self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
@@ -121,6 +123,7 @@ class Executor:
             lease_seconds=config.lease_seconds,
             on_broken=self.halt,
             journal=journal,
+            observer=observer,
         )
         self._clean = Redactor(secrets)
         breaker = Breaker(client.config.base_url)
@@ -223,6 +226,7 @@ class Executor:
             if await self._settle(unit, answered):
                 return
             self.stats.retries += 1
+            self.recorder.retrying(unit.endpoint.path, unit.model)
             tries = unit.throttled(time.monotonic()) if c.throttle is not None else max(unit.attempts)
             await unless_stopped(self._sleep(next_delay(c, tries, jitter=self._jitter())), self._halt_event)
 
@@ -296,14 +300,7 @@ class Executor:
         try:
             return Answered(call, await self._files.results(unit, call, self._clean))
         except ValueError as exc:  # a packed answer that does not split back: retry it
-            bad = Classification(
-                verdict=Verdict.RETRY,
-                error_class="bad_body",
-                message=self._clean(str(exc)),
-                code=None,
-                retry_after=None,
-                sent=True,
-            )
+            bad = Classification(Verdict.RETRY, "bad_body", self._clean(str(exc)), sent=True)
             return Answered(replace(call, classification=bad))
 
     # --- what the call meant ---------------------------------------------------------------------
@@ -385,7 +382,7 @@ class Executor:
     async def _controller(self) -> None:
         while not self.stats.halted:
             await asyncio.sleep(self.config.control_interval)
-            await self.pacing.refresh()
+            self.recorder.paced(await self.pacing.refresh(), self.pacing.concurrency.admitted)
             await self._check_control()
             if self.budget is not None:
                 await asyncio.to_thread(self.budget.refresh)

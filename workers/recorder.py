@@ -5,6 +5,9 @@ Every attempt and terminal result goes into a buffer that is written in one tran
 flight, without a transaction per call. While lines run their leases are renewed (every third
 of the lease); lines the run will not finish are given back at once.
 
+An ``Observer`` (``workers.metrics``), when metrics are on, is told of each call leaving and
+of each record as it is buffered.
+
 With a journal (``workers.journal``), each record is also appended to a local file the moment it
 lands, and a sent marker before each call, so a kill loses only the calls in flight; after each
 batch the store committed, the journal is told how far the store has caught up.
@@ -25,6 +28,8 @@ from typing import Protocol
 
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers.journal import Journal
+from workers.metrics import Observer
+from workers.ratelimit import PaceView
 
 STORE_BROKEN = "the store could not be written"
 
@@ -73,9 +78,11 @@ class Recorder:
         lease_seconds: float,
         on_broken: Callable[[str], None],
         journal: Journal | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.sink = sink
         self.journal = journal
+        self.observer = observer
         self._flush_size, self._flush_interval = flush_size, flush_interval
         self._lease_seconds = lease_seconds
         self._on_broken = on_broken  # told when the store cannot be written: start no more calls
@@ -90,12 +97,16 @@ class Recorder:
         self, call_id: str, items: Sequence[WorkItem], attempts: Sequence[int], started_at: datetime
     ) -> None:
         """A call is about to leave: journal which lines it carries."""
+        if self.observer is not None:
+            self.observer.sending(call_id, items)
         if self.journal is not None:
             lines = [(item.request_id, n) for item, n in zip(items, attempts, strict=True)]
             self.journal.sent(call_id, items[0].job_id, lines, started_at)
 
     def record(self, attempt: AttemptRecord) -> None:
         """Buffer one attempt."""
+        if self.observer is not None:
+            self.observer.recorded(attempt)
         if self.journal is not None:
             self.journal.landed([attempt], [])
         self._attempts.append(attempt)
@@ -103,10 +114,22 @@ class Recorder:
 
     def finish(self, result: LineResult) -> None:
         """Buffer one line's terminal result."""
+        if self.observer is not None:
+            self.observer.finished(result)
         if self.journal is not None:
             self.journal.landed([], [result])
         self._results.append(result)
         self._maybe_flush()
+
+    def retrying(self, endpoint: str, model: str) -> None:
+        """A unit's lines will be called again (for the metrics)."""
+        if self.observer is not None:
+            self.observer.retrying(endpoint, model)
+
+    def paced(self, views: dict[str, PaceView], concurrency: int) -> None:
+        """The limiter's paces and the concurrency, as the control loop just read them (metrics)."""
+        if self.observer is not None:
+            self.observer.paced(views, concurrency)
 
     def hold(self, request_ids: Iterable[int]) -> None:
         """These lines are running: keep their leases."""

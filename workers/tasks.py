@@ -16,10 +16,11 @@ from typing import Any
 
 import redis
 from celery import shared_task
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import after_setup_logger, worker_init, worker_process_init, worker_process_shutdown
 
 from jobs.db import Store, open_store
 from jobs.settings import Settings, load_settings
+from workers import metrics
 from workers.app import TASK_NAME
 from workers.chunk import run_chunk
 from workers.client import NO_KEY_WARNING
@@ -141,3 +142,19 @@ def _start_sweeper(**_: Any) -> None:
 def _stop_sweeper(**_: Any) -> None:
     for sweeper in _sweepers:
         sweeper.stopped.set()
+    metrics.process_died(os.getpid())  # its live gauges (calls in flight) no longer count
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    # The main process, before it forks the pool: the folder the pool processes write their values
+    # to is set here, so they inherit it; the main process serves their sum. The server's thread
+    # takes no lock a pool process could need.
+    port = os.environ.get(metrics.PORT_ENV)
+    if not port:
+        return
+    if not metrics.multiprocess():
+        metrics.prepare_folder(load_settings().home / "metrics" / f"worker-{os.getpid()}")
+    host = os.environ.get(metrics.HOST_ENV, metrics.DEFAULT_HOST)
+    metrics.start_worker_server(int(port), host)
+    log.info("metrics of every pool process on http://%s:%s/metrics", host, port)

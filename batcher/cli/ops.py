@@ -54,10 +54,14 @@ def worker_argv(*, processes: int, hostname: str | None, queues: str | None, log
     help="Endpoint kinds to serve, comma-separated (chat,completions,embeddings,speech) [default: all].",
 )
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), envvar="BATCHER_METRICS_PORT",
+    help="Serve the Prometheus metrics of all pool processes on this port (host: BATCHER_METRICS_HOST).",
+)  # fmt: skip
 @pass_app
 def worker(
     app: App, /, *, processes: int, old_processes: int | None, hostname: str | None, queues: str | None,
-    loglevel: str,
+    loglevel: str, metrics_port: int | None,
 ) -> None:  # fmt: skip
     """Start a Celery worker with batcher's settings (same as `celery -A workers.app worker`).
 
@@ -69,6 +73,7 @@ def worker(
     Example:
       batcher worker --processes 4 --queues embeddings,chat
       batcher worker --hostname gpu1@%h
+      batcher worker --metrics-port 9464        # Prometheus scrapes :9464/metrics
     """
     from workers.app import default_app
 
@@ -76,6 +81,8 @@ def worker(
     if app.settings.proxy:  # `batcher --proxy URL worker`: the pool processes read it from here
         os.environ["BATCHER_PROXY"] = app.settings.proxy
     processes = old_processes or processes
+    if metrics_port is not None:  # the main process serves them once Celery starts (workers.tasks)
+        os.environ["BATCHER_METRICS_PORT"] = str(metrics_port)
     argv = worker_argv(processes=processes, hostname=hostname, queues=queues, loglevel=loglevel)
     default_app().worker_main(argv)
 

@@ -180,6 +180,10 @@ def run_options(func: F) -> F:
     return functools.reduce(lambda f, d: d(f), reversed(decorators), _merge_alias(func))
 
 
+metrics_option = click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), envvar="BATCHER_METRICS_PORT",
+    help="Serve Prometheus metrics on this port while it runs (on 127.0.0.1, or BATCHER_METRICS_HOST).",
+)  # fmt: skip
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 job_argument = click.argument("job_id", metavar="JOB", type=int)
 RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "max_wait", "timeout", "pack", "pack_size")

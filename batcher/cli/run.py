@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from batcher.cli.options import (
     job_argument,
     job_options,
     json_option,
+    metrics_option,
     read_opts,
     reader_options,
     run_flags,
@@ -148,6 +150,7 @@ def _finish(app: App, summary: RunSummary, *, failed_in: Path | None = None) -> 
 @click.option("--errors", type=click.Path(path_type=Path), help="Write failed lines here instead.")
 @ingest_options
 @run_options
+@metrics_option
 @pass_app
 def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw: Any) -> None:
     """Validate, store and run FILE in this process, then export the results.
@@ -158,14 +161,32 @@ def run(app: App, /, file: Path, output: Path | None, errors: Path | None, **kw:
     \b
     Example:
       batcher run requests.jsonl -o results.jsonl --rpm 500 --max-in-flight 64
+      batcher run big.jsonl --metrics-port 9464     # Prometheus scrapes :9464/metrics
     """
     check_api(app)
+    serve_metrics(kw.pop("metrics_port"))
     result = _ingest(app, file, kw)
     _say_ingested(result)
     assert result.job.id is not None
     _remember_outputs(app, result.job.id, output or file.with_name(file.stem + ".results.jsonl"), errors)
     summary = _execute(app, result.job.id, _run_opts(app, result.job.id, kw))
     _finish(app, summary, failed_in=_export_stored(app, result.job.id))
+
+
+def serve_metrics(port: int | None) -> None:
+    """Serve this process's Prometheus metrics on ``port`` (none: metrics stay off)."""
+    if port is None:
+        return
+    from workers.metrics import DEFAULT_HOST, HOST_ENV, serve
+
+    host = os.environ.get(HOST_ENV, DEFAULT_HOST)
+    try:
+        serve(port, host)
+    except OSError as exc:
+        raise DomainError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror}; choose another --metrics-port"
+        ) from None
+    click.echo(f"metrics on http://{host}:{port}/metrics", err=True)
 
 
 def _remember_outputs(app: App, job_id: int, output: Path | None, errors: Path | None) -> None:
@@ -332,6 +353,7 @@ def validate(file: Path, rejects: Path | None, **kw: Any) -> None:
 @click.option("--errors", type=click.Path(path_type=Path), help="Write failed lines here instead.")
 @run_options
 @budget_option
+@metrics_option
 @pass_app
 def run_job_command(
     app: App, /, job_id: int, budget: Decimal | None, output: Path | None, errors: Path | None, **kw: Any
@@ -349,6 +371,7 @@ def run_job_command(
       batcher run-job 3 --max-in-flight 64
     """
     check_api(app)
+    serve_metrics(kw.pop("metrics_port"))
     raise_budget(app, job_id, budget)
     _remember_outputs(app, job_id, output, errors)
     summary = _execute(app, job_id, _run_opts(app, job_id, kw))
