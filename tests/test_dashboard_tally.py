@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from batcher.dashboard import tally as tally_module
 from batcher.dashboard.tally import SETTLE_S, WINDOW_S, Sampler, Tally, resample
+from jobs import store as q
 from jobs.db import Store
 from tests.test_store_dashboard import LINES, SECONDS, _job, _run
 
@@ -65,7 +67,9 @@ def test_tally_reads_the_job_once_then_what_is_new(tmp_path: Path) -> None:
     tally = Tally(job_id, clock=clock)
     with store.session() as s:
         tally.refresh(s)
+        last = max(b.last_id for b in q.timeline(s, job_id))
     assert tally.sums() == (LINES, 0, 15 * LINES)
+    assert tally.settled_id == last  # calls that started long ago are settled at the first look
     clock.now += SETTLE_S + 1
     with store.session() as s:
         tally.refresh(s)  # settles what the first look saw
@@ -77,11 +81,14 @@ def test_tally_reads_the_job_once_then_what_is_new(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_late_commit_below_the_last_id_is_still_counted(tmp_path: Path) -> None:
+def test_a_late_commit_below_the_last_id_is_still_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ids above the settled one are summed again at each look: an attempt that lands late counts."""
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     clock = Clock()
     job_id = _ran_job(store, 10)
+    monkeypatch.setattr(tally_module, "OLD_S", 1e9)  # these calls are recent: nothing settles at once
     tally = Tally(job_id, clock=clock)
     with store.session() as s:
         tally.refresh(s)

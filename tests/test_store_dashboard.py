@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import select
 
 from batcher.dashboard.board import Board
 from jobs import store as q
 from jobs.db import Store
-from jobs.models import JobStatus
+from jobs.models import Attempt, JobStatus
 from jobs.records import AttemptRecord, LineResult, Usage
 from jobs.settings import load_settings
 from jobs.store.common import JOB_TABLE
@@ -99,6 +100,18 @@ def test_timeline_after_an_id_reads_only_newer_attempts(store: Store, big: int) 
         head = q.timeline(s, big, upto_id=last - 100)
         tail = q.timeline(s, big, after_id=last - 100)
     assert sum(b.calls for b in head) + sum(b.calls for b in tail) == sum(b.calls for b in whole)
+
+
+def test_last_attempt_before_a_time(store: Store, big: int) -> None:
+    with store.session() as s:
+        whole = q.timeline(s, big)
+        assert q.last_attempt_before(s, big, START) == 0
+        assert q.last_attempt_before(s, big, START + timedelta(days=1)) == max(b.last_id for b in whole)
+        cut = START + timedelta(seconds=SECONDS // 2)
+        half = q.last_attempt_before(s, big, cut)
+        attempts = list(s.exec(select(Attempt).where(Attempt.job_id == big)))
+    assert half == max(a.id for a in attempts if a.started_at.replace(tzinfo=UTC) < cut)
+    assert half < max(a.id for a in attempts)
 
 
 def test_model_usage_is_the_store_usage_by_model(store: Store, big: int) -> None:

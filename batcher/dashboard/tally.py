@@ -5,8 +5,11 @@ reads only attempts with a higher id. Attempt ids are handed out when a transact
 and on PostgreSQL two workers' transactions can commit out of id order, so the ids above the last
 *settled* id are summed again at every look (a few seconds of calls), and an id becomes settled
 once it was seen ``SETTLE_S`` seconds ago: by then the transaction of any lower id has committed
-(a flush takes a fraction of a second). A packed call whose attempt rows straddle a settle point
-counts as two calls in the chart: rare, and only in requests/s.
+(a flush takes a fraction of a second). At the first look, the ids of attempts that started
+``OLD_S`` before are settled at once (a call's rows are written when it ends, within its
+timeout), so a page opened on a big job sums it once, not at every look of its first seconds.
+A packed call whose attempt rows straddle a settle point counts as two calls in the chart: rare,
+and only in requests/s.
 
 Rates for the jobs page come from ``Sampler``: the done counters of two looks ``WINDOW_S`` apart,
 the way ``batcher status --watch`` takes them; nothing is read for them but the job row.
@@ -20,15 +23,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlmodel import Session
 
 from jobs import store as q
+from jobs.models import utcnow
 from workers.budget import spend_of
 from workers.prices import PriceBook
 
 SETTLE_S = 10.0
+OLD_S = 300.0  # past the longest call (--timeout 120 s by default) and its flush
 WINDOW_S = 30.0
 MAX_POINTS = 240  # points of a chart: buckets are merged to at most this many
 
@@ -93,6 +99,8 @@ class Tally:
             self.read_once = True
             now = self._clock()
             settle_to = self._settle_point(now)
+            if not self._seen and not self._settled.last_id:
+                settle_to = q.last_attempt_before(session, self.job_id, utcnow() - timedelta(seconds=OLD_S))
             if settle_to > self._settled.last_id:
                 self._settled.add(*self._read(session, self._settled.last_id, settle_to))
                 self._settled.last_id = settle_to
@@ -100,6 +108,11 @@ class Tally:
             fresh.add(*self._read(session, self._settled.last_id, None))
             self._fresh = fresh
             self._seen.append((now, fresh.last_id))
+
+    @property
+    def settled_id(self) -> int:
+        """The highest attempt id whose sums are kept and never read again."""
+        return self._settled.last_id
 
     def _settle_point(self, now: float) -> int:
         point = self._settled.last_id

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -152,6 +153,14 @@ def model_usage(
         .group_by(_req.c.model)
     )
     return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r)) for r in session.connection().execute(query)]
+
+
+def last_attempt_before(session: Session, job_id: int, before: datetime) -> int:
+    """The highest id of the job's attempts that started before ``before`` (0: none)."""
+    query = sa.select(func.coalesce(func.max(_att.c.id), 0)).where(
+        _att.c.job_id == job_id, _att.c.started_at < before.astimezone(UTC)
+    )
+    return int(session.connection().execute(query).scalar_one())
 
 
 def _id_range(job_id: int, after_id: int, upto_id: int | None) -> list[sa.ColumnElement[bool]]:
