@@ -62,6 +62,16 @@ class ModelEstimate:
 
 
 @dataclass
+class FamilyEstimate:
+    """Lines of one endpoint family and what they are billed in (``Family.billed_in``)."""
+
+    family: str
+    billed_in: str
+    lines: int = 0
+    quantity: int = 0  # tokens (prompt + output), or characters for speech
+
+
+@dataclass
 class Estimate:
     """The file's expected usage and cost per model, and the assumptions behind the numbers."""
 
@@ -71,6 +81,7 @@ class Estimate:
     typical_output: int | None
     invalid_lines: int = 0
     assumptions: list[str] = field(default_factory=list)
+    families: list[FamilyEstimate] = field(default_factory=list)
 
     @property
     def cost(self) -> Decimal:
@@ -114,6 +125,7 @@ class EstimateBuilder:
         self._count_prompt = count_prompt
         self._ratio = prices.group_ratio(group)
         self._models: dict[str, ModelEstimate] = {}
+        self._families: dict[str, FamilyEstimate] = {}
         self._invalid = 0
 
     def add(self, line: Line | Problem) -> None:
@@ -122,16 +134,24 @@ class EstimateBuilder:
             self._invalid += 1
             return
         usage, has_max = line_usage(line, self.typical_output, self._count_prompt)
+        self._add_family(line, usage)
         row = self._models.setdefault(line.model, ModelEstimate(line.model))
         _add(row, usage, has_max)
         cost = cost_of_attempt(usage, self.prices.lookup(line.model), group_ratio=self._ratio)
         row.priced &= cost is not None
         row.cost += cost or Decimal(0)
 
+    def _add_family(self, line: Line, usage: Usage) -> None:
+        family = family_of(line.endpoint)
+        row = self._families.setdefault(family.name, FamilyEstimate(family.name, family.billed_in))
+        row.lines += 1
+        row.quantity += usage.characters or usage.tokens
+
     def result(self) -> Estimate:
         """The estimate of every line added so far."""
         models = sorted(self._models.values(), key=lambda m: m.model)
         estimate = Estimate(models, self.prices, self.group, self.typical_output, self._invalid)
+        estimate.families = sorted(self._families.values(), key=lambda f: f.family)
         estimate.assumptions = assumptions(estimate)
         return estimate
 

@@ -31,7 +31,7 @@ from batcher.idset import HashSet
 from batcher.inputfiles import FileResolver, LocalFile
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
-from workers.endpoints import BodyError, by_path, family_of, route_list
+from workers.endpoints import BodyError, by_path, families, family_of, route_list
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -53,6 +53,7 @@ class ReadOptions:
     endpoint: Endpoint | None = None
     model: str | None = None
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    stream: bool = False  # --stream: every line of a family that can stream asks for a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +224,8 @@ def parse_line(
             '{"custom_id", "method", "url", "body"}, or pass --endpoint (e.g. --endpoint '
             "/v1/chat/completions) to submit bare request bodies"
         )
-    model = _model(body, options.model)
-    _check_body(endpoint, body)
+    model = family_of(endpoint).path_model(endpoint.path) or _model(body, options.model)
+    _check_body(endpoint, body, stream=options.stream)
     local = _resolve_files(endpoint, body, files or FileResolver(Path.cwd()))
     try:
         body_json = orjson.dumps(body)
@@ -339,10 +340,15 @@ def _model(body: dict[str, Any], default: str | None) -> str:
 # --- endpoint shapes -----------------------------------------------------------------------------
 
 
-def _check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
-    if body.get("stream") is True:
-        raise LineError('"stream": true is not supported in a batch; remove "stream" or set it to false')
+def _check_body(endpoint: Endpoint, body: dict[str, Any], *, stream: bool) -> None:
+    family = family_of(endpoint)
+    if stream and family.can_stream:
+        body["stream"] = True
+    if body.get("stream") is True and not family.can_stream:
+        can = ", ".join(r for f in families() if f.can_stream for r in f.route_names())
+        raise LineError(f'"stream": true is not supported on {endpoint}; remove it (streamed routes: {can})')
     try:
-        family_of(endpoint).check(body)
+        family.check(body)
     except BodyError as exc:
         raise LineError(str(exc)) from None
+    family.prepare(body)

@@ -42,7 +42,7 @@ from workers.endpoints import family_of
 from workers.prices import PriceBook
 
 KINDS = ("succeeded", "duplicate", "failed", "unknown", "other")
-DIMENSIONS = ("job", "model", "endpoint", "day", "tag")
+DIMENSIONS = ("job", "model", "endpoint", "family", "day", "tag")
 METADATA_PREFIX = "metadata."
 NO_TAG = "(none)"
 
@@ -191,13 +191,16 @@ class _JobCache:
         return self._jobs[job_id]
 
 
-def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:
+def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:  # noqa: PLR0911 - one per dimension
     if dim == "job":
         return f"{row.job_id}:{jobs.get(row.job_id)[0]}"
     if dim == "model":
         return str(row.line_model)
     if dim == "endpoint":
         return row.line_endpoint.path
+    if dim == "family":  # Gemini's routes name their model: one family, many endpoints
+        family = family_of(row.line_endpoint)
+        return f"{family.name} ({family.billed_in})"
     if dim == "day":
         return _utc_day(row.started_at)
     options = jobs.get(row.job_id)[1]

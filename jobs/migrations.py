@@ -193,6 +193,13 @@ def _m006_files(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE blob_chunk ALTER COLUMN data SET STORAGE EXTERNAL"))
 
 
+def _m007_cache_write(conn: Connection) -> None:
+    """Prompt tokens written to a provider's cache (Claude's cache creation, 5 min and 1 h)."""
+    for table in ("request", "attempt"):
+        for column in ("cache_write_tokens", "cache_write_1h_tokens"):
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -200,6 +207,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0004_learned_pace", _m004_learned_pace),
     ("0005_executors", _m005_executors),
     ("0006_files", _m006_files),
+    ("0007_cache_write", _m007_cache_write),
 ]
 
 _ledger = sa.Table(

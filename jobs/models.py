@@ -55,6 +55,8 @@ class UsageColumns(SQLModel):
     total_tokens: int | None = None
     cached_tokens: int | None = None  # part of prompt_tokens served from the provider's cache
     reasoning_tokens: int | None = None  # part of completion_tokens spent reasoning
+    cache_write_tokens: int | None = None  # part of prompt_tokens written to the cache (Claude)
+    cache_write_1h_tokens: int | None = None  # part of cache_write_tokens kept for an hour
     characters: int | None = None  # speech is billed per input character
     seconds: float | None = None  # transcription is billed per second of audio
     images: int | None = None  # image generation is billed per image

@@ -35,9 +35,9 @@ class Usage:
     """What one call (or a sum of calls) used: tokens, or characters for speech.
 
     The one shape of usage everywhere: parsed from an answer, stored with a line and an attempt,
-    priced (``workers.cost``), summed in reports. Cached tokens are part of ``prompt_tokens`` and
-    reasoning tokens part of ``completion_tokens``; ``total_tokens`` is what the API reported.
-    ``estimated`` when batcher had to estimate it (the answer had none).
+    priced (``workers.cost``), summed in reports. Cached (read) and cache-write tokens are parts of
+    ``prompt_tokens``, reasoning tokens part of ``completion_tokens``; ``total_tokens`` is what
+    the API reported. ``estimated`` when batcher had to estimate it (the answer had none).
     """
 
     prompt_tokens: int = 0
@@ -47,6 +47,8 @@ class Usage:
     estimated: bool = False
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # part of prompt_tokens written to the cache (Claude), 1h ones included
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour
     seconds: Decimal = Decimal(0)  # transcribed audio
     images: int = 0
 
@@ -65,6 +67,8 @@ class Usage:
             estimated=self.estimated or other.estimated,
             cached_tokens=self.cached_tokens + other.cached_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             seconds=self.seconds + other.seconds,
             images=self.images + other.images,
         )

@@ -11,6 +11,8 @@ Names every part of batcher agrees on:
   (default ``~/.local/share/batcher``);
 - ``BATCHER_BLOB_DIR``: a folder every machine sees (a shared mount) for the input files lines
   send (audio, images); unset, they are kept in the SQL store (``jobs.blobs``);
+- ``BATCHER_ANTHROPIC_VERSION``: the ``anthropic-version`` header of Claude-native calls
+  (default ``2023-06-01``);
 - ``BATCHER_PROXY``: the HTTP proxy for API calls (``none``: no proxy at all); otherwise the usual
   ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (either case) are read, and
   ``workers.proxy`` decides which applies.
@@ -78,6 +80,7 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None  # input files in this shared folder instead of the SQL store
     proxy: str | None = None
     progress_interval: float = Field(default=5.0, gt=0)  # seconds between plain progress lines
+    anthropic_version: str = Field(default="2023-06-01", min_length=1)  # sent on /v1/messages calls
     https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
     http_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTP_PROXY", "http_proxy"))
     all_proxy: str | None = Field(default=None, validation_alias=AliasChoices("ALL_PROXY", "all_proxy"))

@@ -95,3 +95,19 @@ def test_estimate_file_streams_the_reader(tmp_path: Path) -> None:
     est = estimate_file(path, reader.ReadOptions(), default_book())
     assert est.models[0].lines == 1 and est.models[0].output_tokens == 100
     assert est.invalid_lines == 1
+
+
+def test_estimate_per_family_in_its_billing_unit() -> None:
+    gemini = Endpoint("/v1beta/models/text-embedding-004:embedContent")
+    lines = [
+        Line(CHAT, "m", {"max_tokens": 5}),
+        Line(CHAT, "m", {"max_tokens": 5}),
+        Line(SPEECH, "tts-1", {"input": "abc", "voice": "alloy"}),
+        Line(gemini, "text-embedding-004", {"content": {"parts": [{"text": "x"}]}}),
+    ]
+    result = estimate_lines(lines, default_book(), count_prompt=ten_tokens)
+    assert [(f.family, f.lines, f.quantity, f.billed_in) for f in result.families] == [
+        ("chat", 2, 30, "tokens"),
+        ("gemini_embed", 1, 10, "tokens, estimated"),
+        ("speech", 1, 3, "characters"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
 from workers.endpoints.chat import CHAT
@@ -407,3 +408,31 @@ def test_a_redirect_fails_its_line_naming_the_location() -> None:
 )  # fmt: skip
 def test_messages_say_their_status_once(status: int, body: bytes, message: str) -> None:
     assert classify_response(status, {}, body, now=NOW).message == message
+
+
+def _anthropic(kind: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": f"{kind} (request id: x)"}})
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "verdict", "throttle", "error_class"),
+    [
+        (529, "overloaded_error", Verdict.RETRY, Throttle.OVERLOAD, "overloaded"),
+        (500, "overloaded_error", Verdict.RETRY, Throttle.OVERLOAD, "overloaded"),
+        (200, "overloaded_error", Verdict.RETRY, Throttle.OVERLOAD, "overloaded"),
+        (429, "rate_limit_error", Verdict.RETRY, Throttle.RATE, "rate_limited"),
+        (400, "rate_limit_error", Verdict.RETRY, Throttle.RATE, "rate_limited"),
+        (401, "authentication_error", Verdict.FATAL, None, "auth"),
+        (400, "authentication_error", Verdict.FATAL, None, "auth"),
+        (403, "permission_error", Verdict.FATAL, None, "auth"),
+        (400, "invalid_request_error", Verdict.PERMANENT, None, "bad_request"),
+        (500, "api_error", Verdict.RETRY, None, "server_error"),
+    ],
+)
+def test_anthropic_error_envelope_table(
+    status: int, kind: str, verdict: Verdict, throttle: Throttle | None, error_class: str
+) -> None:
+    """Claude native answers errors as {"type": "error", "error": {"type": ...}}; 529 is overload."""
+    c = classify_response(status, {}, _anthropic(kind), now=0)
+    assert (c.verdict, c.throttle, c.error_class) == (verdict, throttle, error_class)
+    assert kind in c.message

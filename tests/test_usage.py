@@ -244,3 +244,8 @@ def test_parse_by(text: str, dims: tuple[str, ...]) -> None:
 def test_parse_by_refuses_unknown_dimensions(text: str) -> None:
     with pytest.raises(ConfigError, match=r"metadata\.KEY"):
         parse_by(text)
+
+
+def test_by_family_names_the_unit_each_family_is_billed_in(filled: Store) -> None:
+    by_family = _rows(usage_report(filled, None, by="family", prices=default_book()))
+    assert set(by_family) == {("chat (tokens)",), ("speech (characters)",)}

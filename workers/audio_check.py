@@ -18,6 +18,7 @@ import orjson
 
 from workers.client import RawResponse
 from workers.endpoints import family_of
+from workers.endpoints.sse import classify_stream
 from workers.retry import Classification, Verdict, classify_response
 from workers.units import Unit
 
@@ -103,4 +104,6 @@ def classify_answer(unit: Unit, response: RawResponse, *, now: float) -> Classif
         return classify_response(status, headers, body, now=now, binary_ok=not _is_json(body))
     if family.binary_answer:
         return classify_speech(status, headers, body, fmt=family.file_format(unit.requests[0]), now=now)
+    if family.streamed(unit.requests[0]):
+        return classify_stream(status, headers, body, now=now)
     return classify_response(status, headers, body, now=now)

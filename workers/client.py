@@ -25,6 +25,7 @@ import httpx
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import Settings
+from workers.endpoints.base import RequestContent
 from workers.proxy import proxy_for
 from workers.retry import Classification, classify_exception
 
@@ -54,6 +55,7 @@ class ClientConfig:
     timeout: float = DEFAULT_TIMEOUT_S
     max_connections: int = 256
     proxy: str | None = field(default=None, repr=False)  # may carry a password
+    header_values: tuple[tuple[str, str], ...] = ()  # settings' values for headers families send
 
     @property
     def provider(self) -> str:
@@ -74,7 +76,8 @@ def client_config(
     key = settings.api_key.get_secret_value() if settings.api_key else None
     base_url = normalize_base_url(raw)
     proxy = proxy_for(base_url, explicit=settings.proxy, env=settings.proxy_env)
-    return ClientConfig(base_url, key, timeout, max_connections, proxy)
+    headers = (("anthropic-version", settings.anthropic_version),)
+    return ClientConfig(base_url, key, timeout, max_connections, proxy, headers)
 
 
 class OriginBearerAuth(httpx.Auth):
@@ -144,7 +147,8 @@ class ApiClient:
     (auth flows, redirect handling, cookies, event hooks) costs more CPU per call than the
     transport itself, and batcher needs none of it. Every URL is the configured base URL (or the
     relay's root, for native and task routes) plus a route path validated at ingest, so the
-    ``Authorization`` header can only reach the configured host, and a transport never follows
+    ``Authorization`` header (and the key headers a family names: ``x-api-key``,
+    ``x-goog-api-key``) can only reach the configured host, and a transport never follows
     redirects (a 3xx comes back as an answer).
     """
 
@@ -158,14 +162,42 @@ class ApiClient:
         self._headers = httpx.Headers(headers)
         timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
         self._extensions = {"timeout": timeout.as_dict()}
+        self._family_headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
+
+    async def send(self, endpoint: Endpoint, request: RequestContent) -> RawResponse | NoAnswer:
+        """POST a family's request, with the headers it names (see ``RequestContent``)."""
+        headers = self._headers
+        if request.headers or request.key_headers:
+            headers = self._with_family_headers(request.headers, request.key_headers)
+        return await self.call(endpoint, request.content, content_type=request.content_type, headers=headers)
+
+    def _with_family_headers(
+        self, plain: tuple[tuple[str, str], ...], keys: tuple[str, ...]
+    ) -> httpx.Headers:
+        cache_key = (*plain, *((name, "") for name in keys))
+        headers = self._family_headers.get(cache_key)
+        if headers is None:
+            configured = dict(self.config.header_values)
+            headers = httpx.Headers(self._headers)
+            for name, value in plain:
+                headers[name] = configured.get(name, value)
+            for name in keys if self.config.api_key else ():
+                headers[name] = self.config.api_key or ""
+            self._family_headers[cache_key] = headers
+        return headers
 
     async def call(
-        self, endpoint: Endpoint, body: bytes, *, content_type: str = JSON
+        self,
+        endpoint: Endpoint,
+        body: bytes,
+        *,
+        content_type: str = JSON,
+        headers: httpx.Headers | None = None,
     ) -> RawResponse | NoAnswer:
         """POST the body; the answer, or ``NoAnswer`` for a timeout or a connection error."""
-        headers = self._headers
+        headers = headers if headers is not None else self._headers
         if content_type != JSON:  # a multipart upload names its boundary
-            headers = httpx.Headers(self._headers)
+            headers = httpx.Headers(headers)
             headers["Content-Type"] = content_type
         request = httpx.Request(
             "POST", self._url(endpoint), headers=headers, content=body, extensions=self._extensions

@@ -5,11 +5,13 @@ Two kinds of price (``workers.prices``):
 - a list price (USD per 1M tokens, per 1M characters, per minute, per image, per call): the cost
   is the plain sum; images are priced per image unless the answer reported tokens for them
   (gpt-image-1), which are priced as tokens instead. Cached prompt tokens are part of
-  ``prompt_tokens`` and cost ``cached`` instead of ``input``; reasoning tokens are part of
+  ``prompt_tokens`` and cost ``cached`` instead of ``input``; tokens written to the cache
+  (Claude) cost ``cache_write`` (``cache_write_1h`` for the hour-long ones); reasoning tokens are part of
   ``completion_tokens`` and cost ``reasoning`` instead of ``output`` when the price names one.
 - a relay price (one-api / new-api): the relay charges quota, rounded up **per request**::
 
-      quota = ceil((prompt + cached × (cache_ratio − 1) + completion × completion_ratio)
+      quota = ceil((prompt + cached × (cache_ratio − 1) + written × (cache_creation_ratio − 1)
+                    + written_1h × (cache_creation_1h_ratio − 1) + completion × completion_ratio)
                    × model_ratio × group_ratio)
 
   with 500,000 quota = 1 USD (model_ratio 1 ≙ $2 per 1M prompt tokens). Because of the ceil, cost
@@ -51,9 +53,13 @@ def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
     if price.per_call is None and _unpriced(usage, price):
         return None
     reasoning = _reasoning(usage, price)
+    write_1h = usage.cache_write_1h_tokens
+    write_rate = price.input if price.cache_write is None else price.cache_write
     parts = [
-        _tokens(usage.prompt_tokens - usage.cached_tokens, price.input),
+        _tokens(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, price.input),
         _tokens(usage.cached_tokens, price.input if price.cached is None else price.cached),
+        _tokens(usage.cache_write_tokens - write_1h, write_rate),
+        _tokens(write_1h, write_rate if price.cache_write_1h is None else price.cache_write_1h),
         _tokens(usage.completion_tokens - reasoning, price.output),
         _tokens(reasoning, price.reasoning),
         _tokens(usage.characters, price.characters),
@@ -99,6 +105,10 @@ def relay_quota(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decim
     cache_ratio = Decimal(1) if price.cache_ratio is None else price.cache_ratio
     billed = usage.prompt_tokens + usage.characters + audio_tokens(usage.seconds)
     prompt = Decimal(billed) + usage.cached_tokens * (cache_ratio - 1)
+    write = Decimal(1) if price.cache_creation_ratio is None else price.cache_creation_ratio
+    write_1h = write if price.cache_creation_1h_ratio is None else price.cache_creation_1h_ratio
+    prompt += (usage.cache_write_tokens - usage.cache_write_1h_tokens) * (write - 1)
+    prompt += usage.cache_write_1h_tokens * (write_1h - 1)
     weighted = prompt + usage.completion_tokens * price.completion_ratio
     return math.ceil(weighted * price.model_ratio * group_ratio)
 

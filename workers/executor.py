@@ -283,7 +283,7 @@ class Executor:
         started_at, start, call_id = utcnow(), time.monotonic(), uuid.uuid4().hex
         self.recorder.sending(call_id, unit.items, unit.attempts, started_at)
         request = await self._files.request(unit, content)
-        response = await self.client.call(unit.endpoint, request.content, content_type=request.content_type)
+        response = await self.client.send(unit.endpoint, request)
         if isinstance(response, NoAnswer):
             return Call(response.classification, None, started_at, _ms_since(start), call_id)
         cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept

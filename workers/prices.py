@@ -5,15 +5,17 @@ providers' list prices, with the date they were taken) and is overridden, file b
 ``--prices FILE``. The format of a file is detected from its content:
 
 - **batcher** (TOML or JSON): ``[models."NAME"]`` with USD per 1M ``input`` / ``output`` /
-  ``cached`` / ``reasoning`` tokens, per 1M ``characters``, ``per_minute``, ``per_image``,
-  ``per_call``; optional top-level ``currency`` / ``usd_rate`` and ``taken``.
+  ``cached`` / ``reasoning`` / ``cache_write`` / ``cache_write_1h`` tokens, per 1M
+  ``characters``, ``per_minute``, ``per_image``, ``per_call``; optional top-level ``currency`` /
+  ``usd_rate`` and ``taken``.
 - **litellm**: LiteLLM's ``model_prices_and_context_window.json`` (USD per token, per character,
   per second, per image).
 - **new-api**: the JSON a new-api relay serves at ``GET /api/pricing``
   (``{"data": [{"model_name", "quota_type", "model_ratio", "model_price", "completion_ratio"}],
   "group_ratio": {...}}``).
 - **one-api**: one-api's option maps ``ModelRatio`` / ``CompletionRatio`` / ``GroupRatio`` (and
-  new-api's ``ModelPrice`` / ``CacheRatio``), as objects or as the JSON strings the options store,
+  new-api's ``ModelPrice`` / ``CacheRatio`` / ``CreateCacheRatio``), as objects or as the JSON
+  strings the options store,
   also wrapped as ``/api/option``'s ``{"data": [{"key", "value"}]}``.
 
 Relay prices stay ratios (``RelayPrice``): their quota is rounded up per call, so they cannot be
@@ -55,6 +57,8 @@ class ListPrice:
     output: Decimal | None = None
     cached: Decimal | None = None  # None: cached prompt tokens cost as much as the others
     reasoning: Decimal | None = None  # None: reasoning tokens cost as much as output tokens
+    cache_write: Decimal | None = None  # prompt tokens written to the cache (None: as input)
+    cache_write_1h: Decimal | None = None  # written for an hour (None: as cache_write)
     characters: Decimal | None = None
     per_minute: Decimal | None = None
     per_image: Decimal | None = None
@@ -68,6 +72,8 @@ class RelayPrice:
     model_ratio: Decimal = Decimal(0)
     completion_ratio: Decimal = Decimal(1)
     cache_ratio: Decimal | None = None  # new-api: cached prompt tokens count this much
+    cache_creation_ratio: Decimal | None = None  # new-api: tokens written to the cache count this much
+    cache_creation_1h_ratio: Decimal | None = None  # written for an hour (None: cache_creation_ratio)
     model_price: Decimal | None = None  # quota_type 1: USD per call before the group ratio
 
 
@@ -259,6 +265,8 @@ def _litellm_price(entry: Mapping[str, Any]) -> ListPrice:
         output=_per_million(entry.get("output_cost_per_token")),
         cached=_per_million(entry.get("cache_read_input_token_cost")),
         reasoning=_per_million(entry.get("output_cost_per_reasoning_token")),
+        cache_write=_per_million(entry.get("cache_creation_input_token_cost")),
+        cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr")),
         characters=_per_million(entry.get("input_cost_per_character")),
         per_minute=None if per_second is None else per_second * 60,
         per_image=_dec(entry.get("output_cost_per_image") or entry.get("input_cost_per_image")),
@@ -293,7 +301,14 @@ def _parse_new_api(data: Mapping[str, Any]) -> Parsed:
     return prices, groups
 
 
-_ONE_API_KEYS = ("ModelRatio", "CompletionRatio", "GroupRatio", "ModelPrice", "CacheRatio")
+_ONE_API_KEYS = (
+    "ModelRatio",
+    "CompletionRatio",
+    "GroupRatio",
+    "ModelPrice",
+    "CacheRatio",
+    "CreateCacheRatio",
+)
 
 
 def _option_maps(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,6 +335,7 @@ def _parse_one_api(data: Mapping[str, Any]) -> Parsed:
             model_ratio=ratios.get(name, Decimal(0)),
             completion_ratio=completion.get(name, Decimal(1)),
             cache_ratio=cache.get(name),
+            cache_creation_ratio=maps.get("CreateCacheRatio", {}).get(name),
             model_price=per_call.get(name),
         )
     return dict(sorted(prices.items())), maps.get("GroupRatio", {})

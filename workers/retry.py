@@ -11,7 +11,8 @@ call is classified on status *and* body, and the relay's own message is kept:
   Location), 400, 404, 413, 422 and other 4xx, and 501 (new-api's "API not implemented" for
   ``/v1/images/variations``: no retry makes a route exist; the executor fails the job's other
   lines of that route with it, without calling them);
-- FATAL (stop the job, calling on would burn every line): 401/403, and quota errors whatever
+- FATAL (stop the job, calling on would burn every line): 401/403 (and Anthropic's
+  ``authentication_error`` / ``permission_error`` with any status), and quota errors whatever
   their status (OpenAI sends ``insufficient_quota`` with 429) unless the message is clearly
   about request rate (Gemini's "Resource has been exhausted (e.g. check quota)" is a rate limit).
 
@@ -20,9 +21,10 @@ not consume ``--max-attempts`` (a line fails for them only past ``--max-wait``):
 
 - ``Throttle.RATE``: a 429 that is not about quota (any code, an empty body, new-api's
   rewritten "当前分组上游负载已饱和"), or an error inside HTTP 200 with a rate-limit code or words;
-  it lowers the request pace;
+  it lowers the request pace; Anthropic's ``rate_limit_error`` with any status too;
 - ``Throttle.OVERLOAD``: new-api / one-api's overload answers (code ``upstream_overloaded``,
-  "负载已饱和", "overloaded") with any other status or inside HTTP 200; it lowers the concurrency.
+  "负载已饱和", "overloaded") with any other status or inside HTTP 200, and Anthropic's 529 /
+  ``overloaded_error``; it lowers the concurrency.
   A plain 503 (an nginx or Envoy page) stays an ordinary fault.
 
 Delays follow openai-python: ``retry-after-ms``, then ``Retry-After`` (seconds or HTTP date);
@@ -56,6 +58,8 @@ _RATE_WORDS = re.compile(
 _OVERLOAD_WORDS = re.compile(r"负载已饱和|overloaded|overload", re.IGNORECASE)
 _OVERLOAD_CODES = {"upstream_overloaded", "server_overloaded", "overloaded_error", "overloaded"}
 _RATE_CODES = {"rate_limit_exceeded", "rate_limit", "rate_limit_error", "too_many_requests"}
+_AUTH_KINDS = {"authentication_error", "permission_error"}  # Anthropic's envelope, whatever the status
+_ANTHROPIC_OVERLOADED = 529  # Anthropic's "Overloaded" status
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?(?:ms|s|m|h)(?:\d+(?:\.\d+)?(?:ms|s))*)", re.IGNORECASE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -192,7 +196,7 @@ def classify_response(  # noqa: PLR0911 - one return per rule of the module docs
         retry_after = try_again_in(message)
     if _is_quota(status, message, kind, code):
         return Classification(Verdict.FATAL, "quota", text, code or kind, retry_after)
-    if status in (401, 403):
+    if status in (401, 403) or kind in _AUTH_KINDS:
         return Classification(Verdict.FATAL, "auth", text, code or kind, retry_after)
     throttle = _throttle_of(status, message, kind, code)
     if throttle is not None:
@@ -206,8 +210,10 @@ def classify_response(  # noqa: PLR0911 - one return per rule of the module docs
 
 def _throttle_of(status: int, message: str | None, kind: str | None, code: str | None) -> Throttle | None:
     """A 429 asks for a lower rate; an overload answer past 5xx for fewer calls in flight."""
-    if status == 429:
+    if status == 429 or kind == "rate_limit_error":
         return Throttle.RATE
+    if status == _ANTHROPIC_OVERLOADED or kind == "overloaded_error":
+        return Throttle.OVERLOAD
     if status >= 500 and _is_overload(message, kind, code):
         return Throttle.OVERLOAD
     return None

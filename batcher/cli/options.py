@@ -29,6 +29,10 @@ def reader_options(func: F) -> F:
         ),
         click.option("--model", help="Model for bodies that name none."),
         click.option(
+            "--stream", is_flag=True, default=False,
+            help="Stream every call of a family that can (chat, completions, responses, messages).",
+        ),
+        click.option(
             "--max-line-bytes", type=click.IntRange(min=1), default=8 * 1024 * 1024, show_default=True,
             help="Reject lines longer than this.",
         ),
@@ -208,4 +212,9 @@ def job_options(kw: dict[str, Any]) -> JobOptions:
 
 def read_opts(kw: dict[str, Any]) -> ReadOptions:
     endpoint = Endpoint(kw["endpoint"]) if kw.get("endpoint") else None
-    return ReadOptions(endpoint=endpoint, model=kw.get("model"), max_line_bytes=kw["max_line_bytes"])
+    return ReadOptions(
+        endpoint=endpoint,
+        model=kw.get("model"),
+        max_line_bytes=kw["max_line_bytes"],
+        stream=bool(kw.get("stream")),
+    )

@@ -71,7 +71,7 @@ def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ..
 @click.argument("job_ids", metavar="[JOB]...", nargs=-1, type=int)
 @click.option(
     "--by", default="job", show_default=True, callback=_by,
-    help="Group by job, model, endpoint, day, tag or metadata.KEY; comma-separated for several.",
+    help="Group by job, model, endpoint, family, day, tag or metadata.KEY; comma-separated for several.",
 )  # fmt: skip
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC) of calls to count.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC) of calls to count.")
@@ -136,9 +136,9 @@ def usage(
 )
 @json_option
 def estimate(
-    *, file: Path, endpoint: str | None, model: str | None, max_line_bytes: int, typical_output: int | None,
-    as_json: bool, price_files: tuple[Path, ...], group: str | None, currency: str | None,
-    rate: Decimal | None,
+    *, file: Path, endpoint: str | None, model: str | None, max_line_bytes: int, stream: bool,
+    typical_output: int | None, as_json: bool, price_files: tuple[Path, ...], group: str | None,
+    currency: str | None, rate: Decimal | None,
 ) -> None:  # fmt: skip
     """Estimate the tokens and cost of FILE before running it.
 
@@ -150,7 +150,9 @@ def estimate(
       batcher estimate requests.jsonl --typical-output 300
       batcher estimate docs.jsonl --endpoint /v1/embeddings --model text-embedding-3-small --json
     """
-    read = read_opts({"endpoint": endpoint, "model": model, "max_line_bytes": max_line_bytes})
+    read = read_opts(
+        {"endpoint": endpoint, "model": model, "max_line_bytes": max_line_bytes, "stream": stream}
+    )
     result = estimate_file(file, read, _prices(price_files, currency, rate), group, typical_output)
     click.echo(estimate_json(result) if as_json else estimate_text(result))
 
@@ -171,7 +173,12 @@ def estimate_text(result: Estimate) -> str:
     rows.append(
         ["total", sum(m.lines for m in result.models), *blank, money_text(result.cost * book.usd_rate)]
     )
-    parts = [table(headers, rows), "assumptions:\n" + "\n".join(f"- {a}" for a in result.assumptions)]
+    by_family = [[f.family, f.lines, f"{f.quantity} {f.billed_in}"] for f in result.families]
+    parts = [
+        table(headers, rows),
+        table(("family", "lines", "billed"), by_family),
+        "assumptions:\n" + "\n".join(f"- {a}" for a in result.assumptions),
+    ]
     if result.invalid_lines:
         parts.append(
             f"{result.invalid_lines} invalid lines were left out; `batcher validate FILE` lists them"
@@ -195,4 +202,8 @@ def estimate_json(result: Estimate) -> str:
         "models": models,
     }
     data |= {"unpriced_models": sorted(result.unpriced_models), "invalid_lines": result.invalid_lines}
+    data["families"] = [
+        {"family": f.family, "lines": f.lines, "quantity": f.quantity, "billed_in": f.billed_in}
+        for f in result.families
+    ]
     return to_json(data | {"assumptions": result.assumptions})

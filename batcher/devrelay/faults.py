@@ -38,6 +38,8 @@ GATEWAY_FAULTS: tuple[str, ...] = (
     "redirect",
     "overload200",
     "model404",
+    "overloaded529",
+    "stream_cut",
 )
 """What real gateways were seen doing (issue 11), forced by a marker or chosen with ``--faults``:
 
@@ -47,7 +49,10 @@ GATEWAY_FAULTS: tuple[str, ...] = (
 - ``plain500``: LiteLLM's answer to a missing key, ``500 text/plain``;
 - ``redirect``: ``301`` to the same path on https;
 - ``overload200``: new-api's overload error inside a 200;
-- ``model404``: ``404 model_not_found``.
+- ``model404``: ``404 model_not_found``;
+- ``overloaded529``: Anthropic's ``529 {"type": "error", "error": {"type": "overloaded_error"}}``;
+- ``stream_cut``: a streamed answer that ends before its end marker (no ``[DONE]``, no
+  ``message_stop``); the relay did, and billed, the work.
 """
 
 EXTRA_FAULTS: tuple[str, ...] = ("429_window",)
@@ -130,6 +135,11 @@ CANNED: dict[str, tuple[int, bytes, str]] = {
         JSON,
     ),
 }
+CANNED["overloaded529"] = (
+    529,
+    orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    JSON,
+)
 """Faults that are a fixed answer: kind → (status, body, content type)."""
 
 

@@ -24,13 +24,12 @@ from aiohttp import web
 from batcher.devrelay.answers import (
     InvalidBody,
     Usage,
-    audio_content_type,
     body_key,
     chat_answer,
     completion_answer,
     embedding_answer,
-    speech_answer,
 )
+from batcher.devrelay.claude_answers import anthropic_error, claude_answer
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
 from batcher.devrelay.faults import (
@@ -50,7 +49,19 @@ from batcher.devrelay.media import (
     transcription_answer,
     variation_answer,
 )
+from batcher.devrelay.openai_answers import moderation_answer, responses_answer
+from batcher.devrelay.routes import (
+    Builder,
+    PathBuilder,
+    Served,
+    as_object,
+    key_header,
+    path_builders,
+    speech,
+    streamed,
+)
 from batcher.devrelay.stats import RelayStats
+from batcher.devrelay.streams import SSE, cut
 
 
 @dataclass
@@ -63,22 +74,6 @@ class _Call:
     key: str = ""
     api_key: str = ""
     headers: dict[str, str] | None = None
-
-
-@dataclass
-class _Served:
-    """A successful answer before any fault bends it."""
-
-    payload: dict[str, Any] | bytes
-    usage: Usage
-    content_type: str
-
-    def encode(self, *, with_usage: bool = True) -> bytes:
-        if isinstance(self.payload, bytes):
-            return self.payload
-        if with_usage:
-            return orjson.dumps(self.payload)
-        return orjson.dumps({k: v for k, v in self.payload.items() if k != "usage"})
 
 
 BILLED_CENTS_PER_ANSWER = 0.1  # what the billing usage endpoint counts per answer served
@@ -120,6 +115,8 @@ class Relay:
         app = web.Application(client_max_size=64 * 1024**2)
         for route, build in self._builders().items():
             app.router.add_post(route, self._handler(build))
+        for route, path_build in path_builders().items():
+            app.router.add_post(route, self._path_handler(path_build))
         app.router.add_get("/v1/dashboard/billing/subscription", self._subscription)
         app.router.add_get("/v1/dashboard/billing/usage", self._usage)
         app.router.add_get("/_files/{name}", self._file)
@@ -154,7 +151,7 @@ class Relay:
         self.reset()
         return web.Response(body=b'{"ok":true}', content_type=JSON)
 
-    def _handler(self, build: _Builder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _handler(self, build: Builder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             task = asyncio.current_task()
             assert task is not None
@@ -166,7 +163,15 @@ class Relay:
 
         return handle
 
-    async def _handle(self, request: web.Request, build: _Builder) -> web.StreamResponse:
+    def _path_handler(self, build: PathBuilder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A handler for a patterned route: its builder also gets the route's parts (the model)."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handler(lambda body: build(request.match_info, body))(request)
+
+        return handle
+
+    async def _handle(self, request: web.Request, build: Builder) -> web.StreamResponse:
         raw, body = await read_body(request)
         call = self._receive(request)
         if isinstance(body, dict):
@@ -176,10 +181,12 @@ class Relay:
         if refusal is not None:
             return refusal
         try:
-            served: _Served | InvalidBody = build(_object(body))
+            served: Served | InvalidBody = streamed(
+                build(as_object(body)), request.path, _object_or_empty(body)
+            )
         except InvalidBody as exc:
             served = exc
-        tokens = served.usage.get("total_tokens", 0) if isinstance(served, _Served) else 0
+        tokens = served.usage.get("total_tokens", 0) if isinstance(served, Served) else 0
         limited = self.enforcer.admit(call.api_key, tokens, time.time())
         if limited is not None:
             return self._refuse(call, limited)
@@ -189,7 +196,7 @@ class Relay:
         finally:
             self.enforcer.leave()
 
-    async def _admitted(self, call: _Call, raw: bytes, served: _Served | InvalidBody) -> web.StreamResponse:
+    async def _admitted(self, call: _Call, raw: bytes, served: Served | InvalidBody) -> web.StreamResponse:
         if self.config.latency > 0:
             await asyncio.sleep(self.config.latency)
         call.headers = self.enforcer.headers(call.api_key, time.time())
@@ -210,19 +217,22 @@ class Relay:
         self.stats.per_second[now] += 1
         return _Call(request, f"req_{next(self._ids)}", now)
 
-    def _builders(self) -> dict[str, _Builder]:
+    def _builders(self) -> dict[str, Builder]:
         """The answer each route serves, by path (one entry per route the stand-in relay knows)."""
         dim = self.config.embedding_dim
         return {
-            "/v1/chat/completions": lambda body: _Served(*chat_answer(body), JSON),
-            "/v1/completions": lambda body: _Served(*completion_answer(body), JSON),
-            "/v1/embeddings": lambda body: _Served(*embedding_answer(body, dim), JSON),
-            "/v1/audio/speech": _speech,
-            "/v1/audio/transcriptions": lambda body: _Served(*transcription_answer(body, task="transcribe")),
-            "/v1/audio/translations": lambda body: _Served(*transcription_answer(body, task="translate")),
-            "/v1/images/generations": lambda body: _Served(*self._images(body, "generation")),
-            "/v1/images/edits": lambda body: _Served(*self._images(body, "edit")),
-            "/v1/images/variations": lambda body: _Served(*variation_answer(body)),
+            "/v1/chat/completions": lambda body: Served(*chat_answer(body), JSON),
+            "/v1/completions": lambda body: Served(*completion_answer(body), JSON),
+            "/v1/embeddings": lambda body: Served(*embedding_answer(body, dim), JSON),
+            "/v1/audio/speech": speech,
+            "/v1/audio/transcriptions": lambda body: Served(*transcription_answer(body, task="transcribe")),
+            "/v1/audio/translations": lambda body: Served(*transcription_answer(body, task="translate")),
+            "/v1/images/generations": lambda body: Served(*self._images(body, "generation")),
+            "/v1/images/edits": lambda body: Served(*self._images(body, "edit")),
+            "/v1/images/variations": lambda body: Served(*variation_answer(body)),
+            "/v1/responses": lambda body: Served(*responses_answer(body), JSON),
+            "/v1/moderations": lambda body: Served(*moderation_answer(body), JSON, usage_key=None),
+            "/v1/messages": lambda body: Served(*claude_answer(body), JSON),
         }
 
     def _images(self, body: dict[str, Any], task: str) -> tuple[dict[str, Any], Usage, str]:
@@ -235,13 +245,23 @@ class Relay:
         return web.Response(status=404) if data is None else web.Response(body=data, content_type="image/png")
 
     def _unauthorized(self, call: _Call) -> web.Response | None:
-        """A 401 for a missing or wrong key."""
-        auth = call.request.headers.get("Authorization", "")
-        call.api_key = auth.removeprefix("Bearer ")
+        """A 401 for a missing or wrong key: Bearer, or a native route's own key header.
+
+        As new-api: ``/v1/messages`` also takes ``x-api-key`` (and needs ``anthropic-version``),
+        ``/v1beta`` also ``x-goog-api-key``; a key header that is sent must be right too.
+        """
+        headers = call.request.headers
+        native = key_header(call.request.path)
+        offered = [h.removeprefix("Bearer ") for h in (headers.get("Authorization", ""),) if h]
+        offered += [headers[native]] if native and native in headers else []
+        call.api_key = offered[0] if offered else ""
         key = self.config.api_key
-        if key is not None and auth != f"Bearer {key}":
-            message = "无效的令牌" if auth else "未提供令牌"
+        if key is not None and (not offered or any(k != key for k in offered)):
+            message = "无效的令牌" if offered else "未提供令牌"
             return self._respond(call, 401, error_body(message, "one_api_error", "invalid_api_key"))
+        if call.request.path == "/v1/messages" and "anthropic-version" not in headers:
+            body = anthropic_error("invalid_request_error", "anthropic-version: header is required")
+            return self._respond(call, 400, body)
         return None
 
     def _refuse(self, call: _Call, refusal: Refusal) -> web.Response:
@@ -264,7 +284,7 @@ class Relay:
             return self._rng.choice(config.faults)
         return None
 
-    async def _fault(self, call: _Call, kind: str, served: _Served) -> web.StreamResponse:
+    async def _fault(self, call: _Call, kind: str, served: Served) -> web.StreamResponse:
         if kind == "hang":
             return await self._hang(call, served)
         if kind == "reset":
@@ -272,7 +292,10 @@ class Relay:
             return await self._abort(call)
         if kind == "truncated":
             return await self._truncated(call, served)
-        if kind in ("missing_usage", "zero_usage", "redirect"):
+        if kind == "stream_cut" and served.content_type == SSE:
+            self.stats.add_served(served.usage)
+            return self._respond(call, 200, cut(served.encode()), SSE)
+        if kind in ("missing_usage", "zero_usage", "redirect", "stream_cut"):
             return self._bent(call, kind, served)
         status, body, content_type = CANNED[kind]
         headers = retry_after_headers(self.config.retry_after) if kind in ("429", "429_window") else None
@@ -280,7 +303,7 @@ class Relay:
             headers |= WINDOW_HEADERS
         return self._respond(call, status, body, content_type, headers)
 
-    async def _hang(self, call: _Call, served: _Served) -> web.StreamResponse:
+    async def _hang(self, call: _Call, served: Served) -> web.StreamResponse:
         try:
             await asyncio.sleep(self.config.hang_seconds)
         except asyncio.CancelledError:
@@ -299,7 +322,7 @@ class Relay:
         await asyncio.sleep(self.config.hang_seconds)
         return web.Response(status=499)
 
-    async def _truncated(self, call: _Call, served: _Served) -> web.StreamResponse:
+    async def _truncated(self, call: _Call, served: Served) -> web.StreamResponse:
         self.stats.add_served(served.usage)
         body = served.encode()
         if served.content_type == JSON:
@@ -313,20 +336,22 @@ class Relay:
         await response.write(body[: len(body) // 2])
         return await self._abort(call)
 
-    def _bent(self, call: _Call, kind: str, served: _Served) -> web.Response:
+    def _bent(self, call: _Call, kind: str, served: Served) -> web.Response:
         """A served answer with its usage dropped or zeroed, or a redirect to the same path on https."""
+        if kind == "stream_cut":  # an answer that was not streamed cannot be cut
+            return self._serve(call, served)
         if kind == "redirect":
             location = "https://" + call.request.host + call.request.path
             return self._respond(call, 301, b"", "text/html", {"Location": location})
-        if kind == "missing_usage" or isinstance(served.payload, bytes):  # speech has no usage to zero
-            return self._serve(call, served, with_usage=kind != "missing_usage")
+        if kind == "missing_usage" or isinstance(served.payload, bytes) or served.usage_key is None:
+            return self._serve(call, served, with_usage=kind != "missing_usage")  # speech: no usage to zero
         self.stats.add_served(served.usage)
-        body = orjson.dumps(served.payload | {"usage": ZERO_USAGE})
+        body = orjson.dumps(served.payload | {served.usage_key: ZERO_USAGE})
         return self._respond(call, 200, body, served.content_type)
 
-    def _serve(self, call: _Call, served: _Served, *, with_usage: bool = True) -> web.Response:
+    def _serve(self, call: _Call, served: Served, *, with_usage: bool = True) -> web.Response:
         # Speech carries no usage in its body: its characters are what the client counts itself.
-        reported = with_usage or served.content_type != JSON
+        reported = (with_usage and served.usage_key is not None) or served.content_type != JSON
         self.stats.add_served(served.usage, reported=reported)
         return self._respond(call, 200, served.encode(with_usage=with_usage), served.content_type)
 
@@ -354,16 +379,5 @@ class Relay:
 # --- Running it ------------------------------------------------------------------------------
 
 
-_Builder = Callable[[dict[str, Any]], "_Served"]
-
-
-def _object(body: Any) -> dict[str, Any]:
-    """The body when it is a JSON object; raises ``InvalidBody`` for anything else."""
-    if not isinstance(body, dict):
-        raise InvalidBody("the request body must be a JSON object")
-    return body
-
-
-def _speech(body: dict[str, Any]) -> _Served:
-    audio, usage = speech_answer(body)
-    return _Served(audio, usage, audio_content_type(body))
+def _object_or_empty(body: Any) -> dict[str, Any]:
+    return body if isinstance(body, dict) else {}

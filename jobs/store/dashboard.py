@@ -21,7 +21,7 @@ from sqlmodel import Session, func
 
 from jobs.models import RequestState
 from jobs.store.common import ATTEMPT_TABLE, JOB_TABLE, REQUEST_TABLE
-from jobs.store.usage import ModelUsage, summed_usage
+from jobs.store.usage import USAGE_COLUMNS, ModelUsage, summed_usage
 
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
@@ -138,7 +138,7 @@ def model_usage(
     session: Session, job_id: int, *, after_id: int = 0, upto_id: int | None = None
 ) -> list[ModelUsage]:
     """Per model: the calls with ids in (``after_id``, ``upto_id``] that answered with usage."""
-    names = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "characters")
+    names = USAGE_COLUMNS
     query = (
         sa.select(
             _req.c.model,

@@ -91,7 +91,7 @@ def usage_totals(session: Session, job_id: int) -> JobUsage:
 def usage_by_model(session: Session, job_id: int) -> list[ModelUsage]:
     """Per model: the calls that answered with usage, and what they used."""
     s = func.coalesce
-    names = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "characters")
+    names = USAGE_COLUMNS
     query = (
         sa.select(_req.c.model, func.count(_att.c.id), *(s(func.sum(_att.c[n]), 0).label(n) for n in names))
         .select_from(_att.join(_req, _att.c.request_id == _req.c.id))
@@ -109,7 +109,11 @@ def summed_usage(row: Any) -> Usage:
         completion_tokens=int(row.completion_tokens),
         cached_tokens=int(row.cached_tokens),
         reasoning_tokens=int(row.reasoning_tokens),
+        cache_write_tokens=int(row.cache_write_tokens),
+        cache_write_1h_tokens=int(row.cache_write_1h_tokens),
         characters=int(row.characters),
+        seconds=Decimal(str(row.seconds)),
+        images=int(row.images),
     )
 
 
@@ -151,14 +155,21 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
     ]
 
 
-_USAGE_NAMES = (
-    "prompt_tokens", "completion_tokens", "characters", "cached_tokens", "reasoning_tokens",
-    "seconds", "images",
-)  # fmt: skip
+USAGE_COLUMNS = (  # the usage columns reports and the dashboard sum per model
+    "prompt_tokens",
+    "completion_tokens",
+    "characters",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "seconds",
+    "images",
+)
 
 
 def _usage_columns(table: sa.Table, prefix: str) -> list[sa.ColumnElement[Any]]:
-    return [table.c[n].label(prefix + n) for n in (*_USAGE_NAMES, "usage_estimated")]
+    return [table.c[n].label(prefix + n) for n in (*USAGE_COLUMNS, "usage_estimated")]
 
 
 def _filters(
@@ -187,6 +198,8 @@ def _usage(row: Any, prefix: str) -> Usage | None:
         reasoning_tokens=int(m[prefix + "reasoning_tokens"] or 0),
         seconds=Decimal(str(m[prefix + "seconds"] or 0)),
         images=int(m[prefix + "images"] or 0),
+        cache_write_tokens=int(m[prefix + "cache_write_tokens"] or 0),
+        cache_write_1h_tokens=int(m[prefix + "cache_write_1h_tokens"] or 0),
         estimated=bool(m[prefix + "usage_estimated"]),
     )
 

@@ -21,6 +21,7 @@ import orjson
 from jobs.records import Usage
 from jobs.vectors import Vectors
 from workers.endpoints.filefields import FileRule
+from workers.endpoints.sse import StreamCut, is_stream
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
 
 JSON = "application/json"
@@ -48,10 +49,18 @@ class ParsedAnswer:
 
 @dataclass(frozen=True, slots=True)
 class RequestContent:
-    """The bytes a call sends and their content type."""
+    """The bytes a call sends, their content type, and the headers the family's route needs.
+
+    ``headers`` are plain headers (Claude's ``anthropic-version``; settings may give another
+    value, ``ClientConfig.header_values``). ``key_headers`` name the headers that carry the API key
+    besides ``Authorization`` (``x-api-key``, ``x-goog-api-key``): the client fills them in, so a
+    family never holds the key, and it goes only to the configured host like the Bearer header.
+    """
 
     content: bytes
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+    key_headers: tuple[str, ...] = ()
 
 
 class Family:
@@ -64,6 +73,8 @@ class Family:
     paths: ClassVar[tuple[str, ...]] = ()  # the exact routes served, as a line's "url" names them
     name: ClassVar[str]  # short: queue names, tables, messages
     binary_answer: ClassVar[bool] = False  # the answer is a file (audio), not JSON
+    can_stream: ClassVar[bool] = False  # lines may ask for a streamed answer ("stream": true)
+    billed_in: ClassVar[str] = "tokens"  # the unit reports show the family's usage in
     packable: ClassVar[bool] = False  # several lines may share one call (``workers.packing``)
     # Fields that name a file to upload: the call is multipart (``workers.endpoints.filefields``).
     file_fields: ClassVar[Mapping[str, FileRule]] = {}
@@ -80,6 +91,17 @@ class Family:
 
     def check(self, body: Body) -> None:
         """Raise ``BodyError`` when the body is not a request this endpoint takes."""
+
+    def prepare(self, body: dict[str, Any]) -> None:
+        """Complete a valid body before it is stored (a streamed OpenAI call asks for its usage)."""
+
+    def streamed(self, body: Body) -> bool:
+        """Whether a call of this body answers with an event stream (``workers.endpoints.sse``)."""
+        return self.can_stream and body.get("stream") is True
+
+    def path_model(self, path: str) -> str | None:
+        """The model a route names itself (Gemini's ``/v1beta/models/{model}:...``), else None."""
+        return None
 
     # --- before the call --------------------------------------------------------------------------
 
@@ -108,9 +130,20 @@ class Family:
 
     # --- the answer -------------------------------------------------------------------------------
 
+    def answer_body(self, request: Body, content: bytes) -> dict[str, Any]:
+        """An OK answer as JSON: a streamed one assembled from its events (``StreamCut`` if cut)."""
+        if self.streamed(request) and is_stream(content):
+            return self.assemble(content)
+        body: dict[str, Any] = orjson.loads(content)
+        return body
+
+    def assemble(self, content: bytes) -> dict[str, Any]:
+        """The answer a non-streamed call gives, from a streamed answer's events."""
+        raise StreamCut(f"{self.name} answers are not streamed")
+
     def parse(self, request: Body, content: bytes) -> ParsedAnswer:
         """An OK JSON answer as the store keeps it; the usage is estimated when the answer has none."""
-        body = orjson.loads(content)
+        body = self.answer_body(request, content)
         usage = answered_usage(body) or self.estimated_usage(request, body)
         return ParsedAnswer(orjson.dumps(body).decode(), usage)
 

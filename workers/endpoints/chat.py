@@ -15,7 +15,9 @@ from workers.endpoints.base import (
     positive_int,
     type_name,
 )
-from workers.tokens import DEFAULT_COMPLETION, IMAGE_TOKENS, estimate_text_tokens
+from workers.endpoints.openai_stream import ask_for_usage, assemble_chat
+from workers.endpoints.vision import check_parts, part_tokens
+from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens
 
 CHAT = Endpoint("/v1/chat/completions")
 
@@ -28,6 +30,13 @@ class Chat(Family):
 
     paths: ClassVar[tuple[str, ...]] = (CHAT.path,)
     name: ClassVar[str] = "chat"
+    can_stream: ClassVar[bool] = True
+
+    def prepare(self, body: dict[str, Any]) -> None:
+        ask_for_usage(body)
+
+    def assemble(self, content: bytes) -> dict[str, Any]:
+        return assemble_chat(content)
 
     def check(self, body: Body) -> None:
         messages = body.get("messages")
@@ -77,22 +86,13 @@ def _check_message(i: int, message: Any) -> None:
         raise BodyError(
             f'messages[{i}]."content" must be a string or a list of parts (got {type_name(content)})'
         )
+    if isinstance(content, list):
+        check_parts(content, where=f"messages[{i}].content")
 
 
 def _content_tokens(content: Any) -> int:
     if isinstance(content, str):
         return estimate_text_tokens(content)
     if isinstance(content, list):
-        return sum(_part_tokens(part) for part in content)
+        return sum(part_tokens(part) for part in content)
     return 0
-
-
-def _part_tokens(part: Any) -> int:
-    if isinstance(part, str):
-        return estimate_text_tokens(part)
-    if not isinstance(part, dict):
-        return 0
-    if part.get("type") in ("image_url", "image", "input_image"):
-        return IMAGE_TOKENS
-    text = part.get("text")
-    return estimate_text_tokens(text) if isinstance(text, str) else 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from workers.endpoints.base import Body, BodyError, Family, first_choice, limit_times_choices, positive_int
+from workers.endpoints.openai_stream import ask_for_usage, assemble_completion
 from workers.tokens import DEFAULT_COMPLETION, estimate_text_tokens, is_prompt, prompt_like_tokens
 
 COMPLETIONS = Endpoint("/v1/completions")
@@ -17,6 +18,13 @@ class Completions(Family):
 
     paths: ClassVar[tuple[str, ...]] = (COMPLETIONS.path,)
     name: ClassVar[str] = "completions"
+    can_stream: ClassVar[bool] = True
+
+    def prepare(self, body: dict[str, Any]) -> None:
+        ask_for_usage(body)
+
+    def assemble(self, content: bytes) -> dict[str, Any]:
+        return assemble_completion(content)
 
     def check(self, body: Body) -> None:
         if not is_prompt(body.get("prompt")):

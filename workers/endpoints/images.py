@@ -38,6 +38,8 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 class ImageFamily(Family):
     """What generations, edits and variations share: the answer, the images, the billing."""
 
+    billed_in: ClassVar[str] = "images"
+
     def check(self, body: Body) -> None:
         if self.needs_prompt(body):
             prompt = body.get("prompt")

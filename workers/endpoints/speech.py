@@ -23,6 +23,7 @@ class Speech(Family):
     paths: ClassVar[tuple[str, ...]] = (SPEECH.path,)
     name: ClassVar[str] = "speech"
     binary_answer: ClassVar[bool] = True
+    billed_in: ClassVar[str] = "characters"
 
     def check(self, body: Body) -> None:
         text = body.get("input")

@@ -45,6 +45,7 @@ class Transcriptions(Family):
 
     paths: ClassVar[tuple[str, ...]] = (TRANSCRIPTIONS.path, TRANSLATIONS.path)
     name: ClassVar[str] = "transcriptions"
+    billed_in: ClassVar[str] = "seconds"
     file_fields: ClassVar[Mapping[str, FileRule]] = {"file": AUDIO_FILE}
 
     def check(self, body: Body) -> None:
