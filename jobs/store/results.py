@@ -132,7 +132,7 @@ def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
 
 def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
     if usage is None:
-        return (None, None, None, None, None, None, None, None, False)
+        return (None,) * (len(_USAGE_COLUMNS) - 1) + (False,)
     return (
         usage.prompt_tokens,
         usage.completion_tokens,
