@@ -124,7 +124,7 @@ async def units_from(
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), linger) if open_packs else await queue.get()
+                item = await _next(queue, linger if open_packs else None)
             except TimeoutError:
                 for key in list(open_packs):
                     yield open_packs.pop(key).unit
@@ -144,6 +144,15 @@ async def units_from(
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
+
+
+async def _next(queue: _Queue, linger: float | None) -> WorkItem | Exception | None:
+    """The next line; a wait of at most ``linger`` (TimeoutError) only when none is waiting."""
+    if not queue.empty():
+        return queue.get_nowait()  # no timer, no task: the common case of a busy stream
+    if linger is None:
+        return await queue.get()
+    return await asyncio.wait_for(queue.get(), linger)
 
 
 def _add(open_packs: dict[bytes, _Pack], item: WorkItem, limits: PackLimits) -> list[Unit]:
