@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +20,8 @@ from jobs.vectors import Vectors
 from tests.helpers import all_attempts, all_lines, read_jsonl
 from tests.test_executor import add_job
 from workers.journal import LOST_MESSAGE, Journal, replay_dead, store_key
-from workers.journal import _line as journal_line
+from workers.journal import _landed_line as landed_line
+from workers.journal import _read as journal_read
 from workers.journal import _result as journal_result
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,14 +93,29 @@ def test_a_journal_whose_records_are_all_stored_is_removed_at_close(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_packed_lines_vectors_are_journaled_as_its_own_part_only() -> None:
+def test_a_packed_calls_vector_block_is_journaled_once_for_all_its_lines() -> None:
     block = np.arange(6, dtype="<f4").tobytes()  # three 2-dimension vectors of one packed call
-    line = LineResult(2, 1, "succeeded", 200, "{}", vectors=Vectors(block, 2, start=1, stop=2))
-    record = orjson.loads(journal_line({"n": 1, "a": [], "r": [line]}))
-    back = journal_result(record["r"][0])
+    lines = [
+        LineResult(1, 1, "succeeded", 200, "{}", vectors=Vectors(block, 2, start=0, stop=1)),
+        LineResult(2, 1, "succeeded", 200, "{}", vectors=Vectors(block, 2, start=1, stop=3)),
+    ]
+    entry = landed_line(1, [], lines)
+    record = orjson.loads(entry)
+    assert len(record["b"]) == 1  # the block once, not once a line
+    _, replay = journal_read(io.BytesIO(entry))
+    [(_, _, back)] = replay.entries
+    assert [r.vectors.matrix().tolist() for r in back if r.vectors] == [
+        [[0.0, 1.0]],
+        [[2.0, 3.0], [4.0, 5.0]],
+    ]
+
+
+def test_an_older_journals_own_part_vectors_are_read() -> None:
+    own = base64.b64encode(np.array([2.0, 3.0], dtype="<f4").tobytes()).decode()
+    vectors = {"data": own, "dim": 2, "encoding": "float"}
+    back = journal_result({"request_id": 2, "job_id": 1, "state": "succeeded", "vectors": vectors})
     assert back.vectors is not None
     assert back.vectors.matrix().tolist() == [[2.0, 3.0]]
-    assert len(back.vectors.data) == 8  # one vector's bytes, not the block's
 
 
 def test_replayed_vectors_are_exported(db: Store, tmp_path: Path) -> None:

@@ -341,13 +341,20 @@ class Executor:
         return True
 
     def _succeed(self, unit: Unit, call: Call, results: list[LineResult]) -> None:
-        for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True):
-            self.recorder.record(self._attempt(item, call, attempt, result))
-            self._finish(result)
+        attempts = [
+            self._attempt(item, call, attempt, result)
+            for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True)
+        ]
+        for result in results:
+            self._count(result)
+        self.recorder.land(attempts, results)  # a pack's lines: one journal entry, not one each
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
-        for item, attempt in zip(unit.items, unit.attempts, strict=True):
-            self.recorder.record(self._attempt(item, call, attempt, None))
+        attempts = [
+            self._attempt(item, call, attempt, None)
+            for item, attempt in zip(unit.items, unit.attempts, strict=True)
+        ]
+        self.recorder.land(attempts, [])
 
     def _attempt(self, item: WorkItem, call: Call, attempt: int, result: LineResult | None) -> AttemptRecord:
         usage = result.usage if result is not None else None
@@ -365,6 +372,10 @@ class Executor:
     # --- results, control ------------------------------------------------------------------------
 
     def _finish(self, result: LineResult) -> None:
+        self._count(result)
+        self.recorder.finish(result)
+
+    def _count(self, result: LineResult) -> None:
         if result.state == RequestState.SUCCEEDED:
             self.stats.succeeded += 1
             if result.usage is not None:
@@ -372,7 +383,6 @@ class Executor:
                 self.stats.completion_tokens += result.usage.completion_tokens
         else:
             self.stats.failed += 1
-        self.recorder.finish(result)
 
     async def _check_control(self) -> None:
         await asyncio.to_thread(self.sink.report_in_flight, self.stats.in_flight)  # for `status`

@@ -24,7 +24,6 @@ starts afresh once it passes ``ROTATE_BYTES`` and the store has caught up.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -62,20 +61,37 @@ def store_key(url: str) -> str:
 
 
 def _default(value: object) -> object:
-    """Records as plain data; a line's vectors as only its own part of its call's block."""
-    if isinstance(value, Vectors):
-        size = 4 * value.dim
-        own = value.data[value.start * size : (value.start + value.count) * size]
-        return {"data": base64.b64encode(own).decode(), "dim": value.dim, "encoding": value.encoding.value}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    """What orjson does not write itself: decimals (a speech line's seconds)."""
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record, default=_default, option=orjson.OPT_PASSTHROUGH_DATACLASS) + b"\n"
+    return orjson.dumps(record, default=_default) + b"\n"
+
+
+def _landed_line(seq: int, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> bytes:
+    """One answer's entry: its attempts and results (a packed call's lines all in one).
+
+    orjson writes the records (dataclasses) itself; a vector block, which the lines of a packed
+    call share, is written once in ``b`` and each line's vectors name it by its place there.
+    """
+    places: dict[int, int] = {}
+    blocks: list[bytes] = []
+
+    def default(value: object) -> object:
+        if isinstance(value, bytes):
+            place = places.get(id(value))
+            if place is None:
+                place = places[id(value)] = len(blocks)
+                blocks.append(value)
+            return place
+        return _default(value)
+
+    records = orjson.Fragment(orjson.dumps({"a": attempts, "r": results}, default=default))
+    encoded = [base64.b64encode(block).decode() for block in blocks]
+    return _line({"n": seq, "e": records, "b": encoded})
 
 
 def _usage(data: dict[str, Any] | None) -> Usage | None:
@@ -125,7 +141,7 @@ class Journal:
         for attempt in attempts:
             if attempt.call_id is not None:
                 self._open_sent.pop(attempt.call_id, None)
-        line = _line({"n": self.seq, "a": attempts, "r": results})
+        line = _landed_line(self.seq, attempts, results)
         self._unstored[self.seq] = line
         os.write(self._fd, line)
         return self.seq
@@ -215,9 +231,10 @@ def _read(f: Any) -> tuple[dict[str, Any], _Replay]:
         elif "s" in record:
             replay.sent[record["s"]] = record
         elif "n" in record:
-            attempts = [_attempt(a) for a in record["a"]]
+            records, blocks = record.get("e", record), [base64.b64decode(b) for b in record.get("b", [])]
+            attempts = [_attempt(a) for a in records["a"]]
             replay.landed_calls.update(a.call_id for a in attempts if a.call_id)
-            replay.entries.append((record["n"], attempts, [_result(r) for r in record["r"]]))
+            replay.entries.append((record["n"], attempts, [_result(r, blocks) for r in records["r"]]))
     return header, replay
 
 
@@ -261,9 +278,15 @@ def _attempt(data: dict[str, Any]) -> AttemptRecord:
     return AttemptRecord(**data)
 
 
-def _result(data: dict[str, Any]) -> LineResult:
+def _result(data: dict[str, Any], blocks: Sequence[bytes] = ()) -> LineResult:
     data["usage"] = _usage(data.get("usage"))
     if data.get("vectors"):
-        v = data["vectors"]
-        data["vectors"] = Vectors(base64.b64decode(v["data"]), v["dim"], VectorEncoding(v["encoding"]))
+        data["vectors"] = _vectors(data["vectors"], blocks)
     return LineResult(**data)
+
+
+def _vectors(v: dict[str, Any], blocks: Sequence[bytes]) -> Vectors:
+    encoding = VectorEncoding(v["encoding"])
+    if isinstance(v["data"], str):  # a journal written before blocks were shared: the line's own part
+        return Vectors(base64.b64decode(v["data"]), v["dim"], encoding)
+    return Vectors(blocks[v["data"]], v["dim"], encoding, v["start"], v["stop"])

@@ -105,20 +105,23 @@ class Recorder:
 
     def record(self, attempt: AttemptRecord) -> None:
         """Buffer one attempt."""
-        if self.observer is not None:
-            self.observer.recorded(attempt)
-        if self.journal is not None:
-            self.journal.landed([attempt], [])
-        self._attempts.append(attempt)
-        self._maybe_flush()
+        self.land([attempt], [])
 
     def finish(self, result: LineResult) -> None:
         """Buffer one line's terminal result."""
+        self.land([], [result])
+
+    def land(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
+        """Buffer one call's attempts and terminal results: one journal entry for the whole call."""
         if self.observer is not None:
-            self.observer.finished(result)
+            for attempt in attempts:
+                self.observer.recorded(attempt)
+            for result in results:
+                self.observer.finished(result)
         if self.journal is not None:
-            self.journal.landed([], [result])
-        self._results.append(result)
+            self.journal.landed(attempts, results)
+        self._attempts.extend(attempts)
+        self._results.extend(results)
         self._maybe_flush()
 
     def retrying(self, endpoint: str, model: str) -> None:
