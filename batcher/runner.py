@@ -60,7 +60,9 @@ def run_job(
     with store.session() as session:
         recover_dead_leases(session, job_id)
         q.start_job(session, job_id)
-    batch = max(executor.config.concurrency * 2, options.pack_size * 2 if options.pack else 0)
+    # Eight packs a claim: one claim of two packs kept a single call in flight, the next claim
+    # waiting on the store; a claim costs less a line the more it takes.
+    batch = max(executor.config.concurrency * 2, options.pack_size * 8 if options.pack else 0)
     stats = asyncio.run(_run(store, job_id, executor, batch=batch, on_start=on_start))
     with store.session() as session:
         q.complete_if_done(session, job_id)
