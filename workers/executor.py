@@ -30,7 +30,7 @@ from pathlib import Path
 from jobs.blobs import BlobReader
 from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
-from jobs.models import RequestState, utcnow
+from jobs.models import utcnow
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
 from workers.answers import AnswerBudget, answer_bytes
@@ -40,6 +40,7 @@ from workers.breaker import Breaker, JobGuard
 from workers.budget import Budget, settle_call
 from workers.callfiles import CallFiles
 from workers.client import ApiClient, NoAnswer
+from workers.inhand import InHand
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.metrics import Observer
@@ -56,6 +57,7 @@ from workers.retry import (
     next_delay,
     out_of_patience,
 )
+from workers.stats import Stats
 from workers.units import Unit, units_from
 
 __all__ = ["ExecConfig", "Executor", "Sink", "Stats"]
@@ -76,21 +78,6 @@ class ExecConfig:
     control_interval: float = 0.5  # a pause, cancel or spent budget stops new calls within 1 s
     pack: PackLimits | None = field(default_factory=PackLimits)
     owner: str = field(default_factory=new_owner)
-
-
-@dataclass
-class Stats:
-    """Live counters of one run, read by progress displays."""
-
-    calls: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retries: int = 0
-    released: int = 0
-    in_flight: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    halted: str | None = None
 
 
 class Executor:
@@ -133,6 +120,8 @@ class Executor:
         self._answers = AnswerBudget()  # big answers and uploads take turns: memory stays flat
         self._files = CallFiles(config.results_dir, blobs, client.config)
         self._units = asyncio.Semaphore(config.concurrency * 2)
+        per_call = config.pack.max_inputs if config.pack is not None else 1
+        self._in_hand = InHand(lambda: 2 * per_call * self.pacing.concurrency.admitted)
         self._failures: list[Exception] = []
         self._unimplemented: dict[Endpoint, Call] = {}  # routes the relay answered 501 for
         self._halt_event = asyncio.Event()  # set with ``stats.halted``: ends every wait for a slot
@@ -177,6 +166,7 @@ class Executor:
             if self.halted:
                 await self._release(unit.items)
                 continue
+            await self._in_hand.take(len(unit.items))
             await self._units.acquire()
             task = asyncio.create_task(self._run_unit(unit))
             running.add(task)
@@ -201,6 +191,7 @@ class Executor:
         finally:
             self.recorder.let_go(ids)
             self._units.release()
+            await self._in_hand.give_back(len(ids))
 
     async def _unit(self, unit: Unit) -> None:
         while True:
@@ -341,20 +332,15 @@ class Executor:
         return True
 
     def _succeed(self, unit: Unit, call: Call, results: list[LineResult]) -> None:
-        attempts = [
-            self._attempt(item, call, attempt, result)
-            for item, result, attempt in zip(unit.items, results, unit.attempts, strict=True)
-        ]
+        lines = zip(unit.items, results, unit.attempts, strict=True)
+        attempts = [self._attempt(item, call, attempt, result) for item, result, attempt in lines]
         for result in results:
-            self._count(result)
+            self.stats.count(result)
         self.recorder.land(attempts, results)  # a pack's lines: one journal entry, not one each
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
-        attempts = [
-            self._attempt(item, call, attempt, None)
-            for item, attempt in zip(unit.items, unit.attempts, strict=True)
-        ]
-        self.recorder.land(attempts, [])
+        lines = zip(unit.items, unit.attempts, strict=True)
+        self.recorder.land([self._attempt(item, call, attempt, None) for item, attempt in lines], [])
 
     def _attempt(self, item: WorkItem, call: Call, attempt: int, result: LineResult | None) -> AttemptRecord:
         usage = result.usage if result is not None else None
@@ -372,17 +358,8 @@ class Executor:
     # --- results, control ------------------------------------------------------------------------
 
     def _finish(self, result: LineResult) -> None:
-        self._count(result)
+        self.stats.count(result)
         self.recorder.finish(result)
-
-    def _count(self, result: LineResult) -> None:
-        if result.state == RequestState.SUCCEEDED:
-            self.stats.succeeded += 1
-            if result.usage is not None:
-                self.stats.prompt_tokens += result.usage.prompt_tokens
-                self.stats.completion_tokens += result.usage.completion_tokens
-        else:
-            self.stats.failed += 1
 
     async def _check_control(self) -> None:
         await asyncio.to_thread(self.sink.report_in_flight, self.stats.in_flight)  # for `status`

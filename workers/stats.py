@@ -1,0 +1,33 @@
+"""The live counters of one run: what progress displays and a chunk task's summary read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.models import RequestState
+from jobs.records import LineResult
+
+
+@dataclass
+class Stats:
+    """Live counters of one run, read by progress displays."""
+
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    released: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    halted: str | None = None
+
+    def count(self, result: LineResult) -> None:
+        """Count a line's terminal result."""
+        if result.state == RequestState.SUCCEEDED:
+            self.succeeded += 1
+            if result.usage is not None:
+                self.prompt_tokens += result.usage.prompt_tokens
+                self.completion_tokens += result.usage.completion_tokens
+        else:
+            self.failed += 1
