@@ -30,7 +30,7 @@ from benchmarks.harness import (
     embedding_rows,
     env_for,
     own_redis,
-    pg_schema,
+    pg_database,
     print_table,
     relay,
     timed,
@@ -95,7 +95,7 @@ def _dataset(tmp: Path, sizes: list[int], *, postgres: bool, title: str, command
         folder = tmp / str(n)
         folder.mkdir()
         if postgres:
-            with pg_schema() as db_url:
+            with pg_database() as db_url:
                 rows += _one_size(folder, n, db_url, embedding_rows(n))
         else:
             rows += _one_size(folder, n, f"sqlite:///{folder / 'store.db'}", embedding_rows(n))
@@ -155,7 +155,7 @@ def _wait_done(db_url: str, total: int, timeout: float = 3600) -> None:
 def _celery(tmp: Path, rl: Relay, source: Path, n: int, workers: int) -> float:
     from benchmarks.runs import start_worker
 
-    with own_redis(tmp) as broker, pg_schema() as db_url:
+    with own_redis(tmp) as broker, pg_database() as db_url:
         env = env_for(tmp, rl.url, db_url, broker)
         subprocess.run(batcher("submit", str(source), "--no-queue"), env=env, check=True, capture_output=True)
         procs = [start_worker(tmp, env, f"w{i}") for i in range(workers)]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BASE = os.environ.get("BATCHER_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -153,18 +152,19 @@ def chat_rows(n: int) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def pg_schema() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one benchmark, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_BASE)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of the benchmark's own, created for it and dropped afterwards.
+
+    Never a schema inside an existing database: the server's ``test`` database is left alone.
+    """
+    from tests.services import PostgresDatabase
+
+    database = PostgresDatabase(PG_BASE, name=f"batcher_bench_{uuid.uuid4().hex[:10]}")
+    database.create()
     try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        yield database.url
     finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+        database.drop()
 
 
 def machine() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.harness import Relay, batcher, env_for, own_redis, pg_schema, timed
+from benchmarks.harness import Relay, batcher, env_for, own_redis, pg_database, timed
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def embedded_run(tmp: Path, rl: Relay, source: Path, *, options: list[str], name
 
 def celery_run(tmp: Path, rl: Relay, source: Path, *, workers: int, options: list[str]) -> JobRun:
     """Seconds from ``resume`` to the last line done, with ``workers`` worker processes."""
-    with own_redis(tmp) as broker, pg_schema() as db_url:
+    with own_redis(tmp) as broker, pg_database() as db_url:
         env = env_for(tmp, rl.url, db_url, broker)
         subprocess.run(
             batcher("submit", str(source), "--no-queue", *options), env=env, check=True, capture_output=True
