@@ -41,18 +41,19 @@ LATENCY = ("--latency", "0.05")
 
 
 def _steps(tmp: Path, source: Path, env: dict[str, str], *, export_parquet: bool = False) -> list[Timed]:
-    steps = [
-        timed(batcher("submit", str(source), "--no-queue"), env, log=tmp / "submit.log"),
-        timed(batcher("run-job", "1"), env, log=tmp / "run.log"),
-        timed(batcher("export", "1", "-o", str(tmp / "out.jsonl")), env, log=tmp / "export.log"),
+    """Ingest, run and export as processes of their own; the first that fails stops the rest."""
+    commands = [
+        ("submit", ("submit", str(source), "--no-queue")),
+        ("run", ("run-job", "1")),
+        ("export", ("export", "1", "-o", str(tmp / "out.jsonl"))),
     ]
     if export_parquet:
-        steps.append(
-            timed(batcher("export", "1", "-o", str(tmp / "out.parquet"), "--format", "parquet"), env)
-        )
-    for step in steps:
-        if step.returncode != 0:
-            raise RuntimeError(f"a step failed: see the logs in {tmp}")
+        commands.append(("parquet", ("export", "1", "-o", str(tmp / "out.parquet"), "--format", "parquet")))
+    steps = []
+    for name, args in commands:
+        steps.append(timed(batcher(*args), env, log=tmp / f"{name}.log"))
+        if steps[-1].returncode != 0:
+            raise RuntimeError(f"the {name} step failed (exit {steps[-1].returncode}): see {tmp / name}.log")
     return steps
 
 
