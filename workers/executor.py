@@ -121,7 +121,10 @@ class Executor:
         self._files = CallFiles(config.results_dir, blobs, client.config)
         self._units = asyncio.Semaphore(config.concurrency * 2)
         per_call = config.pack.max_inputs if config.pack is not None else 1
-        self._in_hand = InHand(lambda: 2 * per_call * self.pacing.concurrency.admitted)
+        # Never fewer lines than the units above (lines one a call run as before); packs follow
+        # the concurrency found.
+        found = self.pacing.concurrency
+        self._in_hand = InHand(lambda: 2 * max(config.concurrency, per_call * found.admitted))
         self._failures: list[Exception] = []
         self._unimplemented: dict[Endpoint, Call] = {}  # routes the relay answered 501 for
         self._halt_event = asyncio.Event()  # set with ``stats.halted``: ends every wait for a slot

@@ -3,7 +3,9 @@
 Units that wait for a call's slot still hold their lines (claimed, leased, bodies parsed). With
 the concurrency found low, 512 waiting packs of 256 were 130,000 lines in memory and on lease for
 nothing; ``InHand`` keeps them to twice what the calls found to fit in flight can carry, so
-memory follows the concurrency, not the job. One unit is always let in, however large.
+memory follows the concurrency, not the job. The executor never sets the limit below twice its
+ceiling of calls, so lines that go one a call start as they did before (and a few waiting in a
+retry's backoff do not hold the others back). One unit is always let in, however large.
 """
 
 from __future__ import annotations
