@@ -119,7 +119,7 @@ def enqueue_pending(
         priority = q.get_job(session, job_id).priority
         options = q.job_options(session, job_id)
     packed = max(chunk_size, options.pack_size * PACKS_PER_MESSAGE) if options.pack else chunk_size
-    page_size = max(1, PAGE_SIZE // packed) * packed  # whole messages: 4,096, not 4,096 + 904
+    page_size = max(PAGE_SIZE, packed)
     while True:
         with store.session() as session:
             page = q.unqueued_lines(session, job_id, lost_before=lost_before, after_id=after, limit=page_size)
