@@ -9,9 +9,9 @@ workers read. A problem says which field and what to do: a missing file, an exte
 does not take, a file over the size cap, a malformed ``data:`` URL.
 
 Audio durations are read with mutagen (mp3, mp4/m4a, flac, ogg, wav headers; no decoding):
-they are what relays bill transcription by. mutagen does not read WebM, and a file it cannot
-parse has no duration: its seconds are then estimated from its size when it is priced (see
-``workers.endpoints.transcriptions``).
+they are what relays bill transcription by. mutagen does not read WebM, whose declared duration
+``batcher.webm`` reads; a file with no readable duration (a live-recorded WebM has none) has its
+seconds estimated from its size when it is priced (see ``workers.endpoints.transcriptions``).
 
 The same path named by many lines is read once: the last ``CACHE_SIZE`` files resolved are
 remembered by (path, size, modification time).
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batcher.webm import webm_seconds
 from jobs.blobs import CHUNK_BYTES, StoredFile
 from workers.endpoints.base import BodyError, Family
 from workers.endpoints.filefields import CONTENT_TYPES, FileRule, extension
@@ -176,6 +177,19 @@ def audio_seconds(source: Path | io.BytesIO) -> float | None:
     try:
         parsed = mutagen.File(source)
     except (mutagen.MutagenError, ValueError, OSError, EOFError):
-        return None
+        parsed = None
     length = getattr(getattr(parsed, "info", None), "length", None)
+    if parsed is None:
+        length = _webm_seconds(source)
     return round(float(length), 3) if isinstance(length, int | float) and length > 0 else None
+
+
+def _webm_seconds(source: Path | io.BytesIO) -> float | None:
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        return webm_seconds(source)
+    try:
+        with source.open("rb") as f:
+            return webm_seconds(f)
+    except OSError:
+        return None

@@ -273,3 +273,49 @@ def test_two_workers_send_audio_and_images_read_from_the_store(
     assert sum(ln.images or 0 for ln in lines) == served["images"] == 3
     workers = {a.worker.split(":")[1] for a in all_attempts(c.store) if a.worker}
     assert len(workers) >= 2  # both workers took part
+
+
+def test_sigkill_mid_job_then_run_job_never_sends_a_done_audio_line_again(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from batcher.devrelay.answers import body_key
+    from batcher.devrelay.forms import uploaded_file
+    from jobs import store as q
+
+    relay.set_config(RelayConfig(api_key=RELAY_KEY, latency=0.1))
+    (tmp_path / "one.wav").write_bytes(sample_wav(1.5))
+    bodies = [{"model": "whisper-1", "file": "one.wav", "prompt": f"line {i}"} for i in range(120)]
+    rows = [batch_line(f"t{i}", "/v1/audio/transcriptions", b) for i, b in enumerate(bodies)]
+    assert invoke("submit", str(write_jsonl(tmp_path / "in.jsonl", rows)), "--no-queue").exit_code == 0
+    command = [sys.executable, "-m", "batcher", "run-job", "1", "--max-in-flight", "8"]
+    proc = subprocess.Popen(
+        command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        with db.session() as s:
+            if q.get_job(s, 1).succeeded >= 20:
+                break
+        assert time.monotonic() < deadline, "no line finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with db.session() as s:
+        done_at_kill = {ln.custom_id for ln in q.iter_lines(s, 1) if ln.state == "succeeded"}
+    calls_at_kill = dict(relay.stats()["per_key"])
+    result = invoke("run-job", "1")
+    assert result.exit_code == 0, result.stderr
+    upload = uploaded_file("one.wav", "audio/wav", (tmp_path / "one.wav").read_bytes())
+    keys = {r["custom_id"]: body_key(r["body"] | {"file": upload}) for r in rows}
+    calls_after = relay.stats()["per_key"]
+    assert all(calls_after[keys[c]] == calls_at_kill[keys[c]] for c in done_at_kill)
+    assert set(keys.values()) <= set(calls_after)  # the keys are the relay's: every line was counted
+    out = tmp_path / "out.jsonl"
+    assert invoke("export", "1", "-o", str(out)).exit_code == 0
+    check_transcripts(read_jsonl(out), rows, tmp_path)

@@ -49,7 +49,8 @@ def _form_body(form: Any) -> dict[str, Any]:
 
 def _value(value: Any) -> Any:
     if isinstance(value, web.FileField):
-        return uploaded_file(value.filename, value.content_type, value.file.read())
+        with value.file as f:  # aiohttp's spooled temporary file: closed once read
+            return uploaded_file(value.filename, value.content_type, f.read())
     return str(value)
 
 

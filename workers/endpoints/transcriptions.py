@@ -9,8 +9,8 @@ Billing follows the relays. new-api counts the uploaded audio's duration, ``ceil
 ``usage`` of its own: gpt-4o-transcribe's ``{"input_tokens", "output_tokens"}`` are used as
 tokens, whisper-1's ``{"type": "duration", "seconds"}`` as seconds. A line's usage is therefore
 ``seconds`` (whole seconds, rounded up: what a relay bills) unless its answer gave tokens. The
-duration comes from the file's headers at ingest; a file whose length could not be read is
-counted at ``ASSUMED_BYTES_PER_SECOND`` (128 kbit/s) and its usage flagged as estimated.
+duration comes from the file's headers at ingest (``batcher.inputfiles``); a file whose length
+could not be read is counted at ``ASSUMED_BYTES_PER_SECOND`` (128 kbit/s) and its usage flagged as estimated.
 
 The answer is stored as returned: JSON formats as the JSON object, ``text`` / ``srt`` / ``vtt``
 as one JSON string holding the text exactly, which exports show as the line's text.
