@@ -94,15 +94,15 @@ def limits(tmp: Path, n: int = 5000, rps: int = 100) -> None:
             tmp, rl, source, workers=2, options=["--no-pack", "--rpm", str(rps * 60)]
         ).seconds
         stats = rl.stats()
-    answered = {int(k): v for k, v in stats["answered_per_second"].items()}
-    steady = [answered[s] for s in sorted(answered)[2:-1]]
+    admitted = {int(k): v for k, v in stats["limits"]["admitted_per_second"].items()}  # the relay's clock
+    steady = [admitted[s] for s in sorted(admitted)[2:-1]]
     served = stats["served"]
     rate = sum(steady) / len(steady)
-    busiest = max(answered.values())
+    busiest = stats["limits"]["busiest_window"]
     limited, calls = stats["rate_limited"], stats["calls"]
     rows = [
         ("achieved rate (steady seconds)", f"{rate:.1f} req/s", f"{rate / rps:.1%}"),
-        ("busiest second", f"{busiest} req/s", f"{busiest / rps:.0%}"),
+        ("busiest 1 s window", f"{busiest:.0f} req", f"{busiest / rps:.0%}"),
         ("calls answered 429", f"{limited} of {calls}", f"{limited / calls:.2%}"),
         ("lines lost", str(max(0, n - served)), ""),
         ("wall time", f"{seconds:.1f} s", ""),

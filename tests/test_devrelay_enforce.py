@@ -145,3 +145,17 @@ def test_fault_429_window_is_llmocks_short_wait_beside_a_long_reset(relay: Relay
     assert refused.headers["retry-after-ms"] == "12"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert refused.headers["x-ratelimit-reset-requests"] == "59.5s"
+
+
+@pytest.mark.parametrize("mode", list(LimitMode))
+def test_the_relay_reports_what_its_limits_admitted_by_their_own_clock(
+    relay: RelayServer, mode: LimitMode
+) -> None:
+    relay.set_config(RelayConfig(limits=LimitRules(requests=5, window=60.0, mode=mode)))
+    clear_of_a_window_edge(60.0)
+    burst(relay, 8)
+    counts = relay.stats()["limits"]
+    assert sum(counts["admitted_per_second"].values()) == 5  # the 429s are not admitted
+    # never more than the limit in one window (a bucket refills a little during the burst)
+    assert counts["busiest_window"] == pytest.approx(5, abs=0.1)
+    assert counts["limit"] == {"requests": 5, "window": 60.0, "mode": str(mode)}

@@ -12,14 +12,21 @@ whether it goes on, and if not, the refusal a real relay would send:
   (``当前分组上游负载已饱和，请稍后再试``, type ``new_api_error``, code ``upstream_overloaded``)
   and ``Retry-After`` when ``overload_retry_after`` is set.
 
+The enforcer also counts what it admitted by its own clock, the one its windows count by:
+requests admitted per second (``admitted_per_second``) and the most requests any one window held
+(``busiest_window``, for a sliding log the strict "any ``window`` seconds"). These are what the
+benchmarks read "% of the limit" and "never exceeded" from, not the answers' arrival seconds.
+
 With ``ratelimit_headers`` every answer of a limited key carries OpenAI's ``x-ratelimit-limit-*``,
 ``-remaining-*`` and ``-reset-*`` (reset as OpenAI writes it: ``20ms``, ``1.5s``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from batcher.devrelay.faults import JSON, error_body
 from batcher.devrelay.windows import LimitMode, Window, new_window
@@ -90,6 +97,8 @@ class Enforcer:
 
     rules: LimitRules
     in_flight: int = 0
+    admitted_per_second: Counter[int] = field(default_factory=Counter)
+    busiest_window: float = 0.0
     _keys: dict[str, _Key] = field(default_factory=dict)
 
     def _key(self, key: str) -> _Key:
@@ -112,8 +121,27 @@ class Enforcer:
             refusal = self._take(key, tokens, now)
             if refusal is not None:
                 return refusal
+            self._count(key, now)
         self.in_flight += 1
         return None
+
+    def _count(self, key: str, now: float) -> None:
+        self.admitted_per_second[int(now)] += 1
+        window = self._key(key).requests
+        if window is not None:
+            self.busiest_window = max(self.busiest_window, window.counted())
+
+    def counts(self) -> dict[str, Any]:
+        """What the limits admitted by their own clock (see the module docstring)."""
+        return {
+            "admitted_per_second": dict(self.admitted_per_second),
+            "busiest_window": self.busiest_window,
+            "limit": {
+                "requests": self.rules.requests,
+                "window": self.rules.window,
+                "mode": str(self.rules.mode),
+            },
+        }
 
     def leave(self) -> None:
         """A call admitted by ``admit`` was answered."""

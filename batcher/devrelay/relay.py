@@ -142,9 +142,13 @@ class Relay:
         data = {"object": "list", "total_usage": self.stats.served * BILLED_CENTS_PER_ANSWER}
         return self._billing_refused(request) or web.Response(body=orjson.dumps(data), content_type=JSON)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counters with the limits' own counts (``enforce``): what ``GET /_stats`` returns."""
+        return self.stats.snapshot() | {"limits": self.enforcer.counts()}
+
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=orjson.dumps(self.stats.snapshot(), option=orjson.OPT_NON_STR_KEYS), content_type=JSON
+            body=orjson.dumps(self.snapshot(), option=orjson.OPT_NON_STR_KEYS), content_type=JSON
         )
 
     async def _reset(self, request: web.Request) -> web.Response:

@@ -108,7 +108,7 @@ class RelayServer:
         return self._on_loop(self._snapshot)
 
     def _snapshot(self) -> dict[str, Any]:
-        return self._live().relay.stats.snapshot()
+        return self._live().relay.snapshot()
 
     def reset(self) -> None:
         """Zero the counters and marker counts (``POST /_reset``)."""

@@ -50,6 +50,10 @@ class Window(Protocol):
         """Undo the last ``take`` of ``units`` (a call refused by another limit)."""
         ...
 
+    def counted(self) -> float:
+        """Units the window holds as of the last ``take``: for the relay's own busiest-window report."""
+        ...
+
 
 @dataclass
 class FixedWindow:
@@ -82,6 +86,9 @@ class FixedWindow:
 
     def give_back(self, units: float) -> None:
         self._used = max(0.0, self._used - units)
+
+    def counted(self) -> float:
+        return self._used
 
 
 @dataclass
@@ -126,6 +133,11 @@ class SlidingLog:
         if self._log:
             self._used -= self._log.pop()[1]
 
+    def counted(self) -> float:
+        # Right after an admission this is the window ending at it; the busiest window of all
+        # ends at some admission, so the highest of these is the busiest window there was.
+        return self._used
+
 
 @dataclass
 class TokenBucket:
@@ -158,6 +170,9 @@ class TokenBucket:
     def give_back(self, units: float) -> None:
         if self._level is not None:
             self._level = min(self.limit, self._level + units)
+
+    def counted(self) -> float:
+        return self.limit - (self.limit if self._level is None else self._level)
 
 
 def new_window(mode: LimitMode, limit: float, window: float) -> Window:
