@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -18,7 +20,7 @@ from jobs.db import Store
 from jobs.models import Attempt, JobStatus, Request
 from workers.client import ApiClient, ClientConfig
 from workers.executor import ExecConfig, Executor
-from workers.ratelimit import InProcessLimiter, Limits, Permit
+from workers.ratelimit import InProcessLimiter, Limits, PaceView, Permit
 from workers.sink import StoreSink
 
 KEY = "sk-canary-0123456789abcdef"
@@ -86,14 +88,17 @@ async def run(
     max_attempts: int = 4,
     concurrency: int = 4,
     max_wait: float | None = 3600.0,
+    limiter: RecordingLimiter | None = None,
+    control_interval: float = 0.5,
 ) -> tuple[Executor, RecordingLimiter]:
     config = ExecConfig(
         results_dir=tmp_path / "results",
         concurrency=concurrency,
         max_attempts=max_attempts,
         max_wait=max_wait,
+        control_interval=control_interval,
     )
-    limiter = RecordingLimiter()
+    limiter = limiter or RecordingLimiter()
 
     async def no_sleep(_: float) -> None:
         return None
@@ -151,6 +156,33 @@ def attempts(db: Store) -> list[Attempt]:
 
     with db.session() as s:
         return list(s.exec(select(Attempt).order_by(Attempt.id)))
+
+
+class SwallowingLimiter(RecordingLimiter):
+    """A limiter whose pace read hangs until cancelled and then swallows the cancel, as a Redis
+    client once did under a worker: the worker's chunk never returned. Calls go only once the
+    control loop is inside such a read, so the run ends with it there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+
+    async def acquire(self, key: str, tokens: int) -> Permit:
+        await self.reading.wait()
+        return await super().acquire(key, tokens)
+
+    async def pace(self, key: str) -> PaceView:
+        self.reading.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return await super().pace(key)
+
+
+async def test_the_run_ends_even_if_the_control_loop_swallows_its_cancel(db: Store, tmp_path: Path) -> None:
+    job_id = add_job(db, "/v1/chat/completions", [CHAT] * 3)
+    run_ = run(db, job_id, scripted(chat_ok()), tmp_path, limiter=SwallowingLimiter(), control_interval=0)
+    executor, _ = await asyncio.wait_for(run_, timeout=60)
+    assert executor.stats.succeeded == 3
 
 
 async def test_executor_retries_transient_then_records_success_and_every_attempt(

@@ -370,7 +370,8 @@ class Executor:
             self.halt(reason)
 
     async def _controller(self) -> None:
-        while not self.stats.halted:
+        me = asyncio.current_task()  # a cancel a library swallowed (a worker hung on it) still ends it
+        while not self.stats.halted and not (me and me.cancelling()):
             await asyncio.sleep(self.config.control_interval)
             self.recorder.paced(await self.pacing.refresh(), self.pacing.concurrency.admitted)
             await self._check_control()
