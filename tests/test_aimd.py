@@ -46,6 +46,15 @@ def test_a_429_at_the_ceiling_steps_down_a_little() -> None:
     assert state.rate == pytest.approx(98.0 * 0.98)
 
 
+def test_a_429_at_the_ceiling_steps_down_from_the_pace_not_from_a_stalled_second() -> None:
+    """A process that stalled for half a second has a low goodput; the relay's limit did not move."""
+    state = RateState(ceiling=98.0)
+    for i in range(49):  # 49 successes in the last second: half the pace
+        on_success(state, 10.0 + i / 49)
+    on_limited(state, 11.05)
+    assert state.rate == pytest.approx(98.0 * 0.98)
+
+
 def test_increase_only_while_the_pace_binds_and_never_past_the_ceiling() -> None:
     state = RateState(rate=50.0, ceiling=51.0)
     on_success(state, 10.0)

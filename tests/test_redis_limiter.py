@@ -16,7 +16,7 @@ from fakeredis import FakeAsyncRedis
 
 from jobs.errors import LimiterError
 from workers.ratelimit import Limits, Permit
-from workers.redis_limiter import RedisLimiter
+from workers.redis_limiter import PROBE_AFTER_S, RedisLimiter
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
@@ -29,10 +29,14 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis
     await c.aclose()
 
 
-def pair(client: aioredis.Redis, limits: Limits) -> tuple[RedisLimiter, RedisLimiter]:
+def pair(
+    client: aioredis.Redis, limits: Limits, *, probe_after: float = PROBE_AFTER_S
+) -> tuple[RedisLimiter, RedisLimiter]:
     """Two limiters on one Redis, as two workers would hold them."""
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    return RedisLimiter(client, limits, prefix=prefix), RedisLimiter(client, limits, prefix=prefix)
+    return tuple(  # type: ignore[return-value]
+        RedisLimiter(client, limits, prefix=prefix, probe_after=probe_after) for _ in range(2)
+    )
 
 
 async def wait_of(limiter: RedisLimiter, key: str, tokens: int) -> float:
@@ -69,7 +73,7 @@ async def test_cooldown_pauses_every_worker(client: aioredis.Redis) -> None:
 
 
 async def test_after_cooldown_one_probe_goes_first(client: aioredis.Redis) -> None:
-    a, b = pair(client, Limits())
+    a, b = pair(client, Limits(), probe_after=0.0)  # short pauses, so the test need not wait a second
     await a.cooldown("k", 0.05)
     await asyncio.sleep(0.1)
     assert await wait_of(a, "k", 1) >= 0  # the probe
@@ -142,3 +146,25 @@ async def test_a_pause_voids_places_reserved_before_it(client: aioredis.Redis) -
     await b.settle(await waiter, 0)  # the probe after the pause is answered: the gate opens
     # The waiter reserved again after the pause: the next place is a full interval after it.
     assert await wait_of(a, "k", 0) == pytest.approx(1.0, abs=0.1)
+
+
+async def test_a_pause_shorter_than_a_second_opens_no_probe_gate(client: aioredis.Redis) -> None:
+    """A sliding window's edge (a wait of milliseconds): every worker goes on at the pace after it."""
+    a, b = pair(client, Limits())
+    await a.cooldown("k", 0.05)
+    await asyncio.sleep(0.1)
+    assert await wait_of(a, "k", 1) >= 0
+    assert await wait_of(b, "k", 1) >= 0  # no probe holds b back
+    await a.cooldown("k", PROBE_AFTER_S)
+    await asyncio.sleep(PROBE_AFTER_S + 0.05)
+    assert await wait_of(a, "k", 1) >= 0  # the probe
+    assert await wait_of(b, "k", 1) < 0  # a storm's pause: the others wait for the probe's answer
+
+
+async def test_a_429_at_the_ceiling_steps_down_from_the_shared_pace(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(rpm=6000))
+    await wait_of(a, "k", 0)
+    for _ in range(3):  # a stalled second: three successes
+        await b.settle(Permit("k", 0), 0, ok=True)
+    await b.limited("k", None)
+    assert (await a.pace("k")).rate == pytest.approx(98.0 * 0.98)

@@ -10,7 +10,8 @@ worker shares one pace. The rules:
   through, so the pace lands near the real limit at once instead of halving down from a guess.
 - **Multiplicative decrease**, at most once per ``hold`` seconds (one congestion event sends back
   many 429s): to ``decrease`` × min(pace, goodput). Near the configured ceiling (``NEAR_CEILING``)
-  a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small).
+  a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small) × the pace:
+  the goodput of a second in which this process stalled says nothing about the relay's limit.
 - **Slow start** only when a 429 came before any success: the pace starts at ``unknown_start``
   and doubles per second until the next 429.
 - **Additive increase** while calls succeed *and the pace is what holds them back* (a pace that
@@ -130,6 +131,8 @@ def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning(
     factor = tuning.ceiling_decrease if at_ceiling else tuning.decrease
     if state.rate is None:
         base = good if good > 0 else tuning.unknown_start / factor
+    elif at_ceiling:
+        base = state.rate  # jitter at a known limit: a stalled second's goodput is not the relay's rate
     else:
         base = min(state.rate, good) if good > 0 else state.rate
     state.probing = good <= 0

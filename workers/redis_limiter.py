@@ -13,10 +13,12 @@ one pace; it starts from a pace learned by an earlier job and never passes ``--r
 
 Cooldown: a 429's Retry-After pauses the key for every worker, and voids the places reserved
 before it (an epoch in the hash; a caller that waited for its place checks it), so the calls
-after a pause are spaced at the pace instead of going out together. When it ends, one call goes first
-as a probe while the others wait (a half-open gate, at most ``PROBE_WINDOW_S``); if the probe is
-answered 429 again the pause starts over, so a storm costs one call per Retry-After per key,
-not one per worker. Any other answer to the probe opens the gate.
+after a pause are spaced at the pace instead of going out together. When a pause of at least
+``PROBE_AFTER_S`` ends, one call goes first as a probe while the others wait (a half-open gate,
+at most ``PROBE_WINDOW_S``); if the probe is answered 429 again the pause starts over, so a storm
+costs one call per Retry-After per key, not one per worker. Any other answer to the probe opens
+the gate. A shorter pause is a sliding window's edge (the wait until its oldest call leaves), not
+a storm: holding every worker behind a probe's round trip there cost a known limit 5 % of it.
 
 If Redis cannot be reached the limiter fails closed: it raises ``LimiterError`` and no call is
 made without a reservation.
@@ -40,6 +42,7 @@ from workers.ratelimit import Limits, PaceView, Permit
 
 KEY_PREFIX = "batcher:rl:"
 PROBE_WINDOW_S = 10.0
+PROBE_AFTER_S = 1.0  # shorter pauses open no probe gate: see the module docstring
 REVALIDATE_AFTER_S = 0.02  # a shorter wait cannot have let a pause's burst build up: no round trip
 STATE_TTL_S = 3600
 
@@ -153,7 +156,8 @@ return 1
 )
 
 # ARGV = pause (0: none), probe window, ttl, ceiling, decrease, ceiling decrease, hold, floor,
-# unknown start, lower (1: lower the pace as workers.aimd.on_limited does). Then pauses the key.
+# unknown start, lower (1: lower the pace as workers.aimd.on_limited does), the shortest pause
+# that opens a probe gate. Then pauses the key.
 _LIMITED = (
     _NOW
     + _GOODPUT
@@ -167,10 +171,13 @@ if ARGV[10] == '1' and (not last or now - last >= hold) then
   local good = math.max(gl, gc)
   local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
   local factor = dec
-  if ceiling > 0 and rate and rate >= ceiling * NEAR then factor = cdec end
+  local at_ceiling = ceiling > 0 and rate and rate >= ceiling * NEAR
+  if at_ceiling then factor = cdec end
   local base
   if not rate then
     if good > 0 then base = good else base = unknown / factor end
+  elseif at_ceiling then
+    base = rate
   elseif good > 0 then
     base = math.min(rate, good)
   else
@@ -186,9 +193,10 @@ if pause > 0 then
   local untl = now + pause
   local paused = tonumber(redis.call('HGET', KEYS[1], 'p')) or 0
   if untl > paused then
-    local gate = untl + probe_window
-    redis.call('HSET', KEYS[1], 'p', string.format('%.6f', untl), 'g', string.format('%.6f', gate),
-      'r', string.format('%.6f', untl))
+    redis.call('HSET', KEYS[1], 'p', string.format('%.6f', untl), 'r', string.format('%.6f', untl))
+    if pause >= tonumber(ARGV[11]) then
+      redis.call('HSET', KEYS[1], 'g', string.format('%.6f', untl + probe_window))
+    end
     redis.call('HINCRBY', KEYS[1], 'ep', 1)
   end
   redis.call('HDEL', KEYS[1], 'probe')
@@ -227,8 +235,16 @@ def redis_client(url: str) -> aioredis.Redis:
 class RedisLimiter:
     """The ``Limiter`` shared by all workers through one Redis; see the module docstring."""
 
-    def __init__(self, client: aioredis.Redis, limits: Limits, *, prefix: str = KEY_PREFIX) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        limits: Limits,
+        *,
+        prefix: str = KEY_PREFIX,
+        probe_after: float = PROBE_AFTER_S,
+    ) -> None:
         self.client, self.limits, self.prefix = client, limits, prefix
+        self.probe_after = probe_after
         self._acquire = client.register_script(_ACQUIRE)
         self._valid = client.register_script(_STILL_VALID)
         self._settle = client.register_script(_SETTLE)
@@ -277,14 +293,14 @@ class RedisLimiter:
         """Lower the shared pace (once per congestion event) and pause the key for every worker."""
         t = self.limits.tuning
         args = [pause or 0, PROBE_WINDOW_S, STATE_TTL_S, self.limits.ceiling or 0]
-        args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 1]
+        args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 1, self.probe_after]
         await self._run(self._limited, key, args)
 
     async def cooldown(self, key: str, seconds: float) -> None:
         """Pause the key for every worker for ``seconds``, without lowering the pace."""
         t = self.limits.tuning
         args = [seconds, PROBE_WINDOW_S, STATE_TTL_S, self.limits.ceiling or 0]
-        args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 0]
+        args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 0, self.probe_after]
         await self._run(self._limited, key, args)
 
     async def pace(self, key: str) -> PaceView:
