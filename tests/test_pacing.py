@@ -175,8 +175,31 @@ async def test_a_stop_ends_the_wait_behind_the_limiter() -> None:
     assert p.in_flight == 0
 
 
-async def _enter(p: Pacing, stop: asyncio.Event) -> Permit | None:
-    async with p.slot("m", 0, stop=stop) as permit:
+async def test_waits_a_stop_ends_give_their_places_back() -> None:
+    """The next job (or the resumed one) on the key starts where the last call sent, not behind
+    the places of calls that were never made; so do the tokens they reserved."""
+    clock = [0.0]
+    limiter = InProcessLimiter(Limits(rpm=60, tpm=6000), clock=lambda: clock[0])  # 0.98/s, 100 tok/s
+    p = Pacing(limiter, concurrency=8, provider="relay", adaptive=False)
+    stop = asyncio.Event()
+    async with p.slot("m", 10, stop=stop):
+        pass
+    state = limiter._keys["relay|m"]
+    sent = (state.request_tat, state.token_tat)
+    waiting = [asyncio.ensure_future(_enter(p, stop, tokens=10)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert state.request_tat > sent[0]  # three places reserved after the one sent
+    waiting[1].cancel()  # one in the middle goes first: a hole, the others are still held
+    await asyncio.gather(waiting[1], return_exceptions=True)
+    assert state.request_tat > sent[0]
+    stop.set()
+    assert await asyncio.gather(*waiting[::2]) == [None, None]
+    assert (state.request_tat, state.token_tat) == pytest.approx(sent)
+    assert state.holes == {}
+
+
+async def _enter(p: Pacing, stop: asyncio.Event, tokens: int = 0) -> Permit | None:
+    async with p.slot("m", tokens, stop=stop) as permit:
         return permit
 
 

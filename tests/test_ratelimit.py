@@ -10,8 +10,10 @@ import pytest
 from workers.ratelimit import (
     InProcessLimiter,
     Limits,
+    Place,
     gcra_refund,
     gcra_reserve,
+    give_back_place,
     header_pause,
     parse_reset,
     window_full,
@@ -41,6 +43,26 @@ def test_gcra_reserve_table(
 @pytest.mark.parametrize(("tat", "units", "rate", "expected"), [(10.0, 5, 10.0, 9.5), (10.0, -5, 10.0, 10.5)])
 def test_gcra_refund_table(tat: float, units: float, rate: float, expected: float) -> None:
     assert gcra_refund(tat, units=units, rate=rate) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("tat", "given_back", "holes", "expected_tat", "expected_holes"),
+    [
+        (4.0, (3.0, 4.0), {}, 3.0, {}),  # the last place: the TAT moves back over it
+        (4.0, (2.0, 3.0), {}, 4.0, {3.0: 2.0}),  # one still held after it: kept as a hole
+        (4.0, (3.0, 4.0), {3.0: 2.0, 2.0: 1.0}, 1.0, {}),  # the last one closes the holes before it
+        (4.0, (3.0, 4.0), {2.0: 1.0}, 3.0, {2.0: 1.0}),  # ... not past a place still held (2 to 3)
+    ],
+)
+def test_give_back_place_table(
+    tat: float,
+    given_back: tuple[float, float],
+    holes: dict[float, float],
+    expected_tat: float,
+    expected_holes: dict[float, float],
+) -> None:
+    assert give_back_place(tat, Place(*given_back), holes) == expected_tat
+    assert holes == expected_holes
 
 
 class FakeClock:

@@ -168,3 +168,40 @@ async def test_a_429_at_the_ceiling_steps_down_from_the_shared_pace(client: aior
         await b.settle(Permit("k", 0), 0, ok=True)
     await b.limited("k", None)
     assert (await a.pace("k")).rate == pytest.approx(98.0 * 0.98)
+
+
+async def test_cancelled_waits_give_their_places_back(client: aioredis.Redis) -> None:
+    """A job paused with calls queued leaves the shared pace where its last call went, in any
+    order the waits end; a place still held is never shared."""
+    a, b = pair(client, Limits(rpm=60 / 0.98, tpm=6000))  # one a second, 100 tokens a second
+    state = a.prefix + "k"
+    await a.acquire("k", 10)
+    sent = await client.hmget(state, ["r", "t"])
+    waiters = [asyncio.create_task(b.acquire("k", 10)) for _ in range(3)]
+    await asyncio.sleep(0.2)  # all three reserved: places 1, 2 and 3 s away
+    for i in (1, 0):  # the middle one, then the first: holes behind the last, still held
+        waiters[i].cancel()
+        await asyncio.gather(waiters[i], return_exceptions=True)
+    assert await client.hget(state, "r") != sent[0]
+    waiters[2].cancel()
+    await asyncio.gather(waiters[2], return_exceptions=True)
+    assert await client.hget(state, "r") == sent[0]
+    assert float((await client.hget(state, "t")) or 0) == pytest.approx(float(sent[1] or 0))
+    assert not [f for f in await client.hkeys(state) if f.startswith(b"h:")]
+
+
+async def test_a_pause_voids_places_given_back_before_it(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(rpm=60 / 0.98))
+    state = a.prefix + "k"
+    await a.acquire("k", 0)
+    waiters = [asyncio.create_task(b.acquire("k", 0)) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    waiters[0].cancel()  # a hole behind the second place
+    await asyncio.gather(waiters[0], return_exceptions=True)
+    await a.cooldown("k", 0.5)  # the pause voids every place before it, holes too
+    assert not [f for f in await client.hkeys(state) if f.startswith(b"h:")]
+    waiters[1].cancel()
+    await asyncio.gather(waiters[1], return_exceptions=True)
+    assert float(await client.hget(state, "r") or 0) == pytest.approx(
+        float(await client.hget(state, "p") or 0)
+    )

@@ -19,7 +19,9 @@ The permit a slot grants is the one that is settled: it is kept by the caller, n
 from its key.
 
 Waiting for a slot (the concurrency gate, then the limiter) ends as soon as ``stop`` is set: a
-job paused, cancelled or out of budget sends none of the calls queued behind the limiter.
+job paused, cancelled or out of budget sends none of the calls queued behind the limiter, and
+their places in the limiter are given back (``Limiter.acquire`` cancelled), so the next job or the
+resumed one on the same key does not wait out a queue of calls that were never made.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ class Pacing:
             yield None
             return
         try:
+            # A wait the stop cancels gives its place back (the limiter's acquire does).
             permit = await unless_stopped(self.limiter.acquire(key, tokens), stop)
             if permit is None or stop.is_set():  # the job stopped while this call waited its turn
+                if permit is not None:
+                    await self.limiter.settle(permit, 0)  # granted but never sent: its tokens back
                 yield None
                 return
             self.in_flight += 1
@@ -149,6 +154,10 @@ async def unless_stopped(waiting: Awaitable[T], stop: asyncio.Event) -> T | None
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the caller itself was cancelled: so is the wait, clean-up and all
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
     finally:
         stopper.cancel()
     if not task.done():

@@ -14,6 +14,12 @@ After the call, the token reservation is reconciled with the usage the API repor
 evenly spaced, because a bucket as large as a minute would let a fresh run fire a whole minute's
 requests at once and trip a relay that counts in shorter windows (many count per second).
 
+A caller whose wait for its place is cancelled (the job paused, cancelled or out of budget) gives
+the place back: its tokens, and its request place. A place is one interval of the request TAT;
+giving back the last one moves the TAT back to its start, and one in the middle is kept as a hole
+until the places after it are given back too (moving the TAT back past places still held would
+let the next caller share a moment with one of them: two calls where the pace allows one).
+
 A cooldown (a 429's Retry-After) pauses every caller of that key, not just the line that got it.
 The Redis implementation for many workers (next to the Celery tasks) keeps the same interface.
 """
@@ -113,6 +119,26 @@ def gcra_refund(tat: float, *, units: float, rate: float) -> float:
     return tat - units / rate
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """One reserved request interval of the TAT, ``start`` (the send time) to ``end``."""
+
+    start: float
+    end: float
+
+
+def give_back_place(tat: float, place: Place, holes: dict[float, float]) -> float:
+    """The request TAT once ``place`` is given back; ``holes`` (end → start) holds the places given
+    back before the TAT can move back over them."""
+    if place.end != tat:
+        holes[place.end] = place.start
+        return tat
+    tat = place.start
+    while tat in holes:
+        tat = holes.pop(tat)
+    return tat
+
+
 @dataclass
 class _KeyState:
     aimd: RateState
@@ -120,6 +146,7 @@ class _KeyState:
     token_tat: float = 0.0
     paused_until: float = 0.0
     epoch: int = 0  # bumped by a pause: reservations made before it are void
+    holes: dict[float, float] = field(default_factory=dict)  # places given back: see give_back_place
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -148,29 +175,42 @@ class InProcessLimiter:
         while True:
             await self._wait_cooldown(state)
             async with state.lock:
-                epoch, wait = state.epoch, self._reserve(state, tokens)
+                epoch, (wait, place) = state.epoch, self._reserve(state, tokens)
             if wait <= 0:
                 return Permit(key, tokens)
             on_wait(state.aimd, self._clock())
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                if state.epoch == epoch:  # a pause already voided the place
+                    self._give_back(state, place, tokens)
+                raise
             if state.epoch == epoch:
                 return Permit(key, tokens)
             self._refund_tokens(state, tokens)
 
-    def _reserve(self, state: _KeyState, tokens: int) -> float:
-        now, wait = self._clock(), 0.0
+    def _give_back(self, state: _KeyState, place: Place | None, tokens: int) -> None:
+        self._refund_tokens(state, tokens)
+        if place is not None:
+            now = self._clock()
+            state.holes = {end: start for end, start in state.holes.items() if end > now}
+            state.request_tat = give_back_place(state.request_tat, place, state.holes)
+
+    def _reserve(self, state: _KeyState, tokens: int) -> tuple[float, Place | None]:
+        now, wait, place = self._clock(), 0.0, None
         rate = state.aimd.rate
         if rate:
+            start = max(state.request_tat, now)
             state.request_tat, w = gcra_reserve(
                 state.request_tat, now, units=1, rate=rate, burst=self.limits.burst
             )
-            wait = max(wait, w)
+            wait, place = max(wait, w), Place(start, state.request_tat)
         if self.limits.tpm and tokens > 0:
             state.token_tat, w = gcra_reserve(
                 state.token_tat, now, units=tokens, rate=self.limits.tpm / 60, burst=self.limits.burst
             )
             wait = max(wait, w)
-        return wait
+        return wait, place
 
     def _refund_tokens(self, state: _KeyState, tokens: int) -> None:
         if self.limits.tpm and tokens:
@@ -204,6 +244,7 @@ class InProcessLimiter:
         if until > state.paused_until:
             state.paused_until, state.epoch = until, state.epoch + 1
             state.request_tat = until  # places reserved before the pause are void (see acquire)
+            state.holes.clear()
 
     async def pace(self, key: str) -> PaceView:
         """The key's pace now."""

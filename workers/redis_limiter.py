@@ -31,6 +31,7 @@ the GCRA is twenty lines of Lua and keeps both limits in one round trip.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,8 +53,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
 # KEYS[1] = state hash; ARGV = tokens, ceiling (req/s, 0: none), tpm, burst, probe window, ttl,
-# start pace (req/s, 0: unpaced). Returns "wait|epoch": the seconds to wait, and the pause epoch
-# the place was reserved in. A negative wait means "not yet: ask again after -wait seconds".
+# start pace (req/s, 0: unpaced). Returns "wait|epoch|start|end": the seconds to wait, the pause
+# epoch the place was reserved in, and the request TAT interval it took ('' when unpaced). A
+# negative wait means "not yet: ask again after -wait seconds".
 _ACQUIRE = (
     _NOW
     + """
@@ -82,11 +84,12 @@ end
 if rate then
   redis.call('HSET', KEYS[1], 'rate', string.format('%.6f', rate))
 end
-local wait = 0
+local wait, from, to = 0, '', ''
 if rate then
   local new = math.max(rtat, now) + 1 / rate
   wait = math.max(wait, new - now - math.max(burst, 1 / rate))
-  redis.call('HSET', KEYS[1], 'r', string.format('%.6f', new))
+  from, to = string.format('%.6f', math.max(rtat, now)), string.format('%.6f', new)
+  redis.call('HSET', KEYS[1], 'r', to)
 end
 if tpm > 0 and tokens > 0 then
   local trate = tpm / 60
@@ -98,7 +101,48 @@ if wait > 0 then
   redis.call('HSET', KEYS[1], 'b', string.format('%.6f', now))
 end
 redis.call('EXPIRE', KEYS[1], ttl)
-return string.format('%.6f|%d', math.max(wait, 0), epoch)
+return string.format('%.6f|%d|%s|%s', math.max(wait, 0), epoch, from, to)
+"""
+)
+
+# Drops the places given back (hash fields 'h:<end>' = start) that ended before ARGV[1].
+_DROP_HOLES = """
+local function drop_holes(before)
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(f, 1, 2) == 'h:' and tonumber(string.sub(f, 3)) <= before then
+      redis.call('HDEL', KEYS[1], f)
+    end
+  end
+end
+"""
+
+# ARGV = epoch, tokens, tpm, start, end (of the request place; '' when none). Gives a place back as
+# workers.ratelimit.give_back_place does, unless a pause voided it (a newer epoch).
+_RELEASE = (
+    _NOW
+    + _DROP_HOLES
+    + """
+if (tonumber(redis.call('HGET', KEYS[1], 'ep')) or 0) ~= tonumber(ARGV[1]) then return 0 end
+local tokens, tpm, from, to = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+if tpm > 0 and tokens > 0 then
+  local ttat = tonumber(redis.call('HGET', KEYS[1], 't')) or now
+  redis.call('HSET', KEYS[1], 't', string.format('%.6f', ttat - tokens / (tpm / 60)))
+end
+if to == '' then return 1 end
+drop_holes(now)
+if redis.call('HGET', KEYS[1], 'r') ~= to then
+  redis.call('HSET', KEYS[1], 'h:' .. to, from)
+  return 1
+end
+local tat = from
+local before = redis.call('HGET', KEYS[1], 'h:' .. tat)
+while before do
+  redis.call('HDEL', KEYS[1], 'h:' .. tat)
+  tat = before
+  before = redis.call('HGET', KEYS[1], 'h:' .. tat)
+end
+redis.call('HSET', KEYS[1], 'r', tat)
+return 1
 """
 )
 
@@ -161,6 +205,7 @@ return 1
 _LIMITED = (
     _NOW
     + _GOODPUT
+    + _DROP_HOLES
     + f"local NEAR = {NEAR_CEILING}\n"
     + """
 local pause, probe_window, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -198,6 +243,7 @@ if pause > 0 then
       redis.call('HSET', KEYS[1], 'g', string.format('%.6f', untl + probe_window))
     end
     redis.call('HINCRBY', KEYS[1], 'ep', 1)
+    drop_holes(math.huge)  -- the places before the pause are void
   end
   redis.call('HDEL', KEYS[1], 'probe')
 end
@@ -247,6 +293,7 @@ class RedisLimiter:
         self.probe_after = probe_after
         self._acquire = client.register_script(_ACQUIRE)
         self._valid = client.register_script(_STILL_VALID)
+        self._release = client.register_script(_RELEASE)
         self._settle = client.register_script(_SETTLE)
         self._limited = client.register_script(_LIMITED)
         self._pace = client.register_script(_PACE)
@@ -265,19 +312,28 @@ class RedisLimiter:
     async def acquire(self, key: str, tokens: int) -> Permit:
         """Wait until the shared pace lets a call with ``tokens`` go, and reserve its place.
 
-        A pause that began while the caller waited for its place voids it: reserve again.
+        A pause that began while the caller waited for its place voids it: reserve again. A
+        wait that is cancelled gives the place back (see ``workers.ratelimit``).
         """
         args = self.acquire_args(key, tokens)
         while True:
-            wait, epoch = _wait_and_epoch(await self._run(self._acquire, key, args))
-            if wait < 0:
-                await asyncio.sleep(-wait)  # paused, or a probe is out: ask again
+            reserved = _Reserved.parse(await self._run(self._acquire, key, args))
+            if reserved.wait < 0:
+                await asyncio.sleep(-reserved.wait)  # paused, or a probe is out: ask again
                 continue
-            if wait == 0:
+            if reserved.wait == 0:
                 return Permit(key, tokens)
-            await asyncio.sleep(wait)
-            if wait < REVALIDATE_AFTER_S or int(await self._run(self._valid, key, [epoch])):
+            try:
+                await asyncio.sleep(reserved.wait)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._give_back(key, reserved, tokens))
+                raise
+            if reserved.wait < REVALIDATE_AFTER_S or int(await self._run(self._valid, key, [reserved.epoch])):
                 return Permit(key, tokens)
+
+    async def _give_back(self, key: str, reserved: _Reserved, tokens: int) -> None:
+        args = [reserved.epoch, tokens, self.limits.tpm or 0, reserved.start, reserved.end]
+        await self._run(self._release, key, args)
 
     async def settle(
         self, permit: Permit, used_tokens: int, *, ok: bool = False, window_full: bool = False
@@ -325,7 +381,17 @@ class RedisLimiter:
         await self.client.aclose()
 
 
-def _wait_and_epoch(answer: Any) -> tuple[float, int]:
-    text = answer.decode() if isinstance(answer, bytes) else str(answer)
-    wait, epoch = text.split("|")
-    return float(wait), int(epoch)
+@dataclass(frozen=True)
+class _Reserved:
+    """The acquire script's answer: the wait, the pause epoch, the request place ('' when none)."""
+
+    wait: float
+    epoch: int
+    start: str
+    end: str
+
+    @classmethod
+    def parse(cls, answer: Any) -> _Reserved:
+        text = answer.decode() if isinstance(answer, bytes) else str(answer)
+        wait, epoch, start, end = text.split("|")
+        return cls(float(wait), int(epoch), start, end)
