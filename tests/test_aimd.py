@@ -20,18 +20,20 @@ def test_unpaced_until_the_first_429_which_sets_the_pace_from_the_goodput() -> N
     for i in range(300):  # 150 successes a second for two seconds
         on_success(state, 100 + i / 150)
     assert state.rate is None
-    assert on_limited(state, 102.0)
+    assert any([on_limited(state, 102.0 + i / 1000) for i in range(10)])  # the limit's burst of 429s
     assert state.rate == pytest.approx(0.9 * 150, rel=0.02)
 
 
 def test_a_429_before_any_success_starts_at_the_default() -> None:
     state = RateState()
-    on_limited(state, 5.0)
+    assert not on_limited(state, 5.0)  # one 429 alone proves nothing
+    assert on_limited(state, 5.0)
     assert state.rate == pytest.approx(AimdTuning().unknown_start)
 
 
 def test_one_decrease_per_congestion_event() -> None:
     state = RateState(rate=100.0)
+    on_limited(state, 10.0)
     assert on_limited(state, 10.0)
     assert not on_limited(state, 10.5)  # the same event's other 429s
     assert state.rate == pytest.approx(90.0)
@@ -43,6 +45,7 @@ def test_a_429_at_the_ceiling_steps_down_a_little() -> None:
     state = RateState(ceiling=98.0)
     assert state.rate == 98.0
     on_limited(state, 1.0)
+    on_limited(state, 1.0)
     assert state.rate == pytest.approx(98.0 * 0.98)
 
 
@@ -52,7 +55,23 @@ def test_a_429_at_the_ceiling_steps_down_from_the_pace_not_from_a_stalled_second
     for i in range(49):  # 49 successes in the last second: half the pace
         on_success(state, 10.0 + i / 49)
     on_limited(state, 11.05)
+    on_limited(state, 11.05)
     assert state.rate == pytest.approx(98.0 * 0.98)
+
+
+@pytest.mark.parametrize("rate", [None, 200.0])
+def test_429s_that_do_not_grow_with_the_rate_leave_the_pace_alone(rate: float | None) -> None:
+    """One call in a hundred refused at random (a gateway's upstream key, llmock's fault rate)."""
+    state = RateState(rate=rate)
+    for i in range(3000):  # 300 calls a second for ten seconds
+        now = 100 + i / 300
+        on_wait(state, now)
+        if i % 100 == 99:
+            assert not on_limited(state, now)
+        else:
+            on_success(state, now)
+    assert state.decreases == 0
+    assert state.rate is None if rate is None else state.rate >= rate
 
 
 def test_increase_only_while_the_pace_binds_and_never_past_the_ceiling() -> None:

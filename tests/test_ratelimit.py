@@ -187,6 +187,8 @@ async def test_in_process_limiter_unpaced_until_a_429_then_paced(monkeypatch: py
         await limiter.settle(permit, 0, ok=True)
     assert clock.sleeps == []
     await limiter.limited("k", None)
+    assert (await limiter.pace("k")).rate is None  # one 429 among 21 calls: noise
+    await limiter.limited("k", None)  # two: the share grows with the rate
     pace = await limiter.pace("k")
     assert pace.rate == pytest.approx(18.0)  # 0.9 x the 20 that succeeded this second
     assert pace.learned

@@ -8,6 +8,12 @@ worker shares one pace. The rules:
   relays have no limit; the concurrency limit bounds them). The first rate-limit answer sets the
   pace from the *goodput*, the successes per second just before it: that is what the relay let
   through, so the pace lands near the real limit at once instead of halving down from a guess.
+- **Only 429s that grow with the rate** lower it: a relay's limit refuses a share of the calls
+  that grows as the pace passes it (nearly all of them when unpaced calls overshoot), while
+  429s that come at random (a gateway's upstream key, a mock's fault rate) are a steady small
+  share at any pace. So a 429 lowers the pace only when at least ``noise_count`` of them, and
+  ``noise_share`` of the calls, were refused over the last second or two; below that it is
+  noise, and the line just waits its Retry-After.
 - **Multiplicative decrease**, at most once per ``hold`` seconds (one congestion event sends back
   many 429s): to ``decrease`` × min(pace, goodput). Near the configured ceiling (``NEAR_CEILING``)
   a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small) × the pace:
@@ -43,6 +49,8 @@ class AimdTuning:
     hold: float = 1.0  # seconds between two decreases
     floor: float = 0.2  # requests/s: the slowest pace
     unknown_start: float = 10.0  # requests/s after a 429 when nothing succeeded yet
+    noise_share: float = 0.03  # refused share of the recent calls below which 429s are noise
+    noise_count: int = 2  # ... and fewer 429s than this over the last second or two
 
 
 def ceiling_of(rpm: float | None) -> float | None:
@@ -52,22 +60,33 @@ def ceiling_of(rpm: float | None) -> float | None:
 
 @dataclass
 class Goodput:
-    """Successes per second, from one-second buckets."""
+    """Successes (and 429s) per second, from one-second buckets."""
 
     start: float = 0.0
     count: int = 0
     last_rate: float = 0.0
+    refused: int = 0
+    last_refused: float = 0.0
 
     def tick(self, now: float) -> None:
         """Count one success."""
         self._roll(now)
         self.count += 1
 
+    def refuse(self, now: float) -> tuple[float, float]:
+        """Count one 429; return the 429s and their share of the calls over this and the last second."""
+        self._roll(now)
+        self.refused += 1
+        refused = self.refused + self.last_refused
+        return refused, refused / (refused + self.count + self.last_rate)
+
     def _roll(self, now: float) -> None:
         elapsed = now - self.start
         if elapsed >= 1.0:
-            self.last_rate = self.count / elapsed if elapsed < 2.0 else 0.0
-            self.start, self.count = now, 0
+            recent = elapsed < 2.0
+            self.last_rate = self.count / elapsed if recent else 0.0
+            self.last_refused = self.refused / elapsed if recent else 0.0
+            self.start, self.count, self.refused = now, 0, 0
 
     def rate(self, now: float) -> float:
         """The goodput of the last full second, or this second's count so far if that is higher.
@@ -122,8 +141,11 @@ def on_success(
 def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning()) -> bool:
     """A rate-limit answer: lower the pace once per congestion event. True when it was lowered."""
     assert state.goodput is not None
+    refused, share = state.goodput.refuse(now)
     if now - state.last_decrease < tuning.hold:
         return False
+    if refused < tuning.noise_count or share < tuning.noise_share:
+        return False  # rate-independent 429s: see the module docstring
     good = state.goodput.rate(now)
     at_ceiling = (
         state.ceiling is not None and state.rate is not None and state.rate >= state.ceiling * NEAR_CEILING
