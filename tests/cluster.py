@@ -119,6 +119,16 @@ def child_pids(pid: int) -> Sequence[int]:
     return [int(x) for x in out.split()]
 
 
+def wait_for_children(pid: int, timeout: float = 90.0) -> Sequence[int]:
+    """The pool children of a worker, once it has forked them (a loaded machine starts slowly)."""
+    deadline = time.monotonic() + timeout
+    while not (children := child_pids(pid)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker {pid} started no pool process in {timeout:.0f} s")
+        time.sleep(0.2)
+    return children
+
+
 def cluster_env(tmp: Path, *, relay_url: str, key: str, db_url: str, broker_url: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHER_", "OPENAI_"))}
     return keep | {

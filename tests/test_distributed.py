@@ -26,7 +26,7 @@ from batcher.devrelay.enforce import LimitRules
 from batcher.export import export_job
 from jobs import store as q
 from jobs.db import Store
-from tests.cluster import Cluster, child_pids, cluster_env
+from tests.cluster import Cluster, child_pids, cluster_env, wait_for_children
 from tests.helpers import all_attempts, batch_line, read_jsonl, write_jsonl
 from tests.services import PostgresDatabase, RedisServer
 
@@ -113,7 +113,7 @@ def test_kill_9_workers_repeatedly_the_job_still_completes(
         cluster.kill("a")  # the main process, with its pool child's work in flight
         cluster.start_worker("a" if round_no < 2 else "c")
     time.sleep(2.0)
-    pool_child = child_pids(cluster.workers["b"].pid)[0]
+    pool_child = wait_for_children(cluster.workers["b"].pid)[0]
     in_flight_at_kills += cluster.counts(job_id)["running"]
     subprocess.run(["kill", "-9", str(pool_child)], check=True)  # one pool child only
     cluster.wait_done(job_id, timeout=180)
