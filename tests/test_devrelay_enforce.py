@@ -159,3 +159,12 @@ def test_the_relay_reports_what_its_limits_admitted_by_their_own_clock(
     # never more than the limit in one window (a bucket refills a little during the burst)
     assert counts["busiest_window"] == pytest.approx(5, abs=0.1)
     assert counts["limit"] == {"requests": 5, "window": 60.0, "mode": str(mode)}
+
+
+def test_the_relay_reports_the_calls_it_had_in_flight_on_average(relay: RelayServer) -> None:
+    """Calls held 0.3 s each: the mean concurrency over the busy time, never above the cap."""
+    relay.set_config(RelayConfig(latency=0.3, limits=LimitRules(max_concurrent=5)))
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda i: burst(relay, 1, key=f"sk-{i}"), range(5)))
+    mean = relay.stats()["limits"]["mean_in_flight"]
+    assert 0 < mean <= 5.0  # never above what it let in at once

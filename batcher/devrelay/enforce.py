@@ -14,7 +14,9 @@ whether it goes on, and if not, the refusal a real relay would send:
 
 The enforcer also counts what it admitted by its own clock, the one its windows count by:
 requests admitted per second (``admitted_per_second``) and the most requests any one window held
-(``busiest_window``, for a sliding log the strict "any ``window`` seconds"). These are what the
+(``busiest_window``, for a sliding log the strict "any ``window`` seconds"), and the calls it
+had in flight on average from the first arrival to the last answer (``mean_in_flight``, what a
+cap on concurrent calls is used to, whatever this machine's load does to the latency). These are what the
 benchmarks read "% of the limit" and "never exceeded" from, not the answers' arrival seconds.
 
 With ``ratelimit_headers`` every answer of a limited key carries OpenAI's ``x-ratelimit-limit-*``,
@@ -99,6 +101,7 @@ class Enforcer:
     in_flight: int = 0
     admitted_per_second: Counter[int] = field(default_factory=Counter)
     busiest_window: float = 0.0
+    _busy: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [first, last, call-seconds]
     _keys: dict[str, _Key] = field(default_factory=dict)
 
     def _key(self, key: str) -> _Key:
@@ -122,8 +125,14 @@ class Enforcer:
             if refusal is not None:
                 return refusal
             self._count(key, now)
-        self.in_flight += 1
+        self._flight(now, +1)
         return None
+
+    def _flight(self, now: float, step: int) -> None:
+        """Count the call-seconds spent in flight, for the mean concurrency the relay reports."""
+        first, last, area = self._busy
+        self._busy = [first or now, now, area + self.in_flight * (now - last if last else 0.0)]
+        self.in_flight += step
 
     def _count(self, key: str, now: float) -> None:
         self.admitted_per_second[int(now)] += 1
@@ -133,7 +142,9 @@ class Enforcer:
 
     def counts(self) -> dict[str, Any]:
         """What the limits admitted by their own clock (see the module docstring)."""
+        first, last, area = self._busy
         return {
+            "mean_in_flight": area / (last - first) if last > first else 0.0,
             "admitted_per_second": dict(self.admitted_per_second),
             "busiest_window": self.busiest_window,
             "limit": {
@@ -143,9 +154,9 @@ class Enforcer:
             },
         }
 
-    def leave(self) -> None:
+    def leave(self, now: float) -> None:
         """A call admitted by ``admit`` was answered."""
-        self.in_flight -= 1
+        self._flight(now, -1)
 
     def _take(self, key: str, tokens: int, now: float) -> Refusal | None:
         state = self._key(key)

@@ -198,7 +198,7 @@ class Relay:
         try:
             return await self._admitted(call, raw, served)
         finally:
-            self.enforcer.leave()
+            self.enforcer.leave(time.time())
 
     async def _admitted(self, call: _Call, raw: bytes, served: Served | InvalidBody) -> web.StreamResponse:
         if self.config.latency > 0:
