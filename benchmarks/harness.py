@@ -53,7 +53,7 @@ def relay(*args: str) -> Iterator[Relay]:
     command = [sys.executable, "-m", "batcher", "dev-relay", "--port", str(port), "--api-key", KEY, *args]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # a loaded machine starts Python slowly
     while True:
         try:
             httpx.get(url.removesuffix("/v1") + "/_stats", timeout=1)

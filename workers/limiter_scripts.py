@@ -27,11 +27,11 @@ local rtat, ttat = tonumber(s[1]) or 0, tonumber(s[2]) or 0
 local paused, gate, probe = tonumber(s[3]) or 0, tonumber(s[4]) or 0, tonumber(s[5]) or 0
 local rate, epoch = tonumber(s[6]), tonumber(s[7]) or 0
 if now < paused then
-  return string.format('%.6f|%d', -(paused - now), epoch)
+  return string.format('%.6f|%d||', -(paused - now), epoch)
 end
 if now < gate then
   if probe == 1 then
-    return string.format('%.6f|%d', -math.min(gate - now, 0.25), epoch)
+    return string.format('%.6f|%d||', -math.min(gate - now, 0.25), epoch)
   end
   redis.call('HSET', KEYS[1], 'probe', 1)
 end
