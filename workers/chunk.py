@@ -20,7 +20,7 @@ from workers.build import build_executor
 from workers.executor import Executor, Stats
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
-from workers.leases import recover_dead_leases
+from workers.leases import living, recover_dead_leases
 from workers.runtime import WorkerRuntime
 
 LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
@@ -58,6 +58,19 @@ def run_chunk(
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
+    with living(owner):
+        return _claim_and_run(store, settings, job_id, request_ids, runtime=runtime, owner=owner)
+
+
+def _claim_and_run(
+    store: Store,
+    settings: Settings,
+    job_id: int,
+    request_ids: list[int],
+    *,
+    runtime: WorkerRuntime,
+    owner: str,
+) -> Stats:
     items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
     if not items:
         return Stats()

@@ -7,9 +7,11 @@ once instead of waiting for the lease to run out. Another host's lease only expi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 
 from sqlmodel import Session
 
@@ -18,6 +20,21 @@ from jobs import store as q
 # Owners of executors running in this process: a sweeper thread in the same process must not take
 # back the lines they are working on, though their pid is alive by definition.
 LIVE_OWNERS: set[str] = set()
+
+
+@contextlib.contextmanager
+def living(owner: str) -> Iterator[str]:
+    """Mark ``owner`` alive in this process for the block: from before its first claim to its end.
+
+    Registered only when the executor starts, an owner whose lines were already claimed looked
+    dead to the sweeper thread of its own process in between (seconds under load), which took all
+    of them back and had them called, and paid, a second time.
+    """
+    LIVE_OWNERS.add(owner)
+    try:
+        yield owner
+    finally:
+        LIVE_OWNERS.discard(owner)
 
 
 def new_owner() -> str:
