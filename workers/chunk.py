@@ -58,34 +58,22 @@ def run_chunk(
     owner: str,
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
-    with living(owner):
-        return _claim_and_run(store, settings, job_id, request_ids, runtime=runtime, owner=owner)
-
-
-def _claim_and_run(
-    store: Store,
-    settings: Settings,
-    job_id: int,
-    request_ids: list[int],
-    *,
-    runtime: WorkerRuntime,
-    owner: str,
-) -> Stats:
-    items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
-    if not items:
-        return Stats()
-    executor = build_executor(
-        store,
-        settings,
-        job_id,
-        options,
-        mode=RunMode.CELERY,
-        client=runtime.client,
-        limiter=runtime.limiter,
-        owner=owner,
-        lines=len(items),
-    )
-    return runtime.run(_run(store, executor, items))
+    with living(owner):  # from before the claim: see ``workers.leases.living``
+        items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
+        if not items:
+            return Stats()
+        executor = build_executor(
+            store,
+            settings,
+            job_id,
+            options,
+            mode=RunMode.CELERY,
+            client=runtime.client,
+            limiter=runtime.limiter,
+            owner=owner,
+            lines=len(items),
+        )
+        return runtime.run(_run(store, executor, items))
 
 
 async def _run(store: Store, executor: Executor, items: list[WorkItem]) -> Stats:

@@ -52,11 +52,13 @@ def model_in(path: str, methods: tuple[str, ...]) -> str | None:
     return str(match["model"])
 
 
-class Gemini(Family):
-    """``/v1beta/models/{model}:generateContent``."""
+class GeminiRoutes(Family):
+    """The routes of a Gemini family: the model in the path, then one of ``methods``.
 
-    name: ClassVar[str] = "gemini"
-    methods: ClassVar[tuple[str, ...]] = ("generateContent",)
+    It sets no ``name``, so the registry does not take it for a family of its own.
+    """
+
+    methods: ClassVar[tuple[str, ...]] = ()
 
     def accepts(self, path: str) -> bool:
         return model_in(path, self.methods) is not None
@@ -66,6 +68,13 @@ class Gemini(Family):
 
     def path_model(self, path: str) -> str | None:
         return model_in(path, self.methods)
+
+
+class Gemini(GeminiRoutes):
+    """``/v1beta/models/{model}:generateContent``."""
+
+    name: ClassVar[str] = "gemini"
+    methods: ClassVar[tuple[str, ...]] = ("generateContent",)
 
     def check(self, body: Body) -> None:
         contents = body.get("contents")

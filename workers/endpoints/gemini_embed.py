@@ -11,26 +11,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from jobs.records import Usage
-from workers.endpoints.base import Body, BodyError, Family, RequestContent
-from workers.endpoints.gemini import KEY_HEADERS, check_content, content_tokens, model_in
+from workers.endpoints.base import Body, BodyError, RequestContent
+from workers.endpoints.gemini import KEY_HEADERS, GeminiRoutes, check_content, content_tokens
 from workers.tokens import DEFAULT_COMPLETION
 
 
-class GeminiEmbed(Family):
+class GeminiEmbed(GeminiRoutes):
     """``/v1beta/models/{model}:embedContent`` and ``:batchEmbedContents``."""
 
     name: ClassVar[str] = "gemini_embed"
     billed_in: ClassVar[str] = "tokens, estimated"  # the answers carry no usage
     methods: ClassVar[tuple[str, ...]] = ("embedContent", "batchEmbedContents")
-
-    def accepts(self, path: str) -> bool:
-        return model_in(path, self.methods) is not None
-
-    def route_names(self) -> tuple[str, ...]:
-        return tuple(f"/v1beta/models/{{model}}:{m}" for m in self.methods)
-
-    def path_model(self, path: str) -> str | None:
-        return model_in(path, self.methods)
 
     def check(self, body: Body) -> None:
         if "requests" in body:
