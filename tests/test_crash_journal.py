@@ -42,8 +42,15 @@ def wait_for(predicate: Any, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def mid_call(relay: RelayServer, answered: int) -> bool:
+    """The relay has answered ``answered`` calls and is answering another one now."""
+    return relay.stats()["served"] >= answered and relay.in_flight() > 0
+
+
 def run_and_kill(relay: RelayServer, answered: int) -> None:
-    """Start `batcher run-job 1`, SIGKILL it once the relay has answered ``answered`` calls."""
+    """Start `batcher run-job 1`, SIGKILL it once the relay has answered ``answered`` calls and
+    holds at least one more: calls answered in waves leave moments with none in flight, and a
+    kill then would leave no sent call without its answer to account for."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "batcher", "run-job", "1", "--concurrency", str(IN_FLIGHT)],
         env=os.environ.copy(),
@@ -51,7 +58,7 @@ def run_and_kill(relay: RelayServer, answered: int) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: relay.stats()["served"] >= answered or proc.poll() is not None)
+        wait_for(lambda: mid_call(relay, answered) or proc.poll() is not None)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

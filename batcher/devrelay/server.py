@@ -110,6 +110,10 @@ class RelayServer:
     def _snapshot(self) -> dict[str, Any]:
         return self._live().relay.snapshot()
 
+    def in_flight(self) -> int:
+        """How many calls it is answering now (received, not yet answered)."""
+        return self._on_loop(lambda: len(self._live().relay.inflight))
+
     def reset(self) -> None:
         """Zero the counters and marker counts (``POST /_reset``)."""
         self._on_loop(self._live().relay.reset)
