@@ -111,3 +111,26 @@ def test_estimate_per_family_in_its_billing_unit() -> None:
         ("gemini_embed", 1, 10, "tokens, estimated"),
         ("speech", 1, 3, "characters"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "model", "body", "cost"),
+    [
+        # 10 prompt × $3/1M + 64 output × $15/1M
+        (Endpoint("/v1/messages"), "claude-sonnet-4-5-20250929", {"max_tokens": 64}, D("0.00099")),
+        # 10 × $0.30/1M + 32 × $2.50/1M
+        (
+            Endpoint("/v1beta/models/gemini-2.5-flash:generateContent"),
+            "gemini-2.5-flash",
+            {"generationConfig": {"maxOutputTokens": 32}},
+            D("0.000083"),
+        ),
+        (Endpoint("/v1/moderations"), "omni-moderation-latest", {"input": "x"}, D(0)),
+    ],
+)
+def test_claude_gemini_and_moderation_lines_are_priced_by_the_default_table(
+    endpoint: Endpoint, model: str, body: dict[str, Any], cost: D
+) -> None:
+    result = estimate_lines([Line(endpoint, model, body)], default_book(), count_prompt=ten_tokens)
+    assert not result.unpriced_models
+    assert result.cost == cost

@@ -198,3 +198,20 @@ def test_bad_price_file_says_what_to_do(tmp_path: Path, content: str, message: s
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_prices([path])
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["claude-opus-4-1-20250805", "claude-sonnet-4-5", "claude-haiku-4-5-20251001", "claude-3-haiku-20240307",
+     "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-embedding-001",
+     "omni-moderation-latest", "text-moderation-latest"],
+)  # fmt: skip
+def test_default_table_prices_claude_gemini_and_moderation_models(model: str) -> None:
+    price = default_book().lookup(model)
+    assert isinstance(price, ListPrice) and price.input is not None, model
+    if model.startswith("claude") and "-4-" in model:  # reads 0.1 ×, 5-minute writes 1.25 ×, 1 h 2 × input
+        assert (price.cached, price.cache_write, price.cache_write_1h) == (
+            price.input * D("0.1"),
+            price.input * D("1.25"),
+            price.input * 2,
+        )
