@@ -225,6 +225,33 @@ def test_validation_wrong_shape_is_400(client: httpx.Client, path: str, body: An
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+GEMINI = "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "marker", "envelope"),
+    [
+        ("/messages", {"anthropic-version": "2023-06-01"}, {"model": "c", "max_tokens": 5}, None,
+         {"type": "error", "error": {"type": "invalid_request_error",
+                                     "message": "messages: must be a non-empty array of message objects"}}),
+        (GEMINI, {}, {"contents": []}, None,
+         {"error": {"code": 400, "message": "* GenerateContentRequest.contents: contents is not specified",
+                    "status": "INVALID_ARGUMENT"}}),
+        (GEMINI, {}, {"contents": [{"parts": [{"text": "x"}]}]}, "429",
+         {"error": {"code": 429, "message": "当前分组上游负载已饱和，请稍后再试", "status": "RESOURCE_EXHAUSTED"}}),
+    ],
+)  # fmt: skip
+def test_native_routes_answer_errors_in_their_own_envelope(
+    relay: RelayServer, path: str, headers: dict[str, str], body: Any, marker: str | None, envelope: Any
+) -> None:
+    """As new-api's Claude and Gemini relay modes: Anthropic's and Google's envelopes, not OpenAI's."""
+    if marker is not None:
+        relay.set_config(only(marker))
+    url = (relay.url.removesuffix("/v1") + path) if path.startswith("/v1beta") else relay.url + path
+    r = httpx.post(url, json=body, headers=headers, timeout=5.0)
+    assert (r.status_code, r.json()) == (envelope.get("error", {}).get("code", 400), envelope)
+
+
 # --- Faults ----------------------------------------------------------------------------------
 
 

@@ -283,6 +283,27 @@ def test_claude_overloaded_529_is_waited_out_without_using_attempts(
     assert [a.error_class for a in all_attempts(db)] == ["overloaded", "overloaded", "ok"]
 
 
+def test_native_error_envelopes_fail_their_lines_with_the_relays_words(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    rows = [
+        batch_line("claude", "/v1/messages", {"model": "c", "max_tokens": 9, "messages": [{"role": "user", "content": "[[fault:400]]"}]}),
+        batch_line("gemini", "/v1beta/models/g:generateContent", {"contents": [{"parts": [{"text": "[[fault:400]]"}]}]}),
+    ]  # fmt: skip
+    errors = tmp_path / "errors.jsonl"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = invoke("run", str(source), "-o", str(tmp_path / "out.jsonl"), "--errors", str(errors))
+    assert result.exit_code == 3, result.stderr  # both lines failed, the job ran
+    failed = {r["custom_id"]: r["error"] for r in read_jsonl(errors)}
+    assert failed["claude"]["code"] == "invalid_request_error"
+    assert failed["gemini"]["code"] == "INVALID_ARGUMENT"
+    assert {e["message"] for e in failed.values()} == {
+        "400 invalid_request_error: invalid request (forced by marker)",
+        "400 INVALID_ARGUMENT: invalid request (forced by marker)",
+    }
+    assert relay.stats()["by_status"] == {400: 2}  # a 400 is not retried
+
+
 def test_a_cut_stream_is_retried_and_its_call_counted_as_unknown(
     env: str, db: Store, relay: RelayServer, tmp_path: Path
 ) -> None:

@@ -436,3 +436,28 @@ def test_anthropic_error_envelope_table(
     c = classify_response(status, {}, _anthropic(kind), now=0)
     assert (c.verdict, c.throttle, c.error_class) == (verdict, throttle, error_class)
     assert kind in c.message
+
+
+def _google(code: int, status: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message, "status": status}})
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "message", "verdict", "throttle", "error_class"),
+    [
+        (400, "INVALID_ARGUMENT", "* contents: contents is not specified", Verdict.PERMANENT, None, "bad_request"),
+        (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", Verdict.RETRY,
+         Throttle.RATE, "rate_limited"),
+        (503, "UNAVAILABLE", "The model is overloaded. Please try again later.", Verdict.RETRY,
+         Throttle.OVERLOAD, "overloaded"),
+        (403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers", Verdict.FATAL, None, "auth"),
+        (404, "NOT_FOUND", "models/x is not found for API version v1beta", Verdict.PERMANENT, None, "not_found"),
+    ],
+)  # fmt: skip
+def test_google_error_envelope_table(
+    status: int, state: str, message: str, verdict: Verdict, throttle: Throttle | None, error_class: str
+) -> None:
+    """Gemini native answers {"error": {"code": 400, "message", "status": "INVALID_ARGUMENT"}}."""
+    c = classify_response(status, {}, _google(status, state, message), now=0)
+    assert (c.verdict, c.throttle, c.error_class, c.code) == (verdict, throttle, error_class, state)
+    assert c.message == f"{status} {state}: {message}"

@@ -1,6 +1,8 @@
 """The retry policy, as pure functions: what an answer means for its line, and when to try again.
 
-Relays answer inconsistently: OpenAI-style errors, ``one_api_error`` / ``new_api_error``,
+Relays answer inconsistently: OpenAI-style errors, Anthropic's ``{"type": "error", "error":
+{"type", "message"}}`` and Google's ``{"error": {"code", "message", "status"}}`` on the native
+routes, ``one_api_error`` / ``new_api_error``,
 upstream types, Chinese messages, a 429 with an empty body, errors inside an HTTP 200. So a
 call is classified on status *and* body, and the relay's own message is kept:
 
@@ -148,7 +150,10 @@ def _json_error(data: dict[str, object]) -> tuple[str | None, str | None, str | 
     error = data.get("error")
     if isinstance(error, dict):
         message = _as_text(error.get("message"))
-        return (_cut(message) if message else None), _as_text(error.get("type")), _as_text(error.get("code"))
+        code = error.get("code")
+        if isinstance(code, int) and isinstance(error.get("status"), str):
+            code = error["status"]  # Google's envelope: the HTTP status again, then its name
+        return (_cut(message) if message else None), _as_text(error.get("type")), _as_text(code)
     if isinstance(error, str) and error:
         return _cut(error), None, _as_text(data.get("code"))
     for key in ("message", "detail", "msg"):

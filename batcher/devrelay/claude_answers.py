@@ -3,14 +3,13 @@
 The text is a digest of the messages then the last message's text, as for chat. The cache is
 imitated from the body alone, so repeated calls give the same usage: a ``system`` block with
 ``cache_control`` is read from the cache, a message block with ``cache_control`` is written to
-it (for an hour with ``"ttl": "1h"``, else five minutes). Errors use Anthropic's envelope.
+it (for an hour with ``"ttl": "1h"``, else five minutes). Errors use Anthropic's envelope
+(``batcher.devrelay.envelopes``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import orjson
 
 from batcher.devrelay.answers import (
     InvalidBody,
@@ -21,11 +20,6 @@ from batcher.devrelay.answers import (
     count_tokens,
     message_text,
 )
-
-
-def anthropic_error(kind: str, message: str) -> bytes:
-    """Anthropic's error envelope."""
-    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
 
 def expected_claude_text(body: dict[str, Any]) -> str:

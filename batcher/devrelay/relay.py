@@ -29,9 +29,10 @@ from batcher.devrelay.answers import (
     completion_answer,
     embedding_answer,
 )
-from batcher.devrelay.claude_answers import anthropic_error, claude_answer
+from batcher.devrelay.claude_answers import claude_answer
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
+from batcher.devrelay.envelopes import anthropic_error, native_envelope
 from batcher.devrelay.faults import (
     CANNED,
     JSON,
@@ -368,6 +369,8 @@ class Relay:
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         self._count(call, status)
+        if content_type == JSON:
+            body = native_envelope(call.request.path, status, body)
         response = web.Response(status=status, body=body, content_type=content_type, headers=headers)
         response.headers["x-request-id"] = call.request_id
         if call.headers:
