@@ -16,11 +16,11 @@ from batcher.devrelay.answers import chat_answer, completion_answer
 from batcher.devrelay.claude_answers import claude_answer
 from batcher.devrelay.gemini_answers import gemini_answer
 from batcher.devrelay.openai_answers import responses_answer
-from batcher.devrelay.streams import cut, stream_of
+from batcher.devrelay.streams import cut, overloaded, stream_of
 from jobs.endpoints import Endpoint
 from workers.endpoints import family_of
 from workers.endpoints.sse import StreamCut, classify_stream, events
-from workers.retry import Verdict
+from workers.retry import Throttle, Verdict
 
 GEMINI_STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 CHAT_BODY = {"model": "m", "stream": True, "n": 2, "messages": [{"role": "user", "content": "hello there"}]}
@@ -106,3 +106,49 @@ def test_events_read_names_multiline_data_and_crlf() -> None:
 )
 def test_a_streamed_call_is_classified_on_its_body(status: int, body: bytes, verdict: Verdict) -> None:
     assert classify_stream(status, {}, body, now=0).verdict == verdict
+
+
+@pytest.mark.parametrize(("path", "body", "answer"), CASES)
+def test_an_overload_event_mid_stream_is_a_bad_body_that_waits(
+    path: str, body: dict[str, Any], answer: Callable[[dict[str, Any]], tuple[dict[str, Any], Any]]
+) -> None:
+    """Claude's ``event: error``, Gemini's UNAVAILABLE, new-api's error chunk before [DONE]: never OK."""
+    broken = overloaded(path.partition("?")[0], stream_of(path, answer(body)[0]))
+    c = classify_stream(200, {}, broken, now=0)
+    assert (c.verdict, c.error_class, c.throttle, c.sent) == (
+        Verdict.RETRY,
+        "bad_body",
+        Throttle.OVERLOAD,
+        True,
+    )
+    assert "overloaded" in c.message.lower() and not c.counts_attempt
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "throttle"),
+    [
+        (b'event: error\ndata: {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}',
+         "rate_limit_error", Throttle.RATE),
+        (b'data: {"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}}',
+         "RESOURCE_EXHAUSTED", Throttle.RATE),
+        (b'event: error\ndata: {"type": "error", "code": "server_error", "message": "boom"}', "server_error", None),
+        (b'data: {"type": "response.failed", "response": {"error": {"code": "server_error", "message": "x"}}}',
+         "server_error", None),
+        (b"event: error\ndata: upstream went away", None, None),
+    ],
+)  # fmt: skip
+def test_error_events_mid_stream_are_retried(
+    event: bytes, code: str | None, throttle: Throttle | None
+) -> None:
+    stream = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "half"}}]}\n\n'
+        + event
+        + b"\n\ndata: [DONE]\n\n"
+    )
+    c = classify_stream(200, {}, stream, now=0)
+    assert (c.verdict, c.error_class, c.code, c.throttle) == (Verdict.RETRY, "bad_body", code, throttle)
+
+
+def test_a_stream_without_error_events_is_ok() -> None:
+    stream = stream_of("/v1/messages", claude_answer(CASES[3][1])[0])
+    assert classify_stream(200, {}, stream, now=0).verdict == Verdict.OK

@@ -324,6 +324,35 @@ def test_a_cut_stream_is_retried_and_its_call_counted_as_unknown(
     assert usage_report(db, None, prices=load_prices()).total.unknown_calls == 2  # the relay billed them
 
 
+def test_an_overload_event_mid_stream_is_retried_later_not_kept_truncated(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    marker = "[[fault:stream_overloadx1]]"
+    rows = [
+        batch_line("chat", "/v1/chat/completions", {"model": "m", "stream": True, "messages": [{"role": "user", "content": f"a {marker}"}]}),
+        batch_line("claude", "/v1/messages", {"model": "c", "stream": True, "max_tokens": 9, "messages": [{"role": "user", "content": f"b {marker}"}]}),
+        batch_line("responses", "/v1/responses", {"model": "r", "stream": True, "input": f"c {marker}"}),
+        batch_line("gemini", "/v1beta/models/g:streamGenerateContent?alt=sse", {"contents": [{"parts": [{"text": f"d {marker}"}]}]}),
+    ]  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = invoke("run", str(source), "-o", str(out), "--max-attempts", "1")  # a "later" uses none
+    assert result.exit_code == 0, result.stderr
+    answers = {r["custom_id"]: r["response"]["body"] for r in read_jsonl(out)}
+    assert answers["chat"]["choices"][0]["message"]["content"] == expected_chat_content(rows[0]["body"])
+    assert answers["claude"]["content"][0]["text"] == expected_claude_text(rows[1]["body"])
+    assert output_text(answers["responses"]) == expected_output_text(rows[2]["body"])
+    parts = answers["gemini"]["candidates"][0]["content"]["parts"]
+    assert parts == [{"text": expected_gemini_text(rows[3]["body"])}]
+    attempts = all_attempts(db)
+    assert sorted(a.error_class for a in attempts) == ["bad_body"] * 4 + ["ok"] * 4
+    assert all(
+        "overloaded" in (a.error_message or "").lower() for a in attempts if a.error_class == "bad_body"
+    )
+    assert relay.stats()["by_fault"] == {"stream_overload": 4}
+    assert usage_report(db, None, prices=load_prices()).total.unknown_calls == 4  # streamed, maybe billed
+
+
 def test_a_wrong_x_api_key_is_refused_even_with_a_right_bearer(relay: RelayServer) -> None:
     request = urllib.request.Request(
         relay.url + "/messages",

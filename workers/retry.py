@@ -219,16 +219,16 @@ def _throttle_of(status: int, message: str | None, kind: str | None, code: str |
         return Throttle.RATE
     if status == _ANTHROPIC_OVERLOADED or kind == "overloaded_error":
         return Throttle.OVERLOAD
-    if status >= 500 and _is_overload(message, kind, code):
+    if status >= 500 and is_overload(message, kind, code):
         return Throttle.OVERLOAD
     return None
 
 
-def _is_overload(message: str | None, kind: str | None, code: str | None) -> bool:
+def is_overload(message: str | None, kind: str | None, code: str | None) -> bool:
     return bool({kind, code} & _OVERLOAD_CODES or (message and _OVERLOAD_WORDS.search(message)))
 
 
-def _is_rate(message: str | None, kind: str | None, code: str | None) -> bool:
+def is_rate(message: str | None, kind: str | None, code: str | None) -> bool:
     return bool({kind, code} & _RATE_CODES or (message and _RATE_WORDS.search(message)))
 
 
@@ -281,7 +281,7 @@ def _error_in_200(status: int, data: dict[str, object], retry_after: float | Non
         return Classification(
             Verdict.RETRY, "overloaded", text, code or kind, retry_after, throttle=Throttle.OVERLOAD
         )
-    if _is_rate(message, kind, code):
+    if is_rate(message, kind, code):
         # new-api answers "当前分组上游负载已饱和" inside a 200: the relay saying "later", like a 429.
         return Classification(
             Verdict.RETRY, "rate_limited", text, code or kind, retry_after, throttle=Throttle.RATE

@@ -109,7 +109,8 @@ def worker(
         "only when named: zero_usage (usage all zeros), error_audio (a JSON error sent as audio/mpeg), "
         "nodb400 (LiteLLM's wrong-key 400), plain500 (its missing-key 500 text/plain), redirect "
         "(301 to https), overload200 (new-api's overload inside a 200), model404 (model_not_found), "
-        "overloaded529 (Anthropic's 529 overloaded_error), stream_cut (a stream without its end). "
+        "overloaded529 (Anthropic's 529 overloaded_error), stream_cut (a stream without its end), "
+        "stream_overload (a stream broken off by an overload error event). "
         "A request containing [[fault:KIND]] always gets that fault, [[fault:KINDxN]] its first N calls; "
         f"marker-only kinds: {', '.join(PERMANENT_FAULTS)}."
     ),

@@ -40,6 +40,7 @@ GATEWAY_FAULTS: tuple[str, ...] = (
     "model404",
     "overloaded529",
     "stream_cut",
+    "stream_overload",
 )
 """What real gateways were seen doing (issue 11), forced by a marker or chosen with ``--faults``:
 
@@ -52,7 +53,10 @@ GATEWAY_FAULTS: tuple[str, ...] = (
 - ``model404``: ``404 model_not_found``;
 - ``overloaded529``: Anthropic's ``529 {"type": "error", "error": {"type": "overloaded_error"}}``;
 - ``stream_cut``: a streamed answer that ends before its end marker (no ``[DONE]``, no
-  ``message_stop``); the relay did, and billed, the work.
+  ``message_stop``); the relay did, and billed, the work;
+- ``stream_overload``: a stream broken off halfway by the route's overload error event (Claude's
+  ``event: error`` ``overloaded_error``, Gemini's ``UNAVAILABLE``, new-api's error chunk before
+  ``[DONE]``); billed like a cut stream.
 """
 
 EXTRA_FAULTS: tuple[str, ...] = ("429_window",)

@@ -62,7 +62,7 @@ from batcher.devrelay.routes import (
     streamed,
 )
 from batcher.devrelay.stats import RelayStats
-from batcher.devrelay.streams import SSE, cut
+from batcher.devrelay.streams import SSE, cut, overloaded
 
 
 @dataclass
@@ -297,10 +297,12 @@ class Relay:
             return await self._abort(call)
         if kind == "truncated":
             return await self._truncated(call, served)
-        if kind == "stream_cut" and served.content_type == SSE:
+        if kind in ("stream_cut", "stream_overload") and served.content_type == SSE:
             self.stats.add_served(served.usage)
-            return self._respond(call, 200, cut(served.encode()), SSE)
-        if kind in ("missing_usage", "zero_usage", "redirect", "stream_cut"):
+            stream = served.encode()
+            broken = cut(stream) if kind == "stream_cut" else overloaded(call.request.path, stream)
+            return self._respond(call, 200, broken, SSE)
+        if kind in ("missing_usage", "zero_usage", "redirect", "stream_cut", "stream_overload"):
             return self._bent(call, kind, served)
         status, body, content_type = CANNED[kind]
         headers = retry_after_headers(self.config.retry_after) if kind in ("429", "429_window") else None
@@ -343,7 +345,7 @@ class Relay:
 
     def _bent(self, call: _Call, kind: str, served: Served) -> web.Response:
         """A served answer with its usage dropped or zeroed, or a redirect to the same path on https."""
-        if kind == "stream_cut":  # an answer that was not streamed cannot be cut
+        if kind in ("stream_cut", "stream_overload"):  # an answer that was not streamed cannot be cut
             return self._serve(call, served)
         if kind == "redirect":
             location = "https://" + call.request.host + call.request.path

@@ -5,7 +5,8 @@ assembles them stores the same body and usage: OpenAI chunks ending with the usa
 client asks ``stream_options.include_usage``) and ``data: [DONE]``; the Responses API's
 ``response.created`` / ``response.output_text.delta`` / ``response.completed``; Claude's
 ``message_start`` … ``message_stop``; Gemini's chunks, the last with ``finishReason``.
-``cut`` drops the end of a stream (the ``stream_cut`` fault): the client must retry it.
+``cut`` drops the end of a stream (the ``stream_cut`` fault): the client must retry it;
+``overloaded`` breaks it off halfway with the route's own error event (``stream_overload``).
 """
 
 from __future__ import annotations
@@ -125,3 +126,34 @@ def cut(stream: bytes) -> bytes:
     """The stream without its last two events: no end marker, so the client must retry."""
     events = stream.split(b"\n\n")
     return b"\n\n".join(events[: max(1, len(events) - 3)]) + b"\n\n"
+
+
+_OVERLOAD_EVENTS = {  # what each kind of route sends when the upstream gives up mid-stream
+    "claude": _event(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error"
+    ),
+    "responses": _event(
+        {"type": "error", "code": "server_error", "message": "The server is overloaded"}, "error"
+    ),
+    "gemini": _event(
+        {
+            "error": {
+                "code": 503,
+                "message": "The model is overloaded. Please try again later.",
+                "status": "UNAVAILABLE",
+            }
+        }
+    ),
+    "openai": _event(
+        {"error": {"message": "upstream overloaded", "type": "upstream_error", "code": "upstream_overloaded"}}
+    )
+    + _event(b"[DONE]"),  # new-api ends the stream as usual: only the error event tells
+}
+
+
+def overloaded(path: str, stream: bytes) -> bytes:
+    """The first half of a stream's events, then the route's overload error event."""
+    events = [e for e in stream.split(b"\n\n") if e]
+    head = b"".join(e + b"\n\n" for e in events[: max(1, len(events) // 2)])
+    kind = {"/v1/messages": "claude", "/v1/responses": "responses"}.get(path)
+    return head + _OVERLOAD_EVENTS[kind or ("gemini" if path.startswith("/v1beta/") else "openai")]

@@ -5,7 +5,8 @@ split into events here and assembled by its family into the body a non-streamed 
 (``Family.assemble``). A stream that ends before its end marker (``data: [DONE]``, Claude's
 ``message_stop``, the Responses API's ``response.completed``, Gemini's ``finishReason``) raises
 ``StreamCut``: the executor retries the line and records the call as of unknown outcome (the
-relay may have billed it).
+relay may have billed it). An error event inside a 2xx stream (``stream_error``) is classified
+before any assembling: a bad body, retried, and a "later" when it is an overload or a rate limit.
 
 No family is defined here.
 """
@@ -18,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from workers.retry import Classification, Verdict, classify_response
+from workers.retry import (
+    Classification,
+    Throttle,
+    Verdict,
+    classify_response,
+    is_overload,
+    is_rate,
+    parse_error_body,
+)
 
 DONE = "[DONE]"
 
@@ -79,7 +88,49 @@ def is_stream(content: bytes) -> bool:
 
 
 def classify_stream(status: int, headers: Mapping[str, str], body: bytes, *, now: float) -> Classification:
-    """``classify_response`` for a streamed call: a 2xx event stream is OK (its events decide)."""
+    """``classify_response`` for a streamed call: a 2xx event stream is OK unless an event is an error."""
     if 200 <= status < 300 and body.strip() and is_stream(body):
-        return Classification(Verdict.OK, "ok", "")
+        error = stream_error(body)
+        return Classification(Verdict.OK, "ok", "") if error is None else classify_stream_error(status, error)
     return classify_response(status, headers, body, now=now)
+
+
+def stream_error(content: bytes) -> dict[str, Any] | None:
+    """The first error event of a stream as an error body (``{"error": ...}``), or None.
+
+    An ``event: error``, a chunk carrying ``"error"`` (new-api, Gemini), Claude's and the
+    Responses API's ``{"type": "error", ...}`` and ``response.failed`` are all error events.
+    """
+    for event in events(content):
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            data = {"error": {"message": event.data}} if event.name == "error" else {}
+        if not isinstance(data, dict):
+            continue
+        if data.get("type") == "response.failed":
+            return {"error": (data.get("response") or {}).get("error") or {"message": "response.failed"}}
+        if event.name == "error" or data.get("error") or data.get("type") == "error":
+            return data if data.get("error") else {"error": data}
+    return None
+
+
+def classify_stream_error(status: int, error: Mapping[str, Any]) -> Classification:
+    """An error event mid-stream: never a success with a truncated answer, always retried.
+
+    It is a bad body (the relay may have billed what it streamed: the call counts as of unknown
+    outcome); an overload (Claude's ``overloaded_error``, Gemini's "The model is overloaded") or a
+    rate limit is also the relay saying "later", so it waits without using an attempt.
+    """
+    message, kind, code = parse_error_body(orjson.dumps(error))
+    text = (
+        f"{status} stream broke off with an error event: {kind or code or 'error'}: {message or ''}".strip()
+    )
+    throttle = (
+        Throttle.OVERLOAD
+        if is_overload(message, kind, code)
+        else Throttle.RATE
+        if is_rate(message, kind, code) or code == "RESOURCE_EXHAUSTED"
+        else None
+    )
+    return Classification(Verdict.RETRY, "bad_body", text, code or kind, sent=True, throttle=throttle)
