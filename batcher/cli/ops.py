@@ -111,6 +111,9 @@ def worker(
         "(301 to https), overload200 (new-api's overload inside a 200), model404 (model_not_found), "
         "overloaded529 (Anthropic's 529 overloaded_error), stream_cut (a stream without its end), "
         "stream_overload (a stream broken off by an overload error event). "
+        "Async task kinds, only when named: submit_timeout, submit_reset (task kept and charged, answer "
+        "lost), task_fail, task_stuck, unfetchable, result_timeout (result URL 404 / hangs), queue_full "
+        "(MJ code 23), banned (code 24), mj_queued, mj_existed (upstream 22 / 21), legacy_url. "
         "A request containing [[fault:KIND]] always gets that fault, [[fault:KINDxN]] its first N calls; "
         f"marker-only kinds: {', '.join(PERMANENT_FAULTS)}."
     ),
@@ -145,10 +148,27 @@ def worker(
     show_default=True,
     help="Retry-After of those 503s (0: none).",
 )
+@click.option(
+    "--task-seconds",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Async tasks (Midjourney, Suno, video): seconds from submit to success or failure.",
+)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=0.001),
+    help="Fail unfinished tasks after this many seconds [default: 1 h Midjourney, 24 h Suno and video].",
+)
+@click.option(
+    "--mj-raw", "mj_rewrite", flag_value=False, default=True,
+    help="Answer Midjourney codes 21/22 as a bare midjourney-proxy (no new-api rewrite to 1).",
+)  # fmt: skip
 def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     """Run a stand-in relay on loopback, to try batcher without an API key.
 
-    It answers chat, completions, embeddings and speech deterministically, can
+    It answers chat, completions, embeddings and speech deterministically, serves
+    async tasks (Midjourney, Suno, video) with a whole lifecycle in --task-seconds, can
     inject faults (429, 5xx, hangs, resets, truncated JSON, errors inside 200), and
     enforces limits per API key the way real relays do (fixed or sliding windows,
     token buckets, a cap on calls in flight).
@@ -157,6 +177,7 @@ def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     Example:
       batcher dev-relay --latency 0.2 --fault-rate 0.1
       batcher dev-relay --limit-requests 100 --limit-mode sliding --max-concurrent 20
+      batcher dev-relay --task-seconds 2 --task-timeout 10
     """
     from batcher.devrelay import RelayConfig, run_forever
 

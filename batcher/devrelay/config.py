@@ -24,6 +24,9 @@ class RelayConfig:
     api_key: str | None = None
     balance_usd: float = 100.0  # what the billing endpoints report as the key's limit
     embedding_dim: int = 8
+    task_seconds: float = 20.0  # async tasks (MJ, Suno, video): seconds from submit to the end
+    task_timeout: float | None = None  # the relay fails unfinished tasks after this (None: 1 h MJ, 24 h)
+    mj_rewrite: bool = True  # new-api's 22→1 and 21→1 rewrites (off: a bare midjourney-proxy)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(CHOOSABLE_FAULTS)
@@ -34,6 +37,8 @@ class RelayConfig:
             raise ValueError(f"fault_rate must be between 0 and 1 (got {self.fault_rate})")
         if self.fault_rate > 0 and not self.faults:
             raise ValueError("fault_rate > 0 needs at least one fault kind")
+        if self.task_seconds < 0 or (self.task_timeout is not None and self.task_timeout <= 0):
+            raise ValueError("task_seconds must be 0 or more and task_timeout positive")
         if self.limits.window <= 0:
             raise ValueError(f"the limit window must be positive (got {self.limits.window})")
 

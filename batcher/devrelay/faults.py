@@ -64,8 +64,31 @@ EXTRA_FAULTS: tuple[str, ...] = ("429_window",)
 ``retry-after-ms`` (``--retry-after``) next to ``x-ratelimit-remaining-requests: 0`` and a
 59.5 s ``x-ratelimit-reset-requests``."""
 
-MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS)
-CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS
+TASK_FAULTS: tuple[str, ...] = (
+    "submit_timeout",
+    "submit_reset",
+    "task_fail",
+    "task_stuck",
+    "unfetchable",
+    "result_timeout",
+    "queue_full",
+    "banned",
+    "mj_queued",
+    "mj_existed",
+    "legacy_url",
+)
+"""Faults of the async task routes (issue 14), forced by a marker or chosen with ``--faults``
+(other routes ignore them): ``submit_timeout`` / ``submit_reset``: the relay records and charges
+the task, the answer never arrives (held ``hang_seconds`` then dropped / dropped at once);
+``task_fail``: the task ends in failure (refunded); ``task_stuck``: it never finishes, until the
+relay's deadline fails it; ``unfetchable`` / ``result_timeout``: its result URLs answer 404 /
+hang; ``queue_full``: MJ code 23 (a 429 for Suno and video); ``banned``: MJ code 24 (an error
+envelope for Suno and video); ``mj_queued`` / ``mj_existed``: the MJ upstream answered 22 / 21,
+which new-api rewrites to 1; ``legacy_url``: a video's URL in ``fail_reason`` (new-api before
+2026), not ``result_url``."""
+
+MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS)
+CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 JSON = "application/json"

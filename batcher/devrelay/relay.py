@@ -29,6 +29,7 @@ from batcher.devrelay.answers import (
     completion_answer,
     embedding_answer,
 )
+from batcher.devrelay.billing import BillingRoutes
 from batcher.devrelay.claude_answers import claude_answer
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
@@ -36,6 +37,7 @@ from batcher.devrelay.envelopes import anthropic_error, native_envelope
 from batcher.devrelay.faults import (
     CANNED,
     JSON,
+    TASK_FAULTS,
     WINDOW_HEADERS,
     ZERO_USAGE,
     error_body,
@@ -63,6 +65,9 @@ from batcher.devrelay.routes import (
 )
 from batcher.devrelay.stats import RelayStats
 from batcher.devrelay.streams import SSE, cut, overloaded
+from batcher.devrelay.tasks_gate import Route, TaskGate
+from batcher.devrelay.tasks_mj import mj_routes
+from batcher.devrelay.tasks_table import TaskTable
 
 
 @dataclass
@@ -77,7 +82,7 @@ class _Call:
     headers: dict[str, str] | None = None
 
 
-BILLED_CENTS_PER_ANSWER = 0.1  # what the billing usage endpoint counts per answer served
+MJ_PROXY_AUTH = ("midjourney-proxy", "Bearer midjourney-proxy")  # new-api then reads mj-api-secret
 
 
 class Relay:
@@ -92,17 +97,26 @@ class Relay:
         self.enforcer = Enforcer(config.rules)
         self.inflight: set[asyncio.Task[Any]] = set()
         self.origin = ""  # http://host:port once serving: where image URLs point
+        self._task_ids = itertools.count(1)  # task ids stay unique across resets
+        self.tasks = self._task_table()
+
+    def _task_table(self) -> TaskTable:
+        config = self.config
+        return TaskTable(seconds=config.task_seconds, timeout=config.task_timeout, ids=self._task_ids,
+                         seed=config.seed)  # fmt: skip
 
     def set_config(self, config: RelayConfig) -> None:
         """Use a new config from the next request on; the fault RNG and the limits start afresh."""
         self.config = config
         self._rng = random.Random(config.seed)
         self._new_enforcer()
+        self.tasks.seconds, self.tasks.timeout = config.task_seconds, config.task_timeout
 
     def reset(self) -> None:
         """Zero every counter, marker counts and limits included, and restart the fault RNG."""
         self.stats = RelayStats()
         self._marker_calls.clear()
+        self.tasks = self._task_table()  # tasks and their billing are forgotten too
         self._rng = random.Random(self.config.seed)
         self._new_enforcer()
 
@@ -118,34 +132,16 @@ class Relay:
             app.router.add_post(route, self._handler(build))
         for route, path_build in path_builders().items():
             app.router.add_post(route, self._path_handler(path_build))
-        app.router.add_get("/v1/dashboard/billing/subscription", self._subscription)
-        app.router.add_get("/v1/dashboard/billing/usage", self._usage)
+        BillingRoutes(self).register(app)
+        TaskGate(self).register(app, task_routes())
         app.router.add_get("/_files/{name}", self._file)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_reset", self._reset)
         return app
 
-    def _billing_refused(self, request: web.Request) -> web.Response | None:
-        key = self.config.api_key
-        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
-            body = error_body("无效的令牌", "one_api_error", "invalid_api_key")
-            return web.Response(status=401, body=body, content_type=JSON)
-        return None
-
-    async def _subscription(self, request: web.Request) -> web.Response:
-        """one-api's billing subscription: the key's limit in USD."""
-        limit = self.config.balance_usd
-        data = {"object": "billing_subscription", "hard_limit_usd": limit, "system_hard_limit_usd": limit}
-        return self._billing_refused(request) or web.Response(body=orjson.dumps(data), content_type=JSON)
-
-    async def _usage(self, request: web.Request) -> web.Response:
-        """one-api's billing usage, in US cents: a stand-in price of 0.1 cent per answer served."""
-        data = {"object": "list", "total_usage": self.stats.served * BILLED_CENTS_PER_ANSWER}
-        return self._billing_refused(request) or web.Response(body=orjson.dumps(data), content_type=JSON)
-
     def snapshot(self) -> dict[str, Any]:
-        """The counters with the limits' own counts (``enforce``): what ``GET /_stats`` returns."""
-        return self.stats.snapshot() | {"limits": self.enforcer.counts()}
+        """The counters with the limits' own counts (``enforce``) and the tasks with their billing."""
+        return self.stats.snapshot() | {"limits": self.enforcer.counts(), "tasks": self.tasks.snapshot()}
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -211,7 +207,7 @@ class Relay:
             exc = served
             return self._respond(call, 400, error_body(str(exc), "invalid_request_error", None, exc.param))
         fault = self._pick_fault(call, raw)
-        if fault is None:
+        if fault is None or fault in TASK_FAULTS:  # an async task's fault: not on this route
             return self._serve(call, served)
         self.stats.by_fault[fault] += 1
         return await self._fault(call, fault, served)
@@ -257,8 +253,10 @@ class Relay:
         """
         headers = call.request.headers
         native = key_header(call.request.path)
-        offered = [h.removeprefix("Bearer ") for h in (headers.get("Authorization", ""),) if h]
-        offered += [headers[native]] if native and native in headers else []
+        auth = headers.get("Authorization", "")
+        offered = [auth.removeprefix("Bearer ")] if auth and auth not in MJ_PROXY_AUTH else []
+        if native and native in headers and not (native == "mj-api-secret" and offered):
+            offered.append(headers[native])  # MJ's header counts only without a Bearer key
         call.api_key = offered[0] if offered else ""
         key = self.config.api_key
         if key is not None and (not offered or any(k != key for k in offered)):
@@ -386,6 +384,11 @@ class Relay:
 
 
 # --- Running it ------------------------------------------------------------------------------
+
+
+def task_routes() -> list[Route]:
+    """The async task routes of every family (Midjourney, Suno, video)."""
+    return mj_routes()
 
 
 def _object_or_empty(body: Any) -> dict[str, Any]:

@@ -55,9 +55,11 @@ def path_builders() -> dict[str, PathBuilder]:
 
 
 def key_header(path: str) -> str | None:
-    """The header a native route also takes the key in (new-api's ``TokenAuth``)."""
+    """The header a native route also takes the key in (new-api's ``TokenAuth``; MJ's without Bearer)."""
     if path == "/v1/messages":
         return "x-api-key"
+    if "/mj/" in path:
+        return "mj-api-secret"
     return "x-goog-api-key" if path.startswith("/v1beta/") else None
 
 

@@ -118,6 +118,10 @@ class RelayServer:
         """Zero the counters and marker counts (``POST /_reset``)."""
         self._on_loop(self._live().relay.reset)
 
+    def advance_tasks(self, seconds: float) -> None:
+        """Move the async tasks' clock forward: their stages, deadlines and refunds follow."""
+        self._on_loop(lambda: self._live().relay.tasks.advance(seconds))
+
     def set_config(self, config: RelayConfig) -> None:
         """Change latency, faults, limits or key from the next request on."""
         self._on_loop(lambda: self._live().relay.set_config(config))
