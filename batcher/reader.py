@@ -224,7 +224,7 @@ def parse_line(
             '{"custom_id", "method", "url", "body"}, or pass --endpoint (e.g. --endpoint '
             "/v1/chat/completions) to submit bare request bodies"
         )
-    model = family_of(endpoint).path_model(endpoint.path) or _model(body, options.model)
+    model = family_of(endpoint).line_model(endpoint.path, body) or _model(body, options.model)
     _check_body(endpoint, body, stream=options.stream)
     local = _resolve_files(endpoint, body, files or FileResolver(Path.cwd()))
     try:

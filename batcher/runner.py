@@ -26,6 +26,8 @@ from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.ratelimit import InProcessLimiter
 from workers.redact import redact
+from workers.taskbuild import build_task_engine, is_task_job
+from workers.taskengine import TaskEngine
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,10 @@ def run_job(
     """Run the job's remaining lines to the end (or until paused, cancelled or stopped).
 
     ``options`` are the job's stored options with this run's flags applied (``JobOptions.merged``).
+    A job of task lines (Midjourney, Suno, video) runs on the task engine (``workers.taskengine``).
     """
+    if is_task_job(store, job_id):
+        return run_task_job(store, settings, job_id, options)
     # Built first: a missing base URL or an unpriced model is refused before the job starts.
     executor = build_executor(
         store, settings, job_id, options, mode=RunMode.EMBEDDED, client=ApiClient, limiter=InProcessLimiter
@@ -99,6 +104,34 @@ def _claim(store: Store, job_id: int, config: ExecConfig, batch: int) -> list[Wo
         return q.claim_lines(
             session, job_id=job_id, owner=config.owner, lease_seconds=config.lease_seconds, limit=batch
         )
+
+
+def run_task_job(store: Store, settings: Settings, job_id: int, options: JobOptions) -> RunSummary:
+    """Run a job of task lines to the end: every line claimed, submitted, polled and finished."""
+    engine = build_task_engine(
+        store, settings, job_id, options, mode=RunMode.EMBEDDED, client=ApiClient, limiter=InProcessLimiter
+    )
+    replay_dead(store, journal_dir(settings.home))
+    with store.session() as session:
+        recover_dead_leases(session, job_id)
+        q.start_job(session, job_id)
+    stats = asyncio.run(_run_tasks(store, job_id, engine))
+    with store.session() as session:
+        q.complete_if_done(session, job_id)
+        job, counts = q.get_job(session, job_id), q.state_counts(session, job_id)
+    return RunSummary(job, stats, counts)
+
+
+async def _run_tasks(store: Store, job_id: int, engine: TaskEngine) -> Stats:
+    config = engine.config
+    async with engine.client, engine.downloader:
+        items = await asyncio.to_thread(_claim_all, store, job_id, config.owner, config.lease_seconds)
+        return await engine.run(items)
+
+
+def _claim_all(store: Store, job_id: int, owner: str, lease_seconds: float) -> list[WorkItem]:
+    with store.session() as session:
+        return q.claim_lines(session, job_id=job_id, owner=owner, lease_seconds=lease_seconds)
 
 
 def describe_stop(job: Job, secrets: list[str]) -> str:

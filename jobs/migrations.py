@@ -200,6 +200,24 @@ def _m007_cache_write(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER"))
 
 
+def _m008_tasks(conn: Connection) -> None:
+    """One row per task line's relay task (Midjourney, Suno, video): its id, state and progress."""
+    md = sa.MetaData()
+    sa.Table(
+        "task", md,
+        sa.Column("request_id", sa.Integer, primary_key=True),
+        sa.Column("job_id", sa.Integer, nullable=False, index=True),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("relay_task_id", sa.String),
+        sa.Column("submitted_at", sa.Float, nullable=False),
+        sa.Column("next_poll_at", sa.Float, nullable=False),
+        sa.Column("polls", sa.Integer, nullable=False),
+        sa.Column("progress", sa.String),
+        sa.Column("relay_status", sa.String),
+    )  # fmt: skip
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -208,6 +226,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0005_executors", _m005_executors),
     ("0006_files", _m006_files),
     ("0007_cache_write", _m007_cache_write),
+    ("0008_tasks", _m008_tasks),
 ]
 
 _ledger = sa.Table(

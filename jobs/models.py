@@ -210,3 +210,31 @@ class JobBlob(SQLModel, table=True):
 
     job_id: int = Field(primary_key=True)
     sha256: str = Field(primary_key=True, index=True)
+
+
+class TaskState(StrEnum):
+    """Where a line's relay task is (``workers.taskengine``); the last two are terminal.
+
+    ``submitting`` is written before the submit call goes: a row left in it after a crash is a
+    submit whose outcome nobody knows, never sent again by itself.
+    """
+
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"  # the relay's task id is stored
+    POLLING = "polling"  # the relay reported it queued or running
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Task(SQLModel, table=True):
+    """The relay task of one task line (Midjourney, Suno, video): its id, progress and deadline."""
+
+    request_id: int = Field(primary_key=True)
+    job_id: int = Field(index=True)
+    state: str = Field(default=TaskState.SUBMITTING)
+    relay_task_id: str | None = None
+    submitted_at: float = 0.0  # epoch seconds, like the lease clock
+    next_poll_at: float = 0.0
+    polls: int = 0
+    progress: str | None = None  # the relay's own, "37%"
+    relay_status: str | None = None

@@ -59,6 +59,9 @@ class JobOptions(BaseModel):
     timeout: float = Field(default=120.0, gt=0)
     pack: bool = True
     pack_size: int = Field(default=256, ge=1)
+    poll_interval: float = Field(default=15.0, gt=0)  # task lines: seconds between polls of a task
+    download: bool = True  # task lines: fetch the result URLs into the results folder
+    task_deadline: float | None = Field(default=None, gt=0)  # task lines: else the relay's (MJ 1 h, 24 h)
     budget: Decimal | None = Field(default=None, gt=0)  # USD
     prices: tuple[str, ...] = ()  # price files for the budget, as absolute paths
     group: str | None = None  # the relay group whose ratio the budget applies

@@ -212,6 +212,21 @@ class ApiClient:
             return no_answer(exc)
         return RawResponse(response.status_code, response.headers, content)
 
+    async def fetch(self, endpoint: Endpoint) -> RawResponse | NoAnswer:
+        """GET a route of the configured relay (a task poll); ``NoAnswer`` as for ``call``."""
+        headers = httpx.Headers(self._headers)
+        del headers["Content-Type"]
+        request = httpx.Request("GET", self._url(endpoint), headers=headers, extensions=self._extensions)
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            return no_answer(exc)
+        return RawResponse(response.status_code, response.headers, content)
+
     def _url(self, endpoint: Endpoint) -> httpx.URL:
         url = self._urls.get(endpoint)
         if url is None:

@@ -87,6 +87,12 @@ class Downloader:
                 chunks.append(chunk)
             return Download(b"".join(chunks), None, response.headers.get("content-type", ""))
 
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()

@@ -180,6 +180,21 @@ def run_options(func: F) -> F:
         click.option(
             "--pack-size", type=click.IntRange(1, 2048), help="Inputs per packed call [default: 256]."
         ),
+        click.option(
+            "--poll-interval",
+            type=Duration(),
+            help="Task lines: time between polls of a task [default: 15s].",
+        ),
+        click.option(
+            "--download/--no-download",
+            default=None,
+            help="Task lines: fetch result files [default: download].",
+        ),
+        click.option(
+            "--task-deadline",
+            type=Duration(),
+            help="Task lines: fail a task still going after this [default: the relay's: MJ 1h, 24h].",
+        ),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), _merge_alias(func))
 
@@ -190,7 +205,10 @@ metrics_option = click.option(
 )  # fmt: skip
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 job_argument = click.argument("job_id", metavar="JOB", type=int)
-RUN_KEYS = ("concurrency", "rpm", "tpm", "max_attempts", "max_wait", "timeout", "pack", "pack_size")
+RUN_KEYS = (
+    *("concurrency", "rpm", "tpm", "max_attempts", "max_wait", "timeout", "pack", "pack_size"),
+    *("poll_interval", "download", "task_deadline"),  # task lines
+)
 
 
 def run_flags(kw: dict[str, Any]) -> dict[str, Any]:

@@ -103,6 +103,10 @@ class Family:
         """The model a route names itself (Gemini's ``/v1beta/models/{model}:...``), else None."""
         return None
 
+    def line_model(self, path: str, body: Body) -> str | None:
+        """The model a line is counted and priced by when not its body's ``model`` (else None)."""
+        return self.path_model(path)
+
     # --- before the call --------------------------------------------------------------------------
 
     def prompt_tokens(self, body: Body) -> int:

@@ -1,0 +1,176 @@
+"""Queries of relay tasks (``jobs.models.Task``): the row written before a submit, then its life.
+
+The engine (``workers.taskengine``) writes a ``submitting`` row and commits it before the submit
+call goes, and the relay's task id in the same row as soon as the answer is read: whatever
+crashes, a row tells whether a submit may have happened and, if it did, which task to poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from jobs.models import Request, Task, TaskState
+
+_task = Task.__table__  # type: ignore[attr-defined]
+_req = Request.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task row as the engine reads it."""
+
+    request_id: int
+    state: TaskState
+    relay_task_id: str | None
+    submitted_at: float
+    next_poll_at: float
+    polls: int
+    progress: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PollUpdate:
+    """What one poll said of a task still going."""
+
+    request_id: int
+    state: TaskState
+    progress: str | None
+    relay_status: str | None
+    next_poll_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OriginLine:
+    """A line a follow-up names (``"after"``): its state and stored result."""
+
+    request_id: int
+    state: str
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCounts:
+    """A job's tasks by state, and the relay's progress of those polling (for ``status``)."""
+
+    by_state: dict[str, int]
+    progress: list[str]
+
+
+def task_rows(session: Session, request_ids: Sequence[int]) -> dict[int, TaskRecord]:
+    """The task rows of these lines (lines never submitted have none)."""
+    out: dict[int, TaskRecord] = {}
+    for start in range(0, len(request_ids), 500):
+        part = list(request_ids[start : start + 500])
+        query = sa.select(
+            _task.c.request_id,
+            _task.c.state,
+            _task.c.relay_task_id,
+            _task.c.submitted_at,
+            _task.c.next_poll_at,
+            _task.c.polls,
+            _task.c.progress,
+        ).where(_task.c.request_id.in_(part))
+        for row in session.connection().execute(query):
+            out[row[0]] = TaskRecord(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6])
+    return out
+
+
+def begin_submit(session: Session, *, request_id: int, job_id: int, now: float) -> None:
+    """Record that a submit is about to go (the caller commits before sending it)."""
+    session.connection().execute(
+        sa.insert(_task).values(
+            request_id=request_id,
+            job_id=job_id,
+            state=TaskState.SUBMITTING.value,
+            submitted_at=now,
+            next_poll_at=now,
+            polls=0,
+        )
+    )
+
+
+def mark_submitted(session: Session, *, request_id: int, relay_task_id: str, next_poll_at: float) -> None:
+    """The relay took the task: its id, and when to poll it first."""
+    values = {
+        "state": TaskState.SUBMITTED.value,
+        "relay_task_id": relay_task_id,
+        "next_poll_at": next_poll_at,
+    }
+    session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
+
+
+def forget_submit(session: Session, request_id: int) -> None:
+    """The relay refused the submit outright (nothing charged): no task exists."""
+    session.connection().execute(sa.delete(_task).where(_task.c.request_id == request_id))
+
+
+def record_polls(session: Session, updates: Iterable[PollUpdate]) -> None:
+    """Write what polls said of tasks still going."""
+    rows = [
+        {
+            "rid": u.request_id,
+            "st": u.state.value,
+            "pr": u.progress,
+            "rs": u.relay_status,
+            "np": u.next_poll_at,
+        }
+        for u in updates
+    ]
+    if rows:
+        stmt = (
+            sa.update(_task)
+            .where(_task.c.request_id == sa.bindparam("rid"))
+            .values(
+                state=sa.bindparam("st"),
+                progress=sa.bindparam("pr"),
+                relay_status=sa.bindparam("rs"),
+                next_poll_at=sa.bindparam("np"),
+                polls=_task.c.polls + 1,
+            )
+        )
+        session.connection().execute(stmt, rows)
+
+
+def finish_task(session: Session, request_id: int, state: TaskState, *, progress: str | None = None) -> None:
+    """The task ended (its line's result is written in the same transaction)."""
+    values: dict[str, object] = {"state": state.value}
+    if progress is not None:
+        values["progress"] = progress
+    session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
+
+
+def replace_task(session: Session, request_id: int, *, relay_task_id: str, next_poll_at: float) -> None:
+    """A modal step went: the line now follows the task it made."""
+    mark_submitted(session, request_id=request_id, relay_task_id=relay_task_id, next_poll_at=next_poll_at)
+
+
+def origin_lines(session: Session, job_id: int, custom_ids: Iterable[str]) -> dict[str, OriginLine]:
+    """The lines of the job with these custom ids (what follow-ups name)."""
+    names = sorted(set(custom_ids))
+    query = sa.select(_req.c.custom_id, _req.c.id, _req.c.state, _req.c.response_body).where(
+        _req.c.job_id == job_id, _req.c.custom_id.in_(names)
+    )
+    return {row[0]: OriginLine(row[1], row[2], row[3]) for row in session.connection().execute(query)}
+
+
+def task_counts(session: Session, job_id: int) -> TaskCounts:
+    """The job's tasks by state, and the progress of those the relay reported running."""
+    conn = session.connection()
+    by_state = (
+        sa.select(_task.c.state, sa.func.count()).where(_task.c.job_id == job_id).group_by(_task.c.state)
+    )
+    counts = {str(row[0]): int(row[1]) for row in conn.execute(by_state)}
+    running = sa.select(_task.c.progress).where(
+        _task.c.job_id == job_id, _task.c.state == TaskState.POLLING.value, _task.c.progress.is_not(None)
+    )
+    return TaskCounts(counts, [str(row[0]) for row in conn.execute(running.limit(20))])
+
+
+def job_endpoints(session: Session, job_id: int) -> list[str]:
+    """The routes a job's lines name, each once."""
+    query = sa.select(_req.c.endpoint).where(_req.c.job_id == job_id).distinct()
+    return sorted(str(row[0]) for row in session.connection().execute(query))

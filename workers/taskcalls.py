@@ -1,0 +1,83 @@
+"""One task call's meaning: what a submit answer or a poll answer decides for its lines. Pure.
+
+A submit ends in one of four ways (``SubmitOutcome``):
+
+- ``TAKEN``: the relay gave a task id; it is stored before anything else happens;
+- ``LATER``: refused for now and nothing was charged (MJ code 23, a 429, a 5xx, a connection
+  that was refused before the request left): tried again after a backoff;
+- ``REFUSED``: refused for good (MJ code 24, a bad body, a code 4): the line fails;
+- ``UNKNOWN``: sent, and no answer came (a timeout, a dropped connection): the relay may have
+  charged and started the task. It is never sent again by itself (``UNKNOWN_MESSAGE``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workers.client import NoAnswer, RawResponse
+from workers.endpoints.taskfamily import Submitted, TaskFamily
+from workers.retry import Classification, Verdict, classify_response
+
+UNKNOWN_MESSAGE = (
+    "submit outcome unknown: check the relay's task list, or `batcher retry --unknown JOB` to submit again"
+)
+UNKNOWN_CODE = "submit_unknown"
+DEFAULT_POLL_INTERVAL_S = 15.0  # new-api refreshes its task rows every 15 s: faster polls see nothing new
+
+
+class SubmitKind(StrEnum):
+    """How a submit ended; see the module docstring."""
+
+    TAKEN = "taken"
+    LATER = "later"
+    REFUSED = "refused"
+    UNKNOWN = "unknown"
+    FATAL = "fatal"  # the key or the quota: the job stops
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """A submit's meaning: the task id when taken, else the reason."""
+
+    kind: SubmitKind
+    task_id: str | None = None
+    reason: str = ""
+    modal: bool = False
+    classification: Classification | None = None
+
+
+def submit_outcome(
+    family: TaskFamily, answer: RawResponse | NoAnswer, *, now: float | None = None
+) -> SubmitOutcome:
+    """What a submit's answer (or its absence) means; see the module docstring."""
+    if isinstance(answer, NoAnswer):
+        c = answer.classification
+        if c.sent is False:
+            return SubmitOutcome(SubmitKind.LATER, reason=c.message, classification=c)
+        return SubmitOutcome(SubmitKind.UNKNOWN, reason=UNKNOWN_MESSAGE, classification=c)
+    if answer.status >= 300:
+        c = classify_response(answer.status, answer.headers, answer.content, now=now or time.time())
+        if c.verdict is Verdict.FATAL:
+            return SubmitOutcome(SubmitKind.FATAL, reason=c.message, classification=c)
+        later = c.verdict is Verdict.RETRY or c.throttle is not None
+        kind = SubmitKind.LATER if later else SubmitKind.REFUSED
+        return SubmitOutcome(
+            kind,
+            reason=family.read_submit(answer.status, answer.content).refusal or c.message,
+            classification=c,
+        )
+    return _read(family.read_submit(answer.status, answer.content))
+
+
+def _read(submitted: Submitted) -> SubmitOutcome:
+    if submitted.task_id is not None:
+        return SubmitOutcome(SubmitKind.TAKEN, submitted.task_id, modal=submitted.modal)
+    kind = SubmitKind.LATER if submitted.later else SubmitKind.REFUSED
+    return SubmitOutcome(kind, reason=submitted.refusal or "refused")
+
+
+def later_delay(tries: int, *, jitter: float) -> float:
+    """Seconds before a submit refused for now goes again: 5 s doubling to 5 min, jittered."""
+    return float(min(300.0, 5.0 * 2.0 ** max(0, tries - 1)) * (0.5 + jitter / 2))

@@ -1,0 +1,389 @@
+"""The task lifecycle of Midjourney, Suno and video lines: submit once, poll in batches, finish once.
+
+A task line goes submitted → polling → succeeded / failed (``jobs.models.TaskState``):
+
+- **Submit.** Inside the call's pacing slot (the same limiter as every call), a ``submitting``
+  task row is committed, then the submit goes, then the relay's task id is committed. A row
+  found ``submitting`` later (the process died between) is a submit whose outcome nobody knows:
+  the line fails with ``workers.taskcalls.UNKNOWN_MESSAGE`` and is never sent again by itself.
+  ``workers.taskcalls`` says what an answer means; a refusal for now is retried after a backoff
+  (no more than ``max_attempts`` tries), a refusal for good fails the line.
+- **Follow-ups.** A line with ``"after": ID, "button": LABEL`` waits until line ID succeeded,
+  then submits with ``taskId`` (the origin's task) and the button's ``customId``; an origin that
+  failed, or a button it does not have, fails the follow-up with the reason.
+- **Polls.** Due tasks are polled in batches (the family's ``poll_batch``: MJ and Suno ask for
+  50 ids a call, video one), each task no sooner than ``poll_interval`` after its last poll
+  (new-api refreshes its rows every 15 s). A task still going past the relay's deadline (MJ 1 h,
+  Suno and video 24 h) fails with that reason. A poll that gets no answer is tried next round.
+- **MODAL.** A Midjourney task waiting for a modal (Inpaint, Custom Zoom) goes to
+  ``/mj/submit/modal`` with the line's ``"modal"`` fields (``prompt``; ``maskBase64`` from the
+  line), or fails saying what to add.
+- **Finish.** A succeeded task's URLs are fetched into the job's results folder with
+  ``download`` (``workers.taskresults``); result and attempt are written in one transaction with
+  the task row's end, so a line has exactly one terminal result.
+
+The engine holds its lines' leases and renews them; lines it does not finish (paused, cancelled)
+go back with their task rows, and whoever claims them next polls the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from jobs.blobs import BlobReader
+from jobs.db import Store
+from jobs.endpoints import Endpoint, relay_root
+from jobs.models import TaskState
+from jobs.records import AttemptRecord, LineResult, WorkItem
+from jobs.store import tasks as tq
+from workers.client import ApiClient, NoAnswer, RawResponse
+from workers.downloads import Downloader
+from workers.endpoints import family_of
+from workers.endpoints.taskfamily import Phase, TaskFamily, TaskView
+from workers.leases import LIVE_OWNERS
+from workers.pacing import Pacing
+from workers.redact import Redactor
+from workers.sink import StoreSink
+from workers.stats import Stats
+from workers.taskcalls import (
+    DEFAULT_POLL_INTERVAL_S,
+    UNKNOWN_CODE,
+    UNKNOWN_MESSAGE,
+    SubmitKind,
+    later_delay,
+    submit_outcome,
+)
+from workers.taskfollow import follow_up_body, modal_body, stored_to_data_urls
+from workers.taskresults import Saved, failed, save_files, succeeded, summary
+from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How the engine runs task lines."""
+
+    results_dir: Path
+    owner: str
+    poll_interval: float = DEFAULT_POLL_INTERVAL_S
+    deadlines: dict[str, float] = field(default_factory=dict)  # family name → seconds (else its own)
+    download: bool = True
+    max_attempts: int = 5
+    lease_seconds: float = 300.0
+    control_interval: float = 1.0  # a pause or cancel is seen within this
+
+
+@dataclass
+class TaskLine:
+    """A claimed task line and where its task is."""
+
+    item: WorkItem
+    family: TaskFamily
+    body: dict[str, Any]
+    record: tq.TaskRecord | None = None
+    tries: int = 0
+    retry_at: float = 0.0
+    done: bool = False
+    relay_status: str | None = None  # the relay's own word for where the task is
+
+
+Clock = Callable[[], float]
+
+
+class TaskEngine:
+    """Runs claimed task lines through their lifecycle; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: ApiClient,
+        pacing: Pacing,
+        config: TaskConfig,
+        job_id: int,
+        blobs: BlobReader | None = None,
+        downloader: Downloader | None = None,
+        secrets: Sequence[str] = (),
+        clock: Clock = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store, self.client, self.pacing, self.config = store, client, pacing, config
+        self.sink = StoreSink(store, job_id=job_id, owner=config.owner)
+        self.rows = TaskRows(store, job_id)
+        self.job_id, self._blobs, self._clean = job_id, blobs, Redactor(secrets)
+        self.downloader = downloader or Downloader(base_url=client.config.base_url, key=client.config.api_key)
+        self._clock, self._sleep, self._jitter = clock, sleep, jitter
+        self.stats = Stats()
+        self.lines: dict[str, TaskLine] = {}  # by custom_id
+        self._root = relay_root(client.config.base_url)
+
+    @property
+    def halted(self) -> str | None:
+        """Why no new call starts, if so."""
+        return self.stats.halted
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def run(self, items: Sequence[WorkItem]) -> Stats:
+        """Take every claimed line to its end (or until the job halts); return the stats."""
+        LIVE_OWNERS.add(self.config.owner)
+        try:
+            return await self._run(items)
+        finally:
+            LIVE_OWNERS.discard(self.config.owner)
+
+    async def _run(self, items: Sequence[WorkItem]) -> Stats:
+        await self._load(items)
+        last_control = -1e18
+        while (going := [line for line in self.lines.values() if not line.done]) and not self.halted:
+            now = self._clock()
+            if now - last_control >= self.config.control_interval:
+                await self._control(going)
+                last_control = now
+                if self.halted:
+                    break
+            await asyncio.gather(*self._due(going, now))
+            await self._sleep(self._wait(going, self._clock()))
+        await self._release([line for line in self.lines.values() if not line.done])
+        return self.stats
+
+    def _due(self, going: list[TaskLine], now: float) -> list[Awaitable[None]]:
+        work: list[Awaitable[None]] = []
+        polls: dict[tuple[str, str], list[TaskLine]] = {}
+        for line in going:
+            if line.record is None and line.retry_at <= now and self._ready(line):
+                work.append(self._submit(line))
+            elif line.record is not None and line.record.next_poll_at <= now:
+                polls.setdefault((line.family.name, line.item.endpoint.path), []).append(line)
+        for group in polls.values():
+            size = group[0].family.poll_batch
+            work += [self._poll(group[i : i + size]) for i in range(0, len(group), size)]
+        return work
+
+    def _wait(self, going: list[TaskLine], now: float) -> float:
+        times = [line.retry_at if line.record is None else line.record.next_poll_at for line in going]
+        return max(0.0, min([self.config.control_interval, *(t - now for t in times)]))
+
+    async def _load(self, items: Sequence[WorkItem]) -> None:
+        records = await asyncio.to_thread(self.rows.read, [item.request_id for item in items])
+        for item in items:
+            family = family_of(item.endpoint)
+            assert isinstance(family, TaskFamily)
+            line = TaskLine(item, family, orjson.loads(item.body), records.get(item.request_id))
+            self.lines[item.custom_id] = line
+            if line.record is not None and line.record.relay_task_id is None:
+                await self._unknown(line, None)  # died between the submit and its answer
+
+    async def _control(self, going: list[TaskLine]) -> None:
+        if reason := await asyncio.to_thread(self.sink.halt_reason):
+            self.stats.halted = reason
+            return
+        until = time.time() + self.config.lease_seconds
+        await asyncio.to_thread(self.sink.renew, [line.item.request_id for line in going], until)
+
+    async def _release(self, lines: list[TaskLine]) -> None:
+        if lines:
+            self.stats.released += len(lines)
+            await asyncio.to_thread(self.sink.release, [line.item.request_id for line in lines])
+
+    # --- submit ----------------------------------------------------------------------------------
+
+    def _ready(self, line: TaskLine) -> bool:
+        """Whether a line may be submitted now: it follows nothing, or its origin has ended."""
+        origin = line.body.get("after")
+        if not isinstance(origin, str):
+            return True
+        known = self.lines.get(origin)
+        return known is None or known.done
+
+    async def _submit(self, line: TaskLine) -> None:
+        body = line.family.submit_body(line.body)
+        if isinstance(line.body.get("after"), str):
+            follow = await asyncio.to_thread(self.rows.follow_up, line.body)
+            if isinstance(follow, str):
+                await self._end(line, *self._failure(line, "origin_failed", follow, status=None, sent=False))
+                return
+            body = follow_up_body(body, follow)
+        await self._send_submit(line, line.item.endpoint, body)
+
+    async def _send_submit(self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any]) -> None:
+        content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))
+        now = self._clock()
+        async with self.pacing.slot(line.item.model, 0) as permit:
+            if permit is None:
+                return
+            if line.record is None:
+                line.record = await asyncio.to_thread(self.rows.begin, line.item.request_id, now)
+            answer = await self.client.call(endpoint, content)
+            self.stats.calls += 1
+            outcome = submit_outcome(line.family, answer, now=time.time())
+            await self.pacing.finish(permit, as_call(answer, outcome.classification), used_tokens=0)
+        await self._after_submit(line, answer, outcome, now)
+
+    async def _after_submit(
+        self, line: TaskLine, answer: RawResponse | NoAnswer, outcome: Any, now: float
+    ) -> None:
+        status = answer.status if isinstance(answer, RawResponse) else None
+        if outcome.kind is SubmitKind.TAKEN:
+            await self._taken(line, outcome.task_id, now, modal=outcome.modal)
+        elif outcome.kind is SubmitKind.UNKNOWN:
+            await self._unknown(line, outcome.reason)
+        elif outcome.kind is SubmitKind.LATER and line.tries + 1 < self.config.max_attempts:
+            await asyncio.to_thread(self.rows.forget, line.item.request_id)
+            line.record = None
+            line.tries += 1
+            line.retry_at = self._clock() + later_delay(line.tries, jitter=self._jitter())
+            self.stats.retries += 1
+        else:
+            await asyncio.to_thread(self.rows.forget, line.item.request_id)
+            line.record = None
+            if outcome.kind is SubmitKind.FATAL:
+                self.stats.halted = self._clean(outcome.reason)
+                await asyncio.to_thread(self.sink.stop_job, self.stats.halted)
+                return
+            reason = self._clean(outcome.reason)
+            await self._end(
+                line, *self._failure(line, "refused", reason, status=status, sent=True, charged=False)
+            )
+
+    async def _taken(self, line: TaskLine, task_id: str | None, now: float, *, modal: bool) -> None:
+        assert task_id is not None
+        first = now + self.config.poll_interval
+        await asyncio.to_thread(self.rows.submitted, line.item.request_id, task_id, first)
+        assert line.record is not None  # begun before the submit (or the modal step's origin)
+        line.record = with_changes(
+            line.record, state=TaskState.SUBMITTED, relay_task_id=task_id, next_poll_at=first
+        )
+        if modal:
+            await self._modal(line, TaskView(task_id, Phase.MODAL))
+
+    async def _unknown(self, line: TaskLine, reason: str | None) -> None:
+        await self._end(line, *self._failure(line, UNKNOWN_CODE, UNKNOWN_MESSAGE, status=None, sent=True))
+
+    async def _modal(self, line: TaskLine, view: TaskView) -> None:
+        body = modal_body(line.body, view.task_id)
+        if isinstance(body, str):
+            await self._end(
+                line, *self._failure(line, "modal_needed", body, status=200, sent=True, charged=False)
+            )
+            return
+        await self._send_submit(line, Endpoint(modal_route(line.item.endpoint.path)), body)
+
+    # --- polls -----------------------------------------------------------------------------------
+
+    async def _poll(self, lines: list[TaskLine]) -> None:
+        ids = [line.record.relay_task_id for line in lines if line.record and line.record.relay_task_id]
+        call = lines[0].family.poll_call(lines[0].item.endpoint.path, ids)
+        async with self.pacing.slot(lines[0].item.model, 0) as permit:
+            if permit is None:
+                return
+            if call.body is None:
+                answer = await self.client.fetch(call.endpoint)
+            else:
+                answer = await self.client.call(call.endpoint, call.body)
+            classification = poll_classification(answer)
+            await self.pacing.finish(permit, as_call(answer, classification), used_tokens=0)
+        self.stats.calls += 1
+        views: dict[str, TaskView] = {}
+        if isinstance(answer, RawResponse) and 200 <= answer.status < 300:
+            views = {v.task_id: v for v in lines[0].family.read_poll(answer.content)}
+        await asyncio.gather(
+            *(self._polled(line, views.get(line.record.relay_task_id or "")) for line in lines if line.record)
+        )
+        updates = [self._next(line) for line in lines if not line.done and line.record is not None]
+        if updates:
+            await asyncio.to_thread(self.rows.polled, updates)
+
+    async def _polled(self, line: TaskLine, view: TaskView | None) -> None:
+        assert line.record is not None
+        if view is not None and view.phase is Phase.SUCCEEDED:
+            await self._succeed(line, view)
+        elif view is not None and view.phase is Phase.FAILED:
+            reason = self._clean(f"task failed: {view.fail_reason or view.relay_status or 'no reason given'}")
+            await self._end(
+                line,
+                *self._failure(
+                    line,
+                    "task_failed",
+                    reason,
+                    status=200,
+                    sent=True,
+                    charged=False,
+                    body=summary(view, None),
+                ),
+            )
+        elif view is not None and view.phase is Phase.MODAL:
+            await self._modal(line, view)
+        elif self._clock() - line.record.submitted_at > self._deadline(line.family):
+            hours = self._deadline(line.family) / 3600
+            reason = (
+                f"the task did not finish within the relay's deadline ({hours:g} h); the relay refunds it"
+            )
+            await self._end(
+                line, *self._failure(line, "deadline", reason, status=200, sent=True, charged=False)
+            )
+        elif view is not None:
+            state = TaskState.POLLING if view.phase is Phase.RUNNING or view.progress else line.record.state
+            line.record = with_changes(line.record, state=state, progress=view.progress)
+            line.relay_status = view.relay_status
+
+    def _next(self, line: TaskLine) -> tq.PollUpdate:
+        assert line.record is not None
+        next_at = self._clock() + self.config.poll_interval
+        line.record = with_changes(line.record, next_poll_at=next_at)
+        return tq.PollUpdate(
+            line.item.request_id, line.record.state, line.record.progress, line.relay_status, next_at
+        )
+
+    def _deadline(self, family: TaskFamily) -> float:
+        return self.config.deadlines.get(family.name, family.deadline_s)
+
+    async def _succeed(self, line: TaskLine, view: TaskView) -> None:
+        saved: Saved | None = None
+        if self.config.download and view.urls:
+            saved = await save_files(
+                self.downloader,
+                view.urls,
+                folder=self.config.results_dir,
+                request_id=line.item.request_id,
+                root=self._root,
+            )
+        assert line.record is not None
+        attempt, result = succeeded(
+            line.item, summary(view, saved), submitted_at=line.record.submitted_at, owner=self.config.owner
+        )
+        await self._end(line, attempt, result, TaskState.SUCCEEDED)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def _failure(
+        self, line: TaskLine, code: str, message: str, *, status: int | None, sent: bool,
+        charged: bool = True, body: dict[str, Any] | None = None,
+    ) -> tuple[AttemptRecord, LineResult, TaskState]:  # fmt: skip
+        at = line.record.submitted_at if line.record is not None else self._clock()
+        attempt, result = failed(
+            line.item,
+            code=code,
+            message=message,
+            submitted_at=at,
+            owner=self.config.owner,
+            status=status,
+            sent=sent and charged,
+            body=body,
+        )
+        return attempt, result, TaskState.FAILED
+
+    async def _end(
+        self, line: TaskLine, attempt: AttemptRecord, result: LineResult, state: TaskState
+    ) -> None:
+        line.done = True
+        self.stats.count(result)
+        await asyncio.to_thread(self.rows.end, attempt, result, state, has_row=line.record is not None)

@@ -1,0 +1,95 @@
+"""The task engine's writes to the store, each its own transaction, and its small translations.
+
+Each write commits before the engine goes on (``workers.taskengine``): the ``submitting`` row
+before the submit call, the task id as soon as the answer is read, a task's end with its line's
+result and attempt together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from jobs import store as q
+from jobs.db import Store
+from jobs.models import TaskState, utcnow
+from jobs.records import AttemptRecord, LineResult
+from jobs.store import tasks as tq
+from workers.client import NoAnswer, RawResponse
+from workers.outcomes import Call
+from workers.retry import Classification, Verdict, classify_response
+from workers.taskfollow import FollowUp
+
+
+class TaskRows:
+    """One job's task rows and results, written through the store."""
+
+    def __init__(self, store: Store, job_id: int) -> None:
+        self.store, self.job_id = store, job_id
+
+    def read(self, request_ids: Sequence[int]) -> dict[int, tq.TaskRecord]:
+        """The task rows of these lines."""
+        with self.store.session() as session:
+            return tq.task_rows(session, request_ids)
+
+    def begin(self, request_id: int, now: float) -> tq.TaskRecord:
+        """Commit the ``submitting`` row of a submit about to go."""
+        with self.store.session() as session:
+            tq.begin_submit(session, request_id=request_id, job_id=self.job_id, now=now)
+        return tq.TaskRecord(request_id, TaskState.SUBMITTING, None, now, now, 0, None)
+
+    def submitted(self, request_id: int, task_id: str, first_poll: float) -> None:
+        """Commit the relay's task id."""
+        with self.store.session() as session:
+            tq.mark_submitted(session, request_id=request_id, relay_task_id=task_id, next_poll_at=first_poll)
+
+    def forget(self, request_id: int) -> None:
+        """Drop the row of a submit the relay refused outright."""
+        with self.store.session() as session:
+            tq.forget_submit(session, request_id)
+
+    def polled(self, updates: list[tq.PollUpdate]) -> None:
+        """Commit what a poll said of tasks still going."""
+        with self.store.session() as session:
+            tq.record_polls(session, updates)
+
+    def end(self, attempt: AttemptRecord, result: LineResult, state: TaskState, *, has_row: bool) -> None:
+        """Commit a line's end: its task row, attempt and result together."""
+        with self.store.session() as session:
+            if has_row:
+                tq.finish_task(session, result.request_id, state)
+            if q.record_outcomes(session, [attempt], [result]):
+                q.complete_if_done(session, self.job_id)
+
+    def follow_up(self, body: dict[str, Any]) -> FollowUp | str:
+        """What a follow-up line adds to its body, or why it cannot go."""
+        after = str(body["after"])
+        with self.store.session() as session:
+            origins = tq.origin_lines(session, self.job_id, [after])
+        return FollowUp.of(body, origins.get(after))
+
+
+def with_changes(record: tq.TaskRecord, **changes: Any) -> tq.TaskRecord:
+    """A task record with some fields changed."""
+    return dataclasses.replace(record, **changes)
+
+
+def modal_route(path: str) -> str:
+    """The modal route beside a Midjourney route (its mode prefix kept)."""
+    prefix = path.split("/mj/", 1)[0]
+    return f"{prefix}/mj/submit/modal"
+
+
+def poll_classification(answer: RawResponse | NoAnswer) -> Classification:
+    """What a poll's answer means for the pace (a 429 slows it like any call's)."""
+    if isinstance(answer, NoAnswer):
+        return answer.classification
+    return classify_response(answer.status, answer.headers, answer.content, now=time.time())
+
+
+def as_call(answer: RawResponse | NoAnswer, classification: Classification | None) -> Call:
+    """A task call as the pacing reads a finished call."""
+    c = classification or Classification(Verdict.OK, "", "")
+    return Call(c, answer if isinstance(answer, RawResponse) else None, utcnow(), 0)
