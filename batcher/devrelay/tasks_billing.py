@@ -104,6 +104,11 @@ class Ledger:
         bill.refunded, bill.refund_reason = bill.charged, reason
         self.refunds[bill.model] += 1
 
+    def net_of(self, task_id: str) -> int:
+        """What a task costs now: its charges less its refund."""
+        bill = self.tasks.get(task_id)
+        return bill.charged - bill.refunded if bill else 0
+
     @property
     def net_quota(self) -> int:
         return sum(b.charged - b.refunded for b in self.tasks.values())

@@ -24,7 +24,7 @@ from batcher.devrelay.tasks_billing import QUOTA_PER_UNIT, quota_of
 from batcher.devrelay.tasks_files import file_url
 from batcher.devrelay.tasks_gate import Reply, Route, TaskCall
 from batcher.devrelay.tasks_mj_view import MODAL_ACTIONS, UnknownAction, action_of, buttons_of, task_object
-from batcher.devrelay.tasks_table import Family, Outcome, Phase, Task
+from batcher.devrelay.tasks_table import Family, Phase, Task, apply_faults
 
 MJ_FAIL_REASON = "Request cancelled due to image filters"
 MODE_PREFIX = "/{mode:mj-[A-Za-z0-9_-]+}"
@@ -103,18 +103,6 @@ def _record(call: TaskCall, action: str, model: str, origin: Task | None) -> Tas
     task.done_at_submit = call.fault == "mj_existed"
     task.awaiting_modal = action in MODAL_ACTIONS
     return call.table.add(task)
-
-
-def apply_faults(task: Task, fault: str | None, fail_reason: str) -> None:
-    """How a task drawn a fault will end, or how its files answer."""
-    if fault == "task_fail":
-        task.outcome, task.fail_reason = Outcome.FAILURE, fail_reason
-    elif fault == "task_stuck":
-        task.outcome = Outcome.STUCK
-    elif fault == "unfetchable":
-        task.file_prefix = "missing-"
-    elif fault == "result_timeout":
-        task.file_prefix = "slow-"
 
 
 # --- submit routes ---------------------------------------------------------------------------

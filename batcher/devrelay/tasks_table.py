@@ -108,6 +108,18 @@ class Task:
     extra: dict[str, Any] = field(default_factory=dict)  # the family's own fields (route, seconds…)
 
 
+def apply_faults(task: Task, fault: str | None, fail_reason: str) -> None:
+    """How a task drawn a fault will end, or how its files answer."""
+    if fault == "task_fail":
+        task.outcome, task.fail_reason = Outcome.FAILURE, fail_reason
+    elif fault == "task_stuck":
+        task.outcome = Outcome.STUCK
+    elif fault == "unfetchable":
+        task.file_prefix = "missing-"
+    elif fault == "result_timeout":
+        task.file_prefix = "slow-"
+
+
 class TaskClock:
     """Wall-clock time plus an offset a test may move forward."""
 
