@@ -145,7 +145,7 @@ class EstimateBuilder:
         family = family_of(line.endpoint)
         row = self._families.setdefault(family.name, FamilyEstimate(family.name, family.billed_in))
         row.lines += 1
-        row.quantity += usage.characters or usage.tokens
+        row.quantity += 1 if family.billed_in == "tasks" else usage.characters or usage.tokens
 
     def result(self) -> Estimate:
         """The estimate of every line added so far."""

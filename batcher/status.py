@@ -24,6 +24,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import BatcherError
 from jobs.models import Job
+from jobs.store.tasks import TaskCounts, task_counts
 from workers.budget import spend_of
 from workers.pace import PaceSnapshot
 from workers.prices import load_prices
@@ -42,6 +43,7 @@ class Snapshot:
     cost_usd: Decimal | None = None  # of the calls that answered so far; None: no price known
     in_flight: int = 0  # calls in flight now, summed over the executors at work
     pace: PaceSnapshot | None = None  # the job's pace, shown below the rest
+    tasks: TaskCounts | None = None  # a job of task lines: its relay tasks by state
     taken_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -61,6 +63,7 @@ def take_snapshot(store: Store, job_id: int) -> Snapshot:
             q.failures_by_code(session, job_id),
             cost_so_far(session, job),
             q.calls_in_flight(session, job_id),
+            tasks=task_counts(session, job_id) or None,
         )
 
 
@@ -101,6 +104,8 @@ def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
         table(("state", "lines"), states),
         table(("usage", "value"), list(asdict(snapshot.usage).items())),
     ]
+    if snapshot.tasks is not None:
+        parts.append(tasks_line(snapshot.tasks))
     if snapshot.cost_usd is not None:
         parts.append(f"cost so far: ${snapshot.cost_usd:.4f} (`batcher usage {job['id']}` for the account)")
     if snapshot.failures:
@@ -117,6 +122,18 @@ def render(snapshot: Snapshot, speed: dict[str, float | None]) -> str:
     if snapshot.pace is not None:
         parts.append("pace: " + snapshot.pace.describe())
     return "\n\n".join(parts)
+
+
+def tasks_line(tasks: TaskCounts) -> str:
+    """A task job's relay tasks: submitted, polling (with the relay's progress), done."""
+    n = tasks.by_state.get
+    submitted = n("submitting", 0) + n("submitted", 0)
+    progress = f" ({', '.join(tasks.progress)})" if tasks.progress else ""
+    done = n("succeeded", 0) + n("failed", 0)
+    return (
+        f"tasks: {submitted} submitted, {n('polling', 0)} polling{progress}, {done} done "
+        f"({n('succeeded', 0)} succeeded, {n('failed', 0)} failed)"
+    )
 
 
 def progress_of(snapshot: Snapshot, speed: dict[str, float | None]) -> ProgressSnapshot:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,75 @@ def test_lines_are_counted_by_new_api_model_names(
     rows = [batch_line("x", "/mj/submit/imagine", {"prompt": "x"}), batch_line("y", url, body)]
     ingest(store, tmp_path, rows)
     assert by_id(store)["y"].model == model
+
+
+def test_retry_submits_unknown_outcomes_again_only_when_asked(store: Store, tmp_path: Path) -> None:
+    relay = FakeRelay()
+    rows = [r for r in mixed_lines(tmp_path) if r["custom_id"] in ("lost", "fails")]
+    job_id = ingest(store, tmp_path, rows)
+    run(store, job_id, engine_for(store, job_id, relay))
+    with store.session() as session:
+        assert q.retry_failed(session, job_id) == 1  # the refunded failure, not the lost submit
+        q.start_job(session, job_id)
+    run(store, job_id, engine_for(store, job_id, relay))
+    assert [s["prompt"] for s in relay.submits] == ["lost answer", "this fails", "this fails"]
+    with store.session() as session:
+        assert q.retry_failed(session, job_id, unknown=True) == 2
+        q.start_job(session, job_id)
+    run(store, job_id, engine_for(store, job_id, relay))
+    assert sorted(s["prompt"] for s in relay.submits).count("lost answer") == 2
+
+
+def test_status_shows_submitted_polling_with_progress_and_done(store: Store, tmp_path: Path) -> None:
+    from batcher.status import render, take_snapshot
+
+    relay = FakeRelay()
+    rows = [batch_line(f"c{n}", "/mj/submit/imagine", {"prompt": f"cat {n}"}) for n in range(3)]
+    job_id = ingest(store, tmp_path, rows)
+    lines = all_lines(store)
+    with store.session() as session:
+        for n, line in enumerate(lines):
+            session.add(Task(request_id=line.id, job_id=job_id, state=["submitted", "polling", "succeeded"][n],
+                             relay_task_id=str(n), progress=[None, "37%", "100%"][n]))  # fmt: skip
+    text = render(take_snapshot(store, job_id), {"lines_per_s": None, "tokens_per_s": None, "eta_s": None})
+    assert "tasks: 1 submitted, 1 polling (37%), 1 done (1 succeeded, 0 failed)" in text
+    assert relay.submits == []
+
+
+def test_export_writes_one_line_per_task_with_status_urls_files_and_reason(
+    store: Store, tmp_path: Path
+) -> None:
+    from batcher.export import export_job
+
+    relay = FakeRelay()
+    rows = [r for r in mixed_lines(tmp_path) if r["custom_id"] in ("cat-1", "fails", "lost")]
+    job_id = ingest(store, tmp_path, rows)
+    run(store, job_id, engine_for(store, job_id, relay))
+    out = tmp_path / "out.jsonl"
+    export_job(store, job_id, out)
+    exported = {row["custom_id"]: row for row in map(orjson.loads, out.read_bytes().splitlines())}
+    assert len(exported) == 3
+    cat = exported["cat-1"]["response"]["body"]
+    assert cat["status"] == "SUCCESS" and cat["urls"] and cat["files"] and "U2" in cat["buttons"]
+    assert "image generation failed" in exported["fails"]["error"]["message"]
+    assert exported["lost"]["error"]["message"] == UNKNOWN_MESSAGE
+
+
+def test_the_budget_counts_tasks_and_pauses_the_job(store: Store, tmp_path: Path) -> None:
+    relay = FakeRelay()
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."mj_imagine"]\nper_call = 0.1\n')
+    rows = [batch_line(f"c{n}", "/mj/submit/imagine", {"prompt": f"cat {n}"}) for n in range(5)]
+    job_id = ingest(store, tmp_path, rows)
+    engine = engine_for(store, job_id, relay, budget=Decimal("0.25"), prices=(str(prices),))
+    run(store, job_id, engine)
+    assert len(relay.submits) == 2
+    with store.session() as session:
+        job = q.get_job(session, job_id)
+        tasks = session.exec(select(Task)).all()
+    assert job.status == "paused" and "budget reached" in (job.last_error or "")
+    assert len(tasks) == 2 and all(t.relay_task_id for t in tasks)  # polled again on resume, not resubmitted
+    with store.session() as session:
+        q.start_job(session, job_id)
+    run(store, job_id, engine_for(store, job_id, relay, budget=Decimal("1"), prices=(str(prices),)))
+    assert len(relay.submits) == 5 and all(line.state == "succeeded" for line in all_lines(store))

@@ -17,6 +17,7 @@ from jobs.errors import JobStateError
 from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.settings import Settings
 from jobs.store import tasks as tq
+from workers.budget import job_budget
 from workers.build import ClientFactory, LimiterFactory
 from workers.client import client_config
 from workers.downloads import Downloader
@@ -97,4 +98,5 @@ def build_task_engine(
         blobs=blob_reader(store, settings.blob_dir),
         downloader=Downloader(base_url=conf.base_url, key=conf.api_key),
         secrets=settings.secret_values(),
+        budget=job_budget(store, job_id, options),
     )

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from jobs.store.jobs import SUBMIT_UNKNOWN
 from workers.client import NoAnswer, RawResponse
 from workers.endpoints.taskfamily import Submitted, TaskFamily
 from workers.retry import Classification, Verdict, classify_response
@@ -23,7 +24,7 @@ from workers.retry import Classification, Verdict, classify_response
 UNKNOWN_MESSAGE = (
     "submit outcome unknown: check the relay's task list, or `batcher retry --unknown JOB` to submit again"
 )
-UNKNOWN_CODE = "submit_unknown"
+UNKNOWN_CODE = SUBMIT_UNKNOWN
 DEFAULT_POLL_INTERVAL_S = 15.0  # new-api refreshes its task rows every 15 s: faster polls see nothing new
 
 

@@ -44,6 +44,7 @@ from jobs.endpoints import Endpoint, relay_root
 from jobs.models import TaskState
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from jobs.store import tasks as tq
+from workers.budget import Budget
 from workers.client import ApiClient, NoAnswer, RawResponse
 from workers.downloads import Downloader
 from workers.endpoints import family_of
@@ -53,6 +54,7 @@ from workers.pacing import Pacing
 from workers.redact import Redactor
 from workers.sink import StoreSink
 from workers.stats import Stats
+from workers.taskbudget import TaskBudget
 from workers.taskcalls import (
     DEFAULT_POLL_INTERVAL_S,
     UNKNOWN_CODE,
@@ -111,6 +113,7 @@ class TaskEngine:
         blobs: BlobReader | None = None,
         downloader: Downloader | None = None,
         secrets: Sequence[str] = (),
+        budget: Budget | None = None,
         clock: Clock = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
@@ -118,6 +121,7 @@ class TaskEngine:
         self.store, self.client, self.pacing, self.config = store, client, pacing, config
         self.sink = StoreSink(store, job_id=job_id, owner=config.owner)
         self.rows = TaskRows(store, job_id)
+        self.budget = TaskBudget(budget)
         self.job_id, self._blobs, self._clean = job_id, blobs, Redactor(secrets)
         self.downloader = downloader or Downloader(base_url=client.config.base_url, key=client.config.api_key)
         self._clock, self._sleep, self._jitter = clock, sleep, jitter
@@ -181,11 +185,14 @@ class TaskEngine:
             self.lines[item.custom_id] = line
             if line.record is not None and line.record.relay_task_id is None:
                 await self._unknown(line, None)  # died between the submit and its answer
+            elif line.record is not None:
+                self.budget.hold(item.request_id, item.endpoint, item.model, line.body)
 
     async def _control(self, going: list[TaskLine]) -> None:
         if reason := await asyncio.to_thread(self.sink.halt_reason):
             self.stats.halted = reason
             return
+        await asyncio.to_thread(self.budget.refresh)
         until = time.time() + self.config.lease_seconds
         await asyncio.to_thread(self.sink.renew, [line.item.request_id for line in going], until)
 
@@ -216,6 +223,9 @@ class TaskEngine:
 
     async def _send_submit(self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any]) -> None:
         content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))
+        if not self.budget.try_reserve(line.item.request_id, line.item.endpoint, line.item.model, body):
+            await self._budget_reached()
+            return
         now = self._clock()
         async with self.pacing.slot(line.item.model, 0) as permit:
             if permit is None:
@@ -227,6 +237,14 @@ class TaskEngine:
             outcome = submit_outcome(line.family, answer, now=time.time())
             await self.pacing.finish(permit, as_call(answer, outcome.classification), used_tokens=0)
         await self._after_submit(line, answer, outcome, now)
+
+    async def _budget_reached(self) -> None:
+        if not self.stats.halted:
+            self.stats.halted = (
+                f"budget reached: {self.budget.spent_text()}; raise it with "
+                "`batcher resume JOB --budget USD` (workers) or `batcher run-job JOB --budget USD`"
+            )
+            await asyncio.to_thread(self.sink.pause_job, self.stats.halted)
 
     async def _after_submit(
         self, line: TaskLine, answer: RawResponse | NoAnswer, outcome: Any, now: float
@@ -386,4 +404,8 @@ class TaskEngine:
     ) -> None:
         line.done = True
         self.stats.count(result)
+        self.budget.end(
+            line.item.request_id,
+            spent=result.usage is not None or (attempt.sent and attempt.status_code is None),
+        )
         await asyncio.to_thread(self.rows.end, attempt, result, state, has_row=line.record is not None)

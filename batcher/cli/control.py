@@ -92,6 +92,8 @@ def _print_json(snap: Snapshot, speed: Speed) -> None:
     data["failures"] = snap.failures
     data |= {"cost_usd": _str_or_none(snap.cost_usd), "calls_in_flight": snap.in_flight}
     data["pace"] = snap.pace.to_dict() if snap.pace is not None else None
+    if snap.tasks is not None:
+        data["tasks"] = snap.tasks.by_state | {"progress": snap.tasks.progress}
     click.echo(to_json(snap.job | data))
 
 
@@ -167,16 +169,21 @@ def errors(app: App, job_id: int, limit: int, as_json: bool) -> None:
 
 @cli.command()
 @job_argument
+@click.option(
+    "--unknown", is_flag=True,
+    help="Also task lines whose submit got no answer (the relay may have them: check its task list first).",
+)  # fmt: skip
 @pass_app
-def retry(app: App, job_id: int) -> None:
+def retry(app: App, job_id: int, unknown: bool) -> None:
     """Put a job's failed lines back to pending; then `batcher run-job JOB`.
 
     \b
     Example:
       batcher retry 3 && batcher run-job 3
+      batcher retry --unknown 3   # task submits that got no answer: submitted again
     """
     with app.store.session() as session:
-        n = q.retry_failed(session, job_id)
+        n = q.retry_failed(session, job_id, unknown=unknown)
     click.echo(f"job {job_id}: {n} failed lines are pending again")
 
 

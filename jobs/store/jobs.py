@@ -15,6 +15,7 @@ from jobs.models import (
     JobStatus,
     Request,
     RequestState,
+    Task,
     utcnow,
 )
 from jobs.options import JobOptions
@@ -146,14 +147,23 @@ def cancel_left(session: Session, job_id: int, *, now: float | None = None) -> i
     return n
 
 
-def retry_failed(session: Session, job_id: int) -> int:
-    """Put a job's failed lines back to pending with a fresh attempt budget; return the count."""
+def retry_failed(session: Session, job_id: int, *, unknown: bool = False) -> int:
+    """Put a job's failed lines back to pending with a fresh attempt budget; return the count.
+
+    A task line whose submit got no answer (``submit_unknown``: the relay may have the task) goes
+    back only with ``unknown``; a retried task line loses its old task row, so it is submitted anew.
+    """
     job = get_job(session, job_id)
     if job.status == JobStatus.CANCELLED:
         raise JobStateError(f"job {job_id} was cancelled; submit the file again with --new to rerun it")
+    failed = sa.and_(_req.c.job_id == job_id, _req.c.state == RequestState.FAILED.value)
+    if not unknown:
+        failed = sa.and_(failed, sa.or_(_req.c.error_code.is_(None), _req.c.error_code != SUBMIT_UNKNOWN))
+    retried = sa.select(_req.c.id).where(failed)
+    session.connection().execute(sa.delete(_task).where(_task.c.request_id.in_(retried)))
     stmt = (
         sa.update(_req)
-        .where(_req.c.job_id == job_id, _req.c.state == RequestState.FAILED.value)
+        .where(failed)
         .values(state=RequestState.PENDING.value, attempts=0, claims=0, finished_at=None, enqueued_at=None)
     )
     n = int(session.connection().execute(stmt).rowcount)
@@ -163,6 +173,10 @@ def retry_failed(session: Session, job_id: int) -> int:
         job.finished_at = None
         set_job_status(session, job, JobStatus.QUEUED)
     return n
+
+
+SUBMIT_UNKNOWN = "submit_unknown"  # a task submit that got no answer (``workers.taskcalls``)
+_task = Task.__table__  # type: ignore[attr-defined]
 
 
 def fail_overclaimed(session: Session, job_id: int, *, max_claims: int) -> int:

@@ -59,6 +59,9 @@ class TaskCounts:
     by_state: dict[str, int]
     progress: list[str]
 
+    def __bool__(self) -> bool:
+        return bool(self.by_state)
+
 
 def task_rows(session: Session, request_ids: Sequence[int]) -> dict[int, TaskRecord]:
     """The task rows of these lines (lines never submitted have none)."""

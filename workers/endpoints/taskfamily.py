@@ -109,6 +109,19 @@ class TaskFamily(Family):
         """The tasks a 2xx poll answer describes (ids it does not name are still unknown)."""
         raise NotImplementedError
 
+    def answer_text(self, answer: Body) -> str | None:
+        """What a text export shows of a task: its local files, else its URLs, else its text."""
+        shown = answer.get("files") or answer.get("urls")
+        if isinstance(shown, list) and shown:
+            return " ".join(str(x) for x in shown)
+        task = answer.get("task")
+        if isinstance(task, dict):
+            props, data = task.get("properties"), task.get("data")
+            text = (props or {}).get("finalPrompt") if isinstance(props, dict) else None
+            text = text or ((data or {}).get("text") if isinstance(data, dict) else None)
+            return text_of(text)
+        return None
+
     def poll_gone(self, status: int, content: bytes) -> bool:
         """Whether a refused poll says the task does not exist (``task_no_found``, ``task_not_exist``)."""
         return status == 400 and (b"not_exist" in content or b"no_found" in content)

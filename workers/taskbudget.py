@@ -1,0 +1,57 @@
+"""A job's budget as task lines use it: a task is reserved at submit and settled when it ends.
+
+The relay charges a task at submit and refunds it if it fails, and batcher writes a task's one
+attempt when it ends; so a task holds its reservation (its per-call price, the same estimate as
+``batcher estimate``) from the submit until its end. A task that succeeded, or whose submit got
+no answer, is counted spent; a refusal or a refunded failure frees it. Tasks found already
+submitted (a run after a crash) hold theirs from the start, whatever the budget says: the relay
+has charged them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from jobs.endpoints import Endpoint
+from workers.budget import Budget
+
+
+class TaskBudget:
+    """The reservations of one engine's task lines; a no-op without a budget."""
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.budget = budget
+        self._held: dict[int, Decimal] = {}
+
+    def try_reserve(self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any]) -> bool:
+        """Reserve a submit's price; False means the budget is reached (pause the job)."""
+        if self.budget is None or request_id in self._held:
+            return True
+        amount = self.budget.estimate(endpoint, model, [body])
+        if not self.budget.try_reserve(amount):
+            return False
+        self._held[request_id] = amount
+        return True
+
+    def hold(self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any]) -> None:
+        """Hold a task the relay already charged (found submitted after a crash)."""
+        if self.budget is not None and request_id not in self._held:
+            amount = self.budget.estimate(endpoint, model, [body])
+            self.budget.reserved += amount
+            self._held[request_id] = amount
+
+    def end(self, request_id: int, *, spent: bool) -> None:
+        """A task ended: its price spent, or freed (refused, refunded)."""
+        amount = self._held.pop(request_id, None)
+        if self.budget is not None and amount is not None:
+            self.budget.settle(amount, amount if spent else Decimal(0))
+
+    def refresh(self) -> None:
+        """Re-read the recorded spend (from a thread)."""
+        if self.budget is not None:
+            self.budget.refresh()
+
+    def spent_text(self) -> str:
+        """A sentence for the pause message."""
+        return self.budget.spent_text() if self.budget is not None else ""
