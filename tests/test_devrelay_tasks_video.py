@@ -52,7 +52,7 @@ def test_unified_submit_answers_openai_video_and_the_fetch_walks_new_apis_progre
         0,
         video["task_id"],
     )
-    assert json.loads(answer.headers["X-New-Api-Other-Ratios"]) == {"seconds": 10.0, "size": 1.0}
+    assert "X-New-Api-Other-Ratios" not in answer.headers  # only Sora has other ratios
     path = f"/v1/video/generations/{video['id']}"
     seen = [(dto(http, path)["status"], dto(http, path)["progress"])]
     for _ in range(3):
@@ -64,7 +64,10 @@ def test_unified_submit_answers_openai_video_and_the_fetch_walks_new_apis_progre
     assert (task["status"], task["action"], task["fail_reason"]) == ("SUCCESS", "textGenerate", "")
     assert task["data"]["data"]["task_status"] == "succeed"
     assert httpx.get(task["result_url"]).content == expected_file(task["result_url"].rsplit("/", 1)[1])
-    assert relay.stats()["tasks"]["billing"]["per_task"][video["id"]]["charged_usd"] == "0.5"  # 0.05 × 10 s
+    assert relay.stats()["tasks"]["billing"]["per_task"][video["id"]]["charged_usd"] == "0.05"  # per call
+    sora = http.post("/v1/video/generations", json={"model": "sora-2", "prompt": "a cat", "duration": 10})
+    assert json.loads(sora.headers["X-New-Api-Other-Ratios"]) == {"seconds": 10.0, "size": 1.0}
+    assert relay.stats()["tasks"]["billing"]["per_task"][sora.json()["id"]]["charged_usd"] == "1"
 
 
 def test_openai_videos_route_object_and_content(relay: RelayServer, http: httpx.Client) -> None:
@@ -111,7 +114,7 @@ def test_failures_refunds_and_the_old_url_place(relay: RelayServer, http: httpx.
     assert "result_url" not in old and old["fail_reason"].endswith(f"video-{legacy['id']}.mp4")
     assert httpx.get(dto(http, f"/v1/video/generations/{missing['id']}")["result_url"]).status_code == 404
     billing = relay.stats()["tasks"]["billing"]
-    assert (billing["charged_usd"], billing["refunded_usd"], billing["net_usd"]) == ("0.75", "0.25", "0.5")
+    assert (billing["charged_usd"], billing["refunded_usd"], billing["net_usd"]) == ("0.15", "0.05", "0.1")
 
 
 def test_refusals_are_task_errors_and_never_charged(relay: RelayServer, http: httpx.Client) -> None:
@@ -124,6 +127,6 @@ def test_refusals_are_task_errors_and_never_charged(relay: RelayServer, http: ht
         assert (answer.status_code, answer.json()["code"], answer.json()["data"]) == (400, code, None)
     assert http.get("/v1/video/generations/task_nope").json()["code"] == "task_not_exist"
     relay.set_config(RelayConfig(api_key=KEY, task_seconds=100, balance_usd=0.1))
-    poor = http.post("/v1/video/generations", json={"model": "kling-v1", "prompt": "x", "duration": 10})
+    poor = http.post("/v1/video/generations", json={"model": "sora-2", "prompt": "x", "duration": 10})
     assert (poor.status_code, poor.json()["code"]) == (403, "insufficient_user_quota")
     assert relay.stats()["tasks"]["billing"]["charges"] == 0

@@ -75,7 +75,8 @@ def _submit(
     refused = _seconds_refusal(seconds)
     if refused is not None:
         return refused
-    ratios = video_ratios(seconds, call.body.get("size"), default_seconds=default_seconds)
+    shape = video_ratios(seconds, call.body.get("size"), default_seconds=default_seconds)
+    ratios = shape if model.startswith("sora") else {}  # only the Sora adaptor has other ratios
     task = precharge(
         call, Family.VIDEO, action, model, ratios=ratios, banned=_banned, fail_reason=VIDEO_FAIL_REASON
     )
@@ -83,13 +84,14 @@ def _submit(
         return task
     task.extra |= {
         "route": route,
-        "seconds": str(ratios["seconds"].normalize()),
+        "seconds": format(shape["seconds"].normalize(), "f"),
         "size": call.body.get("size"),
     }
+    video = openai_video(call, task, Stage(Phase.WAITING, 0))
+    if not ratios:
+        return Reply(video)
     header = orjson.dumps({k: float(v) for k, v in ratios.items()}).decode()
-    return Reply(
-        openai_video(call, task, Stage(Phase.WAITING, 0)), headers={"X-New-Api-Other-Ratios": header}
-    )
+    return Reply(video, headers={"X-New-Api-Other-Ratios": header})
 
 
 def _action(body: dict[str, Any]) -> str:
