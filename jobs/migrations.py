@@ -218,6 +218,12 @@ def _m008_tasks(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m009_task_calls(conn: Connection) -> None:
+    """Per-call charges a call stands for when not one (a video task: seconds × size ratio)."""
+    for table in ("request", "attempt"):
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN calls FLOAT"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -227,6 +233,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0006_files", _m006_files),
     ("0007_cache_write", _m007_cache_write),
     ("0008_tasks", _m008_tasks),
+    ("0009_task_calls", _m009_task_calls),
 ]
 
 _ledger = sa.Table(

@@ -60,6 +60,7 @@ class UsageColumns(SQLModel):
     characters: int | None = None  # speech is billed per input character
     seconds: float | None = None  # transcription is billed per second of audio
     images: int | None = None  # image generation is billed per image
+    calls: float | None = None  # per-call charges when not one (a video task's seconds × size)
     usage_estimated: bool = False
 
 

@@ -51,6 +51,7 @@ class Usage:
     cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for an hour
     seconds: Decimal = Decimal(0)  # transcribed audio
     images: int = 0
+    calls: Decimal = Decimal(0)  # per-call charges when not one: a video's seconds × size ratio
 
     @property
     def tokens(self) -> int:
@@ -71,6 +72,7 @@ class Usage:
             cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             seconds=self.seconds + other.seconds,
             images=self.images + other.images,
+            calls=self.calls + other.calls,
         )
 
 

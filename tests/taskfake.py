@@ -175,7 +175,10 @@ class FakeRelay:
         self, request: httpx.Request, kind: str, model: str, body: dict[str, Any], *, suno: bool
     ) -> httpx.Response:
         self.submits.append({"path": request.url.path, **body})
-        task = self._new(kind, model, body)
+        seconds = (
+            body.get("seconds") or body.get("duration") or (4 if request.url.path == "/v1/videos" else 5)
+        )
+        task = self._new(kind, model, body, times=Decimal(1) if suno else Decimal(str(seconds)))
         if "lost" in str(body.get("prompt", "")):
             raise httpx.ReadTimeout("the answer never came", request=request)
         if suno:
@@ -242,10 +245,10 @@ class FakeRelay:
 
     # --- shared ----------------------------------------------------------------------------------
 
-    def _new(self, kind: str, model: str, body: dict[str, Any]) -> FakeTask:
+    def _new(self, kind: str, model: str, body: dict[str, Any], *, times: Decimal = Decimal(1)) -> FakeTask:
         task = FakeTask(str(next(self._ids)), kind, model, body)
         self.tasks[task.id] = task
-        self.charged.append((task.id, PRICES.get(model, Decimal(0))))
+        self.charged.append((task.id, PRICES.get(model, Decimal(0)) * times))  # video: × seconds
         return task
 
     def _refund(self, task: FakeTask) -> None:

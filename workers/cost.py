@@ -65,7 +65,7 @@ def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
         _tokens(usage.characters, price.characters),
         _times(usage.seconds, price.per_minute) / 60,  # multiplied first: exact for whole seconds
         _times(Decimal(_priced_images(usage)), price.per_image),
-        price.per_call or _ZERO,
+        (price.per_call or _ZERO) * (usage.calls or 1),
     ]
     return sum(parts, _ZERO)
 
@@ -115,6 +115,9 @@ def relay_quota(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decim
 
 def relay_cost(usage: Usage, price: RelayPrice, *, group_ratio: Decimal = Decimal(1)) -> Decimal:
     """USD (the relay's quota dollars) of one call under a relay price."""
+    if price.model_price is not None and usage.calls:
+        # new-api: quota = int(price × group × other ratios × 500000), then quota / 500000
+        return Decimal(int(price.model_price * group_ratio * usage.calls * QUOTA_PER_USD)) / QUOTA_PER_USD
     if price.model_price is not None:
         return price.model_price * group_ratio * max(1, usage.images)
     return Decimal(relay_quota(usage, price, group_ratio=group_ratio)) / QUOTA_PER_USD

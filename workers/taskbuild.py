@@ -46,14 +46,11 @@ def is_task_job(store: Store, job_id: int) -> bool:
 
 def task_config(options: JobOptions, *, results_dir: Path, mode: RunMode, owner: str) -> TaskConfig:
     """The engine's configuration from the job's options."""
-    deadlines = {}
-    if options.task_deadline is not None:
-        deadlines = {name: options.task_deadline for name in ("midjourney", "suno", "video")}
     return TaskConfig(
         results_dir=results_dir,
         owner=owner,
         poll_interval=options.poll_interval,
-        deadlines=deadlines,
+        deadline=options.task_deadline,
         download=options.download,
         max_attempts=options.max_attempts,
         lease_seconds=PLACEMENTS[mode].lease_seconds,

@@ -32,7 +32,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ class TaskConfig:
     results_dir: Path
     owner: str
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
-    deadlines: dict[str, float] = field(default_factory=dict)  # family name → seconds (else its own)
+    deadline: float | None = None  # seconds a task may take (else the relay's: its family's)
     download: bool = True
     max_attempts: int = 5
     lease_seconds: float = 300.0
@@ -362,7 +362,7 @@ class TaskEngine:
         )
 
     def _deadline(self, family: TaskFamily) -> float:
-        return self.config.deadlines.get(family.name, family.deadline_s)
+        return self.config.deadline or family.deadline_s
 
     async def _succeed(self, line: TaskLine, view: TaskView) -> None:
         saved: Saved | None = None
@@ -376,7 +376,11 @@ class TaskEngine:
             )
         assert line.record is not None
         attempt, result = succeeded(
-            line.item, summary(view, saved), submitted_at=line.record.submitted_at, owner=self.config.owner
+            line.item,
+            summary(view, saved),
+            submitted_at=line.record.submitted_at,
+            owner=self.config.owner,
+            usage=line.family.expected_usage(line.body),
         )
         await self._end(line, attempt, result, TaskState.SUCCEEDED)
 

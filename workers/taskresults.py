@@ -39,7 +39,6 @@ _EXTENSIONS = {
     "video/mp4": "mp4",
     "video/webm": "webm",
 }
-ONE_TASK = Usage(total_tokens=0)  # a task is priced per call: its usage is the call itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +93,17 @@ def summary(view: TaskView, saved: Saved | None) -> dict[str, Any]:
 
 
 def succeeded(
-    item: WorkItem, body: dict[str, Any], *, submitted_at: float, owner: str
+    item: WorkItem, body: dict[str, Any], *, submitted_at: float, owner: str, usage: Usage
 ) -> tuple[AttemptRecord, LineResult]:
     """A succeeded task's attempt (one priced call) and result."""
-    attempt = _attempt(item, submitted_at, 200, "ok", "", None, owner=owner, usage=ONE_TASK)
+    attempt = _attempt(item, submitted_at, 200, "ok", "", None, owner=owner, usage=usage)
     result = LineResult(
         item.request_id,
         item.job_id,
         RequestState.SUCCEEDED.value,
         status_code=200,
         response_body=orjson.dumps(body).decode(),
-        usage=ONE_TASK,
+        usage=usage,
     )
     return attempt, result
 

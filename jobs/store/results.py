@@ -144,6 +144,7 @@ def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
         usage.characters,
         float(usage.seconds) if usage.seconds else None,
         usage.images or None,
+        float(usage.calls) if usage.calls else None,
         usage.estimated,
     )
 
@@ -159,6 +160,7 @@ _USAGE_COLUMNS = (
     "characters",
     "seconds",
     "images",
+    "calls",
     "usage_estimated",
 )
 _ATTEMPT_COLUMNS = (

@@ -114,6 +114,7 @@ def summed_usage(row: Any) -> Usage:
         characters=int(row.characters),
         seconds=Decimal(str(row.seconds)),
         images=int(row.images),
+        calls=Decimal(str(row.calls)),
     )
 
 
@@ -165,6 +166,7 @@ USAGE_COLUMNS = (  # the usage columns reports and the dashboard sum per model
     "cache_write_1h_tokens",
     "seconds",
     "images",
+    "calls",
 )
 
 
@@ -198,6 +200,7 @@ def _usage(row: Any, prefix: str) -> Usage | None:
         reasoning_tokens=int(m[prefix + "reasoning_tokens"] or 0),
         seconds=Decimal(str(m[prefix + "seconds"] or 0)),
         images=int(m[prefix + "images"] or 0),
+        calls=Decimal(str(m[prefix + "calls"] or 0)),
         cache_write_tokens=int(m[prefix + "cache_write_tokens"] or 0),
         cache_write_1h_tokens=int(m[prefix + "cache_write_1h_tokens"] or 0),
         estimated=bool(m[prefix + "usage_estimated"]),

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import orjson
 
 from jobs.endpoints import Endpoint
+from jobs.records import Usage
 from workers.endpoints.base import Body, Family
 
 HOUR = 3600.0
@@ -88,6 +90,14 @@ class TaskFamily(Family):
     billed_in: ClassVar[str] = "tasks"
     poll_batch: ClassVar[int] = 1  # task ids one poll may ask for
     deadline_s: ClassVar[float] = 24 * HOUR  # the relay fails a task still going after this
+
+    def expected_usage(self, body: Body, *, default: int | None = None) -> Usage:
+        """One task: one per-call charge, or the relay's other ratios (``calls``)."""
+        return Usage(calls=self.calls(body))
+
+    def calls(self, body: Body) -> Decimal:
+        """The per-call charges a task of this body stands for (1; a video's seconds × size)."""
+        return Decimal(1)
 
     def line_model(self, path: str, body: Body) -> str | None:
         """new-api's model name for a line (``mj_imagine``, ``suno_music``); None: the body's."""
@@ -174,6 +184,16 @@ def data_urls(data: Any) -> list[str]:
 
 def _error_message(error: Any) -> Any:
     return error.get("message") if isinstance(error, dict) else error
+
+
+def number(value: Any) -> Decimal | None:
+    """A count given as a number or a numeric string ("5"), or None."""
+    if isinstance(value, bool) or value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
 
 
 def json_or_none(content: bytes) -> Any:

@@ -14,7 +14,8 @@ a call (new-api has no batch fetch for them).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from decimal import Decimal
+from typing import Any, ClassVar
 
 from jobs.endpoints import Endpoint
 from workers.endpoints.base import Body, BodyError
@@ -27,6 +28,7 @@ from workers.endpoints.taskfamily import (
     TaskView,
     dto_view,
     json_or_none,
+    number,
     text_of,
 )
 
@@ -44,11 +46,21 @@ _OPENAI_PHASES = {
 }
 
 
+BIG_SIZES = ("1792x1024", "1024x1792")
+BIG_SIZE_RATIO = Decimal("1.666667")
+
+
 class VideoFamily(TaskFamily):
     """Video task routes; see the module docstring."""
 
     name = "video"
-    paths = (UNIFIED, OPENAI, *KLING)
+    paths: ClassVar[tuple[str, ...]] = (UNIFIED, *KLING)
+    default_seconds: ClassVar[int] = 5
+
+    def calls(self, body: Body) -> Decimal:
+        """new-api's other ratios of a video (Sora's ``EstimateBilling``): seconds × size."""
+        seconds = number(body.get("seconds")) or number(body.get("duration")) or Decimal(self.default_seconds)
+        return seconds * (BIG_SIZE_RATIO if body.get("size") in BIG_SIZES else Decimal(1))
 
     def line_model(self, path: str, body: Body) -> str | None:
         model = body.get("model_name") if path in KLING and "model" not in body else None
@@ -74,6 +86,14 @@ class VideoFamily(TaskFamily):
         data = answer.get("data") if isinstance(answer, dict) else None
         view = dto_view(data)
         return [view] if view is not None else []
+
+
+class OpenAIVideoFamily(VideoFamily):
+    """``/v1/videos``, OpenAI's (Sora's) shape: seconds default to 4."""
+
+    name = "video_openai"
+    paths: ClassVar[tuple[str, ...]] = (OPENAI,)
+    default_seconds: ClassVar[int] = 4
 
 
 def openai_view(video: dict[str, Any]) -> TaskView:
