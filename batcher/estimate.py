@@ -137,7 +137,8 @@ class EstimateBuilder:
         self._add_family(line, usage)
         row = self._models.setdefault(line.model, ModelEstimate(line.model))
         _add(row, usage, has_max)
-        cost = cost_of_attempt(usage, self.prices.lookup(line.model), group_ratio=self._ratio)
+        priced_as = family_of(line.endpoint).price_key(line.model, line.body) or line.model
+        cost = cost_of_attempt(usage, self.prices.lookup(priced_as), group_ratio=self._ratio)
         row.priced &= cost is not None
         row.cost += cost or Decimal(0)
 

@@ -33,6 +33,7 @@ from jobs.errors import InputError, Problem
 from jobs.models import Job, RequestState
 from jobs.options import JobOptions
 from jobs.store.blobs import link_blobs
+from workers.endpoints import family_of
 from workers.tokens import reservation_tokens
 
 MAX_PROBLEMS = 1000
@@ -177,6 +178,7 @@ def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
         "line_no": line.line_no,
         "endpoint": line.endpoint.path,
         "model": line.model,
+        "price_key": family_of(line.endpoint).price_key(line.model, line.body),
         "body": line.body_json.decode(),
         "est_tokens": reservation_tokens(line.endpoint, line.body),
         "state": RequestState.PENDING.value,

@@ -254,13 +254,13 @@ def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal
         totals.estimated += usage
     totals.tokens[kind] += usage
     totals.characters += usage.characters
-    cost = cost_of_attempt(usage, prices.lookup(row.line_model), group_ratio=ratio)
+    cost = cost_of_attempt(usage, prices.lookup(row.priced_as), group_ratio=ratio)
     _add_cost(totals, row.line_model, cost, unknown=False, new=new)
 
 
 def _count_unknown(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal, *, new: bool) -> None:
     totals.unknown_calls += new
-    price = prices.lookup(row.line_model)
+    price = prices.lookup(row.priced_as)
     usage = row.line_usage
     if usage is not None:
         totals.tokens["unknown"] += usage

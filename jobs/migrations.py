@@ -224,6 +224,11 @@ def _m009_task_calls(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN calls FLOAT"))
 
 
+def _m010_price_key(conn: Connection) -> None:
+    """The price table's name for a line billed apart from its model (an image's quality and size)."""
+    conn.execute(sa.text("ALTER TABLE request ADD COLUMN price_key VARCHAR"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -234,6 +239,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0007_cache_write", _m007_cache_write),
     ("0008_tasks", _m008_tasks),
     ("0009_task_calls", _m009_task_calls),
+    ("0010_price_key", _m010_price_key),
 ]
 
 _ledger = sa.Table(

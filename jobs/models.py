@@ -100,6 +100,7 @@ class Request(UsageColumns, table=True):
     line_no: int
     endpoint: str
     model: str
+    price_key: str | None = None  # the price table's name when not the model (``Family.price_key``)
     body: str = Field(sa_column=Column(Text, nullable=False))
     est_tokens: int = 0
     state: str = Field(default=RequestState.PENDING)

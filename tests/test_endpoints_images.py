@@ -12,7 +12,7 @@ from jobs.records import Usage
 from workers.cost import cost_of_attempt
 from workers.endpoints import BodyError, family_of
 from workers.endpoints.images import EDITS, GENERATIONS, VARIATIONS
-from workers.prices import ListPrice, RelayPrice
+from workers.prices import ListPrice, RelayPrice, default_book
 from workers.retry import Verdict, classify_response
 
 IMAGES, EDIT, VARY = family_of(GENERATIONS), family_of(EDITS), family_of(VARIATIONS)
@@ -65,6 +65,38 @@ def test_gpt_image_tokens_are_billed_instead_of_the_per_image_price() -> None:
     assert usage == Usage(prompt_tokens=10, completion_tokens=272, total_tokens=282, images=1)
     price = ListPrice(input=Decimal(5), output=Decimal(40), per_image=Decimal("0.042"))
     assert cost_of_attempt(usage, price) == (10 * 5 + 272 * 40) / Decimal(1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "key", "usd"),
+    [
+        ("dall-e-3", {"size": "1024x1792", "quality": "hd"}, "hd/1024-x-1792/dall-e-3", "0.12"),
+        ("dall-e-3", {"size": "1792x1024"}, "1792-x-1024/dall-e-3", "0.08"),  # standard: the default
+        ("dall-e-3", {"quality": "hd"}, "hd/1024-x-1024/dall-e-3", "0.08"),  # 1024x1024: the default
+        ("dall-e-3", {}, None, "0.04"),
+        ("openai/DALL-E-3", {"size": "1024x1024", "quality": "standard"}, "standard/1024-x-1024/dall-e-3", "0.04"),
+        ("dall-e-2", {"size": "256x256"}, "256-x-256/dall-e-2", "0.016"),
+        ("gpt-image-1", {"size": "1536x1024", "quality": "high"}, "high/1536-x-1024/gpt-image-1", "0.25"),
+        ("gpt-image-1", {"size": "auto", "quality": "auto"}, None, "0.042"),
+        ("gpt-image-1", {"quality": "low"}, "low/1024-x-1024/gpt-image-1", "0.011"),
+        ("dall-e-3", {"size": "2048x2048", "quality": "hd"}, "hd/2048-x-2048/dall-e-3", "0.04"),  # unlisted
+        ("dall-e-3", {"size": "big"}, None, "0.04"),
+    ],
+)  # fmt: skip
+def test_an_image_is_priced_by_its_model_size_and_quality(
+    model: str, body: dict[str, Any], key: str | None, usd: str
+) -> None:
+    assert IMAGES.price_key(model, body) == key
+    price = default_book().lookup(key or model)
+    assert cost_of_attempt(IMAGES.expected_usage({"prompt": "x"} | body), price) == Decimal(usd)
+
+
+def test_gpt_image_tokens_keep_their_rates_at_every_size() -> None:
+    """A size's entry gives its per-image price; the model's token rates still bill reported tokens."""
+    price = default_book().lookup("high/1024-x-1536/gpt-image-1")
+    assert price == ListPrice(input=Decimal("5.00"), output=Decimal("40.00"), per_image=Decimal("0.25"))
+    usage = Usage(prompt_tokens=10, completion_tokens=100, total_tokens=110, images=1)
+    assert cost_of_attempt(usage, price) == (10 * 5 + 100 * 40) / Decimal(1_000_000)
 
 
 @pytest.mark.parametrize("content", [b'{"data": []}', b'{"created": 1}', b'{"data": ["x"]}'])

@@ -200,6 +200,31 @@ def test_bad_price_file_says_what_to_do(tmp_path: Path, content: str, message: s
         load_prices([path])
 
 
+def test_image_sizes_price_over_the_model_and_never_stand_for_it() -> None:
+    book = parse_prices(
+        {"models": {"img": {"per_image": 1, "input": 2}, "hd/1024-x-1024/img": {"per_image": 3},
+                    "512-x-512/img": {"per_image": D("0.5")}}},
+        source="t",
+    )  # fmt: skip
+    assert book.lookup("hd/1024-x-1024/img") == ListPrice(input=D(2), per_image=D(3))
+    assert book.lookup("hd/512-x-512/img") == ListPrice(input=D(2), per_image=D("0.5"))  # the size's own
+    assert book.lookup("hd/2048-x-2048/img") == ListPrice(input=D(2), per_image=D(1))  # the model's
+    assert book.lookup("img-2024-08-06") == ListPrice(input=D(2), per_image=D(1))  # not a size's price
+    assert book.lookup("hd/1024-x-1024/unknown") is None
+
+
+def test_litellm_image_prices_per_pixel_become_per_image() -> None:
+    data = {
+        "hd/1024-x-1792/dall-e-3": {"input_cost_per_pixel": D("6.539e-08"), "output_cost_per_pixel": 0},
+        "dall-e-3": {"input_cost_per_image": D("0.04")},
+    }
+    book = parse_prices(data, source="litellm")
+    hd = book.lookup("hd/1024-x-1792/dall-e-3")
+    assert hd is not None and isinstance(hd, ListPrice)
+    assert hd.per_image == D("6.539e-08") * 1024 * 1792  # 0.1199… : OpenAI's $0.12
+    assert book.lookup("dall-e-3") == ListPrice(per_image=D("0.04"))
+
+
 @pytest.mark.parametrize(
     "model",
     ["claude-opus-4-1-20250805", "claude-sonnet-4-5", "claude-haiku-4-5-20251001", "claude-3-haiku-20240307",

@@ -5,6 +5,7 @@ Prices are $1 per token for model "m", so dollars equal tokens and every sum is 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,25 @@ def test_calls_slower_than_the_timeout_are_bounded_by_the_unknown_part(
     billed_by_relay = Decimal(relay.stats()["usage"]["total_tokens"])  # every call whose work was done
     assert total.unknown_calls > 0
     assert total.cost <= billed_by_relay <= total.cost + total.unknown_cost
+
+
+def test_images_cost_by_model_size_and_quality_in_estimate_and_usage(
+    env: str, db: Store, relay: RelayServer, tmp_path: Path
+) -> None:
+    """dall-e-3 hd 1024x1792 ×2 ($0.12 each), dall-e-3 at its defaults ($0.04), dall-e-2 256² ($0.016)."""
+    gen = "/v1/images/generations"
+    lines = [
+        batch_line("hd", gen, {"model": "dall-e-3", "prompt": "a", "size": "1024x1792", "quality": "hd", "n": 2}),
+        batch_line("plain", gen, {"model": "dall-e-3", "prompt": "b"}),
+        batch_line("small", gen, {"model": "dall-e-2", "prompt": "c", "size": "256x256"}),
+    ]  # fmt: skip
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
+    estimate = invoke("estimate", str(source), "--json")
+    assert estimate.exit_code == 0, estimate.stderr
+    assert Decimal(str(json.loads(estimate.stdout)["cost"])) == Decimal("0.296")
+    result = invoke("run", str(source), "-o", str(tmp_path / "out.jsonl"))
+    assert result.exit_code == 0, result.stderr
+    report = usage_report(db, [1], by="model", prices=load_prices())
+    costs = {row.key[0]: row.totals.cost for row in report.rows}
+    assert costs == {"dall-e-3": Decimal("0.28"), "dall-e-2": Decimal("0.016")}
+    assert report.total.billed.images == 4

@@ -37,7 +37,7 @@ def spend_of(rows: Sequence[ModelUsage], book: PriceBook, group_ratio: Decimal) 
     """Recorded spend from per-model sums (a relay's per-call rounding adds at most 1 quota a call)."""
     total = Decimal(0)
     for row in rows:
-        price = book.lookup(row.model)
+        price = book.lookup(row.priced_as)
         total += cost_of_attempt(row.usage, price, group_ratio=group_ratio) or Decimal(0)
         if isinstance(price, RelayPrice):
             total += Decimal(row.calls) / QUOTA_PER_USD
@@ -75,7 +75,8 @@ class Budget:
         """The expected cost of one call carrying these request bodies."""
         family = family_of(endpoint)
         usage = sum((family.expected_usage(r) for r in requests), Usage())
-        return cost_of_attempt(usage, self.book.lookup(model), group_ratio=self.group_ratio) or Decimal(0)
+        priced_as = (family.price_key(model, requests[0]) if requests else None) or model
+        return cost_of_attempt(usage, self.book.lookup(priced_as), group_ratio=self.group_ratio) or Decimal(0)
 
     def try_reserve(self, amount: Decimal) -> bool:
         """Reserve ``amount`` if spend stays within the budget; False means pause the job."""

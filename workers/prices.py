@@ -9,7 +9,10 @@ providers' list prices, with the date they were taken) and is overridden, file b
   ``characters``, ``per_minute``, ``per_image``, ``per_call``; optional top-level ``currency`` /
   ``usd_rate`` and ``taken``.
 - **litellm**: LiteLLM's ``model_prices_and_context_window.json`` (USD per token, per character,
-  per second, per image).
+  per second, per image, and per pixel for its ``quality/W-x-H/model`` image entries).
+
+Images cost by size and quality: a line's price name is ``quality/W-x-H/model``
+(``workers.endpoints.images``), priced by that entry over the model's own price (``lookup``).
 - **new-api**: the JSON a new-api relay serves at ``GET /api/pricing``
   (``{"data": [{"model_name", "quota_type", "model_ratio", "model_price", "completion_ratio"}],
   "group_ratio": {...}}``).
@@ -46,6 +49,8 @@ from jobs.errors import ConfigError
 
 MILLION = Decimal(1_000_000)
 EXAMPLE_PRICE_LINE = '[models."my-model"]\ninput = 0.50   # USD per 1M input tokens\noutput = 1.50'
+_IMAGE_TIER = re.compile(r"^(?:[a-z]+/)?(?P<rest>\d+-x-\d+/(?P<model>.+))$")  # [quality/]W-x-H/model
+_IMAGE_SIZE = re.compile(r"^(?:[a-z]+/)?(?P<w>\d+)-x-(?P<h>\d+)/")
 _DATE_SUFFIX = re.compile(r"[-@](\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 
 
@@ -93,12 +98,27 @@ class PriceBook:
 
     @cached_property
     def _normalized(self) -> dict[str, Price]:
-        # Later entries (override files) win over earlier ones with the same normal form.
-        return {normalize_model(name): price for name, price in self.prices.items()}
+        # Later entries (override files) win over earlier ones with the same normal form; an
+        # image size's price (``hd/1024-x-1792/dall-e-3``) is never the model's own.
+        return {normalize_model(n): p for n, p in self.prices.items() if not _IMAGE_TIER.match(n)}
 
     def lookup(self, model: str) -> Price | None:
-        """The price of a model: exact name first, then the normalized name; None if unpriced."""
-        return self.prices.get(model) or self._normalized.get(normalize_model(model))
+        """The price of a model: exact name first, then the normalized name; None if unpriced.
+
+        An image's name (``quality/W-x-H/model``, ``workers.endpoints.images``) is priced by its
+        own entry, else ``W-x-H/model`` (the size at the default quality), over the model's price
+        (so gpt-image-1's token rates stay); without either, by the model's own price.
+        """
+        tier = _IMAGE_TIER.match(model)
+        if tier is None:
+            return self.prices.get(model) or self._normalized.get(normalize_model(model))
+        base = self.lookup(tier["model"])
+        own = self.prices.get(model) or self.prices.get(tier["rest"])
+        if isinstance(own, ListPrice) and isinstance(base, ListPrice):
+            return replace(
+                base, **{f.name: v for f in fields(own) if (v := getattr(own, f.name)) is not None}
+            )
+        return own or base
 
     def group_ratio(self, group: str | None) -> Decimal:
         """The relay group ratio (分组倍率) to apply: the named group, else ``default``, else 1."""
@@ -250,6 +270,7 @@ _LITELLM_KEYS = {
     "input_cost_per_second",
     "output_cost_per_image",
     "input_cost_per_image",
+    "input_cost_per_pixel",
 }
 
 
@@ -258,8 +279,9 @@ def _per_million(value: Any) -> Decimal | None:
     return None if number is None else number * MILLION
 
 
-def _litellm_price(entry: Mapping[str, Any]) -> ListPrice:
+def _litellm_price(name: str, entry: Mapping[str, Any]) -> ListPrice:
     per_second = _dec(entry.get("input_cost_per_second"))
+    per_image = _dec(entry.get("output_cost_per_image") or entry.get("input_cost_per_image"))
     return ListPrice(
         input=_per_million(entry.get("input_cost_per_token")),
         output=_per_million(entry.get("output_cost_per_token")),
@@ -269,13 +291,20 @@ def _litellm_price(entry: Mapping[str, Any]) -> ListPrice:
         cache_write_1h=_per_million(entry.get("cache_creation_input_token_cost_above_1hr")),
         characters=_per_million(entry.get("input_cost_per_character")),
         per_minute=None if per_second is None else per_second * 60,
-        per_image=_dec(entry.get("output_cost_per_image") or entry.get("input_cost_per_image")),
+        per_image=per_image if per_image is not None else _per_pixel_image(name, entry),
     )
+
+
+def _per_pixel_image(name: str, entry: Mapping[str, Any]) -> Decimal | None:
+    """LiteLLM prices DALL·E and gpt-image-1 per pixel under ``hd/1024-x-1792/dall-e-3``: per image here."""
+    size = _IMAGE_SIZE.match(name)
+    per_pixel = _dec(entry.get("input_cost_per_pixel"))
+    return None if size is None or per_pixel is None else per_pixel * int(size["w"]) * int(size["h"])
 
 
 def _parse_litellm(data: Mapping[str, Any]) -> Parsed:
     prices: dict[str, Price] = {
-        name: _litellm_price(entry)
+        name: _litellm_price(name, entry)
         for name, entry in data.items()
         if isinstance(entry, dict) and _LITELLM_KEYS.intersection(entry)
     }

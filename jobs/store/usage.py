@@ -45,6 +45,12 @@ class ModelUsage:
     model: str
     calls: int
     usage: Usage
+    price_key: str | None = None  # the price table's name of these calls when not the model
+
+    @property
+    def priced_as(self) -> str:
+        """The name to look the price up by."""
+        return self.price_key or self.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,12 @@ class CallRow:
     line_usage: Usage | None  # what the line was stored with
     unknown_body: str | None  # only for a call that got no answer: what its line asked for
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
+    line_price_key: str | None = None  # the line's price name when not its model (an image size)
+
+    @property
+    def priced_as(self) -> str:
+        """The name to look the call's price up by."""
+        return self.line_price_key or self.line_model
 
 
 def usage_totals(session: Session, job_id: int) -> JobUsage:
@@ -89,17 +101,22 @@ def usage_totals(session: Session, job_id: int) -> JobUsage:
 
 
 def usage_by_model(session: Session, job_id: int) -> list[ModelUsage]:
-    """Per model: the calls that answered with usage, and what they used."""
+    """Per model (and price name): the calls that answered with usage, and what they used."""
     s = func.coalesce
     names = USAGE_COLUMNS
     query = (
-        sa.select(_req.c.model, func.count(_att.c.id), *(s(func.sum(_att.c[n]), 0).label(n) for n in names))
+        sa.select(
+            _req.c.model,
+            func.count(_att.c.id),
+            *(s(func.sum(_att.c[n]), 0).label(n) for n in names),
+            _req.c.price_key,
+        )
         .select_from(_att.join(_req, _att.c.request_id == _req.c.id))
         .where(_att.c.job_id == job_id, _att.c.total_tokens.is_not(None) | _att.c.characters.is_not(None))
-        .group_by(_req.c.model)
+        .group_by(_req.c.model, _req.c.price_key)
     )
     rows = session.connection().execute(query)
-    return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r)) for r in rows]
+    return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r), r.price_key) for r in rows]
 
 
 def summed_usage(row: Any) -> Usage:
@@ -150,7 +167,7 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
         _att.c.call_id,
         *_usage_columns(_att, ""),
         (first_ok == _att.c.id).label("first_ok"),
-        *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens")),
+        *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens", "price_key")),
         *_usage_columns(_req, "line_"),
         unknown_body.label("unknown_body"),
     ]
@@ -225,4 +242,5 @@ def _call_row(row: Any) -> CallRow:
         line_usage=_usage(row, "line_") if row.line_state == RequestState.SUCCEEDED else None,
         unknown_body=row.unknown_body,
         call_id=row.call_id,
+        line_price_key=row.line_price_key,
     )

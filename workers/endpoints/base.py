@@ -107,6 +107,10 @@ class Family:
         """The model a line is counted and priced by when not its body's ``model`` (else None)."""
         return self.path_model(path)
 
+    def price_key(self, model: str, body: Body) -> str | None:
+        """The price table's name for this line when its cost is not its model's alone, else None."""
+        return None
+
     # --- before the call --------------------------------------------------------------------------
 
     def prompt_tokens(self, body: Body) -> int:

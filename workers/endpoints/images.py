@@ -7,7 +7,8 @@ flux, stable-diffusion, ideogram, recraft): ``{"created", "data": [{"url"} or {"
 item with ``"file"`` (the saved path) in place of the base64, and a URL that could not be
 fetched stays with ``"download_error"`` saying why. Exports show the files as the line's text.
 
-Billing: per image (``n``, default 1) at the model's ``per_image`` price, and gpt-image-1's
+Billing: per image (``n``, default 1) at the ``per_image`` price of the model at the line's size
+and quality (``price_key``: ``hd/1024-x-1792/dall-e-3``, as LiteLLM names them), and gpt-image-1's
 token ``usage`` (``input_tokens``, ``output_tokens``) instead when the answer has it
 (``workers.cost``: reported tokens win over the per-image price). Edits and
 variations upload ``image`` (gpt-image-1 takes a list) and ``mask``, named like audio files
@@ -17,6 +18,7 @@ answers 501, which fails the job's variation lines at once (``workers.retry``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -26,6 +28,7 @@ from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from workers.endpoints.base import Body, BodyError, Family, ParsedAnswer, positive_int, type_name
 from workers.endpoints.filefields import IMAGE_FILE, MASK_FILE, VARIATION_FILE, FileRule
+from workers.prices import normalize_model
 from workers.tokens import estimate_text_tokens
 
 GENERATIONS = Endpoint("/v1/images/generations")
@@ -56,6 +59,10 @@ class ImageFamily(Family):
 
     def needs_prompt(self, body: Body) -> bool:
         return True
+
+    def price_key(self, model: str, body: Body) -> str | None:
+        """``quality/W-x-H/model`` (LiteLLM's names): images cost by size and quality."""
+        return image_price_key(model, body.get("size"), body.get("quality"))
 
     def prompt_tokens(self, body: Body) -> int:
         prompt = body.get("prompt")
@@ -118,6 +125,23 @@ class ImageVariations(ImageFamily):
 
     def needs_prompt(self, body: Body) -> bool:
         return False
+
+
+def image_price_key(model: str, size: Any, quality: Any) -> str | None:
+    """The price table's name of an image of this size and quality: ``hd/1024-x-1792/dall-e-3``.
+
+    ``auto`` (gpt-image-1) or nothing given leaves that part out; neither given is None: the
+    model's own ``per_image``. A quality without a size is the 1024×1024 one (every model's default).
+    ``PriceBook.lookup`` falls back from the full name to ``W-x-H/model``, then to the model.
+    """
+    given = [v for v in (quality, size) if isinstance(v, str) and v and v != "auto"]
+    if not given:
+        return None
+    parts = [quality] if quality in given else []
+    dims = size if size in given else "1024x1024"
+    if not re.fullmatch(r"\d+x\d+", dims):
+        return None
+    return "/".join([*parts, dims.replace("x", "-x-"), normalize_model(model)])
 
 
 def images_asked(body: Body) -> int:
