@@ -6,6 +6,7 @@ so every stage is exact; one runs a whole lifecycle on the wall clock.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay.enforce import LimitRules
 from batcher.devrelay.tasks_files import expected_file
 from batcher.devrelay.tasks_mj_view import action_of
 from workers.prices import parse_prices
@@ -246,8 +248,6 @@ def test_mj_api_secret_is_the_key_when_there_is_no_bearer(relay: RelayServer) ->
 def test_the_pricing_answer_is_new_apis_and_prices_the_task_models() -> None:
     with RelayServer(RelayConfig()) as server:
         pricing = httpx.get(server.url.removesuffix("/v1") + "/api/pricing").json()
-    import json
-
     book = parse_prices(json.loads(json.dumps(pricing), parse_float=Decimal), source="relay")
     price = book.lookup("mj_imagine")
     assert price is not None and getattr(price, "model_price", None) == Decimal("0.1")
@@ -268,3 +268,26 @@ def test_a_whole_lifecycle_on_the_wall_clock() -> None:
     order = ["", "SUBMITTED", "IN_PROGRESS", "SUCCESS"]
     assert seen[-1] == "SUCCESS"
     assert [order.index(s) for s in seen] == sorted(order.index(s) for s in seen)
+
+
+def test_the_image_proxy_serves_a_finished_task_without_a_key(relay: RelayServer, http: httpx.Client) -> None:
+    task_id = imagine(http)
+    root = relay.url.removesuffix("/v1")
+    assert httpx.get(f"{root}/mj/image/{task_id}").status_code == 404  # not finished yet
+    done(relay, http, task_id)
+    image = httpx.get(f"{root}/mj/image/{task_id}")
+    assert (image.status_code, image.content) == (200, expected_file(f"mj-{task_id}.png"))
+
+
+def test_random_task_faults_and_the_limits_apply_to_task_routes(
+    relay: RelayServer, http: httpx.Client
+) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, task_seconds=100, fault_rate=1.0, faults=("task_fail",)))
+    failing = imagine(http)
+    relay.advance_tasks(100)
+    assert fetch(http, failing)["status"] == "FAILURE"
+    relay.set_config(RelayConfig(api_key=KEY, task_seconds=100, limits=LimitRules(requests=1, window=60)))
+    imagine(http)
+    limited = http.post("/mj/submit/imagine", json={"prompt": "again"})
+    assert limited.status_code == 429
+    assert relay.stats()["rate_limited"] == 1

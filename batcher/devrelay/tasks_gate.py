@@ -69,6 +69,7 @@ class Reply:
 
 
 TaskHandler = Callable[[TaskCall], Reply]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Route:
     method: str
     path: str
     handler: TaskHandler
+    public: bool = False  # no key, no limits, no faults (new-api's MJ image proxy)
 
 
 def owner_key(request: web.Request) -> str:
@@ -96,20 +98,32 @@ class TaskGate:
 
     def register(self, app: web.Application, routes: list[Route]) -> None:
         for route in routes:
-            app.router.add_route(route.method, route.path, self._handler(route.handler))
-        app.router.add_get(FILES_PATH + "/{name}", self._file)
+            app.router.add_route(route.method, route.path, self._handler(route))
+        app.router.add_get(FILES_PATH + "/{name}", self._held(self._file))
 
-    def _handler(self, handler: TaskHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handle(request: web.Request) -> web.StreamResponse:
+    def _handler(self, route: Route) -> Handler:
+        async def gated(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, route.handler)
+
+        async def public(request: web.Request) -> web.StreamResponse:
+            reply = route.handler(self._task_call(self.relay._receive(request), b"", {}, None))
+            return web.Response(status=reply.status, body=reply.encode(), content_type=reply.content_type)
+
+        return self._held(public if route.public else gated)
+
+    def _held(self, handle: Handler) -> Handler:
+        """``handle``, counted in flight: ``RelayServer.stop`` cancels it if it still runs (a hang)."""
+
+        async def held(request: web.Request) -> web.StreamResponse:
             task = asyncio.current_task()
             assert task is not None
             self.relay.inflight.add(task)
             try:
-                return await self._handle(request, handler)
+                return await handle(request)
             finally:
                 self.relay.inflight.discard(task)
 
-        return handle
+        return held
 
     async def _handle(self, request: web.Request, handler: TaskHandler) -> web.StreamResponse:
         relay = self.relay

@@ -21,9 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 from batcher.devrelay.tasks_billing import QUOTA_PER_UNIT, quota_of
-from batcher.devrelay.tasks_files import file_url
+from batcher.devrelay.tasks_files import file_bytes, file_url
 from batcher.devrelay.tasks_gate import Reply, Route, TaskCall
-from batcher.devrelay.tasks_mj_view import MODAL_ACTIONS, UnknownAction, action_of, buttons_of, task_object
+from batcher.devrelay.tasks_mj_view import (
+    MODAL_ACTIONS,
+    UnknownAction,
+    action_of,
+    buttons_of,
+    image_name,
+    task_object,
+)
 from batcher.devrelay.tasks_table import Family, Phase, Task, apply_faults
 
 MJ_FAIL_REASON = "Request cancelled due to image filters"
@@ -259,6 +266,17 @@ def image_seed(call: TaskCall) -> Reply:
     return upstream(1, "成功", str(int(task.id) % 4_294_967_296))
 
 
+def image_proxy(call: TaskCall) -> Reply:
+    """new-api's ``GET /mj/image/{id}`` (no key): the image of a task, whoever's it is."""
+    task = call.table.tasks.get(call.match.get("id", ""))
+    if task is None or task.family is not Family.MJ or call.table.stage(task).phase is not Phase.SUCCEEDED:
+        return Reply(b"", 404, content_type="text/plain")
+    data = file_bytes(task.file_prefix.replace("slow-", "missing-") + image_name(task))
+    return (
+        Reply(b"", 404, content_type="text/plain") if data is None else Reply(data, content_type="image/png")
+    )
+
+
 def mj_routes() -> list[Route]:
     """Every Midjourney route, plain and under a mode prefix."""
     plain = [
@@ -277,5 +295,6 @@ def mj_routes() -> list[Route]:
         Route("GET", "/mj/task/{id}/fetch", fetch),
         Route("GET", "/mj/task/{id}/image-seed", image_seed),
         Route("POST", "/mj/task/list-by-condition", list_by_condition),
+        Route("GET", "/mj/image/{id}", image_proxy, public=True),
     ]
     return plain + [Route(r.method, MODE_PREFIX + r.path, r.handler) for r in plain]
