@@ -5,11 +5,10 @@ Prices are new-api's per-call prices in USD (``defaultModelPrice``), by its mode
 models by name. A charge is ``quota = int(price × ratios × 500000 × group ratio)`` (new-api's
 ``ModelPriceHelperPerCall``, ``QuotaPerUnit`` 500000); its USD is ``quota / 500000``.
 
-Sora models (``sora-…``, on any video route) are billed with the other ratios of new-api's Sora
-adaptor (``EstimateBilling``): ``seconds`` (default 4 on ``/v1/videos``, 5 elsewhere) × ``size``
-(1.666667 for 1792x1024 / 1024x1792, else 1); the submit answer carries them in the
-``X-New-Api-Other-Ratios`` header, as new-api sends them. Other video models cost their price
-per call (fixed prices are per-call billing: no re-pricing at the end).
+Video is billed with the other ratios of new-api's Sora adaptor (``EstimateBilling``), applied here
+to every video route and model alike (as batcher's video families count them): ``seconds``
+(default 4 on ``/v1/videos``, 5 elsewhere) × ``size`` (1.666667 for 1792x1024 / 1024x1792, else
+1). The submit answer carries them in the ``X-New-Api-Other-Ratios`` header, as new-api sends them.
 
 Billing follows new-api: a Midjourney submit is charged once, when the upstream accepted it
 (codes 1/21/22); Suno and video are pre-charged at submit. A task that fails (its failure, or the

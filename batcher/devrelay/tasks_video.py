@@ -75,8 +75,7 @@ def _submit(
     refused = _seconds_refusal(seconds)
     if refused is not None:
         return refused
-    shape = video_ratios(seconds, call.body.get("size"), default_seconds=default_seconds)
-    ratios = shape if model.startswith("sora") else {}  # only the Sora adaptor has other ratios
+    ratios = video_ratios(seconds, call.body.get("size"), default_seconds=default_seconds)
     task = precharge(
         call, Family.VIDEO, action, model, ratios=ratios, banned=_banned, fail_reason=VIDEO_FAIL_REASON
     )
@@ -84,12 +83,10 @@ def _submit(
         return task
     task.extra |= {
         "route": route,
-        "seconds": format(shape["seconds"].normalize(), "f"),
+        "seconds": format(ratios["seconds"].normalize(), "f"),
         "size": call.body.get("size"),
     }
     video = openai_video(call, task, Stage(Phase.WAITING, 0))
-    if not ratios:
-        return Reply(video)
     header = orjson.dumps({k: float(v) for k, v in ratios.items()}).decode()
     return Reply(video, headers={"X-New-Api-Other-Ratios": header})
 
