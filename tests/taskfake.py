@@ -178,7 +178,8 @@ class FakeRelay:
         seconds = (
             body.get("seconds") or body.get("duration") or (4 if request.url.path == "/v1/videos" else 5)
         )
-        task = self._new(kind, model, body, times=Decimal(1) if suno else Decimal(str(seconds)))
+        times = Decimal(str(seconds)) if model.startswith("sora") else Decimal(1)  # Sora's ratios only
+        task = self._new(kind, model, body, times=times)
         if "lost" in str(body.get("prompt", "")):
             raise httpx.ReadTimeout("the answer never came", request=request)
         if suno:

@@ -366,7 +366,7 @@ class TaskEngine:
 
     async def _succeed(self, line: TaskLine, view: TaskView) -> None:
         saved: Saved | None = None
-        if self.config.download and view.urls:
+        if self.config.download:
             saved = await save_files(
                 self.downloader,
                 view.urls,

@@ -58,7 +58,12 @@ class VideoFamily(TaskFamily):
     default_seconds: ClassVar[int] = 5
 
     def calls(self, body: Body) -> Decimal:
-        """new-api's other ratios of a video (Sora's ``EstimateBilling``): seconds × size."""
+        """new-api's other ratios of a Sora video (its adaptor's ``EstimateBilling``): seconds × size.
+
+        Other video models cost their price a call (Kling may settle by its own units later).
+        """
+        if not str(body.get("model") or "").startswith("sora"):
+            return Decimal(1)
         seconds = number(body.get("seconds")) or number(body.get("duration")) or Decimal(self.default_seconds)
         return seconds * (BIG_SIZE_RATIO if body.get("size") in BIG_SIZES else Decimal(1))
 
