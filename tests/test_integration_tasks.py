@@ -72,7 +72,7 @@ def task_relay(relay: RelayServer) -> RelayServer:
 def check_run(db: Store, relay: RelayServer, out: Path, rows: list[dict[str, Any]]) -> None:
     lines = {line.custom_id: line for line in all_lines(db)}
     assert {cid: line.state for cid, line in lines.items()} == EXPECTED, {
-        c: l.last_error for c, l in lines.items()
+        cid: line.last_error for cid, line in lines.items()
     }
     assert lines["lost"].last_error == UNKNOWN_MESSAGE
     exported = read_jsonl(out)
