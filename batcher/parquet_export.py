@@ -13,20 +13,29 @@ so summing a column gives the job's total; the other line columns repeat on each
 
 The embedding column's size is the dimension of the job's first embedding; a later one of
 another size is an error (a fixed-size column cannot hold it: export those jobs as JSONL). Rows
-are written in row groups of about ``ROW_GROUP`` rows or ``ROW_GROUP_BYTES`` of vectors, so memory
-stays flat for millions of lines and any vector size. The
-file opens in pandas, pyarrow and Hugging Face ``datasets`` as it is.
+are written in row groups of about ``ROW_GROUP`` rows or ``ROW_GROUP_BYTES``, so memory stays flat
+for millions of lines and any vector size. The file opens in pandas, pyarrow and Hugging Face
+``datasets`` as it is.
+
+The export is columnar: the store hands over pages of columns (``jobs.store.iter_result_pages``),
+each becomes Arrow arrays whole, and the ``embedding`` column is one float32 buffer copied from the
+stored blocks a run of lines at a time (the lines of a packed call sit side by side in one block),
+never decoded to Python numbers. Python work per line is left only for lines without vectors
+(their ``text``, or vectors kept in the JSON body of lines stored before vectors had a table).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batcher.outfile import atomic_path
@@ -35,8 +44,8 @@ from jobs.db import Store
 from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
 from jobs.models import RequestState
-from jobs.records import ResultLine
-from jobs.vectors import Matrix
+from jobs.store import ResultPage
+from jobs.vectors import Vectors
 from workers.endpoints import family_of
 
 ROW_GROUP = 10_000
@@ -71,133 +80,187 @@ def schema(dim: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
-def line_vectors(line: ResultLine) -> Matrix | None:
-    """The succeeded embedding line's vectors, one row per input; None for any other line."""
-    if line.vectors is not None:
-        return line.vectors.matrix()
-    # A line stored before vectors had a table of their own keeps them in its JSON body.
-    if line.state != RequestState.SUCCEEDED or not line.response_body:
-        return None
-    vectors = family_of(Endpoint(line.endpoint)).vectors(orjson.loads(line.response_body))
-    return np.asarray(vectors, dtype=np.float32) if vectors else None
+class _PageVectors:
+    """A page's vectors as columns: ``counts`` rows a line (one for a line without vectors), and
+    the float32 buffer of every row copied from the blocks a run of lines at a time."""
+
+    def __init__(self, page: ResultPage, dim: int | None) -> None:
+        self.page, self.dim = page, dim
+        self.block = _ints(page, "vector_block", missing=-1)  # -1: no block
+        self.start = _ints(page, "vector_start")
+        count = _ints(page, "vector_count")
+        self.legacy = _legacy_vectors(page) if dim is not None else {}
+        self._check()
+        for i, v in self.legacy.items():
+            count[i] = v.count
+        self.line_has = self.block >= 0
+        self.line_has[list(self.legacy)] = True
+        self.counts = np.where(self.line_has, count, 1)
+        self.rows = int(self.counts.sum())
+        self.multi = self.rows != len(page)
+        self.has = np.repeat(self.line_has, self.counts)  # per row: its line has vectors
+
+    def _check(self) -> None:
+        if self.dim is None:
+            return
+        dims = {int(b): self.page.blocks[int(b)][1] for b in np.unique(self.block[self.block >= 0])}
+        dims |= {-2 - i: v.dim for i, v in self.legacy.items()}
+        for key, found in dims.items():
+            if found != self.dim:
+                i = -2 - key if key < -1 else int(np.argmax(self.block == key))
+                line_no, custom_id = self.page.columns["line_no"][i], self.page.columns["custom_id"][i]
+                raise BatcherError(
+                    f"line {line_no} ({custom_id}) has a {found}-dimension embedding "
+                    f"where the job's first has {self.dim}; export this job with --format jsonl"
+                )
+
+    def embedding(self) -> pa.Array:
+        """The fixed-size float32 column, each run of lines copied once from its block."""
+        assert self.dim is not None
+        flat = b"".join(self._pieces(4 * self.dim))
+        values = pa.Array.from_buffers(pa.float32(), self.rows * self.dim, [None, pa.py_buffer(flat)])
+        return pa.FixedSizeListArray.from_arrays(values, self.dim, mask=pa.array(~self.has))
+
+    def _pieces(self, size: int) -> Iterator[bytes | memoryview]:
+        b, s, c = self.block, self.start, self.counts
+        # Lines continue a run: the same block, the next vectors in it; or lines without vectors.
+        cont = ((b[1:] == b[:-1]) & (s[1:] == s[:-1] + c[:-1])) | ((b[1:] < 0) & (b[:-1] < 0))
+        for i in self.legacy:
+            cont[max(i - 1, 0) : i + 1] = False
+        bounds = [0, *(np.flatnonzero(~cont) + 1).tolist(), len(b)]
+        for first, end in itertools.pairwise(bounds):
+            if first in self.legacy:
+                yield self.legacy[first].raw()
+            elif b[first] < 0:
+                yield bytes(size * (end - first))
+            else:
+                data = self.page.blocks[int(b[first])][0]
+                yield memoryview(data)[int(s[first]) * size : int(s[end - 1] + c[end - 1]) * size]
 
 
-def _text(line: ResultLine) -> str | None:
-    if line.state != RequestState.SUCCEEDED or not line.response_body or line.vectors is not None:
-        return None
-    return family_of(Endpoint(line.endpoint)).answer_text(orjson.loads(line.response_body))
+def _ints(page: ResultPage, name: str, *, missing: int = 0) -> npt.NDArray[np.int64]:
+    array = pa.array(page.columns[name], pa.int64()).fill_null(missing)
+    return np.array(array.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-class _Batch:
-    """Columns of the rows not yet written, and the vectors that go with them."""
-
-    def __init__(self, dim: int | None) -> None:
-        self.dim = dim
-        self.columns: dict[str, list[Any]] = {name: [] for name, _ in _SCALARS}
-        self.vectors: list[Matrix] = []
-        self.valid: list[bool] = []
-        self.rows = 0
-        self.nbytes = 0
-
-    def add(self, line: ResultLine) -> None:
-        vectors = line_vectors(line) if self.dim is not None else None
-        if vectors is not None:
-            self._check(line, vectors)
-        n = 1 if vectors is None else len(vectors)
-        values = _line_values(line, None if vectors is None else vectors.shape[1])
-        for name, value in values.items():
-            self.columns[name].append(value)
-            if n > 1:
-                repeat = None if name in _TOKENS else value
-                self.columns[name].extend([repeat] * (n - 1))
-        self.columns["input_index"].extend(range(n) if vectors is not None else [None])
-        if self.dim is not None:
-            self.vectors.append(vectors if vectors is not None else np.zeros((1, self.dim), np.float32))
-            self.valid.extend([vectors is not None] * n)
-            self.nbytes += 4 * self.dim * n
-        self.rows += n
-
-    @property
-    def full(self) -> bool:
-        """Enough rows, or enough vector bytes, for one row group."""
-        return self.rows >= ROW_GROUP or self.nbytes >= ROW_GROUP_BYTES
-
-    def _check(self, line: ResultLine, vectors: Matrix) -> None:
-        if vectors.shape[1] != self.dim:
-            raise BatcherError(
-                f"line {line.line_no} ({line.custom_id}) has a {vectors.shape[1]}-dimension embedding "
-                f"where the job's first has {self.dim}; export this job with --format jsonl"
-            )
-
-    def table(self, table_schema: pa.Schema) -> pa.Table:
-        arrays = [pa.array(self.columns[f.name], type=f.type) for f in table_schema if f.name != "embedding"]
-        names = [f.name for f in table_schema if f.name != "embedding"]
-        if self.dim is not None:
-            flat = pa.array(np.concatenate(self.vectors).reshape(-1) if self.vectors else [], pa.float32())
-            mask = pa.array([not v for v in self.valid], pa.bool_())
-            embedding = pa.FixedSizeListArray.from_arrays(flat, self.dim, mask=mask)
-            arrays.insert(7, embedding)
-            names.insert(7, "embedding")
-        return pa.Table.from_arrays(arrays, names=names).cast(table_schema)
+def _legacy_vectors(page: ResultPage) -> dict[int, Vectors]:
+    """Vectors kept in a JSON body, by line: lines stored before vectors had a table of their own."""
+    found = {}
+    for i, body in enumerate(page.columns["response_body"]):
+        if body is not None and page.columns["state"][i] == RequestState.SUCCEEDED:
+            vectors = family_of(Endpoint(page.columns["endpoint"][i])).vectors(orjson.loads(body))
+            if vectors:
+                matrix = np.asarray(vectors, dtype=np.float32)
+                found[i] = Vectors(matrix.tobytes(), matrix.shape[1])
+    return found
 
 
-def _line_values(line: ResultLine, dim: int | None) -> dict[str, Any]:
-    return {
-        "custom_id": line.custom_id,
-        "line": line.line_no,
-        "state": line.state,
-        "endpoint": line.endpoint,
-        "model": line.model,
-        "text": _text(line),
-        "embedding_dim": dim,
-        "audio_path": line.audio_path,
-        "prompt_tokens": line.prompt_tokens,
-        "completion_tokens": line.completion_tokens,
-        "total_tokens": line.total_tokens,
-        "characters": line.characters,
-        "usage_estimated": bool(line.usage_estimated),
-        "latency_ms": line.latency_ms,
-        "attempts": line.attempts,
-        "error_code": line.error_code,
-        "error": line.last_error,
+def _texts(page: ResultPage, vectors: _PageVectors) -> list[str | None]:
+    columns = page.columns
+    states, bodies, endpoints = columns["state"], columns["response_body"], columns["endpoint"]
+    return [
+        None
+        if body is None or state != RequestState.SUCCEEDED or has
+        else family_of(Endpoint(endpoint)).answer_text(orjson.loads(body))
+        for has, state, body, endpoint in zip(vectors.line_has, states, bodies, endpoints, strict=True)
+    ]
+
+
+_FROM_LINE = {"line": "line_no", "error": "last_error"}  # Parquet column: the ResultLine field
+
+
+def page_table(page: ResultPage, dim: int | None, table_schema: pa.Schema) -> pa.Table:
+    """One page of lines as Parquet rows: its columns whole, each line repeated per input."""
+    vectors = _PageVectors(page, dim)
+    absent = ~vectors.line_has
+    computed = {
+        "text": _texts(page, vectors),
+        "embedding_dim": pa.array(np.full(len(page), dim or 0), pa.int64(), mask=absent),
+        "input_index": pa.array(np.zeros(len(page), np.int64), mask=absent),
     }
+    arrays = [
+        pa.array(
+            computed[f.name] if f.name in computed else page.columns[_FROM_LINE.get(f.name, f.name)], f.type
+        )
+        for f in table_schema
+        if f.name != "embedding"
+    ]
+    names = [f.name for f in table_schema if f.name != "embedding"]
+    table = pa.Table.from_arrays(arrays, names=names)
+    if vectors.multi:
+        table = _per_input(table, vectors)
+    if dim is not None:
+        table = table.add_column(table_schema.get_field_index("embedding"), "embedding", vectors.embedding())
+    return table.cast(table_schema)
+
+
+def _array(values: Any, kind: pa.DataType) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values, kind)
+
+
+def _per_input(table: pa.Table, vectors: _PageVectors) -> pa.Table:
+    """Each line's row repeated once per input: ``input_index`` counts them, tokens stay on the first."""
+    counts = vectors.counts
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    table = table.take(pa.array(np.repeat(np.arange(len(counts)), counts)))
+    position = np.arange(vectors.rows) - starts
+    first = pa.array(position == 0)
+    has = pa.array(vectors.has)
+    for name in (*_TOKENS, "input_index"):
+        values = pa.array(position) if name == "input_index" else table.column(name)
+        kept = pc.if_else(has, values, None) if name == "input_index" else pc.if_else(first, values, None)
+        table = table.set_column(table.schema.get_field_index(name), name, kept.cast(pa.int64()))
+    return table
 
 
 def first_dimension(store: Store, job_id: int) -> int | None:
     """The dimension of the job's first embedding, or None when it has none."""
     with store.session() as session:
-        for line in q.iter_results(session, job_id):
-            vectors = line_vectors(line)
-            if vectors is not None:
-                return int(vectors.shape[1])
+        for page in q.iter_result_pages(session, job_id):
+            dims = [page.blocks[b][1] for b in page.columns["vector_block"] if b is not None]
+            dims += [v.dim for v in _legacy_vectors(page).values()]
+            if dims:
+                return dims[0]
     return None
-
-
-def terminal_lines(store: Store, job_id: int) -> Iterator[ResultLine]:
-    """The job's finished lines in input order."""
-    with store.session() as session:
-        for line in q.iter_results(session, job_id):
-            if line.state in (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED):
-                yield line
 
 
 def export_parquet(store: Store, job_id: int, out: Path) -> int:
     """Write the job's finished lines to a Parquet file, whole or not at all; return how many lines."""
     dim = first_dimension(store, job_id)
     table_schema = schema(dim)
-    lines = 0
     # Dictionaries and min/max statistics pay off for the text columns; for float noise they only
     # cost time (they halved the write speed of 1536-dimension vectors).
     scalars = [name for name, kind in _SCALARS if kind == pa.string()]
     options: dict[str, Any] = {"use_dictionary": scalars, "write_statistics": [n for n, _ in _SCALARS]}
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, table_schema, **options) as writer:
-        batch = _Batch(dim)
-        for line in terminal_lines(store, job_id):
-            batch.add(line)
-            lines += 1
-            if batch.full:
-                writer.write_table(batch.table(table_schema))
-                batch = _Batch(dim)
-        if batch.rows or not lines:
-            writer.write_table(batch.table(table_schema))
-    return lines
+        group = _RowGroup(writer, table_schema)
+        with store.session() as session:
+            for page in q.iter_result_pages(session, job_id):
+                group.add(page_table(page, dim, table_schema), lines=len(page))
+        group.write(last=True)
+    return group.lines
+
+
+class _RowGroup:
+    """Pages' tables held until they make a row group (``ROW_GROUP`` rows or ``ROW_GROUP_BYTES``)."""
+
+    def __init__(self, writer: pq.ParquetWriter, table_schema: pa.Schema) -> None:
+        self.writer, self.schema = writer, table_schema
+        self.tables: list[pa.Table] = []
+        self.rows = self.nbytes = self.lines = 0
+        self.written = False
+
+    def add(self, table: pa.Table, *, lines: int) -> None:
+        self.tables.append(table)
+        self.rows += table.num_rows
+        self.nbytes += table.nbytes
+        self.lines += lines
+        if self.rows >= ROW_GROUP or self.nbytes >= ROW_GROUP_BYTES:
+            self.write()
+
+    def write(self, *, last: bool = False) -> None:
+        if self.tables or (last and not self.written):
+            table = pa.concat_tables(self.tables) if self.tables else self.schema.empty_table()
+            self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            self.written = True
+        self.tables, self.rows, self.nbytes = [], 0, 0

@@ -4,16 +4,23 @@ pyarrow, pandas and Hugging Face datasets."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from batcher.export import CSV_COLUMNS, ExportFormat, export_job
+from batcher.parquet_export import page_table, schema
+from jobs import store as q
 from jobs.db import Store
 from jobs.errors import BatcherError
+from jobs.records import LineResult
+from jobs.vectors import VectorEncoding, Vectors
 from tests.helpers import emb, finished_job
+from tests.test_store import make_job, ok
 
 
 @pytest.fixture
@@ -107,3 +114,30 @@ def test_parquet_refuses_errors_file(db: Store, tmp_path: Path) -> None:
         export_job(
             db, job_id, tmp_path / "x.parquet", fmt=ExportFormat.PARQUET, errors=tmp_path / "e.parquet"
         )
+
+
+def test_parquet_pages_copy_packed_blocks_by_runs_of_lines(db: Store) -> None:
+    """Lines of packed calls share blocks; runs break at a failed line, a new block and a page end."""
+    rng = np.random.default_rng(7)
+    first = Vectors(rng.uniform(-1, 1, (4, 3)).astype("<f4").tobytes(), 3, VectorEncoding.FLOAT)
+    second = Vectors(rng.uniform(-1, 1, (2, 3)).astype("<f4").tobytes(), 3, VectorEncoding.FLOAT)
+    parts: list[Vectors | None] = [first.part(0, 1), None, first.part(1, 3), first.part(3, 4), second]
+    job_id = make_job(db, len(parts))
+    with db.session() as s:
+        items = q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60)
+        results = [
+            replace(ok(it.request_id, job_id), vectors=v)
+            if v is not None
+            else LineResult(it.request_id, job_id, "failed", 400, error_code="bad", error_message="no")
+            for it, v in zip(items, parts, strict=True)
+        ]
+        q.record_results(s, results)
+    with db.session() as s:
+        tables = [page_table(page, 3, schema(3)) for page in q.iter_result_pages(s, job_id, chunk=2)]
+    table = pa.concat_tables(tables)
+    expected = [first.matrix()[0], None, *first.matrix()[1:3], first.matrix()[3], *second.matrix()]
+    got = table.column("embedding").to_pylist()
+    assert [None if e is None else e.tolist() for e in expected] == got
+    assert table.column("custom_id").to_pylist() == ["c1", "c2", "c3", "c3", "c4", "c5", "c5"]
+    assert table.column("input_index").to_pylist() == [0, None, 0, 1, 0, 0, 1]
+    assert table.column("embedding_dim").to_pylist() == [3, None, 3, 3, 3, 3, 3]

@@ -26,7 +26,7 @@ from jobs.store.dashboard import (
     timeline,
 )
 from jobs.store.executors import calls_in_flight, forget_executor, report_in_flight
-from jobs.store.exports import iter_results
+from jobs.store.exports import LINE_COLUMNS, ResultPage, iter_result_pages, iter_results
 from jobs.store.failures import FailedLine, FailureGroup, failure_groups, failures_by_code
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
@@ -79,6 +79,7 @@ from jobs.store.usage import (
 )
 
 __all__ = [
+    "LINE_COLUMNS",
     "AudioFiles",
     "CallRow",
     "FailedLine",
@@ -90,6 +91,7 @@ __all__ = [
     "LineDetail",
     "ModelUsage",
     "RecentCalls",
+    "ResultPage",
     "TimeBucket",
     "active_jobs",
     "audio_files",
@@ -113,6 +115,7 @@ __all__ = [
     "insert_requests",
     "iter_calls",
     "iter_lines",
+    "iter_result_pages",
     "iter_results",
     "job_models",
     "job_options",
