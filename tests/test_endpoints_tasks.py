@@ -139,3 +139,13 @@ def test_routes_with_a_mode_prefix_poll_under_it() -> None:
 def test_bad_bodies_say_what_to_fix(family: Any, body: dict[str, Any], message: str) -> None:
     with pytest.raises(BodyError, match=message):
         family.check(body)
+
+
+@pytest.mark.parametrize(
+    ("header", "calls"),
+    [('{"seconds": 8, "size": 1.666667}', 8 * 1.666667), ('{"seconds": 5}', 5.0), ("", None), ("nope", None)],
+)
+def test_a_video_submit_says_what_it_billed(header: str, calls: float | None) -> None:
+    from workers.taskcalls import other_ratios
+
+    assert other_ratios({"X-New-Api-Other-Ratios": header} if header else {}) == calls

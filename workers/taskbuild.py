@@ -27,7 +27,8 @@ from workers.learned import job_limits
 from workers.leases import new_owner
 from workers.pacing import Pacing
 from workers.resultfiles import job_folder
-from workers.taskengine import TaskConfig, TaskEngine
+from workers.taskengine import TaskEngine
+from workers.tasklines import TaskConfig
 
 
 def is_task_job(store: Store, job_id: int) -> bool:

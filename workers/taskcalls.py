@@ -12,19 +12,22 @@ A submit ends in one of four ways (``SubmitOutcome``):
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from jobs.store.jobs import SUBMIT_UNKNOWN
 from workers.client import NoAnswer, RawResponse
-from workers.endpoints.taskfamily import Submitted, TaskFamily
+from workers.endpoints.taskfamily import Submitted, TaskFamily, json_or_none
 from workers.retry import Classification, Verdict, classify_response
 
 UNKNOWN_MESSAGE = (
     "submit outcome unknown: check the relay's task list, or `batcher retry --unknown JOB` to submit again"
 )
 UNKNOWN_CODE = SUBMIT_UNKNOWN
+OTHER_RATIOS = "X-New-Api-Other-Ratios"
 DEFAULT_POLL_INTERVAL_S = 15.0  # new-api refreshes its task rows every 15 s: faster polls see nothing new
 
 
@@ -47,6 +50,7 @@ class SubmitOutcome:
     reason: str = ""
     modal: bool = False
     classification: Classification | None = None
+    calls: float | None = None  # the relay's other ratios multiplied (``X-New-Api-Other-Ratios``)
 
 
 def submit_outcome(
@@ -69,12 +73,21 @@ def submit_outcome(
             reason=family.read_submit(answer.status, answer.content).refusal or c.message,
             classification=c,
         )
-    return _read(family.read_submit(answer.status, answer.content))
+    return _read(family.read_submit(answer.status, answer.content), other_ratios(answer.headers))
 
 
-def _read(submitted: Submitted) -> SubmitOutcome:
+def other_ratios(headers: Mapping[str, str]) -> float | None:
+    """The product of the billing ratios new-api sends with a video submit, or None without them."""
+    ratios = json_or_none(headers.get(OTHER_RATIOS, "").encode())
+    if not isinstance(ratios, dict) or not ratios:
+        return None
+    values = [v for v in ratios.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return math.prod(values) if len(values) == len(ratios) else None
+
+
+def _read(submitted: Submitted, calls: float | None) -> SubmitOutcome:
     if submitted.task_id is not None:
-        return SubmitOutcome(SubmitKind.TAKEN, submitted.task_id, modal=submitted.modal)
+        return SubmitOutcome(SubmitKind.TAKEN, submitted.task_id, modal=submitted.modal, calls=calls)
     kind = SubmitKind.LATER if submitted.later else SubmitKind.REFUSED
     return SubmitOutcome(kind, reason=submitted.refusal or "refused")
 

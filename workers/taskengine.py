@@ -32,8 +32,6 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -56,45 +54,17 @@ from workers.sink import StoreSink
 from workers.stats import Stats
 from workers.taskbudget import TaskBudget
 from workers.taskcalls import (
-    DEFAULT_POLL_INTERVAL_S,
     UNKNOWN_CODE,
     UNKNOWN_MESSAGE,
     SubmitKind,
+    SubmitOutcome,
     later_delay,
     submit_outcome,
 )
 from workers.taskfollow import follow_up_body, modal_body, stored_to_data_urls
+from workers.tasklines import TaskConfig, TaskLine
 from workers.taskresults import Saved, failed, save_files, succeeded, summary
 from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """How the engine runs task lines."""
-
-    results_dir: Path
-    owner: str
-    poll_interval: float = DEFAULT_POLL_INTERVAL_S
-    deadline: float | None = None  # seconds a task may take (else the relay's: its family's)
-    download: bool = True
-    max_attempts: int = 5
-    lease_seconds: float = 300.0
-    control_interval: float = 1.0  # a pause or cancel is seen within this
-
-
-@dataclass
-class TaskLine:
-    """A claimed task line and where its task is."""
-
-    item: WorkItem
-    family: TaskFamily
-    body: dict[str, Any]
-    record: tq.TaskRecord | None = None
-    tries: int = 0
-    retry_at: float = 0.0
-    done: bool = False
-    relay_status: str | None = None  # the relay's own word for where the task is
-
 
 Clock = Callable[[], float]
 
@@ -251,7 +221,10 @@ class TaskEngine:
     ) -> None:
         status = answer.status if isinstance(answer, RawResponse) else None
         if outcome.kind is SubmitKind.TAKEN:
-            await self._taken(line, outcome.task_id, now, modal=outcome.modal)
+            await self._taken(line, outcome, now)
+        elif outcome.kind is SubmitKind.LATER and line.record and line.record.relay_task_id:
+            # A modal step refused for now: its task stays MODAL, and the next poll sends it again.
+            line.record = with_changes(line.record, next_poll_at=self._clock() + later_delay(1, jitter=1.0))
         elif outcome.kind is SubmitKind.UNKNOWN:
             await self._unknown(line, outcome.reason)
         elif outcome.kind is SubmitKind.LATER and line.tries + 1 < self.config.max_attempts:
@@ -261,8 +234,9 @@ class TaskEngine:
             line.retry_at = self._clock() + later_delay(line.tries, jitter=self._jitter())
             self.stats.retries += 1
         else:
-            await asyncio.to_thread(self.rows.forget, line.item.request_id)
-            line.record = None
+            if line.record is not None and line.record.relay_task_id is None:
+                await asyncio.to_thread(self.rows.forget, line.item.request_id)
+                line.record = None
             if outcome.kind is SubmitKind.FATAL:
                 self.stats.halted = self._clean(outcome.reason)
                 await asyncio.to_thread(self.sink.stop_job, self.stats.halted)
@@ -272,15 +246,16 @@ class TaskEngine:
                 line, *self._failure(line, "refused", reason, status=status, sent=True, charged=False)
             )
 
-    async def _taken(self, line: TaskLine, task_id: str | None, now: float, *, modal: bool) -> None:
-        assert task_id is not None
+    async def _taken(self, line: TaskLine, outcome: SubmitOutcome, now: float) -> None:
+        task_id = outcome.task_id
+        assert task_id is not None and line.record is not None  # begun before the submit
         first = now + self.config.poll_interval
-        await asyncio.to_thread(self.rows.submitted, line.item.request_id, task_id, first)
-        assert line.record is not None  # begun before the submit (or the modal step's origin)
+        calls = outcome.calls if outcome.calls is not None else line.record.calls
+        await asyncio.to_thread(self.rows.submitted, line.item.request_id, task_id, first, calls)
         line.record = with_changes(
-            line.record, state=TaskState.SUBMITTED, relay_task_id=task_id, next_poll_at=first
+            line.record, state=TaskState.SUBMITTED, relay_task_id=task_id, next_poll_at=first, calls=calls
         )
-        if modal:
+        if outcome.modal:
             await self._modal(line, TaskView(task_id, Phase.MODAL))
 
     async def _unknown(self, line: TaskLine, reason: str | None) -> None:
@@ -380,7 +355,7 @@ class TaskEngine:
             summary(view, saved),
             submitted_at=line.record.submitted_at,
             owner=self.config.owner,
-            usage=line.family.expected_usage(line.body),
+            usage=line.billed(),
         )
         await self._end(line, attempt, result, TaskState.SUCCEEDED)
 

@@ -40,10 +40,12 @@ class TaskRows:
             tq.begin_submit(session, request_id=request_id, job_id=self.job_id, now=now)
         return tq.TaskRecord(request_id, TaskState.SUBMITTING, None, now, now, 0, None)
 
-    def submitted(self, request_id: int, task_id: str, first_poll: float) -> None:
-        """Commit the relay's task id."""
+    def submitted(self, request_id: int, task_id: str, first_poll: float, calls: float | None) -> None:
+        """Commit the relay's task id (and the per-call charges it said it billed)."""
         with self.store.session() as session:
-            tq.mark_submitted(session, request_id=request_id, relay_task_id=task_id, next_poll_at=first_poll)
+            tq.mark_submitted(
+                session, request_id=request_id, relay_task_id=task_id, next_poll_at=first_poll, calls=calls
+            )
 
     def forget(self, request_id: int) -> None:
         """Drop the row of a submit the relay refused outright."""

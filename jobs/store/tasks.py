@@ -30,6 +30,7 @@ class TaskRecord:
     next_poll_at: float
     polls: int
     progress: str | None
+    calls: float | None = None  # the per-call charges the relay said it billed (its other ratios)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +69,22 @@ def task_rows(session: Session, request_ids: Sequence[int]) -> dict[int, TaskRec
     out: dict[int, TaskRecord] = {}
     for start in range(0, len(request_ids), 500):
         part = list(request_ids[start : start + 500])
-        query = sa.select(
-            _task.c.request_id,
-            _task.c.state,
-            _task.c.relay_task_id,
-            _task.c.submitted_at,
-            _task.c.next_poll_at,
-            _task.c.polls,
-            _task.c.progress,
-        ).where(_task.c.request_id.in_(part))
+        query = (
+            sa.select(
+                _task.c.request_id,
+                _task.c.state,
+                _task.c.relay_task_id,
+                _task.c.submitted_at,
+                _task.c.next_poll_at,
+                _task.c.polls,
+                _task.c.progress,
+                _req.c.calls,
+            )
+            .select_from(_task.join(_req, _req.c.id == _task.c.request_id))
+            .where(_task.c.request_id.in_(part))
+        )
         for row in session.connection().execute(query):
-            out[row[0]] = TaskRecord(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6])
+            out[row[0]] = TaskRecord(row[0], TaskState(row[1]), *row[2:])
     return out
 
 
@@ -96,14 +102,19 @@ def begin_submit(session: Session, *, request_id: int, job_id: int, now: float) 
     )
 
 
-def mark_submitted(session: Session, *, request_id: int, relay_task_id: str, next_poll_at: float) -> None:
-    """The relay took the task: its id, and when to poll it first."""
+def mark_submitted(
+    session: Session, *, request_id: int, relay_task_id: str, next_poll_at: float, calls: float | None = None
+) -> None:
+    """The relay took the task: its id, when to poll it first, and what it said it billed (``calls``)."""
     values = {
         "state": TaskState.SUBMITTED.value,
         "relay_task_id": relay_task_id,
         "next_poll_at": next_poll_at,
     }
-    session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
+    conn = session.connection()
+    conn.execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
+    if calls is not None:
+        conn.execute(sa.update(_req).where(_req.c.id == request_id).values(calls=calls))
 
 
 def forget_submit(session: Session, request_id: int) -> None:
