@@ -8,17 +8,24 @@ relay's own billing (charges less refunds).
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.tasks_files import expected_file
+from batcher.export import export_job
 from batcher.usage import usage_report
 from jobs.db import Store
+from jobs.models import Task
+from tests.cluster import Cluster, cluster_env, wait_for_children
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 from workers.prices import parse_prices
 from workers.taskcalls import UNKNOWN_MESSAGE
@@ -69,7 +76,7 @@ def task_relay(relay: RelayServer) -> RelayServer:
     return relay
 
 
-def check_run(db: Store, relay: RelayServer, out: Path, rows: list[dict[str, Any]]) -> None:
+def check_run(db: Store, relay: RelayServer, out: Path, rows: list[dict[str, Any]], job_id: int = 1) -> None:
     lines = {line.custom_id: line for line in all_lines(db)}
     assert {cid: line.state for cid, line in lines.items()} == EXPECTED, {
         cid: line.last_error for cid, line in lines.items()
@@ -84,7 +91,7 @@ def check_run(db: Store, relay: RelayServer, out: Path, rows: list[dict[str, Any
             check_files(body)
     nofile = next(r["response"]["body"] for r in exported if r["custom_id"] == "nofile")
     assert nofile["download_errors"] and not nofile["files"]
-    check_billing(db, relay)
+    check_billing(db, relay, job_id)
 
 
 def check_files(body: dict[str, Any]) -> None:
@@ -98,11 +105,11 @@ def check_files(body: dict[str, Any]) -> None:
         assert Path(path).read_bytes() == expected_file(name), url
 
 
-def check_billing(db: Store, relay: RelayServer) -> None:
+def check_billing(db: Store, relay: RelayServer, job_id: int) -> None:
     """Usage's cost (and possibly billed part) equals the relay's charges less refunds."""
     pricing = httpx.get(relay.url.removesuffix("/v1") + "/api/pricing").json()
     book = parse_prices(json.loads(json.dumps(pricing), parse_float=Decimal), source="relay")
-    report = usage_report(db, [1], prices=book)
+    report = usage_report(db, [job_id], prices=book)
     billing = relay.stats()["tasks"]["billing"]
     lost = (
         Decimal(billing["per_model"]["mj_imagine"]["charged_usd"])
@@ -123,3 +130,47 @@ def test_a_mixed_task_file_runs_end_to_end(
     check_run(db, task_relay, out, rows)
     submitted = task_relay.stats()["tasks"]["billing"]["per_model"]["mj_imagine"]["charges"]
     assert submitted == 5  # cat, lost (once: its lost answer was not sent again), busy, broken, nofile
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
+    config = RelayConfig(api_key=RELAY_KEY, task_seconds=3, hang_seconds=10)
+    with RelayServer(config) as relay:
+        env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
+        c = Cluster(tmp_path, env, Store(pg_url))
+        yield c, relay
+        c.stop()
+        c.store.close()
+
+
+def submitted_tasks(store: Store, job_id: int) -> int:
+    with store.session() as session:
+        rows = session.exec(select(Task).where(Task.job_id == job_id)).all()
+    return sum(1 for t in rows if t.relay_task_id and t.state in ("submitted", "polling"))
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_two_celery_workers_run_a_task_file_through_a_kill_9(
+    cluster: tuple[Cluster, RelayServer], tmp_path: Path
+) -> None:
+    workers, relay = cluster
+    rows = task_rows(tmp_path)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    job_id = workers.submit(source, options={"poll_interval": 0.5, "timeout": 3})
+    workers.start_worker("a")
+    workers.start_worker("b")
+    deadline = time.monotonic() + 120
+    while submitted_tasks(workers.store, job_id) < 3:  # submitted, not yet polled to their end
+        assert time.monotonic() < deadline, workers.tail_logs()
+        time.sleep(0.1)
+    for pid in wait_for_children(workers.workers["a"].pid):
+        subprocess.run(["kill", "-9", str(pid)], check=False)  # the pool child: its pass in hand is lost
+    workers.kill("a")
+    workers.start_worker("c")
+    workers.wait_done(job_id, timeout=240)
+    out = tmp_path / "out.jsonl"
+    export_job(workers.store, job_id, out)
+    check_run(workers.store, relay, out, rows, job_id)
+    submitted = relay.stats()["tasks"]["billing"]["per_model"]["mj_imagine"]["charges"]
+    assert submitted == 5  # a kill between submit and poll made no task be submitted again

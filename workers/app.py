@@ -50,7 +50,8 @@ def queue_name(endpoint: Endpoint) -> str:
     return QUEUE_PREFIX + family_of(endpoint).name
 
 
-QUEUE_NAMES = [QUEUE_PREFIX + f.name for f in families()]
+TASKS_QUEUE = QUEUE_PREFIX + "tasks"  # task lines' polls (``workers.taskchunk``), due after a countdown
+QUEUE_NAMES = [QUEUE_PREFIX + f.name for f in families()] + [TASKS_QUEUE]
 
 
 def make_app(settings: Settings) -> Celery:

@@ -17,11 +17,15 @@ from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.build import build_executor
+from workers.dispatch import celery_later
+from workers.endpoints import family_of
+from workers.endpoints.taskfamily import TaskFamily
 from workers.executor import Executor, Stats
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import living, recover_dead_leases
 from workers.runtime import WorkerRuntime
+from workers.taskchunk import run_task_chunk
 
 LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
 
@@ -62,6 +66,10 @@ def run_chunk(
         items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
         if not items:
             return Stats()
+        if isinstance(family_of(items[0].endpoint), TaskFamily):  # a job's lines are all tasks or none
+            return run_task_chunk(
+                store, settings, job_id, items, options, runtime=runtime, owner=owner, later=celery_later()
+            )
         executor = build_executor(
             store,
             settings,

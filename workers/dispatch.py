@@ -37,7 +37,7 @@ from jobs.db import Store, safe_url
 from jobs.endpoints import Endpoint
 from jobs.errors import BrokerError, JobStateError
 from jobs.models import JobStatus
-from workers.app import QUEUE_PREFIX, TASK_NAME, default_app, queue_name
+from workers.app import QUEUE_PREFIX, TASK_NAME, TASKS_QUEUE, default_app, queue_name
 from workers.journal import replay_dead
 from workers.leases import recover_dead_leases
 
@@ -75,6 +75,25 @@ def celery_publisher(app: Any = None) -> Publish:
         )
 
     return publish
+
+
+def celery_later(app: Any = None) -> Callable[[int, list[int], float, int], None]:
+    """Publish ``run_lines`` messages of task lines on ``batcher.tasks``, due after a countdown."""
+    if app is None:
+        app = default_app()
+
+    def later(job_id: int, ids: list[int], countdown: float, priority: int) -> None:
+        app.send_task(
+            TASK_NAME,
+            args=[job_id, ids],
+            queue=TASKS_QUEUE,
+            priority=priority,
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+
+    return later
 
 
 def broker_epoch(client: redis.Redis, *, now: float) -> float:

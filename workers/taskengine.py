@@ -129,6 +129,35 @@ class TaskEngine:
         await self._release([line for line in self.lines.values() if not line.done])
         return self.stats
 
+    async def step(self, items: Sequence[WorkItem]) -> dict[int, float]:
+        """One pass for a worker's message: submit what may go, poll what is due, give the rest back.
+
+        Returns when each line given back is due again (its next poll, or a submit's retry), for
+        the caller to send a message at that time; nothing when the job halted.
+        """
+        LIVE_OWNERS.add(self.config.owner)
+        try:
+            await self._load(items)
+            going = [line for line in self.lines.values() if not line.done]
+            if going:
+                await self._control(going)
+            if going and not self.halted:
+                await asyncio.gather(*self._due(going, self._clock()))
+            left = [line for line in self.lines.values() if not line.done]
+            now = self._clock()
+            due = {line.item.request_id: max(now, self._due_at(line, now)) for line in left}
+            # A line waiting on a poll is claimed by every poll message: those claims are no crash.
+            await asyncio.to_thread(self.rows.unclaim, [line.item.request_id for line in left])
+            await self._release(left)
+            return {} if self.halted else due
+        finally:
+            LIVE_OWNERS.discard(self.config.owner)
+
+    def _due_at(self, line: TaskLine, now: float) -> float:
+        if line.record is not None:
+            return line.record.next_poll_at
+        return line.retry_at if line.retry_at > now else now + self.config.poll_interval
+
     def _due(self, going: list[TaskLine], now: float) -> list[Awaitable[None]]:
         work: list[Awaitable[None]] = []
         polls: dict[tuple[str, str], list[TaskLine]] = {}
@@ -185,6 +214,9 @@ class TaskEngine:
         body = line.family.submit_body(line.body)
         if isinstance(line.body.get("after"), str):
             follow = await asyncio.to_thread(self.rows.follow_up, line.body)
+            if follow is None:  # its origin runs elsewhere (another worker's chunk): look again later
+                line.retry_at = self._clock() + self.config.poll_interval
+                return
             if isinstance(follow, str):
                 await self._end(line, *self._failure(line, "origin_failed", follow, status=None, sent=False))
                 return

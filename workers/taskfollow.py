@@ -35,13 +35,15 @@ class FollowUp:
     custom_id: str
 
     @classmethod
-    def of(cls, body: dict[str, Any], origin: OriginLine | None) -> FollowUp | str:
-        """The follow-up of a line, or why it cannot be sent (a message naming the fix)."""
+    def of(cls, body: dict[str, Any], origin: OriginLine | None) -> FollowUp | str | None:
+        """The follow-up of a line, None while its origin is going, or why it cannot be sent."""
         after, label = str(body[AFTER]), str(body.get(BUTTON))
         if origin is None:
             return (
                 f'"{AFTER}" names "{after}", which is no line of this job; name the custom_id of its origin'
             )
+        if origin.state in (RequestState.PENDING, RequestState.RUNNING):
+            return None
         if origin.state != RequestState.SUCCEEDED:
             return f'its origin "{after}" {origin.state}, so button {label} cannot be pressed'
         result = orjson.loads(origin.response_body or "{}")

@@ -65,7 +65,13 @@ class TaskRows:
             if q.record_outcomes(session, [attempt], [result]):
                 q.complete_if_done(session, self.job_id)
 
-    def follow_up(self, body: dict[str, Any]) -> FollowUp | str:
+    def unclaim(self, request_ids: list[int]) -> None:
+        """Forget the claims of lines given back to wait for a poll (no poison-line count)."""
+        if request_ids:
+            with self.store.session() as session:
+                tq.unclaim(session, request_ids)
+
+    def follow_up(self, body: dict[str, Any]) -> FollowUp | str | None:
         """What a follow-up line adds to its body, or why it cannot go."""
         after = str(body["after"])
         with self.store.session() as session:

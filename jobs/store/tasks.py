@@ -184,6 +184,11 @@ def task_counts(session: Session, job_id: int) -> TaskCounts:
     return TaskCounts(counts, [str(row[0]) for row in conn.execute(running.limit(20))])
 
 
+def unclaim(session: Session, request_ids: Sequence[int]) -> None:
+    """Set the claims of lines waiting for a poll back to none."""
+    session.connection().execute(sa.update(_req).where(_req.c.id.in_(list(request_ids))).values(claims=0))
+
+
 def job_endpoints(session: Session, job_id: int) -> list[str]:
     """The routes a job's lines name, each once."""
     query = sa.select(_req.c.endpoint).where(_req.c.job_id == job_id).distinct()
