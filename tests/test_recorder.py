@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
-from jobs.records import AttemptRecord, LineResult
+from jobs.endpoints import Endpoint
+from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers.recorder import STORE_BROKEN, Recorder
 
 
@@ -104,3 +105,29 @@ async def test_release_gives_lines_back_at_once() -> None:
     async with recorder(sink, broken) as r:
         await r.release([4, 5])
         assert sink.released == [[4, 5]]
+
+
+def work_item(request_id: int) -> WorkItem:
+    return WorkItem(request_id, 1, f"c{request_id}", Endpoint("/v1/embeddings"), "m", "{}", 0, 1)
+
+
+@pytest.mark.parametrize("source", ["list", "async"])
+async def test_claimed_lines_are_renewed_before_their_call_starts(source: str) -> None:
+    """A chunk's lines waiting their turn keep their leases (the sweeper would take them back)."""
+    sink = ListSink()
+    items = [work_item(i) for i in (1, 2, 3)]
+
+    async def claimed() -> AsyncIterator[WorkItem]:
+        for item in items:
+            yield item
+
+    recorder = Recorder(sink, flush_size=100, flush_interval=60, lease_seconds=0.03, on_broken=print)
+    async with recorder:
+        held = recorder.holding(items if source == "list" else claimed())
+        first = await anext(aiter(held))  # one line taken, two still waiting in the source
+        if source == "async":
+            async for _ in held:
+                pass
+        await asyncio.wait_for(sink.renewed_once.wait(), 30)  # a renewal of nothing never comes
+    assert first.request_id == 1
+    assert sink.renewed[0] == [1, 2, 3]

@@ -165,7 +165,7 @@ class Executor:
 
     async def _feed(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> None:
         running: set[asyncio.Task[None]] = set()
-        async for unit in units_from(items, pack=self.config.pack):
+        async for unit in units_from(self.recorder.holding(items), pack=self.config.pack):
             if self.halted:
                 await self._release(unit.items)
                 continue

@@ -2,8 +2,9 @@
 
 Every attempt and terminal result goes into a buffer that is written in one transaction every
 ``flush_interval`` seconds or once ``flush_size`` records wait, so a crash loses only what was in
-flight, without a transaction per call. While lines run their leases are renewed (every third
-of the lease); lines the run will not finish are given back at once.
+flight, without a transaction per call. From their claim to their result, lines' leases are
+renewed (every third of the lease), those waiting their turn as well as those in a call; lines the
+run will not finish are given back at once.
 
 An ``Observer`` (``workers.metrics``), when metrics are on, is told of each call leaving and
 of each record as it is buffered.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -134,6 +135,21 @@ class Recorder:
         if self.observer is not None:
             self.observer.paced(views, concurrency)
 
+    def holding(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> AsyncIterable[WorkItem]:
+        """The lines of ``items``, each held from the moment it is claimed, not only while its
+        call runs: a chunk of 16 packs claims 4,096 lines at once, and those waiting their turn
+        past the lease would be taken back by the sweeper and called by another worker too."""
+        if isinstance(items, AsyncIterable):
+            return self._hold_each(items)
+        claimed = list(items)
+        self.hold(item.request_id for item in claimed)
+        return _aiter(claimed)
+
+    async def _hold_each(self, items: AsyncIterable[WorkItem]) -> AsyncIterator[WorkItem]:
+        async for item in items:
+            self._active.add(item.request_id)
+            yield item
+
     def hold(self, request_ids: Iterable[int]) -> None:
         """These lines are running: keep their leases."""
         self._active.update(request_ids)
@@ -197,3 +213,8 @@ class Recorder:
             if self._active:
                 until = time.time() + self._lease_seconds
                 await asyncio.to_thread(self.sink.renew, sorted(self._active), until)
+
+
+async def _aiter(items: list[WorkItem]) -> AsyncIterator[WorkItem]:
+    for item in items:
+        yield item
