@@ -21,7 +21,27 @@ def test_unpaced_until_the_first_429_which_sets_the_pace_from_the_goodput() -> N
         on_success(state, 100 + i / 150)
     assert state.rate is None
     assert any([on_limited(state, 102.0 + i / 1000) for i in range(10)])  # the limit's burst of 429s
-    assert state.rate == pytest.approx(0.9 * 150, rel=0.02)
+    assert state.rate == pytest.approx(AimdTuning().decrease * 150, rel=0.02)
+
+
+def test_the_first_pace_found_doubles_until_the_next_429() -> None:
+    """The first burst's goodput misses the calls still out when the 429s came: it is a floor."""
+    state = RateState()
+    for i in range(60):
+        on_success(state, 100 + i / 60)
+    on_limited(state, 101.0)
+    assert on_limited(state, 101.0)
+    found = state.rate
+    assert found is not None and state.probing
+    for _ in range(10):
+        on_wait(state, 101.1)
+        on_success(state, 101.1)
+    assert state.rate == pytest.approx(found + 10)  # one per success: it doubles per second
+    on_limited(state, 102.2)
+    on_limited(state, 102.2)
+    assert (
+        state.decreases == 2 and not state.probing
+    )  # the next congestion event ends it: additive from there
 
 
 def test_a_429_before_any_success_starts_at_the_default() -> None:
@@ -36,9 +56,10 @@ def test_one_decrease_per_congestion_event() -> None:
     on_limited(state, 10.0)
     assert on_limited(state, 10.0)
     assert not on_limited(state, 10.5)  # the same event's other 429s
-    assert state.rate == pytest.approx(90.0)
+    down = AimdTuning().decrease
+    assert state.rate == pytest.approx(100 * down)
     assert on_limited(state, 11.1)
-    assert state.rate == pytest.approx(81.0)
+    assert state.rate == pytest.approx(100 * down * down)
 
 
 def test_a_429_at_the_ceiling_steps_down_a_little() -> None:
@@ -103,6 +124,17 @@ def test_goodput_is_the_last_full_second() -> None:
     g.tick(1.0)
     assert g.rate(1.1) == pytest.approx(80.0)
     assert g.rate(5.0) == 0.0  # nothing for seconds: no goodput to speak of
+
+
+def test_goodput_slides_over_the_last_second() -> None:
+    """Half into a second that has 60 so far after one of 80: about the last second held 100."""
+    g = Goodput(start=0.0)
+    for i in range(80):
+        g.tick(i / 80)
+    for i in range(60):
+        g.tick(1.0 + i / 120)
+    assert g.rate(1.5) == pytest.approx(60 + 80 * 0.5)
+    assert g.rate(1.9) == pytest.approx(80.0)  # never below the last full second
 
 
 def simulate(

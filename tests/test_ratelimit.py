@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from workers.aimd import AimdTuning
 from workers.ratelimit import (
     InProcessLimiter,
     Limits,
@@ -190,12 +191,13 @@ async def test_in_process_limiter_unpaced_until_a_429_then_paced(monkeypatch: py
     assert (await limiter.pace("k")).rate is None  # one 429 among 21 calls: noise
     await limiter.limited("k", None)  # two: the share grows with the rate
     pace = await limiter.pace("k")
-    assert pace.rate == pytest.approx(18.0)  # 0.9 x the 20 that succeeded this second
+    rate = AimdTuning().decrease * 20  # of the 20 that succeeded this second
+    assert pace.rate == pytest.approx(rate)
     assert pace.learned
     start = clock.now
     for _ in range(3):
         await limiter.acquire("k", 0)
-    assert clock.now - start == pytest.approx(2 / 18.0)
+    assert clock.now - start == pytest.approx(2 / rate)
 
 
 async def test_in_process_limiter_starts_from_a_learned_pace_below_the_rpm(

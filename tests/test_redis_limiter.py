@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
 
 from jobs.errors import LimiterError
+from workers.aimd import AimdTuning
 from workers.ratelimit import Limits, Permit
 from workers.redis_limiter import PROBE_AFTER_S, RedisLimiter
 
@@ -121,10 +122,27 @@ async def test_unpaced_until_a_429_which_every_worker_then_follows(client: aiore
     assert (await b.pace("k")).rate is None  # one 429 alone is noise
     await b.limited("k", None)  # two of seven calls refused: the rate
     pace = await b.pace("k")
-    assert pace.rate == pytest.approx(0.9 * 5)  # the goodput: five successes this second
+    assert pace.rate == pytest.approx(AimdTuning().decrease * 5)  # the goodput: five successes this second
     assert (pace.learned, pace.decreases) == (True, 1)
     await wait_of(b, "k", 0)
-    assert await wait_of(a, "k", 0) == pytest.approx(1 / 4.5, abs=0.02)  # b's place is a's pace too
+    assert await wait_of(a, "k", 0) == pytest.approx(1 / pace.rate, abs=0.02)  # b's place is a's pace too
+
+
+async def test_the_first_pace_found_doubles_until_the_next_429(client: aioredis.Redis) -> None:
+    """As workers.aimd: the first burst's goodput misses the calls still out, so it is a floor."""
+    a, b = pair(client, Limits())
+    for _ in range(5):
+        await wait_of(a, "k", 0)
+        await a.settle(Permit("k", 0), 0, ok=True)
+    await a.limited("k", None)
+    await b.limited("k", None)
+    found = (await a.pace("k")).rate
+    assert found is not None
+    await wait_of(a, "k", 0)  # the first place after the decrease is free: no wait
+    for _ in range(3):
+        await wait_of(a, "k", 0)  # paced: the caller waited, the pace is binding
+        await b.settle(Permit("k", 0), 0, ok=True)
+    assert (await b.pace("k")).rate == pytest.approx(found + 3)  # one a success: doubling per second
 
 
 async def test_one_decrease_per_congestion_event_and_increase_while_binding(client: aioredis.Redis) -> None:

@@ -18,8 +18,11 @@ worker shares one pace. The rules:
   many 429s): to ``decrease`` × min(pace, goodput). Near the configured ceiling (``NEAR_CEILING``)
   a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small) × the pace:
   the goodput of a second in which this process stalled says nothing about the relay's limit.
-- **Slow start** only when a 429 came before any success: the pace starts at ``unknown_start``
-  and doubles per second until the next 429.
+- **Slow start** after the first congestion event of an unpaced key: the pace starts from that
+  goodput (or ``unknown_start`` when nothing succeeded yet) and doubles per second until the next
+  429. The goodput of a first burst misses the calls still in flight when the refusals came
+  back (a third of them at 30 ms and 100 req/s), so starting the slow additive climb there left
+  a 35 s job at 85 % of its limit; doubling finds the limit in about a second.
 - **Additive increase** while calls succeed *and the pace is what holds them back* (a pace that
   is not binding proves nothing): ``max(min_increase, increase × pace)`` requests/s per second,
   spread over the successes, never above the ceiling (``--rpm``). A successful answer whose
@@ -42,7 +45,7 @@ NEAR_CEILING = 0.95  # within 5 % of --rpm a 429 is taken for jitter: the small 
 class AimdTuning:
     """The controller's constants (defaults pinned by the tests and the benchmark)."""
 
-    decrease: float = 0.9
+    decrease: float = 0.95
     ceiling_decrease: float = 0.98
     increase: float = 0.02  # of the pace, per second
     min_increase: float = 1.0  # requests/s per second
@@ -89,13 +92,17 @@ class Goodput:
             self.start, self.count, self.refused = now, 0, 0
 
     def rate(self, now: float) -> float:
-        """The goodput of the last full second, or this second's count so far if that is higher.
+        """The successes of about the last second: this second's so far, plus the part of the
+        last second's rate that falls within one second of ``now`` (a sliding estimate), or the
+        last full second's rate if that is higher.
 
         This second's count is not extrapolated: a fresh window lets a burst through in a tenth
-        of a second, and ten times that burst is not the relay's rate.
+        of a second, and ten times that burst is not the relay's rate. Without the sliding part,
+        a pace that doubled within a second was lowered from the second before it, half its rate.
         """
         self._roll(now)
-        return max(self.last_rate, float(self.count))
+        sliding = self.count + self.last_rate * max(0.0, 1.0 - (now - self.start))
+        return max(self.last_rate, sliding)
 
 
 @dataclass
@@ -157,7 +164,7 @@ def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning(
         base = state.rate  # jitter at a known limit: a stalled second's goodput is not the relay's rate
     else:
         base = min(state.rate, good) if good > 0 else state.rate
-    state.probing = good <= 0
+    state.probing = good <= 0 or state.rate is None
     state.rate = max(tuning.floor, factor * base)
     state.last_decrease, state.decreases = now, state.decreases + 1
     return True

@@ -188,7 +188,7 @@ if ARGV[10] == '1' then
 end
 local rate_bound = refused >= tonumber(ARGV[13]) and refused / (refused + gc + gl) >= tonumber(ARGV[12])
 if ARGV[10] == '1' and rate_bound and (not last or now - last >= hold) then
-  local good = math.max(gl, gc)
+  local good = math.max(gl, gc + gl * math.max(0, 1 - (now - gs)))
   local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
   local factor = dec
   local at_ceiling = ceiling > 0 and rate and rate >= ceiling * NEAR
@@ -204,7 +204,7 @@ if ARGV[10] == '1' and rate_bound and (not last or now - last >= hold) then
     base = rate
   end
   local probing = 0
-  if good <= 0 then probing = 1 end
+  if good <= 0 or not rate then probing = 1 end
   redis.call('HSET', KEYS[1], 'rate', string.format('%.6f', math.max(floor, factor * base)),
     'ld', string.format('%.6f', now), 'pr', probing)
   redis.call('HINCRBY', KEYS[1], 'nd', 1)
