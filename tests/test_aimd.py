@@ -7,7 +7,16 @@ import heapq
 import pytest
 
 from batcher.devrelay.windows import LimitMode, new_window
-from workers.aimd import AimdTuning, Goodput, RateState, ceiling_of, on_limited, on_success, on_wait
+from workers.aimd import (
+    AimdTuning,
+    Goodput,
+    RateState,
+    ceiling_of,
+    increase_per_second,
+    on_limited,
+    on_success,
+    on_wait,
+)
 
 
 def test_ceiling_keeps_headroom_below_an_explicit_rpm() -> None:
@@ -96,18 +105,27 @@ def test_429s_that_do_not_grow_with_the_rate_leave_the_pace_alone(rate: float | 
 
 
 def test_increase_only_while_the_pace_binds_and_never_past_the_ceiling() -> None:
-    state = RateState(rate=50.0, ceiling=51.0)
+    state = RateState(rate=50.0, ceiling=50.3)
     on_success(state, 10.0)
     assert state.rate == 50.0  # nobody waited for the pace: proves nothing
     on_wait(state, 10.0)
     for i in range(50):
         on_success(state, 10.0 + i / 50)
-    assert state.rate == pytest.approx(51.0)
+    assert state.rate == pytest.approx(50.3)
     state = RateState(rate=50.0)
     on_wait(state, 10.0)
     for i in range(50):  # one second of successes at 50/s
         on_success(state, 10.0 + i / 50)
-    assert state.rate == pytest.approx(51.0, rel=0.01)  # + max(1, 2 %) per second
+    step = increase_per_second(50.0, AimdTuning())
+    assert state.rate == pytest.approx(50.0 + step, rel=0.01)  # one second's worth
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(10.0, 0.025), (100.0, 2.5), (1000.0, 25.0), (0.2, 0.001)])
+def test_the_climb_leaves_about_200_calls_between_two_probes_past_the_limit(
+    rate: float, expected: float
+) -> None:
+    """(1 - 0.95) x rate a second at most 2.5 % of the pace: 10 req/s climbs 0.5 req/s in 20 s."""
+    assert increase_per_second(rate, AimdTuning()) == pytest.approx(expected)
 
 
 def test_a_full_window_holds_the_pace() -> None:

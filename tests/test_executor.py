@@ -167,6 +167,9 @@ class SwallowingLimiter(RecordingLimiter):
         super().__init__()
         self.reading = asyncio.Event()
 
+    def granted_now(self, key: str, tokens: int) -> Permit | None:
+        return None  # every call goes through acquire
+
     async def acquire(self, key: str, tokens: int) -> Permit:
         await self.reading.wait()
         return await super().acquire(key, tokens)
@@ -415,6 +418,9 @@ async def test_executor_stops_new_calls_when_job_is_paused(db: Store, tmp_path: 
 
 
 class DeadLimiter(InProcessLimiter):
+    def granted_now(self, key: str, tokens: int) -> Permit | None:
+        return None  # every call goes through acquire
+
     async def acquire(self, key: str, tokens: int) -> Permit:
         from jobs.errors import LimiterError
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
 
 from jobs.errors import LimiterError
-from workers.aimd import AimdTuning
+from workers.aimd import AimdTuning, increase_per_second
 from workers.ratelimit import Limits, Permit
 from workers.redis_limiter import PROBE_AFTER_S, RedisLimiter
 
@@ -151,9 +151,10 @@ async def test_one_decrease_per_congestion_event_and_increase_while_binding(clie
     assert await wait_of(a, "k", 0) > 0  # the pace binds
     for _ in range(10):
         await b.settle(Permit("k", 0), 0, ok=True)
-    assert (await a.pace("k")).rate == pytest.approx(50.0 + 10 / 50, abs=0.01)
+    climbed = 50.0 + 10 * increase_per_second(50.0, AimdTuning()) / 50  # as workers.aimd does
+    assert (await a.pace("k")).rate == pytest.approx(climbed, abs=0.001)
     await b.settle(Permit("k", 0), 0, ok=True, window_full=True)  # remaining 0: hold
-    assert (await a.pace("k")).rate == pytest.approx(50.0 + 10 / 50, abs=0.01)
+    assert (await a.pace("k")).rate == pytest.approx(climbed, abs=0.001)
     await a.limited("k", None)
     await b.limited("k", None)
     assert (await a.pace("k")).decreases == 1

@@ -24,9 +24,12 @@ worker shares one pace. The rules:
   back (a third of them at 30 ms and 100 req/s), so starting the slow additive climb there left
   a 35 s job at 85 % of its limit; doubling finds the limit in about a second.
 - **Additive increase** while calls succeed *and the pace is what holds them back* (a pace that
-  is not binding proves nothing): ``max(min_increase, increase × pace)`` requests/s per second,
-  spread over the successes, never above the ceiling (``--rpm``). A successful answer whose
-  ``x-ratelimit-remaining-requests`` is 0 says the window is full: no increase on it.
+  is not binding proves nothing), spread over the successes, never above the ceiling (``--rpm``):
+  at most ``increase`` × the pace per second, and slow enough that about ``cycle_calls`` calls go
+  between two climbs past the limit (each costs a few 429s before the noise filter lets a
+  decrease through: at 10 req/s a fixed 1 req/s per second was 10 % of the calls refused).
+  A successful answer whose ``x-ratelimit-remaining-requests`` is 0 says the window is full: no
+  increase on it.
 
 The ceiling is ``--rpm`` minus ``HEADROOM``: a client spaced at exactly the limit still trips a
 sliding window whenever arrival jitter puts one call too many in it.
@@ -47,8 +50,9 @@ class AimdTuning:
 
     decrease: float = 0.95
     ceiling_decrease: float = 0.98
-    increase: float = 0.02  # of the pace, per second
-    min_increase: float = 1.0  # requests/s per second
+    increase: float = 0.025  # of the pace, per second, at most
+    cycle_calls: float = 200.0  # calls between two probes past the limit, at least (see above)
+    min_increase: float = 0.001  # requests/s per second
     hold: float = 1.0  # seconds between two decreases
     floor: float = 0.2  # requests/s: the slowest pace
     unknown_start: float = 10.0  # requests/s after a 429 when nothing succeeded yet
@@ -140,9 +144,15 @@ def on_success(
     if state.probing:
         state.rate += 1.0  # one per success: doubles per second
     else:
-        state.rate += max(tuning.min_increase, tuning.increase * state.rate) / state.rate
+        state.rate += increase_per_second(state.rate, tuning) / state.rate
     if state.ceiling is not None:
         state.rate = min(state.rate, state.ceiling)
+
+
+def increase_per_second(rate: float, tuning: AimdTuning) -> float:
+    """How fast a pace that binds climbs back to where the last decrease took it from."""
+    cycle = (1 - tuning.decrease) * rate * rate / tuning.cycle_calls
+    return max(tuning.min_increase, min(tuning.increase * rate, cycle))
 
 
 def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning()) -> bool:

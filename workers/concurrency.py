@@ -108,6 +108,13 @@ class AdaptiveGate:
         self.held = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def try_enter(self) -> bool:
+        """Take a place at once if one is free and nobody waits for one (no task, no yield)."""
+        if self.held < self.state.admitted and not self._waiters:
+            self.held += 1
+            return True
+        return False
+
     async def __aenter__(self) -> None:
         while self.held >= self.state.admitted:
             waiter = asyncio.get_running_loop().create_future()

@@ -131,7 +131,8 @@ end
 """
 
 # ARGV = tokens to give back (negative: take more), tpm, ok, window full, ceiling, increase,
-# min increase, ttl. A success raises the pace as workers.aimd.on_success does.
+# min increase, ttl, cycle calls, decrease. A success raises the pace as workers.aimd.on_success
+# (increase_per_second) does.
 SETTLE = (
     NOW
     + GOODPUT
@@ -155,7 +156,8 @@ if ok then
     if redis.call('HGET', KEYS[1], 'pr') == '1' then
       rate = rate + 1
     else
-      rate = rate + math.max(min_inc, inc * rate) / rate
+      local cycle = (1 - tonumber(ARGV[10])) * rate * rate / tonumber(ARGV[9])
+      rate = rate + math.max(min_inc, math.min(inc * rate, cycle)) / rate
     end
     if ceiling > 0 then rate = math.min(rate, ceiling) end
     redis.call('HSET', KEYS[1], 'rate', string.format('%.6f', rate))

@@ -67,24 +67,38 @@ class Pacing:
         """Hold a call's place for the block: a free slot and the limiter's grant; None once stopped."""
         key, stop = self.key_of(model), stop or asyncio.Event()
         self._keys.add(key)
-        if not await unless_stopped(self._enter_gate(), stop):
+        permit = await self._admit(key, tokens, stop)
+        if permit is None:  # the job stopped while this call waited its turn
             yield None
             return
+        self.in_flight += 1
         try:
-            # A wait the stop cancels gives its place back (the limiter's acquire does).
-            permit = await unless_stopped(self.limiter.acquire(key, tokens), stop)
-            if permit is None or stop.is_set():  # the job stopped while this call waited its turn
-                if permit is not None:
-                    await self.limiter.settle(permit, 0)  # granted but never sent: its tokens back
-                yield None
-                return
-            self.in_flight += 1
-            try:
-                yield permit
-            finally:
-                self.in_flight -= 1
+            yield permit
         finally:
+            self.in_flight -= 1
             await self._gate.__aexit__(None, None, None)
+
+    async def _admit(self, key: str, tokens: int, stop: asyncio.Event) -> Permit | None:
+        """A place in the gate and the limiter's grant, or None (and neither held) once stopped.
+
+        A free place and a grant that needs no wait are taken without a task: waits that the stop
+        cancels cost two tasks each, and at a few hundred calls a second that was a tenth of them.
+        """
+        if stop.is_set() or not (self._gate.try_enter() or await unless_stopped(self._enter_gate(), stop)):
+            return None
+        try:
+            permit = self.limiter.granted_now(key, tokens)
+            if permit is None:  # a wait the stop cancels gives its place back (acquire does)
+                permit = await unless_stopped(self.limiter.acquire(key, tokens), stop)
+            if permit is not None and stop.is_set():  # granted but never sent: its tokens back
+                await self.limiter.settle(permit, 0)
+                permit = None
+        except BaseException:
+            await self._gate.__aexit__(None, None, None)
+            raise
+        if permit is None:
+            await self._gate.__aexit__(None, None, None)
+        return permit
 
     async def _enter_gate(self) -> bool:
         await self._gate.__aenter__()

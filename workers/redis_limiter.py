@@ -97,6 +97,10 @@ class RedisLimiter:
         start = lim.start_rps(key) or 0
         return [tokens, lim.ceiling or 0, lim.tpm or 0, lim.burst, PROBE_WINDOW_S, STATE_TTL_S, start]
 
+    def granted_now(self, key: str, tokens: int) -> Permit | None:
+        """Never: every place is reserved in Redis (``acquire``)."""
+        return None
+
     async def acquire(self, key: str, tokens: int) -> Permit:
         """Wait until the shared pace lets a call with ``tokens`` go, and reserve its place.
 
@@ -130,7 +134,7 @@ class RedisLimiter:
         count a success for the shared pace."""
         t = self.limits.tuning
         args = [permit.tokens - used_tokens, self.limits.tpm or 0, int(ok), int(window_full)]
-        args += [self.limits.ceiling or 0, t.increase, t.min_increase, STATE_TTL_S]
+        args += [self.limits.ceiling or 0, t.increase, t.min_increase, STATE_TTL_S, t.cycle_calls, t.decrease]
         await self._run(self._settle, permit.key, args)
 
     async def limited(self, key: str, pause: float | None) -> None:
