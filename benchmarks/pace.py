@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from benchmarks import at_cap
 from benchmarks.harness import (
     Relay,
     batcher,
@@ -158,10 +159,14 @@ def overload(tmp: Path, n: int = 3000, cap: int = 20, latency: float = 0.05) -> 
     with relay(*args) as rl:
         run = embedded_run(tmp, rl, source, options=[], name="overload")
         stats = rl.stats()
+        rl.reset()
+        exact = at_cap.lines_per_second(rl.url, source, cap)
     best, mean = cap / latency, stats["limits"]["mean_in_flight"]
     rate, refused = steady(stats, warm_up=2)
     rows = [
         ("lines/s (steady)", f"{rate:.0f}", f"{rate / best:.1%} of {best:.0f}"),
+        (f"a client holding exactly {cap} (aiohttp, no store)", f"{exact:.0f}", f"{exact / best:.1%}"),
+        ("batcher / that client", f"{rate / exact:.1%}", ""),
         ("lines/s (whole job, start-up included)", f"{n / run.seconds:.0f}", ""),
         ("calls answered 503 (steady / all)", f"{refused:.2%} / {refused_share(stats):.2%}", ""),
         ("peak calls in flight at the relay", str(stats["peak_in_flight"]), ""),
