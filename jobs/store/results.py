@@ -106,16 +106,24 @@ def _count(session: Session, moved_results: Iterable[LineResult]) -> None:
         bump_counter(session, job_id, state, n)
 
 
+_BLOCK_INSERT = sa.insert(VECTOR_BLOCK_TABLE).returning(VECTOR_BLOCK_TABLE.c.id, sort_by_parameter_order=True)
+
+
 def _insert_blocks(conn: sa.Connection, moving: Iterable[LineResult]) -> dict[int, int]:
-    """Store each call's vector block once; return block ids by ``id()`` of the block's bytes."""
-    ids: dict[int, int] = {}
+    """Store each call's vector block once; return block ids by ``id()`` of the block's bytes.
+
+    One statement for the whole flush (SQLAlchemy's insertmanyvalues, ids in parameter order):
+    unpacked lines each bring a block, and a statement each was a fifth of their run's CPU.
+    """
+    blocks: dict[int, dict[str, object]] = {}
     for r in moving:
         v = r.vectors
-        if v is not None and id(v.data) not in ids:
-            values = {"dim": v.dim, "encoding": v.encoding.value, "data": v.data}
-            stmt = sa.insert(VECTOR_BLOCK_TABLE).values(values).returning(VECTOR_BLOCK_TABLE.c.id)
-            ids[id(v.data)] = int(conn.execute(stmt).scalar_one())
-    return ids
+        if v is not None and id(v.data) not in blocks:
+            blocks[id(v.data)] = {"dim": v.dim, "encoding": v.encoding.value, "data": v.data}
+    if not blocks:
+        return {}
+    ids = conn.execute(_BLOCK_INSERT, list(blocks.values())).scalars().all()
+    return {key: int(block_id) for key, block_id in zip(blocks, ids, strict=True)}
 
 
 def _vector_ref(r: LineResult, blocks: dict[int, int]) -> tuple[int | None, int | None, int | None]:
