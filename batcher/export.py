@@ -2,11 +2,14 @@
 
 JSONL lines look like OpenAI's: ``{"id", "custom_id", "response": {"status_code", "request_id",
 "body"}, "error"}``. A failed line has ``"error": {"code", "message"}`` and its last response when
-there was one; a cancelled line has the error code ``cancelled``. For speech, ``body`` holds the
-audio file's path, format and size. The stored response body is already compact JSON, so JSONL
-rows are assembled around it without parsing it again; an embedding body gets its vectors back
-from the store's float32 bytes (``jobs.vectors``): floats as the API writes float32 values, base64
-exactly as the API returned it.
+there was one; a cancelled line has the error code ``cancelled``. A line answered from the
+response cache (``workers.cache``) has the same ``response`` as the line that paid for it, and
+``"cached": true`` beside it (CSV and Parquet: a ``cached`` column). With several providers
+(``batcher.toml``), CSV and Parquet name the provider and key that answered (``provider``). For
+speech, ``body`` holds the audio file's path, format and size. The stored response body is
+already compact JSON, so JSONL rows are assembled around it without parsing it again; an
+embedding body gets its vectors back from the store's float32 bytes (``jobs.vectors``): floats as
+the API writes float32 values, base64 exactly as the API returned it.
 
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
 stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
@@ -58,6 +61,8 @@ CSV_COLUMNS = (
     "usage_estimated",
     "latency_ms",
     "attempts",
+    "cached",
+    "provider",
     "error_code",
     "error",
 )
@@ -209,7 +214,7 @@ def jsonl_line(line: ResultLine) -> bytes:
             response,
             b',"error":',
             _error_json(line).encode(),
-            b"}\n",
+            b',"cached":true}\n' if line.cached else b"}\n",
         )
     )
 
@@ -241,6 +246,8 @@ def csv_row(line: ResultLine) -> list[Any]:
         int(line.usage_estimated),
         line.latency_ms,
         line.attempts,
+        int(line.cached),
+        line.provider or "",
         line.error_code or "",
         line.last_error or "",
     ]

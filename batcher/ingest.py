@@ -9,7 +9,9 @@ stored). Memory stays flat: one chunk of rows at a time, at most ``MAX_PROBLEMS`
 the message and the rest only counted (the rejects file and ``batcher validate`` have them all),
 and a rejected line's bytes are never read whole.
 
-A file whose content (sha256) was already submitted returns the existing job unless ``new``.
+A file whose content (sha256) was already submitted returns the existing job unless ``new``. With
+a ``catalog`` (the models the providers list), a line naming a model none serves refuses the file
+the same way, each such line named with the closest served names.
 
 The input files lines name (audio, images) go into the blob store (``jobs.blobs``) in the same
 transaction, each once however many lines name it, and the job is linked to them; when ingest
@@ -33,6 +35,7 @@ from jobs.errors import InputError, Problem
 from jobs.models import Job, RequestState
 from jobs.options import JobOptions
 from jobs.store.blobs import link_blobs
+from workers.catalog import ModelCatalog
 from workers.endpoints import family_of
 from workers.tokens import reservation_tokens
 
@@ -53,6 +56,7 @@ class IngestOptions:
     priority: int = 5
     estimate: EstimateBuilder | None = None  # fed every stored line: the estimate without a second read
     blob_dir: Path | None = None  # BATCHER_BLOB_DIR: input files go there instead of the SQL store
+    catalog: ModelCatalog | None = None  # the models some provider serves; None: not checked
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,12 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             )
             assert job.id is not None
             job.priority = options.priority
-            stored, problems, rejected = _store_lines(session, job.id, path, options, rejects, blobs=blobs)
+            unserved = _Unserved(str(path), options.catalog)
+            stored, problems, rejected = _store_lines(
+                session, job.id, path, options, rejects, blobs=blobs, unserved=unserved
+            )
             _check(path, options, stored, problems, rejected)
+            unserved.check()
             job.total = stored
             session.add(job)
     except BaseException:
@@ -134,6 +142,48 @@ class _Rejects:
         self.part.unlink(missing_ok=True)
 
 
+class _Unserved:
+    """Lines naming a model no provider serves: the first few of each model, for the message."""
+
+    PER_MODEL = 5
+
+    def __init__(self, path: str, catalog: ModelCatalog | None) -> None:
+        self.path, self.catalog = path, catalog
+        self.lines: dict[str, list[int]] = {}
+        self.total = 0
+
+    def see(self, line: ParsedLine) -> None:
+        if self.catalog is None or self.catalog.serves(line.model):
+            return
+        self.total += 1
+        seen = self.lines.setdefault(line.model, []) if len(self.lines) < MAX_PROBLEMS else []
+        if len(seen) < self.PER_MODEL:
+            seen.append(line.line_no)
+
+    def check(self) -> None:
+        """Refuse the file (the transaction rolls back) when a line names an unserved model."""
+        if not self.total or self.catalog is None:
+            return
+        problems = [
+            Problem(
+                self.path,
+                n,
+                f'model "{model}" is not served by any configured provider{_closest(self.catalog, model)}',
+            )
+            for model, numbers in self.lines.items()
+            for n in numbers
+        ]
+        hint = (
+            "Fix the model names, or add a provider that serves them (`batcher models` lists what is served)."
+        )
+        raise InputError(self.path, problems, hint=hint, total=self.total)
+
+
+def _closest(catalog: ModelCatalog, model: str) -> str:
+    names = catalog.closest(model)
+    return f"; closest served: {', '.join(names)}" if names else ""
+
+
 def _store_lines(
     session: Any,
     job_id: int,
@@ -142,6 +192,7 @@ def _store_lines(
     rejects: _Rejects | None,
     *,
     blobs: BlobStore,
+    unserved: _Unserved,
 ) -> tuple[int, list[Problem], int]:
     stored, rejected = 0, 0
     used: set[str] = set()
@@ -160,6 +211,7 @@ def _store_lines(
         for local in item.files:
             blobs.put(session, local.stored.sha256, local.stored.size, local.chunks())
             used.add(local.stored.sha256)
+        unserved.see(item)
         if options.estimate is not None:
             options.estimate.add(item)
         if len(rows) >= CHUNK_ROWS:

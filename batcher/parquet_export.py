@@ -67,6 +67,8 @@ _SCALARS: list[tuple[str, pa.DataType]] = [
     ("usage_estimated", pa.bool_()),
     ("latency_ms", pa.int64()),
     ("attempts", pa.int64()),
+    ("cached", pa.bool_()),
+    ("provider", pa.string()),
     ("error_code", pa.string()),
     ("error", pa.string()),
 ]

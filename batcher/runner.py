@@ -19,13 +19,15 @@ from jobs.options import JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.build import build_executor
+from workers.cache import Served, serve_from_cache
 from workers.client import ApiClient
-from workers.executor import ExecConfig, Executor, Stats
+from workers.executor import ExecConfig, Executor
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
 from workers.ratelimit import InProcessLimiter
 from workers.redact import redact
+from workers.stats import Stats
 from workers.taskbuild import build_task_engine, is_task_job
 from workers.taskengine import TaskEngine
 
@@ -90,20 +92,26 @@ async def _run(
 async def claimed_lines(
     store: Store, job_id: int, executor: Executor, *, batch: int
 ) -> AsyncIterator[WorkItem]:
-    """Claim the job's next lines in batches until none is left or the executor halts."""
+    """Claim the job's next lines in batches until none is left or the executor halts.
+
+    Lines the response cache answers are done in the claim itself; only the others are yielded.
+    """
     while not executor.halted:
-        items = await asyncio.to_thread(_claim, store, job_id, executor.config, batch)
-        if not items:
+        served = await asyncio.to_thread(_claim, store, job_id, executor.config, batch)
+        executor.stats.succeeded += served.hits
+        executor.stats.cached += served.hits
+        if not served.misses and not served.hits:
             return
-        for item in items:
+        for item in served.misses:
             yield item
 
 
-def _claim(store: Store, job_id: int, config: ExecConfig, batch: int) -> list[WorkItem]:
+def _claim(store: Store, job_id: int, config: ExecConfig, batch: int) -> Served:
     with store.session() as session:
-        return q.claim_lines(
+        items = q.claim_lines(
             session, job_id=job_id, owner=config.owner, lease_seconds=config.lease_seconds, limit=batch
         )
+        return serve_from_cache(session, items, config.cache)
 
 
 def run_task_job(store: Store, settings: Settings, job_id: int, options: JobOptions) -> RunSummary:

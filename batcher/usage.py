@@ -16,6 +16,9 @@ call that answered with usage counts even when its line was called again. Each c
 - ``other``: any other call (not sent, a non-``ok`` answer on a line that later succeeded, lines
   still pending or cancelled).
 
+Lines answered from the response cache made no call and cost nothing here; ``Report.saved`` says
+what they would have cost (``batcher.cache_report``).
+
 The calls come from the store (``q.iter_calls``: keyset pages, constant memory); only one
 accumulator per group and a small cache of jobs are kept. Money is USD ``Decimal`` here;
 ``Report.money`` converts to the display currency.
@@ -24,15 +27,17 @@ accumulator per group and a small cache of jobs are kept. Money is USD ``Decimal
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlmodel import Session
 
+from batcher.cache_report import CacheSaved, cache_saved
 from jobs import store as q
 from jobs.db import Store
+from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.models import RequestState
 from jobs.options import JobOptions
@@ -42,7 +47,7 @@ from workers.endpoints import family_of
 from workers.prices import PriceBook
 
 KINDS = ("succeeded", "duplicate", "failed", "unknown", "other")
-DIMENSIONS = ("job", "model", "endpoint", "family", "day", "tag")
+DIMENSIONS = ("job", "model", "endpoint", "family", "day", "tag", "provider", "key")
 METADATA_PREFIX = "metadata."
 NO_TAG = "(none)"
 
@@ -108,6 +113,7 @@ class Report:
     total: Totals
     prices: PriceBook
     group: str | None
+    saved: CacheSaved = field(default_factory=CacheSaved)  # what the response cache saved (not billed)
 
     def money(self, usd: Decimal) -> Decimal:
         """An amount in the display currency (exact: only a multiplication)."""
@@ -170,8 +176,9 @@ def usage_report(
         for row in q.iter_calls(session, job_ids=job_ids, since=since, until=until):
             key = tuple(_key_value(d, row, jobs) for d in dims)
             count_call(groups.setdefault(key, Totals()), row, prices, ratio)
+        saved = cache_saved(session, job_ids, prices, ratio=ratio)
     rows = [ReportRow(k, t) for k, t in sorted(groups.items())]
-    return Report(dims, rows, _sum(groups.values()), prices, group)
+    return Report(dims, rows, _sum(groups.values()), prices, group, saved)
 
 
 # --- grouping -----------------------------------------------------------------------------------
@@ -191,28 +198,43 @@ class _JobCache:
         return self._jobs[job_id]
 
 
-def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:  # noqa: PLR0911 - one per dimension
+def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:
     if dim == "job":
         return f"{row.job_id}:{jobs.get(row.job_id)[0]}"
-    if dim == "model":
-        return str(row.line_model)
-    if dim == "endpoint":
-        return row.line_endpoint.path
-    if dim == "family":  # Gemini's routes name their model: one family, many endpoints
-        family = family_of(row.line_endpoint)
-        return f"{family.name} ({family.billed_in})"
-    if dim == "day":
-        return _utc_day(row.started_at)
+    if dim in _OF_THE_ROW:
+        return _OF_THE_ROW[dim](row)
     options = jobs.get(row.job_id)[1]
     if dim == "tag":
         return options.tag or NO_TAG
     return options.metadata.get(dim.removeprefix(METADATA_PREFIX), NO_TAG)
 
 
+def _family_label(endpoint: Endpoint) -> str:
+    """Gemini's routes name their model: one family, many endpoints."""
+    family = family_of(endpoint)
+    return f"{family.name} ({family.billed_in})"
+
+
+def _route_value(dim: str, label: str | None) -> str:
+    """A routed call's provider, or its key (``relay-a/RELAY_A_KEY …1a2b``: name and last 4)."""
+    label = label or "default"
+    return label.partition("/")[0] if dim == "provider" else label
+
+
 def _utc_day(started: datetime) -> str:
     # SQLite hands back naive datetimes; the store writes them in UTC.
     aware = started if started.tzinfo else started.replace(tzinfo=UTC)
     return aware.astimezone(UTC).date().isoformat()
+
+
+_OF_THE_ROW: dict[str, Callable[[q.CallRow], str]] = {
+    "model": lambda row: str(row.line_model),
+    "endpoint": lambda row: row.line_endpoint.path,
+    "family": lambda row: _family_label(row.line_endpoint),
+    "day": lambda row: _utc_day(row.started_at),
+    "provider": lambda row: _route_value("provider", row.provider),
+    "key": lambda row: _route_value("key", row.provider),
+}
 
 
 # --- counting one call --------------------------------------------------------------------------

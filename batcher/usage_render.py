@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from batcher.cache_report import saved_note
 from batcher.render import table, to_json
 from batcher.usage import KINDS, Report, Totals, unpriced_hint
 from jobs.errors import ConfigError
@@ -128,6 +129,9 @@ def notes(report: Report) -> list[str]:
         out.append(f"{t.estimated_calls} calls answered without usage: batcher estimated their tokens")
     if t.unpriced_models:
         out.append(unpriced_hint(t.unpriced_models))
+    saved = saved_note(report.saved, money=money_text(report.money(report.saved.cost)), currency=cur)
+    if saved:
+        out.append(saved)
     out.append(_price_note(report))
     return out
 
@@ -177,8 +181,21 @@ def render_json(report: Report) -> str:
             dict(zip(report.by, r.key, strict=True)) | _totals_dict(report, r.totals) for r in report.rows
         ],
         "total": _totals_dict(report, report.total),
+        "cache_saved": _saved_dict(report),
     }
     return to_json(data)
+
+
+def _saved_dict(report: Report) -> dict[str, Any]:
+    saved = report.saved
+    return {
+        "lines": saved.lines,
+        "calls": saved.lines,
+        "prompt_tokens": saved.usage.prompt_tokens,
+        "completion_tokens": saved.usage.completion_tokens,
+        "cost": str(report.money(saved.cost)),
+        "unpriced_models": sorted(saved.unpriced_models),
+    }
 
 
 def _csv_rows(report: Report) -> Iterator[list[Any]]:

@@ -229,6 +229,24 @@ def _m010_price_key(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE request ADD COLUMN price_key VARCHAR"))
 
 
+def _m011_response_cache(conn: Connection) -> None:
+    """Keys of requests answered before, which lines were answered from them, and which provider
+    and key took each call."""
+    md = sa.MetaData()
+    sa.Table(
+        "response_cache", md,
+        sa.Column("key", sa.String, primary_key=True),
+        sa.Column("request_id", sa.Integer, nullable=False, index=True),
+        sa.Column("hits", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_hit_at", sa.DateTime(timezone=True)),
+    ).create(conn)  # fmt: skip
+    false = "false" if conn.dialect.name == "postgresql" else "0"
+    conn.execute(sa.text(f"ALTER TABLE request ADD COLUMN cached BOOLEAN NOT NULL DEFAULT {false}"))
+    conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN provider VARCHAR"))
+    conn.execute(sa.text("ALTER TABLE request ADD COLUMN provider VARCHAR"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -240,6 +258,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0008_tasks", _m008_tasks),
     ("0009_task_calls", _m009_task_calls),
     ("0010_price_key", _m010_price_key),
+    ("0011_response_cache", _m011_response_cache),
 ]
 
 _ledger = sa.Table(

@@ -122,6 +122,8 @@ class Request(UsageColumns, table=True):
     vector_block: int | None = None  # the VectorBlock holding this line's vectors
     vector_start: int | None = None
     vector_count: int | None = None
+    cached: bool = False  # answered from the response cache (or a twin line's call), never called
+    provider: str | None = None  # provider/key label of the call that answered (batcher.toml routing)
 
 
 class Attempt(UsageColumns, table=True):
@@ -141,6 +143,7 @@ class Attempt(UsageColumns, table=True):
     upstream_request_id: str | None = None
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
     worker: str | None = None
+    provider: str | None = None  # provider/key label that took the call (batcher.toml routing)
 
 
 class VectorBlock(SQLModel, table=True):
@@ -156,6 +159,24 @@ class VectorBlock(SQLModel, table=True):
     dim: int
     encoding: str  # "float" or "base64": how the API sent them, and so how the export writes them
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class CachedAnswer(SQLModel, table=True):
+    """A key of the response cache: the hash of a canonical request (``workers.cache``) and the
+    succeeded line whose answer it reuses.
+
+    A reference, not a copy: a kept answer costs a row of a few dozen bytes, whatever the size
+    of its vectors; a line answered from it gets its own copy of the body and vectors, so deleting
+    either job never takes the other's results (deleting the paying job drops its keys).
+    """
+
+    __tablename__ = "response_cache"
+
+    key: str = Field(primary_key=True)
+    request_id: int = Field(index=True)
+    hits: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    last_hit_at: datetime | None = None
 
 
 class LearnedPace(SQLModel, table=True):

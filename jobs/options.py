@@ -46,6 +46,14 @@ PLACEMENTS = {
 }
 
 
+class CacheMode(StrEnum):
+    """Which lines the response cache answers (``workers.cache``)."""
+
+    AUTO = "auto"  # deterministic requests: temperature 0 (or absent, with a seed), every embedding
+    OFF = "off"  # every line is called (--no-cache)
+    ALL = "all"  # sampled requests too (--cache-all)
+
+
 class JobOptions(BaseModel):
     """The options a job was submitted with (flags of ``submit``/``run``; some updated later)."""
 
@@ -62,6 +70,7 @@ class JobOptions(BaseModel):
     poll_interval: float = Field(default=15.0, gt=0)  # task lines: seconds between polls of a task
     download: bool = True  # task lines: fetch the result URLs into the results folder
     task_deadline: float | None = Field(default=None, gt=0)  # task lines: else the relay's (MJ 1 h, 24 h)
+    cache: CacheMode = CacheMode.AUTO
     budget: Decimal | None = Field(default=None, gt=0)  # USD
     prices: tuple[str, ...] = ()  # price files for the budget, as absolute paths
     group: str | None = None  # the relay group whose ratio the budget applies

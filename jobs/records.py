@@ -28,6 +28,7 @@ class WorkItem:
     body: str
     attempts: int
     est_tokens: int
+    cache_key: str | None = None  # the request's key in the response cache, when it may be cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class AttemptRecord:
     upstream_request_id: str | None = None
     worker: str | None = None
     call_id: str | None = None
+    provider: str | None = None  # the provider and key (name and last 4 characters) it went to
 
 
 @dataclass(slots=True)
@@ -114,6 +116,9 @@ class LineResult:
     error_code: str | None = None
     error_message: str | None = None
     vectors: Vectors | None = None  # an embedding answer's vectors, kept apart from its body
+    cache_key: str | None = None  # a fresh answer to keep in the response cache under this key
+    cached: bool = False  # answered from the response cache (or a twin line's call), not called
+    provider: str | None = None  # provider/key label of the call that answered (routed calls)
 
 
 @dataclass(slots=True)
@@ -141,4 +146,6 @@ class ResultLine:
     attempts: int
     error_code: str | None
     last_error: str | None
+    cached: bool
+    provider: str | None
     vectors: Vectors | None

@@ -13,6 +13,9 @@ Names every part of batcher agrees on:
   send (audio, images); unset, they are kept in the SQL store (``jobs.blobs``);
 - ``BATCHER_ANTHROPIC_VERSION``: the ``anthropic-version`` header of Claude-native calls
   (default ``2023-06-01``);
+- ``BATCHER_CONFIG``: the providers' config file (``jobs.providers``; default ``./batcher.toml``,
+  else ``~/.config/batcher/batcher.toml``); without one the base URL and key above are the one
+  provider;
 - ``BATCHER_PROXY``: the HTTP proxy for API calls (``none``: no proxy at all); otherwise the usual
   ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (either case) are read, and
   ``workers.proxy`` decides which applies.
@@ -32,6 +35,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.errors import ConfigError
+from jobs.providers import Provider, configured_providers, environment_provider, find_config
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -81,6 +85,7 @@ class Settings(BaseSettings):
     proxy: str | None = None
     progress_interval: float = Field(default=5.0, gt=0)  # seconds between plain progress lines
     anthropic_version: str = Field(default="2023-06-01", min_length=1)  # sent on /v1/messages calls
+    config: Path | None = None  # BATCHER_CONFIG: the providers' file (jobs.providers)
     https_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTPS_PROXY", "https_proxy"))
     http_proxy: str | None = Field(default=None, validation_alias=AliasChoices("HTTP_PROXY", "http_proxy"))
     all_proxy: str | None = Field(default=None, validation_alias=AliasChoices("ALL_PROXY", "all_proxy"))
@@ -153,9 +158,24 @@ class Settings(BaseSettings):
         """Where binary results (speech audio) are written."""
         return self.home / "results"
 
+    def config_path(self) -> Path | None:
+        """The providers' config file in force, if any."""
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        return find_config(self.config, cwd=Path.cwd(), config_home=config_home)
+
+    def providers(self) -> list[Provider]:
+        """The configured providers with their keys, or the environment's one (``default``)."""
+        path = self.config_path()
+        if path is not None:
+            return configured_providers(path, os.environ)
+        key_env = "BATCHER_API_KEY" if os.environ.get("BATCHER_API_KEY") else "OPENAI_API_KEY"
+        return [environment_provider(self.base_url, self.api_key, key_env=key_env)]
+
     def secret_values(self) -> list[str]:
-        """The secrets to scrub from anything batcher writes: the key and proxy passwords."""
+        """The secrets to scrub from anything batcher writes: every key and proxy passwords."""
         secrets = [self.api_key.get_secret_value()] if self.api_key else []
+        if self.config_path() is not None:
+            secrets += [k.value.get_secret_value() for p in self.providers() for k in p.keys if k.value]
         proxies = [self.proxy, self.https_proxy, self.http_proxy, self.all_proxy]
         return secrets + [pw for url in proxies if url and (pw := _password(url))]
 

@@ -24,6 +24,7 @@ from tests.services import PostgresDatabase, RedisServer, ServiceUnavailable, ma
 
 PG_SERVER = os.environ.get("BATCHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _ENV_NAMES = (
+    "BATCHER_CONFIG",
     "OPENAI_BASE_URL",
     "OPENAI_API_KEY",
     "BATCHER_BASE_URL",
@@ -54,6 +55,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("BATCHER_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no batcher.toml of the user's
     monkeypatch.setenv("BATCHER_BROKER_URL", NO_BROKER)  # never the machine's Redis by default
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach for the network
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

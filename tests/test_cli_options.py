@@ -63,3 +63,20 @@ def test_readme_gives_the_defaults_the_help_gives() -> None:
     assert "--concurrency" not in readme.replace("the old name `--concurrency`", "").replace(
         "benchmarks.client_overhead --requests 5000 --concurrency", ""
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "stored"),
+    [((), None), (("--no-cache",), "off"), (("--cache-all",), "all"), (("--cache",), None)],
+)
+def test_cache_flags_are_stored_with_the_job(
+    tmp_path: Path, flags: tuple[str, ...], stored: str | None
+) -> None:
+    options, _ = _stored_options(tmp_path, *flags)
+    assert options.get("cache") == stored  # "auto", the default, is not stored
+
+
+def test_cache_all_with_no_cache_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("submit", str(_file(tmp_path)), "--no-queue", "--cache-all", "--no-cache")
+    assert result.exit_code == 2
+    assert "--cache-all and --no-cache" in result.stderr

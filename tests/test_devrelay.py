@@ -491,3 +491,36 @@ def test_faults_help_lists_every_kind_and_the_markers() -> None:
     for kind in ALL_FAULTS + PERMANENT_FAULTS:
         assert kind in text
     assert "[[fault:KIND]]" in text and "[[fault:KINDxN]]" in text
+
+
+# --- Models it serves, quota ---------------------------------------------------------------------
+
+
+def test_without_a_model_list_it_serves_any_model_and_lists_none(
+    relay: RelayServer, client: httpx.Client
+) -> None:
+    assert client.get("/models").status_code == 404
+    assert client.post("/chat/completions", json=chat("hi")).status_code == 200
+
+
+def test_with_models_it_lists_them_and_refuses_others_as_one_api_does(
+    relay: RelayServer, client: httpx.Client
+) -> None:
+    relay.set_config(RelayConfig(models=("m", "e")))
+    listed = client.get("/models").json()
+    assert [m["id"] for m in listed["data"]] == ["m", "e"]
+    assert client.post("/chat/completions", json=chat("hi")).status_code == 200
+    refused = client.post("/chat/completions", json=chat("hi") | {"model": "other"})
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "model_not_found"
+    assert "no available channel" in refused.json()["error"]["message"]
+
+
+def test_quota_after_n_answers_every_call_is_out_of_quota(relay: RelayServer, client: httpx.Client) -> None:
+    relay.set_config(RelayConfig(quota_after=2))
+    assert [client.post("/chat/completions", json=chat(str(i))).status_code for i in range(4)] == [
+        200, 200, 403, 403
+    ]  # fmt: skip
+    assert (
+        client.post("/chat/completions", json=chat("x")).json()["error"]["code"] == "insufficient_user_quota"
+    )

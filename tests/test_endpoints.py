@@ -253,7 +253,7 @@ def test_a_family_registered_by_a_test_is_what_every_stage_uses() -> None:
             status_code=200, upstream_request_id=None, response_body=parsed.body_json, audio_path=None,
             audio_format=None, audio_bytes=None, prompt_tokens=3, completion_tokens=1, total_tokens=4,
             characters=None, usage_estimated=False, latency_ms=1, attempts=1, error_code=None,
-            last_error=None, vectors=None,
+            last_error=None, cached=False, provider=None, vectors=None,
         )  # fmt: skip
         assert csv_row(row)[5] == "TWO WORDS"
     assert family_of(COMPLETIONS).name == "completions"  # the real one is back

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from batcher.export import export_job
+from jobs import store as q
 from jobs.db import Store
 from jobs.records import AttemptRecord, LineResult, Usage
 from jobs.vectors import Vectors
@@ -132,3 +133,22 @@ def test_replayed_vectors_are_exported(db: Store, tmp_path: Path) -> None:
     export_job(db, job, out)
     [row] = read_jsonl(out)
     assert [d["embedding"] for d in row["response"]["body"]["data"]] == [[0.5, 1.0], [2.0, -1.0]]
+
+
+def test_replayed_records_keep_their_cache_key_cached_mark_and_provider(db: Store, tmp_path: Path) -> None:
+    """A killed worker's answer still fills the response cache and names the provider that took it."""
+    job = add_job(db, "/v1/embeddings", [{"model": "m", "input": "a"}, {"model": "m", "input": "a"}])
+    folder = tmp_path / "journal"
+    journal = Journal(folder, owner="host:1:c", store=store_key(db.url))
+    routed = AttemptRecord(1, 1, 1, T0, 5, 200, "ok", "ok", call_id="c1", provider="relay-a/KEY_A …1a2b")
+    first = LineResult(1, job, "succeeded", 200, '{"data":[]}', cache_key="k" * 32, provider=routed.provider)
+    twin = LineResult(2, job, "succeeded", 200, '{"data":[]}', cached=True)
+    journal.landed([routed], [first, twin])
+    die(journal)
+    replay_dead(db, folder)
+    lines = {ln.id: ln for ln in all_lines(db)}
+    assert (lines[1].cached, lines[1].provider) == (False, "relay-a/KEY_A …1a2b")
+    assert lines[2].cached is True
+    assert all_attempts(db)[0].provider == "relay-a/KEY_A …1a2b"
+    with db.session() as session:
+        assert set(q.cached_answers(session, ["k" * 32])) == {"k" * 32}

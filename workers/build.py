@@ -17,7 +17,7 @@ from jobs.db import Store
 from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.settings import Settings
 from workers.budget import job_budget
-from workers.client import ApiClient, ClientConfig, client_config
+from workers.client import ApiClient, Caller, ClientConfig, client_config
 from workers.executor import ExecConfig, Executor
 from workers.journal import journal_dir, open_journal
 from workers.learned import job_limits
@@ -26,10 +26,20 @@ from workers.metrics import observer_for
 from workers.packing import pack_limits
 from workers.ratelimit import Limiter, Limits
 from workers.resultfiles import job_folder
+from workers.routing import build_router
 from workers.sink import StoreSink
 
 ClientFactory = Callable[[ClientConfig], ApiClient]
 LimiterFactory = Callable[[Limits], Limiter]
+
+
+def caller(
+    settings: Settings, base: ClientConfig, *, client: ClientFactory, limiter: LimiterFactory
+) -> Caller:
+    """The environment's one client, or a router over the providers of ``batcher.toml``."""
+    if settings.config_path() is None:
+        return client(base)
+    return build_router(settings.providers(), base, client=client, limiter=limiter)
 
 
 def build_executor(
@@ -57,11 +67,12 @@ def build_executor(
         max_wait=options.max_wait,
         lease_seconds=PLACEMENTS[mode].lease_seconds,
         pack=pack_limits(options),
+        cache=options.cache,
         owner=owner or new_owner(),
     )
     client_conf = client_config(settings, timeout=options.timeout, max_connections=concurrency)
     return Executor(
-        client=client(client_conf),
+        client=caller(settings, client_conf, client=client, limiter=limiter),
         # Without --rpm the pace starts from what earlier jobs found on this provider (workers.learned).
         limiter=limiter(job_limits(store, client_conf.provider, options)),
         sink=StoreSink(store, job_id=job_id, owner=config.owner),

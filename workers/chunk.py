@@ -17,14 +17,16 @@ from jobs.options import PLACEMENTS, JobOptions, RunMode
 from jobs.records import WorkItem
 from jobs.settings import Settings
 from workers.build import build_executor
+from workers.cache import Served, serve_from_cache
 from workers.dispatch import celery_later
 from workers.endpoints import family_of
 from workers.endpoints.taskfamily import TaskFamily
-from workers.executor import Executor, Stats
+from workers.executor import Executor
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import living, recover_dead_leases
 from workers.runtime import WorkerRuntime
+from workers.stats import Stats
 from workers.taskchunk import run_task_chunk
 
 LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
@@ -32,11 +34,12 @@ LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
 
 def claim_chunk(
     store: Store, job_id: int, request_ids: list[int], owner: str, *, journals: Path | None = None
-) -> tuple[list[WorkItem], JobOptions]:
+) -> tuple[Served, JobOptions]:
     """Claim the message's lines that still need a call, after failing poison lines.
 
     Journals of dead processes on this host are replayed first: a line whose answer landed
-    before its worker was killed is then terminal, and is not called again.
+    before its worker was killed is then terminal, and is not called again. Lines the response
+    cache answers are done in the claim's transaction (``workers.cache``).
     """
     if journals is not None:
         replay_dead(store, journals)
@@ -47,9 +50,10 @@ def claim_chunk(
         items = q.claim_lines(
             session, job_id=job_id, owner=owner, lease_seconds=LEASE_SECONDS, request_ids=request_ids
         )
-        if not items:
+        served = serve_from_cache(session, items, options.cache)
+        if not served.misses:
             q.complete_if_done(session, job_id)
-    return items, options
+    return served, options
 
 
 def run_chunk(
@@ -63,9 +67,10 @@ def run_chunk(
 ) -> Stats:
     """Execute the message's claimable lines to a terminal state (or until the job halts)."""
     with living(owner):  # from before the claim: see ``workers.leases.living``
-        items, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
+        served, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
+        items = served.misses
         if not items:
-            return Stats()
+            return Stats(succeeded=served.hits, cached=served.hits)
         if isinstance(family_of(items[0].endpoint), TaskFamily):  # a job's lines are all tasks or none
             return run_task_chunk(
                 store, settings, job_id, items, options, runtime=runtime, owner=owner, later=celery_later()
@@ -81,7 +86,9 @@ def run_chunk(
             owner=owner,
             lines=len(items),
         )
-        return runtime.run(_run(store, executor, items))
+        stats = runtime.run(_run(store, executor, items))
+    stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
+    return stats
 
 
 async def _run(store: Store, executor: Executor, items: list[WorkItem]) -> Stats:

@@ -18,6 +18,7 @@ of the error (``workers.retry.classify_exception``: retryable; whether the relay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -56,6 +57,7 @@ class ClientConfig:
     max_connections: int = 256
     proxy: str | None = field(default=None, repr=False)  # may carry a password
     header_values: tuple[tuple[str, str], ...] = ()  # settings' values for headers families send
+    headers: tuple[tuple[str, str], ...] = ()  # a provider's extra headers (batcher.toml)
 
     @property
     def provider(self) -> str:
@@ -68,6 +70,8 @@ def client_config(
 ) -> ClientConfig:
     """The client configuration from settings, or a ``ConfigError`` saying what to set."""
     raw = settings.checked_base_url()
+    if not raw and settings.config_path() is not None:  # batcher.toml: its first provider's
+        raw = settings.providers()[0].config.base_url
     if not raw:
         raise ConfigError(
             "no API base URL: set OPENAI_BASE_URL (or BATCHER_BASE_URL) to your relay, e.g. "
@@ -104,6 +108,7 @@ class RawResponse:
     status: int
     headers: httpx.Headers
     content: bytes
+    route: str | None = None  # the provider and key that answered, when calls are routed
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,7 @@ class NoAnswer:
     """A call that got no answer (a timeout, a refused or dropped connection), and what it means."""
 
     classification: Classification
+    route: str | None = None  # the provider and key it went to, when calls are routed
 
 
 def no_answer(exc: httpx.TransportError) -> NoAnswer:
@@ -140,6 +146,26 @@ def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
 JSON = "application/json"
 
 
+class Caller(Protocol):
+    """What the execution core calls: one provider's ``ApiClient``, or a router over several."""
+
+    config: ClientConfig
+
+    async def send(
+        self, endpoint: Endpoint, request: RequestContent, *, model: str = ...
+    ) -> RawResponse | NoAnswer:
+        """POST a family's request for the line's model; the answer, or ``NoAnswer``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        ...
+
+    async def __aenter__(self) -> Caller: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
 class ApiClient:
     """One provider's async client; ``call`` posts a body to an endpoint and returns the raw answer.
 
@@ -156,7 +182,7 @@ class ApiClient:
         self.config = config
         self._transport = transport or _fast_transport(config)
         self._urls: dict[Endpoint, httpx.URL] = {}
-        headers = {"Content-Type": JSON, "Accept": "application/json, */*"}
+        headers = {"Content-Type": JSON, "Accept": "application/json, */*", **dict(config.headers)}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = httpx.Headers(headers)
@@ -164,8 +190,11 @@ class ApiClient:
         self._extensions = {"timeout": timeout.as_dict()}
         self._family_headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
 
-    async def send(self, endpoint: Endpoint, request: RequestContent) -> RawResponse | NoAnswer:
-        """POST a family's request, with the headers it names (see ``RequestContent``)."""
+    async def send(
+        self, endpoint: Endpoint, request: RequestContent, *, model: str = ""
+    ) -> RawResponse | NoAnswer:
+        """POST a family's request, with the headers it names (see ``RequestContent``); one
+        provider serves every model, so ``model`` (what a router routes by) is not read here."""
         headers = self._headers
         if request.headers or request.key_headers:
             headers = self._with_family_headers(request.headers, request.key_headers)

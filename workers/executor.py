@@ -13,7 +13,8 @@ order; a Celery task claims the ids in its message) and passes a ``Sink`` that w
 - one ``Attempt`` per line per upstream call and one terminal result per line, handed to the
   recorder (``workers.recorder``), which writes them in batches and renews the leases; lines it
   will not finish (paused, cancelled, stopped) released; a FATAL answer (bad key, no quota)
-  stops the job; a budget (``workers.budget``) pauses it before a call would pass it.
+  stops the job; a budget (``workers.budget``) pauses it before a call would pass it;
+  lines with the same cache key share one call (``workers.cache.SharedCalls``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jobs.blobs import BlobReader
 from jobs.endpoints import Endpoint
 from jobs.errors import BatcherError
 from jobs.models import utcnow
+from jobs.options import CacheMode
 from jobs.records import AttemptRecord, LineResult, WorkItem
 from workers import outcomes
 from workers.answers import AnswerBudget, answer_bytes
@@ -38,8 +40,9 @@ from workers.audio_check import classify_answer
 from workers.blame import blames_the_call
 from workers.breaker import Breaker, JobGuard
 from workers.budget import Budget, settle_call
+from workers.cache import SharedCalls
 from workers.callfiles import CallFiles
-from workers.client import ApiClient, NoAnswer
+from workers.client import Caller, NoAnswer
 from workers.inhand import InHand
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
@@ -77,6 +80,7 @@ class ExecConfig:
     flush_interval: float = 0.25
     control_interval: float = 0.5  # a pause, cancel or spent budget stops new calls within 1 s
     pack: PackLimits | None = field(default_factory=PackLimits)
+    cache: CacheMode = CacheMode.OFF  # which claimed lines the response cache answers (workers.cache)
     owner: str = field(default_factory=new_owner)
 
 
@@ -86,7 +90,7 @@ class Executor:
     def __init__(
         self,
         *,
-        client: ApiClient,
+        client: Caller,
         limiter: Limiter,
         sink: Sink,
         config: ExecConfig,
@@ -113,6 +117,7 @@ class Executor:
             observer=observer,
         )
         self._clean = Redactor(secrets)
+        self._shared = SharedCalls(finish=self._finish, hold=self.recorder.hold, let_go=self.recorder.let_go)
         breaker = Breaker(client.config.base_url)
         self._guard = JobGuard(breaker, stop=self._stop, release=self._release, finish=self._finish)
         self._jitter = jitter
@@ -165,7 +170,7 @@ class Executor:
 
     async def _feed(self, items: AsyncIterable[WorkItem] | Iterable[WorkItem]) -> None:
         running: set[asyncio.Task[None]] = set()
-        async for unit in units_from(self.recorder.holding(items), pack=self.config.pack):
+        async for unit in units_from(self._shared.calls(self.recorder.holding(items)), pack=self.config.pack):
             if self.halted:
                 await self._release(unit.items)
                 continue
@@ -277,9 +282,9 @@ class Executor:
         started_at, start, call_id = utcnow(), time.monotonic(), uuid.uuid4().hex
         self.recorder.sending(call_id, unit.items, unit.attempts, started_at)
         request = await self._files.request(unit, content)
-        response = await self.client.send(unit.endpoint, request)
+        response = await self.client.send(unit.endpoint, request, model=unit.items[0].model)
         if isinstance(response, NoAnswer):
-            return Call(response.classification, None, started_at, _ms_since(start), call_id)
+            return Call(response.classification, None, started_at, _ms_since(start), call_id, response.route)
         cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
         if cleaned is not response.content:
             response = replace(response, content=cleaned)
@@ -340,6 +345,8 @@ class Executor:
         for result in results:
             self.stats.count(result)
         self.recorder.land(attempts, results)  # a pack's lines: one journal entry, not one each
+        for result in results:
+            self._shared.settled(result)  # twins waiting for these lines take their copies
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
         lines = zip(unit.items, unit.attempts, strict=True)
@@ -363,6 +370,7 @@ class Executor:
     def _finish(self, result: LineResult) -> None:
         self.stats.count(result)
         self.recorder.finish(result)
+        self._shared.settled(result)  # its twins' copies come through here too
 
     async def _check_control(self) -> None:
         await asyncio.to_thread(self.sink.report_in_flight, self.stats.in_flight)  # for `status`
@@ -379,6 +387,7 @@ class Executor:
                 await asyncio.to_thread(self.budget.refresh)
 
     async def _release(self, items: Sequence[WorkItem]) -> None:
+        items = self._shared.released(items)
         self.stats.released += len(items)
         await self.recorder.release([item.request_id for item in items])
 

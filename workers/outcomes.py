@@ -39,6 +39,7 @@ class Call:
     started_at: datetime
     duration_ms: int
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    route: str | None = None  # the provider and key it went to (routed calls), answered or not
     request_id: str | None = field(init=False)  # the upstream request id, if the call got an answer
 
     def __post_init__(self) -> None:
@@ -94,7 +95,13 @@ def attempt_record(
         upstream_request_id=_request_id(call, clean),
         worker=owner,
         call_id=call.call_id,
+        provider=route_of(call),
     )
+
+
+def route_of(call: Call) -> str | None:
+    """The provider and key label that took the call, when calls are routed."""
+    return call.route or (call.response.route if call.response is not None else None)
 
 
 def _request_id(call: Call, clean: Clean) -> str | None:
@@ -125,6 +132,8 @@ def success(
         usage=usage,
         latency_ms=call.duration_ms,
         vectors=vectors,
+        cache_key=item.cache_key,
+        provider=route_of(call),
     )
 
 
@@ -170,6 +179,7 @@ def speech_result(
         upstream_request_id=_request_id(call, clean),
         usage=family.file_usage(request),
         latency_ms=call.duration_ms,
+        provider=route_of(call),
     )
 
 
@@ -185,6 +195,7 @@ def failure(item: WorkItem, call: Call, clean: Clean) -> LineResult:
         upstream_request_id=_request_id(call, clean),
         error_code=clean(c.code or c.error_class),
         error_message=clean(c.message),
+        provider=route_of(call),
     )
 
 

@@ -20,12 +20,14 @@ class Stats:
     in_flight: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached: int = 0  # succeeded lines answered from the response cache or a twin's call, not called
     halted: str | None = None
 
     def count(self, result: LineResult) -> None:
         """Count a line's terminal result."""
         if result.state == RequestState.SUCCEEDED:
             self.succeeded += 1
+            self.cached += result.cached
             if result.usage is not None:
                 self.prompt_tokens += result.usage.prompt_tokens
                 self.completion_tokens += result.usage.completion_tokens

@@ -6,7 +6,9 @@ A ``BatcherError`` raised by any command becomes its message and exit code 1; us
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -77,8 +79,12 @@ pass_app = click.make_pass_decorator(App)
     help="HTTP proxy for API calls, `none` for none [default: BATCHER_PROXY, else HTTPS_PROXY/HTTP_PROXY "
     "unless NO_PROXY names the host; never for loopback].",
 )  # fmt: skip
+@click.option(
+    "--config", "config_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Providers and keys (batcher.toml) [default: BATCHER_CONFIG, ./batcher.toml, ~/.config/batcher/].",
+)  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context, proxy: str | None) -> None:
+def cli(ctx: click.Context, proxy: str | None, config_file: Path | None) -> None:
     """Batch job processor for OpenAI-compatible APIs and relays.
 
     \b
@@ -87,6 +93,8 @@ def cli(ctx: click.Context, proxy: str | None) -> None:
       export OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=sk-dev
       batcher run examples/chat.jsonl -o results.jsonl
     """
+    if config_file is not None:  # in the environment too, for the worker processes it starts
+        os.environ["BATCHER_CONFIG"] = str(config_file.resolve())
     try:
         settings = load_settings(**({"proxy": proxy} if proxy is not None else {}))
     except BatcherError as exc:

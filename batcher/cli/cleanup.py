@@ -16,7 +16,7 @@ from jobs.models import Job, JobStatus
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
-def _age(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+def age_param(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     try:
         return parse_age(value)
     except ConfigError as exc:
@@ -63,7 +63,7 @@ def delete_command(app: App, job_ids: tuple[int, ...], yes: bool) -> None:
 
 @cli.command()
 @click.option(
-    "--older-than", required=True, callback=_age, metavar="AGE",
+    "--older-than", required=True, callback=age_param, metavar="AGE",
     help="Jobs finished (or created, if never finished) longer ago than this: 30d, 12h, 2w, 90m.",
 )  # fmt: skip
 @click.option(

@@ -164,7 +164,11 @@ def worker(
     "--mj-raw", "mj_rewrite", flag_value=False, default=True,
     help="Answer Midjourney codes 21/22 as a bare midjourney-proxy (no new-api rewrite to 1).",
 )  # fmt: skip
-def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
+@click.option("--models", "model_names", help="Serve only these models (comma-separated) and list them.")
+@click.option(
+    "--quota-after", type=click.IntRange(min=0), default=0, help="Answer 403 out-of-quota after N answers."
+)
+def dev_relay(host: str, port: int, faults: str | None, model_names: str | None, **kw: Any) -> None:
     """Run a stand-in relay on loopback, to try batcher without an API key.
 
     It answers chat, completions, embeddings and speech deterministically, serves
@@ -184,6 +188,7 @@ def dev_relay(host: str, port: int, faults: str | None, **kw: Any) -> None:
     if faults:
         kw["faults"] = tuple(k.strip() for k in faults.split(",") if k.strip())
     kw["limits"] = _limit_rules(kw)
+    kw["models"] = tuple(m.strip() for m in (model_names or "").split(",") if m.strip())
     try:
         config = RelayConfig(**kw)
     except ValueError as exc:

@@ -12,7 +12,7 @@ import click
 
 from batcher.reader import ReadOptions
 from jobs.endpoints import Endpoint
-from jobs.options import JobOptions
+from jobs.options import CacheMode, JobOptions
 from workers.endpoints import families
 from workers.ratelimit import parse_reset
 
@@ -195,6 +195,13 @@ def run_options(func: F) -> F:
             type=Duration(),
             help="Task lines: fail a task still going after this [default: the relay's: MJ 1h, 24h].",
         ),
+        click.option(
+            "--cache/--no-cache",
+            default=None,
+            help="Answer deterministic requests (temperature 0, embeddings) from earlier results "
+            "[default: cache].",
+        ),
+        click.option("--cache-all", is_flag=True, default=None, help="Cache sampled requests too."),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), _merge_alias(func))
 
@@ -213,7 +220,20 @@ RUN_KEYS = (
 
 def run_flags(kw: dict[str, Any]) -> dict[str, Any]:
     """The run options given on the command line (None: not given)."""
-    return {key: kw.get(key) for key in RUN_KEYS}
+    return {key: kw.get(key) for key in RUN_KEYS} | {
+        "cache": cache_mode(kw.get("cache"), kw.get("cache_all"))
+    }
+
+
+def cache_mode(cache: bool | None, cache_all: bool | None) -> CacheMode | None:
+    """``--cache``, ``--no-cache`` and ``--cache-all`` as the job's cache option (None: not given)."""
+    if cache_all:
+        if cache is False:
+            raise click.UsageError("--cache-all and --no-cache contradict each other; choose one")
+        return CacheMode.ALL
+    if cache is None:
+        return None
+    return CacheMode.AUTO if cache else CacheMode.OFF
 
 
 def job_options(kw: dict[str, Any]) -> JobOptions:

@@ -27,6 +27,7 @@ from batcher.estimate import EstimateBuilder, estimate_file
 from batcher.export import ExportSummary, audio_note, export_job
 from batcher.ingest import IngestOptions, IngestResult, ingest_file
 from batcher.progress import Progress
+from batcher.provider_report import served_catalog
 from batcher.reader import read_requests
 from batcher.render import printable, to_json
 from batcher.runner import RunSummary, describe_stop, run_job
@@ -34,6 +35,7 @@ from jobs import store as q
 from jobs.errors import BatcherError, Problem
 from jobs.models import JobStatus
 from jobs.options import JobOptions
+from workers.catalog import ModelCatalog
 from workers.client import NO_KEY_WARNING, client_config
 from workers.prices import load_prices
 
@@ -41,8 +43,18 @@ from workers.prices import load_prices
 def check_api(app: App) -> None:
     """Refuse a missing base URL before anything is stored; warn when no key is configured."""
     client_config(app.settings)
-    if app.settings.api_key is None:
+    if not any(p.present_keys() for p in app.settings.providers()):
         click.echo(NO_KEY_WARNING, err=True)
+
+
+def served_models(app: App) -> ModelCatalog | None:
+    """The models the providers serve, for ingest to check every line against (None: not checked)."""
+    if not app.settings.base_url and app.settings.config_path() is None:
+        return None  # `submit --no-queue` with no relay configured yet: nothing to ask
+    catalog, notes = served_catalog(app.settings.providers(), client_config(app.settings))
+    for note in notes:
+        click.echo(note, err=True)
+    return catalog
 
 
 def _ingest(
@@ -59,6 +71,7 @@ def _ingest(
         job_options=job_options(kw),
         priority=kw.get("priority", 5),
         blob_dir=app.settings.blob_dir,
+        catalog=served_models(app),
     )
     return ingest_file(app.store, file, options)
 

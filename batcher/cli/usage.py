@@ -71,7 +71,7 @@ def _by(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ..
 @click.argument("job_ids", metavar="[JOB]...", nargs=-1, type=int)
 @click.option(
     "--by", default="job", show_default=True, callback=_by,
-    help="Group by job, model, endpoint, family, day, tag or metadata.KEY; comma-separated for several.",
+    help="Group by job, model, endpoint, family, day, tag, provider, key or metadata.KEY; comma-separated.",
 )  # fmt: skip
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC) of calls to count.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC) of calls to count.")

@@ -29,7 +29,7 @@ from batcher.devrelay.answers import (
     completion_answer,
     embedding_answer,
 )
-from batcher.devrelay.billing import BillingRoutes
+from batcher.devrelay.billing import BillingRoutes, unserved
 from batcher.devrelay.claude_answers import claude_answer
 from batcher.devrelay.config import RelayConfig
 from batcher.devrelay.enforce import Enforcer, Refusal
@@ -181,6 +181,8 @@ class Relay:
             call.key = body_key(body)
             self.stats.per_key[call.key] += 1
         refusal = self._unauthorized(call)
+        if refusal is None and (answer := unserved(self.config, self.stats.served, body)) is not None:
+            refusal = self._respond(call, *answer)  # a model it does not serve, a key out of quota
         if refusal is not None:
             return refusal
         try:

@@ -3,13 +3,25 @@
 Transactions belong to the caller (``Store.session()``). One module per concern: ``jobs`` (jobs
 and operations on whole jobs), ``lines`` (claims, leases, what the broker should carry),
 ``results`` (attempts and results written), ``usage`` (usage read back, as typed rows),
-``exports`` (lines as an export reads them), ``pace`` (the paces jobs found) and ``dashboard``
-(aggregates and pages the web dashboard reads). Callers use
+``exports`` (lines as an export reads them), ``pace`` (the paces jobs found), ``dashboard``
+(aggregates and pages the web dashboard reads) and ``cache`` (the response cache's answers).
+Callers use
 ``from jobs import store as q``.
 """
 
 from __future__ import annotations
 
+from jobs.store.cache import (
+    CachedLines,
+    CacheStats,
+    Kept,
+    cache_stats,
+    cached_answers,
+    cached_lines,
+    clear_cache,
+    forget_lines,
+    note_hits,
+)
 from jobs.store.calls import known_calls
 from jobs.store.cleanup import JobFootprint, delete_jobs, footprint, jobs_older_than
 from jobs.store.dashboard import (
@@ -81,6 +93,8 @@ from jobs.store.usage import (
 __all__ = [
     "LINE_COLUMNS",
     "AudioFiles",
+    "CacheStats",
+    "CachedLines",
     "CallRow",
     "FailedLine",
     "FailedRow",
@@ -88,6 +102,7 @@ __all__ = [
     "JobFootprint",
     "JobPage",
     "JobUsage",
+    "Kept",
     "LineDetail",
     "ModelUsage",
     "RecentCalls",
@@ -96,10 +111,14 @@ __all__ = [
     "active_jobs",
     "audio_files",
     "audio_paths",
+    "cache_stats",
+    "cached_answers",
+    "cached_lines",
     "calls_in_flight",
     "cancel_job",
     "cancel_left",
     "claim_lines",
+    "clear_cache",
     "complete_if_done",
     "create_job",
     "delete_jobs",
@@ -111,6 +130,7 @@ __all__ = [
     "find_job_by_source",
     "footprint",
     "forget_executor",
+    "forget_lines",
     "get_job",
     "insert_requests",
     "iter_calls",
@@ -128,6 +148,7 @@ __all__ = [
     "list_jobs",
     "mark_enqueued",
     "model_usage",
+    "note_hits",
     "options_of",
     "page_of_jobs",
     "recent_calls",

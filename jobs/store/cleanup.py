@@ -1,4 +1,5 @@
-"""Deleting jobs: their attempts, lines, vector blocks and job rows in one transaction; finding old jobs.
+"""Deleting jobs: their attempts, lines, vector blocks, cache keys and job rows in one transaction;
+finding old jobs.
 
 The input files (blobs) no remaining job uses go in the same transaction; those kept in the shared
 blob folder are named in the footprint, for the caller to remove after the commit.
@@ -20,6 +21,7 @@ from sqlmodel import Session, col, func, select
 from jobs.errors import JobStateError
 from jobs.models import Job, JobStatus, VectorBlock
 from jobs.store.blobs import unlink_jobs
+from jobs.store.cache import forget_lines
 from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
 from jobs.store.jobs import get_job
 
@@ -59,6 +61,7 @@ def delete_jobs(session: Session, job_ids: Sequence[int]) -> JobFootprint:
     conn.execute(sa.delete(_att).where(_att.c.job_id.in_(ids)))
     blocks = sa.select(_req.c.vector_block).where(_req.c.job_id.in_(ids), _req.c.vector_block.is_not(None))
     conn.execute(sa.delete(_vec).where(_vec.c.id.in_(blocks.scalar_subquery())))
+    forget_lines(session, sa.select(_req.c.id).where(_req.c.job_id.in_(ids)).scalar_subquery())
     conn.execute(sa.delete(_req).where(_req.c.job_id.in_(ids)))
     conn.execute(sa.delete(Job.__table__).where(Job.__table__.c.id.in_(ids)))  # type: ignore[attr-defined]
     session.expunge_all()

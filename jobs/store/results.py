@@ -2,7 +2,8 @@
 
 A result is written only while the line is not terminal, so a line that already succeeded is never
 overwritten or counted twice (the write is idempotent, whoever redelivers it); the job's counters
-move in the same transaction as the lines they count. The writes of a flush go to the driver as
+move in the same transaction as the lines they count, and so do the answers kept for the
+response cache (``jobs.store.cache``). The writes of a flush go to the driver as
 plain executemany calls (``jobs.store.bulk``): they are the per-line cost of a run.
 """
 
@@ -21,6 +22,7 @@ from jobs.models import (
 )
 from jobs.records import AttemptRecord, LineResult, Usage
 from jobs.store.bulk import db_time, executemany, insert_sql
+from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 
 _req = REQUEST_TABLE
@@ -79,6 +81,7 @@ def record_outcomes(
             for rid, r in chosen.items()
         ]
         executemany(conn, _RESULT_UPDATE, rows)
+        save_answers(conn, chosen.values())
         _count(session, chosen.values())
     going = [(n, rid, n) for rid, n in latest.items() if rid not in chosen]
     executemany(conn, _ATTEMPTS_UPDATE, going)
@@ -185,6 +188,7 @@ _ATTEMPT_COLUMNS = (
     "upstream_request_id",
     "call_id",
     "worker",
+    "provider",
     *_USAGE_COLUMNS,
 )
 _ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
@@ -206,6 +210,7 @@ def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
         a.upstream_request_id,
         a.call_id,
         a.worker,
+        a.provider,
         *_usage_values(a.usage),
     )
 
@@ -223,6 +228,8 @@ def _result_values(r: LineResult) -> tuple[Any, ...]:
         r.latency_ms,
         r.error_code,
         r.error_message,
+        r.cached,
+        r.provider,
     )
 
 
@@ -238,6 +245,8 @@ _RESULT_COLUMNS = (
     "latency_ms",
     "error_code",
     "last_error",
+    "cached",
+    "provider",
     "vector_block",
     "vector_start",
     "vector_count",

@@ -75,6 +75,8 @@ class CallRow:
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
     line_price_key: str | None = None  # the line's price name when not its model (an image size)
 
+    provider: str | None = None  # provider/key label of a routed call (batcher.toml)
+
     @property
     def priced_as(self) -> str:
         """The name to look the call's price up by."""
@@ -165,6 +167,7 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
     return [
         *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent", "error_class")),
         _att.c.call_id,
+        _att.c.provider,
         *_usage_columns(_att, ""),
         (first_ok == _att.c.id).label("first_ok"),
         *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens", "price_key")),
@@ -243,4 +246,5 @@ def _call_row(row: Any) -> CallRow:
         unknown_body=row.unknown_body,
         call_id=row.call_id,
         line_price_key=row.line_price_key,
+        provider=row.provider,
     )

@@ -136,6 +136,14 @@ class Family:
         """The request to send for a body (JSON by default; a file upload would be multipart)."""
         return RequestContent(content)
 
+    def repeatable(self, body: Body) -> bool | None:
+        """Whether the same request gets the same answer, for the response cache (``workers.cache``).
+
+        True: cached by default; False: a sampled request, cached only with ``--cache-all``;
+        None: never cached. By default the OpenAI sampling rule (``fixed_sampling``).
+        """
+        return fixed_sampling(body)
+
     # --- the answer -------------------------------------------------------------------------------
 
     def answer_body(self, request: Body, content: bytes) -> dict[str, Any]:
@@ -182,6 +190,17 @@ class Family:
     def vectors(self, answer: Body) -> list[list[float]]:
         """The embedding vectors of a stored answer (none for families that return text)."""
         return []
+
+
+def fixed_sampling(options: Body) -> bool:
+    """``temperature`` 0, or no ``temperature`` and a ``seed``: a request asking for one answer.
+
+    Without either the API's default temperature (1) draws a fresh sample each call.
+    """
+    if "temperature" in options:
+        t = options["temperature"]
+        return isinstance(t, int | float) and not isinstance(t, bool) and t == 0
+    return options.get("seed") is not None
 
 
 def reported_usage(answer: Body) -> dict[str, Any] | None:

@@ -27,6 +27,9 @@ class Embeddings(Family):
     name: ClassVar[str] = "embeddings"
     packable: ClassVar[bool] = True
 
+    def repeatable(self, body: Body) -> bool | None:
+        return True  # a model's vectors for a text do not vary
+
     def check(self, body: Body) -> None:
         value = body.get("input")
         if value == "" or not is_prompt(value):

@@ -28,6 +28,7 @@ from workers.endpoints.base import (
     Family,
     ParsedAnswer,
     RequestContent,
+    fixed_sampling,
     positive_int,
     type_name,
 )
@@ -75,6 +76,10 @@ class Gemini(GeminiRoutes):
 
     name: ClassVar[str] = "gemini"
     methods: ClassVar[tuple[str, ...]] = ("generateContent",)
+
+    def repeatable(self, body: Body) -> bool | None:
+        config = body.get("generationConfig") or body.get("generation_config")
+        return fixed_sampling(config if isinstance(config, dict) else {})
 
     def check(self, body: Body) -> None:
         contents = body.get("contents")

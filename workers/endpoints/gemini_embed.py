@@ -23,6 +23,9 @@ class GeminiEmbed(GeminiRoutes):
     billed_in: ClassVar[str] = "tokens, estimated"  # the answers carry no usage
     methods: ClassVar[tuple[str, ...]] = ("embedContent", "batchEmbedContents")
 
+    def repeatable(self, body: Body) -> bool | None:
+        return True  # a model's vectors for a text do not vary
+
     def check(self, body: Body) -> None:
         if "requests" in body:
             requests = body["requests"]

@@ -43,6 +43,9 @@ class ImageFamily(Family):
 
     billed_in: ClassVar[str] = "images"
 
+    def repeatable(self, body: Body) -> bool | None:
+        return None  # the answer names image files saved in its own job's folder
+
     def check(self, body: Body) -> None:
         if self.needs_prompt(body):
             prompt = body.get("prompt")

@@ -26,6 +26,9 @@ class Moderations(Family):
     name: ClassVar[str] = "moderations"
     billed_in: ClassVar[str] = "tokens, estimated"  # the answers carry no usage
 
+    def repeatable(self, body: Body) -> bool | None:
+        return True  # a classifier's scores for a text do not vary
+
     def check(self, body: Body) -> None:
         value = body.get("input")
         if isinstance(value, str) and value:

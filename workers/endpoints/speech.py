@@ -25,6 +25,9 @@ class Speech(Family):
     binary_answer: ClassVar[bool] = True
     billed_in: ClassVar[str] = "characters"
 
+    def repeatable(self, body: Body) -> bool | None:
+        return None  # the answer is an audio file beside the store, not a row in it
+
     def check(self, body: Body) -> None:
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():

@@ -91,6 +91,9 @@ class TaskFamily(Family):
     poll_batch: ClassVar[int] = 1  # task ids one poll may ask for
     deadline_s: ClassVar[float] = 24 * HOUR  # the relay fails a task still going after this
 
+    def repeatable(self, body: Body) -> bool | None:
+        return None  # a task's result is files and a relay's task, made again at each submit
+
     def expected_usage(self, body: Body, *, default: int | None = None) -> Usage:
         """One task: one per-call charge, or the relay's other ratios (``calls``)."""
         return Usage(calls=self.calls(body))

@@ -29,7 +29,15 @@ from jobs.blobs import stored_files
 from jobs.endpoints import Endpoint
 from jobs.records import Usage
 from workers.cost import audio_tokens
-from workers.endpoints.base import Body, BodyError, Family, ParsedAnswer, positive_int, type_name
+from workers.endpoints.base import (
+    Body,
+    BodyError,
+    Family,
+    ParsedAnswer,
+    fixed_sampling,
+    positive_int,
+    type_name,
+)
 from workers.endpoints.filefields import AUDIO_FILE, FileRule, file_seconds
 
 TRANSCRIPTIONS = Endpoint("/v1/audio/transcriptions")
@@ -47,6 +55,9 @@ class Transcriptions(Family):
     name: ClassVar[str] = "transcriptions"
     billed_in: ClassVar[str] = "seconds"
     file_fields: ClassVar[Mapping[str, FileRule]] = {"file": AUDIO_FILE}
+
+    def repeatable(self, body: Body) -> bool | None:
+        return "temperature" not in body or fixed_sampling(body)  # the API's default temperature is 0
 
     def check(self, body: Body) -> None:
         if "file" not in body:
