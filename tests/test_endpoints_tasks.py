@@ -149,3 +149,15 @@ def test_a_video_submit_says_what_it_billed(header: str, calls: float | None) ->
     from workers.taskcalls import other_ratios
 
     assert other_ratios({"X-New-Api-Other-Ratios": header} if header else {}) == calls
+
+
+def test_no_quota_left_stops_the_job_instead_of_failing_lines() -> None:
+    import httpx
+
+    from workers.client import RawResponse
+    from workers.taskcalls import SubmitKind, submit_outcome
+
+    body = b'{"description":"quota_not_enough ","type":"upstream_error","code":4}'
+    assert submit_outcome(fam(MJ), RawResponse(400, httpx.Headers(), body)).kind is SubmitKind.FATAL
+    banned = b'{"description":"prompt_is_required ","type":"upstream_error","code":4}'
+    assert submit_outcome(fam(MJ), RawResponse(400, httpx.Headers(), banned)).kind is SubmitKind.REFUSED

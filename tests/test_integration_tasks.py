@@ -28,9 +28,8 @@ from jobs.models import Task
 from tests.cluster import Cluster, cluster_env, wait_for_children
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 from workers.prices import parse_prices
-from workers.taskcalls import UNKNOWN_MESSAGE
 
-RUN_FLAGS = ("--poll-interval", "0.2", "--timeout", "3")
+RUN_FLAGS = ("--poll-interval", "0.2", "--timeout", "10")  # a loaded machine answers slowly
 
 
 def task_rows(folder: Path) -> list[dict[str, Any]]:
@@ -72,16 +71,30 @@ EXPECTED = {
 
 @pytest.fixture
 def task_relay(relay: RelayServer) -> RelayServer:
-    relay.set_config(RelayConfig(api_key=RELAY_KEY, task_seconds=0.5, hang_seconds=10))
+    relay.set_config(RelayConfig(api_key=RELAY_KEY, task_seconds=0.5, hang_seconds=30))
     return relay
 
 
-def check_run(db: Store, relay: RelayServer, out: Path, rows: list[dict[str, Any]], job_id: int = 1) -> None:
+def check_run(
+    db: Store,
+    relay: RelayServer,
+    out: Path,
+    rows: list[dict[str, Any]],
+    job_id: int = 1,
+    *,
+    killed: bool = False,
+) -> None:
+    """Each line ended as expected; with ``killed``, a line whose submit was in flight at the kill
+    may instead have ended "submit outcome unknown" (``check_billing`` shows it was sent once)."""
     lines = {line.custom_id: line for line in all_lines(db)}
-    assert {cid: line.state for cid, line in lines.items()} == EXPECTED, {
+    unknown = {cid for cid, line in lines.items() if line.error_code == "submit_unknown"}
+    origins = {r["custom_id"]: r["body"].get("after") for r in rows}
+    excused = {cid for cid in lines if cid in unknown or origins[cid] in unknown} if killed else set()
+    states = {cid: line.state for cid, line in lines.items() if cid not in excused}
+    assert states == {cid: s for cid, s in EXPECTED.items() if cid in states}, {
         cid: line.last_error for cid, line in lines.items()
     }
-    assert lines["lost"].last_error == UNKNOWN_MESSAGE
+    assert "lost" in unknown and (killed or unknown == {"lost"})
     exported = read_jsonl(out)
     assert sorted(r["custom_id"] for r in exported) == sorted(r["custom_id"] for r in rows)
     for row in exported:
@@ -106,17 +119,19 @@ def check_files(body: dict[str, Any]) -> None:
 
 
 def check_billing(db: Store, relay: RelayServer, job_id: int) -> None:
-    """Usage's cost (and possibly billed part) equals the relay's charges less refunds."""
+    """Usage's cost equals the relay's charges less refunds of the tasks batcher knows; each submit
+    whose answer was lost is one relay task batcher never learned of (sent once, never again)."""
     pricing = httpx.get(relay.url.removesuffix("/v1") + "/api/pricing").json()
     book = parse_prices(json.loads(json.dumps(pricing), parse_float=Decimal), source="relay")
     report = usage_report(db, [job_id], prices=book)
-    billing = relay.stats()["tasks"]["billing"]
-    lost = (
-        Decimal(billing["per_model"]["mj_imagine"]["charged_usd"])
-        / billing["per_model"]["mj_imagine"]["charges"]
-    )
-    assert report.total.unknown_calls == 1 and report.total.unknown_cost == lost
-    assert report.total.cost + report.total.unknown_cost == Decimal(billing["net_usd"])
+    per_task = relay.stats()["tasks"]["billing"]["per_task"]
+    with db.session() as session:
+        known = {t.relay_task_id for t in session.exec(select(Task).where(Task.job_id == job_id)).all()}
+    unknown_lines = [line for line in all_lines(db) if line.error_code == "submit_unknown"]
+    not_known = [tid for tid in per_task if tid not in known]
+    # A submit cut by a kill may not have reached the relay: at most one relay task per unknown line.
+    assert 1 <= len(not_known) <= len(unknown_lines) == report.total.unknown_calls
+    assert report.total.cost == sum(Decimal(per_task[tid]["net_usd"]) for tid in per_task if tid in known)
     assert report.total.calls == len(EXPECTED) and len(all_attempts(db)) == len(EXPECTED)
 
 
@@ -134,7 +149,7 @@ def test_a_mixed_task_file_runs_end_to_end(
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
-    config = RelayConfig(api_key=RELAY_KEY, task_seconds=3, hang_seconds=10)
+    config = RelayConfig(api_key=RELAY_KEY, task_seconds=3, hang_seconds=30)
     with RelayServer(config) as relay:
         env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
         c = Cluster(tmp_path, env, Store(pg_url))
@@ -157,7 +172,7 @@ def test_two_celery_workers_run_a_task_file_through_a_kill_9(
     workers, relay = cluster
     rows = task_rows(tmp_path)
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    job_id = workers.submit(source, options={"poll_interval": 0.5, "timeout": 3})
+    job_id = workers.submit(source, options={"poll_interval": 0.5, "timeout": 10})
     workers.start_worker("a")
     workers.start_worker("b")
     deadline = time.monotonic() + 120
@@ -171,6 +186,6 @@ def test_two_celery_workers_run_a_task_file_through_a_kill_9(
     workers.wait_done(job_id, timeout=240)
     out = tmp_path / "out.jsonl"
     export_job(workers.store, job_id, out)
-    check_run(workers.store, relay, out, rows, job_id)
+    check_run(workers.store, relay, out, rows, job_id, killed=True)
     submitted = relay.stats()["tasks"]["billing"]["per_model"]["mj_imagine"]["charges"]
     assert submitted == 5  # a kill between submit and poll made no task be submitted again

@@ -31,6 +31,10 @@ OTHER_RATIOS = "X-New-Api-Other-Ratios"
 DEFAULT_POLL_INTERVAL_S = 15.0  # new-api refreshes its task rows every 15 s: faster polls see nothing new
 
 
+# The relay's "no quota left" in its MJ and task envelopes (HTTP 400 / 403): the job stops, no line fails.
+_NO_QUOTA = (b"quota_not_enough", b"insufficient_user_quota")
+
+
 class SubmitKind(StrEnum):
     """How a submit ended; see the module docstring."""
 
@@ -64,7 +68,7 @@ def submit_outcome(
         return SubmitOutcome(SubmitKind.UNKNOWN, reason=UNKNOWN_MESSAGE, classification=c)
     if answer.status >= 300:
         c = classify_response(answer.status, answer.headers, answer.content, now=now or time.time())
-        if c.verdict is Verdict.FATAL:
+        if c.verdict is Verdict.FATAL or any(code in answer.content for code in _NO_QUOTA):
             return SubmitOutcome(SubmitKind.FATAL, reason=c.message, classification=c)
         later = c.verdict is Verdict.RETRY or c.throttle is not None
         kind = SubmitKind.LATER if later else SubmitKind.REFUSED

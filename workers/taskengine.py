@@ -172,7 +172,12 @@ class TaskEngine:
         return work
 
     def _wait(self, going: list[TaskLine], now: float) -> float:
-        times = [line.retry_at if line.record is None else line.record.next_poll_at for line in going]
+        # A follow-up waiting for its origin wakes with the origin's poll, not before.
+        times = [
+            line.retry_at if line.record is None else line.record.next_poll_at
+            for line in going
+            if line.record is not None or self._ready(line)
+        ]
         return max(0.0, min([self.config.control_interval, *(t - now for t in times)]))
 
     async def _load(self, items: Sequence[WorkItem]) -> None:
