@@ -172,9 +172,9 @@ def usage_report(
     with store.session() as session:
         for job_id in job_ids or ():
             q.get_job(session, job_id)  # an unknown job is an error, not an empty report
-        jobs = _JobCache(session)
+        jobs = JobCache(session)
         for row in q.iter_calls(session, job_ids=job_ids, since=since, until=until):
-            key = tuple(_key_value(d, row, jobs) for d in dims)
+            key = tuple(key_value(d, row, jobs) for d in dims)
             count_call(groups.setdefault(key, Totals()), row, prices, ratio)
         saved = cache_saved(session, job_ids, prices, ratio=ratio)
     rows = [ReportRow(k, t) for k, t in sorted(groups.items())]
@@ -184,7 +184,7 @@ def usage_report(
 # --- grouping -----------------------------------------------------------------------------------
 
 
-class _JobCache:
+class JobCache:
     """Names and options of the jobs met so far (a report spans few jobs)."""
 
     def __init__(self, session: Session) -> None:
@@ -198,7 +198,7 @@ class _JobCache:
         return self._jobs[job_id]
 
 
-def _key_value(dim: str, row: q.CallRow, jobs: _JobCache) -> str:
+def key_value(dim: str, row: q.CallRow, jobs: JobCache) -> str:
     if dim == "job":
         return f"{row.job_id}:{jobs.get(row.job_id)[0]}"
     if dim in _OF_THE_ROW:
@@ -215,7 +215,7 @@ def _family_label(endpoint: Endpoint) -> str:
     return f"{family.name} ({family.billed_in})"
 
 
-def _route_value(dim: str, label: str | None) -> str:
+def route_value(dim: str, label: str | None) -> str:
     """A routed call's provider, or its key (``relay-a/RELAY_A_KEY …1a2b``: name and last 4)."""
     label = label or "default"
     return label.partition("/")[0] if dim == "provider" else label
@@ -232,8 +232,8 @@ _OF_THE_ROW: dict[str, Callable[[q.CallRow], str]] = {
     "endpoint": lambda row: row.line_endpoint.path,
     "family": lambda row: _family_label(row.line_endpoint),
     "day": lambda row: _utc_day(row.started_at),
-    "provider": lambda row: _route_value("provider", row.provider),
-    "key": lambda row: _route_value("key", row.provider),
+    "provider": lambda row: route_value("provider", row.provider),
+    "key": lambda row: route_value("key", row.provider),
 }
 
 

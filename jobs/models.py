@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -261,3 +262,47 @@ class Task(SQLModel, table=True):
     polls: int = 0
     progress: str | None = None  # the relay's own, "37%"
     relay_status: str | None = None
+
+
+def _sum_column() -> Any:  # a fresh Column each: SQLAlchemy binds a Column to one table
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class UsageRollup(SQLModel, table=True):
+    """Sums of the calls that answered, by job, UTC day, model and provider (``jobs.store.rollup``).
+
+    Folded from the attempts by the usage report's readers, never written by a run: one row per
+    group, so a report over ten million calls reads groups, not calls. ``per_image``: the calls
+    reported no tokens, so their images are billed by the image (``workers.cost``).
+    """
+
+    __tablename__ = "usage_rollup"
+
+    job_id: int = Field(primary_key=True)
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, UTC, of the calls' start
+    model: str = Field(primary_key=True)  # the line's model
+    provider: str = Field(primary_key=True)  # provider/key label ('' when calls are not routed)
+    price_key: str = Field(primary_key=True)  # the line's price name when not its model ('' if none)
+    per_image: bool = Field(primary_key=True)
+    calls: int = _sum_column()  # HTTP calls: a packed call's lines count once
+    billed_calls: int = _sum_column()  # of which answered with usage
+    prompt_tokens: int = _sum_column()
+    completion_tokens: int = _sum_column()
+    characters: int = _sum_column()
+    cached_tokens: int = _sum_column()
+    reasoning_tokens: int = _sum_column()
+    cache_write_tokens: int = _sum_column()
+    cache_write_1h_tokens: int = _sum_column()
+    images: int = _sum_column()
+    task_calls: float = Field(default=0.0, sa_column=Column(Float, nullable=False))  # Usage.calls summed
+    charges: float = Field(default=0.0, sa_column=Column(Float, nullable=False))  # per-call charges
+    seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+
+
+class RollupMark(SQLModel, table=True):
+    """How far the attempts are folded into ``usage_rollup``: every id up to ``attempt_id``."""
+
+    __tablename__ = "rollup_mark"
+
+    name: str = Field(primary_key=True)
+    attempt_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

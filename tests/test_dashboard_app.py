@@ -134,6 +134,7 @@ def test_usage_page_shows_the_report(web: TestClient, ran: int) -> None:
     page = web.get("/usage")
     assert page.status_code == 200
     assert 'id="usage-day"' in page.text and 'id="usage-model"' in page.text and "gpt-4o-mini" in page.text
+    assert 'id="usage-provider"' in page.text and "<td>default</td>" in page.text  # the one unrouted relay
 
 
 def test_estimate_of_an_uploaded_file(web: TestClient, access: Access, tmp_path: Path) -> None:

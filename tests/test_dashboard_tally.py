@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from batcher.dashboard import tally as tally_module
-from batcher.dashboard.tally import SETTLE_S, WINDOW_S, Sampler, Tally, resample
+from batcher.dashboard.tally import SETTLE_S, WINDOW_S, Sampler, Tally, model_costs, provider_costs, resample
 from jobs import store as q
 from jobs.db import Store
+from jobs.records import Usage
 from tests.test_store_dashboard import LINES, SECONDS, _job, _run
+from workers.prices import ListPrice, PriceBook
 
 
 class Clock:
@@ -100,3 +103,30 @@ def test_a_late_commit_below_the_last_id_is_still_counted(
         tally.refresh(s)
     assert tally.sums()[2] == 15 * 9 + 30
     store.close()
+
+
+def test_provider_costs_sum_each_routes_models_at_their_prices() -> None:
+    book = PriceBook(prices={"a": ListPrice(input=Decimal(1), output=Decimal(2))})
+    rows = [
+        q.ModelUsage("a", 2, Usage(1_000_000, 0), provider="relay-x/KX …1111"),
+        q.ModelUsage("a", 1, Usage(0, 1_000_000), provider="relay-y/KY …2222"),
+        q.ModelUsage("mystery", 4, Usage(5, 5), provider="relay-y/KY …2222"),
+        q.ModelUsage("a", 3, Usage(1_000_000, 1_000_000)),
+    ]
+    got = {p.provider: (p.calls, p.tokens, p.cost_usd, p.unpriced) for p in provider_costs(rows, book, None)}
+    assert got == {
+        "default": (3, 2_000_000, Decimal(3), ()),
+        "relay-x/KX …1111": (2, 1_000_000, Decimal(1), ()),
+        "relay-y/KY …2222": (5, 1_000_010, Decimal(2), ("mystery",)),
+    }
+    by_model = sum(c.cost_usd or Decimal(0) for c in model_costs(rows, book, None))
+    assert sum(p.cost_usd or Decimal(0) for p in provider_costs(rows, book, None)) == by_model
+
+
+def test_models_merge_their_providers() -> None:
+    tally = Tally(1)
+    tally._settled.add(
+        [], [q.ModelUsage("a", 1, Usage(1, 1), provider="p/k"), q.ModelUsage("a", 2, Usage(2, 2))]
+    )
+    assert [(m.model, m.calls, m.provider) for m in tally.models()] == [("a", 3, "")]
+    assert [m.provider for m in tally.routed()] == ["", "p/k"]

@@ -48,6 +48,25 @@ def cost_of_attempt(
     return list_cost(usage, price)
 
 
+def cost_of_calls(
+    usage: Usage, calls: int, price: Price | None, *, group_ratio: Decimal = Decimal(1)
+) -> tuple[Decimal, Decimal] | None:
+    """USD of ``calls`` calls from their summed usage, and how much more it may be (None: no price).
+
+    ``usage.calls`` is the sum of the calls' per-call charges (each call's, or 1). Exact under a
+    list price when the calls are grouped by whether they reported tokens (images are billed by
+    the image only without). A relay rounds each call's quota (up for tokens, down for a fixed
+    price); rounded once for the sum, the cost may be up to 1 quota (1/500,000 USD) a call more,
+    the second value. A fixed relay price per image counts a call's charges, not its images.
+    """
+    if calls == 0:
+        return _ZERO, _ZERO
+    cost = cost_of_attempt(usage, price, group_ratio=group_ratio)
+    if cost is None:
+        return None
+    return cost, Decimal(calls) / QUOTA_PER_USD if isinstance(price, RelayPrice) else _ZERO
+
+
 def list_cost(usage: Usage, price: ListPrice) -> Decimal | None:
     """USD of a call under a list price; None when something used has no rate (and no per-call price)."""
     if price.per_call is None and _unpriced(usage, price):

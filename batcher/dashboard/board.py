@@ -17,7 +17,17 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from batcher.dashboard.tally import SETTLE_S, ModelCost, Rate, Sampler, Series, Tally, model_costs
+from batcher.dashboard.tally import (
+    SETTLE_S,
+    ModelCost,
+    ProviderCost,
+    Rate,
+    Sampler,
+    Series,
+    Tally,
+    model_costs,
+    provider_costs,
+)
 from batcher.pace_status import limiter_views
 from jobs import store as q
 from jobs.db import Store
@@ -93,20 +103,25 @@ class JobView:
     costs: list[ModelCost]
     failures: list[q.FailedRow]
     options: dict[str, object]
+    providers: list[ProviderCost] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the JSON the job page polls."""
-        costs = [
-            asdict(c) | {"cost_usd": None if c.cost_usd is None else str(c.cost_usd)} for c in self.costs
-        ]
+        costs, providers = ([_money(asdict(c)) for c in rows] for rows in (self.costs, self.providers))
         return {
             "job": self.summary.to_dict(),
             "pace": asdict(self.pace),
             "series": asdict(self.series),
             "costs": costs,
+            "providers": providers,
             "failures": [asdict(f) for f in self.failures],
             "options": self.options,
         }
+
+
+def _money(row: dict[str, Any]) -> dict[str, Any]:
+    """A cost row for JSON: its USD as an exact decimal string."""
+    return row | {"cost_usd": None if row["cost_usd"] is None else str(row["cost_usd"])}
 
 
 @dataclass
@@ -148,15 +163,16 @@ class Board:
             in_flight = q.calls_in_flight(session, job_id)
             failed = q.failed_lines(session, job_id, limit=failures)
         options = q.options_of(job)
-        tally = self._tally(job_id)
+        tally, book = self._tally(job_id), self._book(options)
         series = tally.series()
         return JobView(
             summary,
             self._pace(job, options, tally, in_flight or running),
             series,
-            model_costs(tally.models(), self._book(options), options.group),
+            model_costs(tally.models(), book, options.group),
             failed,
             options.public(),
+            provider_costs(tally.routed(), book, options.group),
         )
 
     def line(self, job_id: int, line_no: int) -> q.LineDetail | None:

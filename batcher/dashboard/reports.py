@@ -1,9 +1,10 @@
-"""The usage page's data: the ``batcher usage`` report by day, model and tag, and a file's estimate.
+"""The usage page's data: the ``batcher usage`` report by day, model, tag and provider, and a file's estimate.
 
-Both are the library calls the CLI makes (``batcher.usage.usage_report``,
-``batcher.estimate.estimate_file``), turned into plain rows for the templates and JSON. The usage
-report walks every call of the store in keyset pages (constant memory, time linear in the calls),
-so the page keeps one report per grouping for ``REPORT_TTL_S`` seconds.
+Both are library calls (``batcher.usage_groups.grouped_report``, ``batcher.estimate.estimate_file``),
+turned into plain rows for the templates and JSON. The report is the one ``batcher usage``
+gives, read from the store's sums by group rather than from every call, so a look costs the
+same at a thousand calls and at ten million; the page keeps one report per grouping for
+``REPORT_TTL_S`` seconds all the same, for pages polled by several browsers.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 
 from batcher.estimate import Estimate, estimate_file
 from batcher.reader import ReadOptions
-from batcher.usage import Report, Totals, usage_report
+from batcher.usage import Report, Totals
+from batcher.usage_groups import grouped_report
 from jobs.db import Store
 from workers.prices import load_prices
 
 REPORT_TTL_S = 30.0
-GROUPINGS = ("day", "model", "tag")
+GROUPINGS = ("day", "model", "tag", "provider")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class UsageReports:
             hit = self._cache.get(by)
             if hit is not None and time.monotonic() - hit[0] < REPORT_TTL_S:
                 return hit[1]
-        report = usage_report(self.store, None, by=(by,), prices=load_prices([]))
+        report = grouped_report(self.store, by=(by,), prices=load_prices([]))
         rows = [_row(r.key[0], r.totals, report) for r in report.rows]
         made = UsageTable(by, rows, _row("total", report.total, report), report.prices.currency)
         with self._lock:

@@ -22,12 +22,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 
 from sqlmodel import Session
 
+from batcher.usage import route_value
 from jobs import store as q
 from jobs.models import utcnow
 from workers.budget import spend_of
@@ -44,7 +45,7 @@ class _Part:
     """Sums over a range of attempt ids."""
 
     buckets: dict[int, list[int]] = field(default_factory=dict)  # second → [calls, 429s, tokens]
-    models: dict[str, q.ModelUsage] = field(default_factory=dict)
+    models: dict[tuple[str, str], q.ModelUsage] = field(default_factory=dict)  # (model, provider)
     last_id: int = 0
 
     def add(self, buckets: list[q.TimeBucket], models: list[q.ModelUsage]) -> None:
@@ -53,10 +54,12 @@ class _Part:
             row[0], row[1], row[2] = row[0] + b.calls, row[1] + b.rate_limited, row[2] + b.tokens
             self.last_id = max(self.last_id, b.last_id)
         for m in models:
-            old = self.models.get(m.model)
-            self.models[m.model] = (
-                m if old is None else q.ModelUsage(m.model, old.calls + m.calls, old.usage + m.usage)
-            )
+            old = self.models.get((m.model, m.provider))
+            self.models[(m.model, m.provider)] = m if old is None else _plus(old, m)
+
+
+def _plus(a: q.ModelUsage, b: q.ModelUsage) -> q.ModelUsage:
+    return replace(a, calls=a.calls + b.calls, usage=a.usage + b.usage)
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,20 @@ class Tally:
                     cell[i] += row[i]
         return resample(merged, max_points)
 
-    def models(self) -> list[q.ModelUsage]:
-        """Usage per model of every call so far."""
+    def routed(self) -> list[q.ModelUsage]:
+        """Usage per model and provider of every call so far."""
         total = _Part()
         for part in self._parts():
             total.add([], list(part.models.values()))
-        return sorted(total.models.values(), key=lambda m: m.model)
+        return sorted(total.models.values(), key=lambda m: (m.model, m.provider))
+
+    def models(self) -> list[q.ModelUsage]:
+        """Usage per model of every call so far, whatever the provider."""
+        merged: dict[str, q.ModelUsage] = {}
+        for routed in self.routed():
+            m = replace(routed, provider="")
+            merged[m.model] = m if m.model not in merged else _plus(merged[m.model], m)
+        return list(merged.values())
 
     def sums(self) -> tuple[int, int, int]:
         """(calls, calls answered 429, tokens) of the job so far."""
@@ -187,6 +198,42 @@ def model_costs(rows: list[q.ModelUsage], book: PriceBook, group: str | None) ->
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class ProviderCost:
+    """What the calls that went through one provider and key used and cost (USD).
+
+    ``cost_usd`` is None when none of its models has a price, and counts only the priced ones
+    otherwise (``unpriced`` names the rest), as the job's total does.
+    """
+
+    provider: str  # provider/key label (key by name and last 4 characters); "default" unrouted
+    calls: int
+    tokens: int
+    characters: int
+    cost_usd: Decimal | None
+    unpriced: tuple[str, ...]
+
+
+def provider_costs(rows: list[q.ModelUsage], book: PriceBook, group: str | None) -> list[ProviderCost]:
+    """Each provider's usage (summed over its models) with its cost at the book's prices."""
+    by: dict[str, list[ModelCost]] = {}
+    for row, cost in zip(rows, model_costs(rows, book, group), strict=True):
+        by.setdefault(route_value("key", row.provider or None), []).append(cost)
+    return [_provider_cost(provider, costs) for provider, costs in sorted(by.items())]
+
+
+def _provider_cost(provider: str, costs: list[ModelCost]) -> ProviderCost:
+    priced = [c.cost_usd for c in costs if c.cost_usd is not None]
+    return ProviderCost(
+        provider,
+        calls=sum(c.calls for c in costs),
+        tokens=sum(c.tokens for c in costs),
+        characters=sum(c.characters for c in costs),
+        cost_usd=sum(priced, Decimal(0)) if priced else None,
+        unpriced=tuple(sorted({c.model for c in costs if c.cost_usd is None})),
+    )
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ from jobs.store.results import (
     record_outcomes,
     record_results,
 )
+from jobs.store.rollup import RollupGroup, fold, rollup_groups
 from jobs.store.usage import (
     CallRow,
     JobUsage,
@@ -107,6 +108,7 @@ __all__ = [
     "ModelUsage",
     "RecentCalls",
     "ResultPage",
+    "RollupGroup",
     "TimeBucket",
     "active_jobs",
     "audio_files",
@@ -128,6 +130,7 @@ __all__ = [
     "failure_groups",
     "failures_by_code",
     "find_job_by_source",
+    "fold",
     "footprint",
     "forget_executor",
     "forget_lines",
@@ -160,6 +163,7 @@ __all__ = [
     "renew_leases",
     "report_in_flight",
     "retry_failed",
+    "rollup_groups",
     "running_lines",
     "save_pace",
     "set_job_status",

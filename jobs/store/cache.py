@@ -165,7 +165,8 @@ def cached_lines(session: Session, job_ids: Sequence[int] | None) -> list[Cached
     """Per model, the lines of these jobs (all jobs: None) answered from the cache, and their usage."""
     s = func.coalesce
     query = sa.select(_req.c.model, func.count(), *(s(func.sum(_req.c[n]), 0) for n in _USAGE)).where(
-        _req.c.cached.is_(True), _req.c.state == RequestState.SUCCEEDED.value
+        sa.text("request.cached"),  # the condition of the partial index ix_request_cached, as it is
+        _req.c.state == RequestState.SUCCEEDED.value,
     )
     if job_ids is not None:
         query = query.where(_req.c.job_id.in_(list(job_ids)))

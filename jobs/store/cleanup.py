@@ -24,6 +24,7 @@ from jobs.store.blobs import unlink_jobs
 from jobs.store.cache import forget_lines
 from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
 from jobs.store.jobs import get_job
+from jobs.store.rollup import forget_jobs
 
 _req, _att = REQUEST_TABLE, ATTEMPT_TABLE
 _vec = VectorBlock.__table__  # type: ignore[attr-defined]
@@ -59,6 +60,7 @@ def delete_jobs(session: Session, job_ids: Sequence[int]) -> JobFootprint:
     ids = list(job_ids)
     conn = session.connection()
     conn.execute(sa.delete(_att).where(_att.c.job_id.in_(ids)))
+    forget_jobs(session, ids)
     blocks = sa.select(_req.c.vector_block).where(_req.c.job_id.in_(ids), _req.c.vector_block.is_not(None))
     conn.execute(sa.delete(_vec).where(_vec.c.id.in_(blocks.scalar_subquery())))
     forget_lines(session, sa.select(_req.c.id).where(_req.c.job_id.in_(ids)).scalar_subquery())

@@ -137,11 +137,13 @@ def timeline(
 def model_usage(
     session: Session, job_id: int, *, after_id: int = 0, upto_id: int | None = None
 ) -> list[ModelUsage]:
-    """Per model: the calls with ids in (``after_id``, ``upto_id``] that answered with usage."""
+    """Per model and provider: the calls with ids in (``after_id``, ``upto_id``] that answered with usage."""
     names = USAGE_COLUMNS
+    provider = func.coalesce(_att.c.provider, "")
     query = (
         sa.select(
             _req.c.model,
+            provider.label("provider"),
             func.count(_att.c.id),
             *(func.coalesce(func.sum(_att.c[n]), 0).label(n) for n in names),
         )
@@ -150,9 +152,10 @@ def model_usage(
             *_id_range(job_id, after_id, upto_id),
             _att.c.total_tokens.is_not(None) | _att.c.characters.is_not(None),
         )
-        .group_by(_req.c.model)
+        .group_by(_req.c.model, provider)
     )
-    return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r)) for r in session.connection().execute(query)]
+    rows = session.connection().execute(query)
+    return [ModelUsage(str(r[0]), int(r[2]), summed_usage(r), provider=str(r[1])) for r in rows]
 
 
 def last_attempt_before(session: Session, job_id: int, before: datetime) -> int:

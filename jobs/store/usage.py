@@ -20,6 +20,7 @@ from jobs.endpoints import Endpoint
 from jobs.models import RequestState
 from jobs.records import Usage
 from jobs.store.common import ATTEMPT_TABLE, REQUEST_TABLE
+from jobs.store.rollup import UNANSWERED_CALL
 
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
@@ -46,6 +47,7 @@ class ModelUsage:
     calls: int
     usage: Usage
     price_key: str | None = None  # the price table's name of these calls when not the model
+    provider: str = ""  # the provider/key label, when grouped by it too ('' when not routed)
 
     @property
     def priced_as(self) -> str:
@@ -144,10 +146,17 @@ def iter_calls(
     since: date | None = None,
     until: date | None = None,
     page: int = PAGE_ROWS,
+    unanswered: bool = False,
 ) -> Iterator[CallRow]:
-    """Every call of these jobs (all when None) started in [since, until], in ``page``-row pages."""
+    """Every call of these jobs (all when None) started in [since, until], in ``page``-row pages.
+
+    ``unanswered``: only the calls that may have gone unanswered (no status, or a cut body), read
+    from their partial index: what ``jobs.store.rollup`` leaves to the report.
+    """
     base = sa.select(*_call_columns()).select_from(_att.join(_req, _req.c.id == _att.c.request_id))
     base = base.where(*_filters(job_ids, since, until)).order_by(_att.c.id).limit(page)
+    if unanswered:
+        base = base.where(UNANSWERED_CALL)
     conn, last = session.connection(), 0
     while True:
         rows = conn.execute(base.where(_att.c.id > last)).all()

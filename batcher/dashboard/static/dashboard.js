@@ -15,6 +15,25 @@ window.batcher = (function () {
     if (s < 3600) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
     return Math.floor(s / 3600) + "h" + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
   }
+  // A table of costs with a bar each (the dearest row's bar full): by model, or by provider.
+  function costTable(body, rows, name) {
+    const most = Math.max(0, ...rows.map((c) => Number(c.cost_usd || 0)));
+    body.innerHTML = "";
+    for (const c of rows) {
+      const tr = body.insertRow();
+      tr.dataset.cost = c.cost_usd === null ? "" : c.cost_usd;
+      [name(c), num(c.calls), num(c.tokens), money(c.cost_usd)].forEach((v) => { tr.insertCell().textContent = v; });
+      const bar = document.createElement("div");
+      bar.className = "hbar";
+      const seg = document.createElement("span");
+      seg.className = "seg succeeded";
+      seg.style.width = (most ? 100 * Number(c.cost_usd || 0) / most : 0).toFixed(2) + "%";
+      bar.appendChild(seg);
+      const cell = tr.insertCell();
+      cell.className = "wide";
+      cell.appendChild(bar);
+    }
+  }
   function flash(message, bad) {
     const el = $("#flash");
     el.textContent = message;
@@ -105,22 +124,8 @@ window.batcher = (function () {
     plot.setData(series);
     plot.root.dataset.points = s.t.length;
     plot.root.dataset.calls = Math.round(s.requests.reduce((a, b) => a + b, 0) * s.width_s);
-    const costs = $("#costs tbody");
-    const most = Math.max(0, ...data.costs.map((c) => Number(c.cost_usd || 0)));
-    costs.innerHTML = "";
-    for (const c of data.costs) {
-      const tr = costs.insertRow();
-      [c.model, num(c.calls), num(c.tokens), money(c.cost_usd)].forEach((v) => { tr.insertCell().textContent = v; });
-      const bar = document.createElement("div");
-      bar.className = "hbar";
-      const seg = document.createElement("span");
-      seg.className = "seg succeeded";
-      seg.style.width = (most ? 100 * Number(c.cost_usd || 0) / most : 0).toFixed(2) + "%";
-      bar.appendChild(seg);
-      const cell = tr.insertCell();
-      cell.className = "wide";
-      cell.appendChild(bar);
-    }
+    costTable($("#costs tbody"), data.costs, (c) => c.model);
+    costTable($("#provider-costs tbody"), data.providers, (c) => c.provider);
     const failures = $("#failures tbody");
     failures.innerHTML = "";
     text($("#failed-count"), job.failed ? "(" + num(job.failed) + ", first " + data.failures.length + " shown)" : "");
