@@ -58,7 +58,12 @@ AUDIO = {"blob": "a" * 64, "name": "a.mp3", "bytes": 10, "seconds": 1.5}
         (MESSAGES, {"model": "claude-x", "max_tokens": 5, "messages": MSG, "temperature": 0}, True),
         (MESSAGES, {"model": "claude-x", "max_tokens": 5, "messages": MSG}, False),
         (RESPONSES, {"model": "m", "input": "x", "temperature": 0}, True),
-        (TRANSCRIPTIONS, {"model": "whisper-1", "file": AUDIO}, True),  # its default temperature is 0
+        (TRANSCRIPTIONS, {"model": "whisper-1", "file": AUDIO, "temperature": 0}, True),
+        (
+            TRANSCRIPTIONS,
+            {"model": "whisper-1", "file": AUDIO},
+            False,
+        ),  # the rule of chat: no temperature, no seed
         (TRANSCRIPTIONS, {"model": "whisper-1", "file": AUDIO, "temperature": 0.4}, False),
         (GENERATIONS, {"model": "dall-e-3", "prompt": "x"}, False),
     ],
@@ -113,8 +118,8 @@ def test_request_key_by_mode(
 def test_files_and_routes_are_part_of_the_key() -> None:
     """A file field holds its file's SHA-256: another file, another key; Gemini's route names its model."""
     other = AUDIO | {"blob": "b" * 64}
-    a = key(TRANSCRIPTIONS, {"model": "whisper-1", "file": AUDIO})
-    b = key(TRANSCRIPTIONS, {"model": "whisper-1", "file": other})
+    a = key(TRANSCRIPTIONS, {"model": "whisper-1", "file": AUDIO, "temperature": 0})
+    b = key(TRANSCRIPTIONS, {"model": "whisper-1", "file": other, "temperature": 0})
     assert a is not None and b is not None and a != b
     body = {"contents": CONTENTS, "generationConfig": {"temperature": 0}}
     assert key(GEMINI, body) != key(Endpoint("/v1beta/models/gemini-2.5-pro:generateContent"), body)

@@ -225,6 +225,18 @@ def test_the_chart_renders_the_calls(page: Any, live: Live) -> None:
     assert "429s" in page.text_content("#chart")
 
 
+def test_cost_by_provider_is_drawn(page: Any, live: Live) -> None:
+    """One relay, not routed: one row, "default", with the calls' tokens and cost and a full bar."""
+    page.goto(live.url + "jobs/1")
+    row = "#provider-costs tbody tr"
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{row}')?.dataset.cost || 0) > 0", timeout=90_000
+    )
+    cells = page.eval_on_selector_all(f"{row}:first-child td", "tds => tds.map((td) => td.textContent)")
+    assert cells[0] == "default" and int(cells[2].replace(",", "")) > 0 and cells[3].startswith("$")
+    assert page.eval_on_selector(f"{row} .seg.succeeded", "el => parseFloat(el.style.width)") == 100
+
+
 def test_an_export_downloads_and_parses(page: Any, live: Live) -> None:
     page.goto(live.url + "jobs/1")
     with page.expect_download() as info:

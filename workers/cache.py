@@ -7,8 +7,8 @@ Which lines get a key is the job's ``cache`` option (``jobs.options.CacheMode``)
 
 - ``auto`` (the default): deterministic requests only, as each endpoint family says
   (``Family.repeatable``): every embedding and moderation; a chat, completion, responses, Claude
-  or Gemini request with ``temperature`` 0, or with no ``temperature`` and a ``seed``; a
-  transcription unless it asks for a temperature above 0. A sampled request asks for a fresh
+  or Gemini request, or a transcription, with ``temperature`` 0, or with no ``temperature``
+  and a ``seed``. A sampled request asks for a fresh
   draw: answering it from an old one would change its meaning;
 - ``all`` (``--cache-all``): every request a family lets be cached, whatever its sampling;
 - ``off`` (``--no-cache``): no key, every line is called and nothing is kept.

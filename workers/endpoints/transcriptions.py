@@ -34,7 +34,6 @@ from workers.endpoints.base import (
     BodyError,
     Family,
     ParsedAnswer,
-    fixed_sampling,
     positive_int,
     type_name,
 )
@@ -55,9 +54,6 @@ class Transcriptions(Family):
     name: ClassVar[str] = "transcriptions"
     billed_in: ClassVar[str] = "seconds"
     file_fields: ClassVar[Mapping[str, FileRule]] = {"file": AUDIO_FILE}
-
-    def repeatable(self, body: Body) -> bool | None:
-        return "temperature" not in body or fixed_sampling(body)  # the API's default temperature is 0
 
     def check(self, body: Body) -> None:
         if "file" not in body:
