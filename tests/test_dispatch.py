@@ -12,8 +12,17 @@ import pytest
 from batcher.ingest import IngestOptions, ingest_file
 from jobs import store as q
 from jobs.db import Store
+from jobs.options import JobOptions
 from tests.helpers import batch_line, write_jsonl
-from workers.dispatch import EPOCH_KEY, STALE_MESSAGE_S, queued_messages, start_distributed, sweep_job
+from workers.dispatch import (
+    EPOCH_KEY,
+    PACKS_PER_MESSAGE,
+    STALE_MESSAGE_S,
+    enqueue_pending,
+    queued_messages,
+    start_distributed,
+    sweep_job,
+)
 
 
 class Recorder:
@@ -122,3 +131,36 @@ def test_queued_messages_counts_every_priority_step_and_ignores_other_keys(
     broker.rpush("other.queue", b"4")
     broker.sadd("_kombu.binding.batcher.embeddings", b"binding")
     assert queued_messages(broker) == 3
+
+
+def _embedding_job(tmp_path: Path, lines: int, options: JobOptions) -> tuple[Store, int]:
+    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "m", "input": f"t{i}"}) for i in range(lines)]
+    rows.append(
+        batch_line(
+            "chat", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    )
+    store = Store(f"sqlite:///{tmp_path / 'packs.db'}")
+    source = write_jsonl(tmp_path / "packs.jsonl", rows)
+    result = ingest_file(store, source, IngestOptions(job_options=options))
+    assert result.job.id is not None
+    return store, result.job.id
+
+
+@pytest.mark.parametrize(
+    ("options", "sizes"),
+    [
+        (JobOptions(pack_size=2), [2 * PACKS_PER_MESSAGE, 40 - 2 * PACKS_PER_MESSAGE, 1]),
+        (JobOptions(pack=False, pack_size=2), [3] * 13 + [1, 1]),
+    ],
+)
+def test_packed_lines_travel_several_packs_a_message(
+    tmp_path: Path, options: JobOptions, sizes: list[int]
+) -> None:
+    """A packing job's embedding lines go PACKS_PER_MESSAGE packs a message; other lines a chunk."""
+    store, job_id = _embedding_job(tmp_path, 40, options)
+    publish = Recorder()
+    enqueue_pending(store, job_id, publish, lost_before=None, chunk_size=3)
+    store.close()
+    assert [len(ids) for ids in publish.messages] == sizes
+    assert sorted(publish.lines) == list(range(1, 42))
