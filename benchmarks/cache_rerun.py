@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from batcher.devrelay import RelayConfig, RelayServer
+from benchmarks.harness import env_for
 
 KEY = "sk-bench-cache-0123456789"
 
@@ -49,12 +49,7 @@ def measure(lines: int, changed: int, latency: float) -> dict[str, float]:
         tempfile.TemporaryDirectory() as tmp,
         RelayServer(RelayConfig(api_key=KEY, latency=latency)) as relay,
     ):
-        env = os.environ | {
-            "OPENAI_BASE_URL": relay.url,
-            "OPENAI_API_KEY": KEY,
-            "BATCHER_HOME": f"{tmp}/home",
-            "BATCHER_DATABASE_URL": f"sqlite:///{tmp}/cache.db",
-        }
+        env = env_for(Path(tmp), relay.url, f"sqlite:///{tmp}/cache.db", OPENAI_API_KEY=KEY)
         first, second = Path(tmp) / "first.jsonl", Path(tmp) / "second.jsonl"
         _write_input(first, lines, 0)
         _write_input(second, lines, changed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from batcher.devrelay import RelayConfig, RelayServer
+from benchmarks.harness import env_for
 
 KEY = "sk-bench-crash-0123456789"
 
@@ -46,12 +46,7 @@ def measure(lines: int, in_flight: int, kills: int, latency: float) -> dict[str,
         tempfile.TemporaryDirectory() as tmp,
         RelayServer(RelayConfig(api_key=KEY, latency=latency)) as relay,
     ):
-        env = os.environ | {
-            "OPENAI_BASE_URL": relay.url,
-            "OPENAI_API_KEY": KEY,
-            "BATCHER_HOME": f"{tmp}/home",
-            "BATCHER_DATABASE_URL": f"sqlite:///{tmp}/crash.db",
-        }
+        env = env_for(Path(tmp), relay.url, f"sqlite:///{tmp}/crash.db", OPENAI_API_KEY=KEY)
         source = Path(tmp) / "in.jsonl"
         _write_input(source, lines)
         _batcher(env, "submit", str(source), "--no-queue").wait()

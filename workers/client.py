@@ -231,21 +231,17 @@ class ApiClient:
         request = httpx.Request(
             "POST", self._url(endpoint), headers=headers, content=body, extensions=self._extensions
         )
-        try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.TransportError as exc:
-            return no_answer(exc)
-        return RawResponse(response.status_code, response.headers, content)
+        return await self._exchange(request)
 
     async def fetch(self, endpoint: Endpoint) -> RawResponse | NoAnswer:
         """GET a route of the configured relay (a task poll); ``NoAnswer`` as for ``call``."""
         headers = httpx.Headers(self._headers)
         del headers["Content-Type"]
         request = httpx.Request("GET", self._url(endpoint), headers=headers, extensions=self._extensions)
+        return await self._exchange(request)
+
+    async def _exchange(self, request: httpx.Request) -> RawResponse | NoAnswer:
+        """Send one request and read its whole answer; a transport error is ``NoAnswer``."""
         try:
             response = await self._transport.handle_async_request(request)
             try:
