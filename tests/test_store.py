@@ -190,6 +190,20 @@ def test_release_owners_and_fail_overclaimed(store: Store) -> None:
     assert job.failed == 2
 
 
+def test_lines_given_back_by_a_live_owner_are_no_poison(store: Store) -> None:
+    """Five pauses (or five chunks that stopped on an unreachable limiter) are not five deaths."""
+    job_id = make_job(store, n=2)
+    for _ in range(5):
+        with store.session() as s:
+            items = q.claim_lines(s, job_id=job_id, owner="live", lease_seconds=60)
+            assert q.release_lines(s, [i.request_id for i in items], owner="live") == 2
+    with store.session() as s:
+        assert q.fail_overclaimed(s, job_id, max_claims=1) == 0
+        items = q.claim_lines(s, job_id=job_id, owner="dead", lease_seconds=60)
+        q.release_owners(s, job_id, ["dead"])  # died holding them: that claim stands
+        assert q.fail_overclaimed(s, job_id, max_claims=1) == 2
+
+
 def test_get_job_unknown_raises_job_not_found(store: Store) -> None:
     with store.session() as s, pytest.raises(JobNotFound, match="batcher jobs"):
         q.get_job(s, 4242)

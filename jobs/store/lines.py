@@ -159,10 +159,17 @@ def renew_leases(session: Session, request_ids: Iterable[int], *, owner: str, un
 
 
 def release_lines(session: Session, request_ids: Iterable[int], *, owner: str) -> int:
-    """Give back lines this owner leased but will not finish (pause, stop, shutdown)."""
-    return _update_owned(session, request_ids, owner, _RELEASED)
+    """Give back lines this owner leased but will not finish (pause, stop, shutdown).
+
+    The claim is taken back too: the poison-line count (``claims``) is for lines whose owner
+    died holding them, and a live owner giving lines back in order says nothing against them.
+    Without it, five pauses, or a limiter briefly unreachable after a Redis restart five times
+    over, failed lines as ``poison_line`` that never had a call.
+    """
+    return _update_owned(session, request_ids, owner, _RELEASED | {"claims": _UNCLAIMED})
 
 
+_UNCLAIMED = sa.case((_req.c.claims > 0, _req.c.claims - 1), else_=0)
 _RELEASED = {
     "state": RequestState.PENDING.value,
     "lease_owner": None,
