@@ -62,7 +62,7 @@ from workers.taskcalls import (
     submit_outcome,
 )
 from workers.taskfollow import follow_up_body, modal_body, stored_to_data_urls
-from workers.tasklines import TaskConfig, TaskLine
+from workers.tasklines import TaskConfig, TaskLine, poll_batches
 from workers.taskresults import Saved, failed, save_files, succeeded, summary
 from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
 
@@ -145,7 +145,8 @@ class TaskEngine:
                 await asyncio.gather(*self._due(going, self._clock()))
             left = [line for line in self.lines.values() if not line.done]
             now = self._clock()
-            due = {line.item.request_id: max(now, self._due_at(line, now)) for line in left}
+            interval = self.config.poll_interval
+            due = {line.item.request_id: max(now, line.due_at(now, interval)) for line in left}
             # A line waiting on a poll is claimed by every poll message: those claims are no crash.
             await asyncio.to_thread(self.rows.unclaim, [line.item.request_id for line in left])
             await self._release(left)
@@ -153,23 +154,12 @@ class TaskEngine:
         finally:
             LIVE_OWNERS.discard(self.config.owner)
 
-    def _due_at(self, line: TaskLine, now: float) -> float:
-        if line.record is not None:
-            return line.record.next_poll_at
-        return line.retry_at if line.retry_at > now else now + self.config.poll_interval
-
     def _due(self, going: list[TaskLine], now: float) -> list[Awaitable[None]]:
-        work: list[Awaitable[None]] = []
-        polls: dict[tuple[str, str], list[TaskLine]] = {}
-        for line in going:
-            if line.record is None and line.retry_at <= now and self._ready(line):
-                work.append(self._submit(line))
-            elif line.record is not None and line.record.next_poll_at <= now:
-                polls.setdefault((line.family.name, line.item.endpoint.path), []).append(line)
-        for group in polls.values():
-            size = group[0].family.poll_batch
-            work += [self._poll(group[i : i + size]) for i in range(0, len(group), size)]
-        return work
+        work: list[Awaitable[None]] = [self._submit(x) for x in going if self._submit_due(x, now)]
+        return work + [self._poll(batch) for batch in poll_batches(going, now)]
+
+    def _submit_due(self, line: TaskLine, now: float) -> bool:
+        return line.record is None and line.retry_at <= now and self._ready(line)
 
     def _wait(self, going: list[TaskLine], now: float) -> float:
         # A follow-up waiting for its origin wakes with the origin's poll, not before.
@@ -223,7 +213,7 @@ class TaskEngine:
                 line.retry_at = self._clock() + self.config.poll_interval
                 return
             if isinstance(follow, str):
-                await self._end(line, *self._failure(line, "origin_failed", follow, status=None, sent=False))
+                await self._fail(line, "origin_failed", follow, status=None, sent=False)
                 return
             body = follow_up_body(body, follow)
         await self._send_submit(line, line.item.endpoint, body)
@@ -279,9 +269,7 @@ class TaskEngine:
                 await asyncio.to_thread(self.sink.stop_job, self.stats.halted)
                 return
             reason = self._clean(outcome.reason)
-            await self._end(
-                line, *self._failure(line, "refused", reason, status=status, sent=True, charged=False)
-            )
+            await self._fail(line, "refused", reason, status=status, sent=True, charged=False)
 
     async def _taken(self, line: TaskLine, outcome: SubmitOutcome, now: float) -> None:
         task_id = outcome.task_id
@@ -296,14 +284,12 @@ class TaskEngine:
             await self._modal(line, TaskView(task_id, Phase.MODAL))
 
     async def _unknown(self, line: TaskLine, reason: str | None) -> None:
-        await self._end(line, *self._failure(line, UNKNOWN_CODE, UNKNOWN_MESSAGE, status=None, sent=True))
+        await self._fail(line, UNKNOWN_CODE, UNKNOWN_MESSAGE, status=None, sent=True)
 
     async def _modal(self, line: TaskLine, view: TaskView) -> None:
         body = modal_body(line.body, view.task_id)
         if isinstance(body, str):
-            await self._end(
-                line, *self._failure(line, "modal_needed", body, status=200, sent=True, charged=False)
-            )
+            await self._fail(line, "modal_needed", body, status=200, sent=True, charged=False)
             return
         await self._send_submit(line, Endpoint(modal_route(line.item.endpoint.path)), body)
 
@@ -338,18 +324,8 @@ class TaskEngine:
             await self._succeed(line, view)
         elif view is not None and view.phase is Phase.FAILED:
             reason = self._clean(f"task failed: {view.fail_reason or view.relay_status or 'no reason given'}")
-            await self._end(
-                line,
-                *self._failure(
-                    line,
-                    "task_failed",
-                    reason,
-                    status=200,
-                    sent=True,
-                    charged=False,
-                    body=summary(view, None),
-                ),
-            )
+            body = summary(view, None)
+            await self._fail(line, "task_failed", reason, status=200, sent=True, charged=False, body=body)
         elif view is not None and view.phase is Phase.MODAL:
             await self._modal(line, view)
         elif self._clock() - line.record.submitted_at > self._deadline(line.family):
@@ -357,9 +333,7 @@ class TaskEngine:
             reason = (
                 f"the task did not finish within the relay's deadline ({hours:g} h); the relay refunds it"
             )
-            await self._end(
-                line, *self._failure(line, "deadline", reason, status=200, sent=True, charged=False)
-            )
+            await self._fail(line, "deadline", reason, status=200, sent=True, charged=False)
         elif view is not None:
             state = TaskState.POLLING if view.phase is Phase.RUNNING or view.progress else line.record.state
             line.record = with_changes(line.record, state=state, progress=view.progress)
@@ -396,12 +370,11 @@ class TaskEngine:
         )
         await self._end(line, attempt, result, TaskState.SUCCEEDED)
 
-    # --- the end ---------------------------------------------------------------------------------
-
-    def _failure(
+    async def _fail(
         self, line: TaskLine, code: str, message: str, *, status: int | None, sent: bool,
         charged: bool = True, body: dict[str, Any] | None = None,
-    ) -> tuple[AttemptRecord, LineResult, TaskState]:  # fmt: skip
+    ) -> None:  # fmt: skip
+        """End the line failed with ``code``; ``charged`` False when the relay refunds the task."""
         at = line.record.submitted_at if line.record is not None else self._clock()
         attempt, result = failed(
             line.item,
@@ -413,7 +386,7 @@ class TaskEngine:
             sent=sent and charged,
             body=body,
         )
-        return attempt, result, TaskState.FAILED
+        await self._end(line, attempt, result, TaskState.FAILED)
 
     async def _end(
         self, line: TaskLine, attempt: AttemptRecord, result: LineResult, state: TaskState
