@@ -32,6 +32,7 @@ from batcher.inputfiles import FileResolver, LocalFile
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
 from workers.endpoints import BodyError, by_path, families, family_of, route_list
+from workers.endpoints.taskfamily import TaskFamily
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -96,6 +97,7 @@ def read_requests(
     """
     seen = HashSet()  # 14 bytes a line, not a set's 85: ten million lines in 140 MB
     lookups = FirstUse(path, options.max_line_bytes)
+    kinds = RouteKinds()
     resolver = FileResolver(path.parent)
     name = str(path)
     with path.open("rb") as f:
@@ -108,6 +110,7 @@ def read_requests(
                 try:
                     parsed = parse_line(raw, line_no, options, files=resolver)
                     _check_unique(parsed.custom_id, seen, lookups, line_no)
+                    kinds.check(parsed)
                 except LineError as exc:
                     problem = Problem(name, line_no, str(exc))
                 else:
@@ -141,6 +144,35 @@ def _skip_rest(f: BinaryIO) -> int:
         skipped += len(chunk)
         if not chunk or chunk.endswith(b"\n"):
             return skipped
+
+
+class RouteKinds:
+    """Task lines (Midjourney, Suno, video) and other lines never share a file.
+
+    A task line is submitted, then polled for hours; the others are one call each: a job runs one
+    kind or the other (``workers.taskbuild``). The file's first valid line decides its kind, and a
+    line of the other kind is a problem naming both, so the file is refused before anything is
+    stored (with ``--skip-invalid`` the other kind's lines go to the rejects file, ready to be
+    submitted as their own file).
+    """
+
+    def __init__(self) -> None:
+        self.first: tuple[int, str, bool] | None = None  # line number, route, is a task route
+
+    def check(self, line: ParsedLine) -> None:
+        task = isinstance(family_of(line.endpoint), TaskFamily)
+        if self.first is None:
+            self.first = (line.line_no, line.endpoint.path, task)
+            return
+        first_no, first_route, first_task = self.first
+        if task == first_task:
+            return
+        kind = "a task route (submitted, then polled)" if task else "not a task route"
+        raise LineError(
+            f'"url" {line.endpoint.path} is {kind}, but line {first_no} is {first_route}: a file holds '
+            "task lines (Midjourney, Suno, video) or other lines, not both; submit the task lines as "
+            "their own file"
+        )
 
 
 def _too_long(size: int, limit: int) -> str:

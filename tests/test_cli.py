@@ -45,6 +45,18 @@ def test_validate_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
     assert "in.jsonl:2:" in result.stdout
 
 
+def test_submit_refuses_a_file_mixing_task_lines_with_other_routes(tmp_path: Path) -> None:
+    rows = [
+        batch_line("a", "/v1/embeddings", {"model": "m", "input": "x"}),
+        batch_line("cat", "/mj/submit/imagine", {"prompt": "a cat"}),
+    ]
+    result = invoke("submit", str(write_jsonl(tmp_path / "in.jsonl", rows)), "--no-queue")
+    assert result.exit_code == EXIT_ERROR
+    assert 'in.jsonl:2: "url" /mj/submit/imagine is a task route' in result.stderr, result.stderr
+    assert "submit the task lines as their own file" in result.stderr
+    assert json.loads(invoke("jobs", "--json").stdout) == []  # nothing stored
+
+
 def test_validate_good_file_exits_0(tmp_path: Path) -> None:
     path = write_jsonl(
         tmp_path / "in.jsonl", [batch_line("a", "/v1/embeddings", {"model": "m", "input": "x"})]

@@ -194,3 +194,38 @@ def test_with_a_blob_folder_the_bytes_go_there(sqlite: Store, tmp_path: Path) ->
     ingest_file(sqlite, _audio_lines(tmp_path, ["a.wav"]), IngestOptions(blob_dir=folder))
     [stored] = [p for p in folder.rglob("*") if p.is_file()]
     assert stored.read_bytes() == (tmp_path / "clips" / "a.wav").read_bytes()
+
+
+TASKS = [batch_line(f"t{i}", "/mj/submit/imagine", {"prompt": f"a cat {i}"}) for i in range(2)]
+
+
+def test_a_file_mixing_task_lines_with_other_routes_is_refused_whole(sqlite: Store, tmp_path: Path) -> None:
+    path = _file(tmp_path, [*TASKS, EMBED[0], batch_line("t9", "/suno/submit/lyrics", {"prompt": "x"})])
+    with pytest.raises(InputError) as caught:
+        ingest_file(sqlite, path, IngestOptions())
+    [problem] = caught.value.problems
+    assert (problem.path, problem.line) == (str(path), 3)
+    assert problem.message.startswith(
+        '"url" /v1/embeddings is not a task route, but line 1 is /mj/submit/imagine'
+    )
+    assert "submit the task lines as their own file" in problem.message
+    assert all_lines(sqlite) == []
+    with sqlite.session() as s:
+        assert q.list_jobs(s) == []  # nothing half-stored
+
+
+def test_a_task_line_in_a_file_of_other_lines_names_both_routes(sqlite: Store, tmp_path: Path) -> None:
+    path = _file(tmp_path, [*EMBED, TASKS[0]])
+    with pytest.raises(InputError) as caught:
+        ingest_file(sqlite, path, IngestOptions())
+    [problem] = caught.value.problems
+    assert problem.line == 4 and "/mj/submit/imagine is a task route" in problem.message
+    assert "line 1 is /v1/embeddings" in problem.message
+
+
+def test_skip_invalid_keeps_the_first_kind_and_rejects_the_other(sqlite: Store, tmp_path: Path) -> None:
+    result = ingest_file(sqlite, _file(tmp_path, [*EMBED, *TASKS]), IngestOptions(skip_invalid=True))
+    assert (result.stored, result.rejected) == (3, 2)
+    assert result.rejects_path is not None
+    rejects = [orjson.loads(line) for line in result.rejects_path.read_bytes().splitlines()]
+    assert [orjson.loads(r["raw"])["custom_id"] for r in rejects] == ["t0", "t1"]  # ready to submit apart
