@@ -58,6 +58,10 @@ def task_rows(folder: Path) -> list[dict[str, Any]]:
         batch_line(
             "kling", "/kling/v1/videos/text2video", {"model_name": "kling-v1-6", "prompt": "a cat jumps"}
         ),
+        batch_line("luma", "/luma/generations", {"user_prompt": "a cat dances"}),
+        batch_line("luma-more", "/luma/generations/{task_id}/extend", {"after": "luma", "user_prompt": "on"}),
+        batch_line("luma-new", "/dream-machine/v1/generations", {"prompt": "a fox [[fault:luma_artifact]]"}),
+        batch_line("luma-bad", "/luma/generations", {"user_prompt": "a fox [[fault:task_fail]]"}),
     ]
 
 
@@ -66,6 +70,7 @@ EXPECTED = {
     "describe": "succeeded", "lost": "failed", "busy": "succeeded", "banned": "failed",
     "broken": "failed", "nofile": "succeeded", "song": "succeeded", "words": "succeeded",
     "bad-song": "failed", "clip": "succeeded", "sora": "succeeded", "kling": "succeeded",
+    "luma": "succeeded", "luma-more": "succeeded", "luma-new": "succeeded", "luma-bad": "failed",
 }  # fmt: skip
 
 

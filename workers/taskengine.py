@@ -46,7 +46,7 @@ from workers.budget import Budget
 from workers.client import ApiClient, NoAnswer, RawResponse
 from workers.downloads import Downloader
 from workers.endpoints import family_of
-from workers.endpoints.taskfamily import Phase, TaskFamily, TaskView
+from workers.endpoints.taskfamily import Phase, SubmitCall, TaskFamily, TaskView
 from workers.leases import LIVE_OWNERS
 from workers.pacing import Pacing
 from workers.redact import Redactor
@@ -61,7 +61,7 @@ from workers.taskcalls import (
     later_delay,
     submit_outcome,
 )
-from workers.taskfollow import follow_up_body, modal_body, stored_to_data_urls
+from workers.taskfollow import modal_body, stored_to_data_urls
 from workers.tasklines import TaskConfig, TaskLine, poll_batches
 from workers.taskresults import Saved, failed, save_files, succeeded, summary
 from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
@@ -206,7 +206,7 @@ class TaskEngine:
         return known is None or known.done
 
     async def _submit(self, line: TaskLine) -> None:
-        body = line.family.submit_body(line.body)
+        call = SubmitCall(line.item.endpoint, line.family.submit_body(line.body))
         if isinstance(line.body.get("after"), str):
             follow = await asyncio.to_thread(self.rows.follow_up, line.body)
             if follow is None:  # its origin runs elsewhere (another worker's chunk): look again later
@@ -215,8 +215,8 @@ class TaskEngine:
             if isinstance(follow, str):
                 await self._fail(line, "origin_failed", follow, status=None, sent=False)
                 return
-            body = follow_up_body(body, follow)
-        await self._send_submit(line, line.item.endpoint, body)
+            call = line.family.follow_up(call, follow)
+        await self._send_submit(line, call.endpoint, call.body)
 
     async def _send_submit(self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any]) -> None:
         content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))

@@ -1,7 +1,8 @@
 """The bodies a task line sends besides its own: follow-ups, modal steps, images as ``data:`` URLs.
 
-- A follow-up (``"after": "cat-1", "button": "U2"``) is sent with its origin's task id as
-  ``taskId`` and the button's ``customId`` (from the origin's stored result, ``buttons``).
+- A follow-up (``"after": "cat-1"``) takes its origin's task id and, with ``"button": "U2"``,
+  the button's ``customId`` (from the origin's stored result, ``buttons``); its family puts them
+  in the submit (``TaskFamily.follow_up``: MJ's ``taskId``/``customId``, Luma's extend route).
 - A modal step (``/mj/submit/modal``) sends ``taskId``, the line's ``"modal"`` fields (``prompt``,
   CustomZoom's ``--ar``/``--zoom`` in it) and the line's ``maskBase64`` (Vary (Region)).
 - Stored file references (``jobs.blobs.StoredFile``) become ``data:<type>;base64,...`` at call
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,44 +21,32 @@ from jobs.errors import BlobMissing
 from jobs.models import RequestState
 from jobs.store.tasks import OriginLine
 from workers.endpoints.filefields import CONTENT_TYPES, extension
-from workers.endpoints.taskfamily import AFTER, BUTTON
+from workers.endpoints.taskfamily import AFTER, BUTTON, FollowUp
 
 MODAL = "modal"
 MASK = "maskBase64"
 
 
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    """What a follow-up line adds to its body: the origin's task and the pressed button."""
-
-    task_id: str
-    custom_id: str
-
-    @classmethod
-    def of(cls, body: dict[str, Any], origin: OriginLine | None) -> FollowUp | str | None:
-        """The follow-up of a line, None while its origin is going, or why it cannot be sent."""
-        after, label = str(body[AFTER]), str(body.get(BUTTON))
-        if origin is None:
-            return (
-                f'"{AFTER}" names "{after}", which is no line of this job; name the custom_id of its origin'
-            )
-        if origin.state in (RequestState.PENDING, RequestState.RUNNING):
-            return None
-        if origin.state != RequestState.SUCCEEDED:
-            return f'its origin "{after}" {origin.state}, so button {label} cannot be pressed'
-        result = orjson.loads(origin.response_body or "{}")
-        buttons: dict[str, str] = result.get("buttons") or {}
-        custom_id = buttons.get(label) or next((c for c in buttons.values() if c == label), None)
-        if custom_id is None:
-            shown = ", ".join(buttons) or "none"
-            return f'"{after}" has no button "{label}" (its buttons: {shown})'
-        return cls(str(result["task_id"]), custom_id)
-
-
-def follow_up_body(body: dict[str, Any], follow: FollowUp) -> dict[str, Any]:
-    """The body of a follow-up: the line's own fields, with the origin's task and button."""
-    out = {k: v for k, v in body.items() if k not in (MODAL, MASK)}
-    return out | {"taskId": follow.task_id, "customId": follow.custom_id}
+def follow_up_of(body: dict[str, Any], origin: OriginLine | None) -> FollowUp | str | None:
+    """The follow-up of a line, None while its origin is going, or why it cannot be sent."""
+    after = str(body[AFTER])
+    if origin is None:
+        return f'"{AFTER}" names "{after}", which is no line of this job; name the custom_id of its origin'
+    if origin.state in (RequestState.PENDING, RequestState.RUNNING):
+        return None
+    label = body.get(BUTTON)
+    if origin.state != RequestState.SUCCEEDED:
+        pressed = f"button {label} cannot be pressed" if label else "it cannot be followed"
+        return f'its origin "{after}" {origin.state}, so {pressed}'
+    result = orjson.loads(origin.response_body or "{}")
+    if label is None:
+        return FollowUp(str(result["task_id"]))
+    buttons: dict[str, str] = result.get("buttons") or {}
+    custom_id = buttons.get(str(label)) or next((c for c in buttons.values() if c == label), None)
+    if custom_id is None:
+        shown = ", ".join(buttons) or "none"
+        return f'"{after}" has no button "{label}" (its buttons: {shown})'
+    return FollowUp(str(result["task_id"]), custom_id)
 
 
 def modal_body(line: dict[str, Any], task_id: str) -> dict[str, Any] | str:

@@ -18,9 +18,10 @@ from jobs.models import TaskState, utcnow
 from jobs.records import AttemptRecord, LineResult
 from jobs.store import tasks as tq
 from workers.client import NoAnswer, RawResponse
+from workers.endpoints.taskfamily import FollowUp
 from workers.outcomes import Call
 from workers.retry import Classification, Verdict, classify_response
-from workers.taskfollow import FollowUp
+from workers.taskfollow import follow_up_of
 
 
 class TaskRows:
@@ -76,7 +77,7 @@ class TaskRows:
         after = str(body["after"])
         with self.store.session() as session:
             origins = tq.origin_lines(session, self.job_id, [after])
-        return FollowUp.of(body, origins.get(after))
+        return follow_up_of(body, origins.get(after))
 
 
 def with_changes(record: tq.TaskRecord, **changes: Any) -> tq.TaskRecord:

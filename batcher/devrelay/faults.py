@@ -76,6 +76,8 @@ TASK_FAULTS: tuple[str, ...] = (
     "mj_queued",
     "mj_existed",
     "legacy_url",
+    "luma_artifact",
+    "cometapi",
 )
 """Faults of the async task routes (issue 14), forced by a marker or chosen with ``--faults``
 (other routes ignore them): ``submit_timeout`` / ``submit_reset``: the relay records and charges
@@ -85,7 +87,8 @@ relay's deadline fails it; ``unfetchable`` / ``result_timeout``: its result URLs
 hang; ``queue_full``: MJ code 23 (a 429 for Suno and video); ``banned``: MJ code 24 (an error
 envelope for Suno and video); ``mj_queued`` / ``mj_existed``: the MJ upstream answered 22 / 21,
 which new-api rewrites to 1; ``legacy_url``: a video's URL in ``fail_reason`` (new-api before
-2026), not ``result_url``."""
+2026), not ``result_url``; ``luma_artifact``: a Luma generation in the newer ``artifact`` shape;
+``cometapi``: a Runway task answered in CometAPI's TaskDto envelope, unknown at first."""
 
 MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS)
 CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS

@@ -65,11 +65,9 @@ from batcher.devrelay.routes import (
 )
 from batcher.devrelay.stats import RelayStats
 from batcher.devrelay.streams import SSE, cut, overloaded
-from batcher.devrelay.tasks_gate import Route, TaskGate
-from batcher.devrelay.tasks_mj import mj_routes
-from batcher.devrelay.tasks_suno import suno_routes
+from batcher.devrelay.tasks_gate import TaskGate
+from batcher.devrelay.tasks_routes import task_routes
 from batcher.devrelay.tasks_table import TaskTable
-from batcher.devrelay.tasks_video import video_routes
 
 
 @dataclass
@@ -388,11 +386,6 @@ class Relay:
 
 
 # --- Running it ------------------------------------------------------------------------------
-
-
-def task_routes() -> list[Route]:
-    """The async task routes of every family (Midjourney, Suno, video)."""
-    return mj_routes() + suno_routes() + video_routes()
 
 
 def _object_or_empty(body: Any) -> dict[str, Any]:

@@ -43,6 +43,8 @@ TASK_PRICES: dict[str, Decimal] = {
     "sora-2": Decimal("0.1"),
     "sora-2-pro": Decimal("0.3"),
     "veo-3.0-generate-preview": Decimal("0.4"),
+    "luma_video_api": Decimal("0.3"),
+    "luma_video_extend_api": Decimal("0.25"),
 }
 """USD per call before the other ratios; a video model not listed is refused (``model_price_error``)."""
 

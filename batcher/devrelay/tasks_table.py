@@ -36,6 +36,8 @@ class Family(Enum):
     MJ = "mj"
     SUNO = "suno"
     VIDEO = "video"
+    LUMA = "luma"
+    RUNWAY = "runway"
 
 
 class Outcome(Enum):
@@ -152,6 +154,8 @@ class TaskTable:
         if family is Family.MJ:  # MJ proxy: milliseconds plus three digits
             return str(1_760_000_000_000_000 + row), row
         digest = hashlib.sha256(f"task-{self.seed}-{row}".encode()).hexdigest()
+        if family in (Family.LUMA, Family.RUNWAY):  # their upstreams' uuids
+            return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}", row
         return "task_" + digest[:32], row
 
     def add(self, task: Task) -> Task:

@@ -29,6 +29,7 @@ from batcher.devrelay.tasks_files import content_type, file_bytes, file_url
 from batcher.devrelay.tasks_gate import Reply, Route, TaskCall
 from batcher.devrelay.tasks_table import Family, Phase, Stage, Task
 
+NOT_VIDEO = ("mj_", "suno_", "swap", "luma_", "runway")  # priced names of the other task routes
 VIDEO_FAIL_REASON = "Failure to pass the risk control system"
 PROGRESS = {Phase.WAITING: 0, Phase.SUBMITTED: 10, Phase.QUEUED: 20, Phase.RUNNING: 30}
 OPENAI_STATUS = {
@@ -69,8 +70,8 @@ def _seconds_refusal(value: Any) -> Reply | None:
 def _submit(
     call: TaskCall, *, model: Any, action: str, seconds: Any, default_seconds: int, route: str
 ) -> Reply:
-    if not isinstance(model, str) or model not in TASK_PRICES or model.startswith(("mj_", "suno_")):
-        known = ", ".join(m for m in TASK_PRICES if not m.startswith(("mj_", "suno_", "swap")))
+    if not isinstance(model, str) or model not in TASK_PRICES or model.startswith(NOT_VIDEO):
+        known = ", ".join(m for m in TASK_PRICES if not m.startswith(NOT_VIDEO))
         return task_error("model_price_error", f"model {model!r} has no price here (priced: {known})")
     refused = _seconds_refusal(seconds)
     if refused is not None:

@@ -30,8 +30,10 @@ from workers.endpoints.taskfamily import (
     BUTTON,
     HOUR,
     Button,
+    FollowUp,
     Phase,
     PollCall,
+    SubmitCall,
     Submitted,
     TaskFamily,
     TaskView,
@@ -110,6 +112,11 @@ class MidjourneyFamily(TaskFamily):
                 )
         elif BUTTON in body:
             raise BodyError(f'"{BUTTON}" needs "{AFTER}": the custom_id of the line whose button it is')
+
+    def follow_up(self, call: SubmitCall, follow: FollowUp) -> SubmitCall:
+        """The line's fields (a modal's mask stays for the modal) with ``taskId`` and ``customId``."""
+        body = {k: v for k, v in call.body.items() if k != "maskBase64"}
+        return SubmitCall(call.endpoint, body | {"taskId": follow.task_id, "customId": follow.custom_id})
 
     def read_submit(self, status: int, content: bytes) -> Submitted:
         answer = json_or_none(content)

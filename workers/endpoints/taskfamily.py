@@ -8,7 +8,9 @@ estimator and the exports find it the same way) that also knows its half of the 
 - ``read_submit``: the submit answer as a ``Submitted`` (the relay's task id, a refusal, "later");
 - ``poll_call`` / ``read_poll``: how tasks are polled (a batch of ids, or one) and what a task
   object says (``TaskView``: phase, progress, result URLs, buttons, fail reason);
-- ``task_model``: new-api's model name of a line, what it is priced by (``mj_imagine``, …).
+- ``task_model``: new-api's model name of a line, what it is priced by (``mj_imagine``, …);
+- ``follow_up``: the submit of a line that names another line as its origin (``"after"``), once
+  the origin succeeded (Midjourney presses a button of it, Luma extends its video).
 
 Relays differ by version (``shared/apis/relay-task-apis.md``); a family reads every form it
 documents and never raises for an answer's shape: what it cannot read is a ``TaskView`` that is
@@ -77,6 +79,22 @@ class TaskView:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmitCall:
+    """A submit to send: the route and the body."""
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What a follow-up line takes from its succeeded origin: its task, and the pressed button's customId."""
+
+    task_id: str
+    custom_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PollCall:
     """One poll: a GET of ``endpoint`` or a POST of ``body`` to it."""
 
@@ -109,6 +127,10 @@ class TaskFamily(Family):
     def submit_body(self, body: Body) -> dict[str, Any]:
         """The body to send: the line's, without batcher's own fields."""
         return {k: v for k, v in body.items() if k not in (AFTER, BUTTON, "modal")}
+
+    def follow_up(self, call: SubmitCall, follow: FollowUp) -> SubmitCall:
+        """The submit of a follow-up line once its origin succeeded (families that take ``after``)."""
+        raise NotImplementedError(f"{self.name} lines do not follow other lines")
 
     def read_submit(self, status: int, content: bytes) -> Submitted:
         """A submit answer (any HTTP status) as a ``Submitted``."""
