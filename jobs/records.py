@@ -2,8 +2,10 @@
 
 The execution core builds these; the store writes them. The per-line records are not frozen: a
 frozen dataclass sets each field through ``object.__setattr__``, which made building them a
-tenth of a run's CPU; nothing changes them once built. Keeping them free of SQLModel lets the
-core stay ignorant of sessions and lets a Celery task and the embedded runner share one shape.
+tenth of a run's CPU; nothing changes them once built. ``Usage`` is not frozen for the same
+reason (a packed call builds one per line: 3.6 µs frozen, 0.6 µs not); treat it as a value.
+Keeping them free of SQLModel lets the core stay ignorant of sessions and lets a Celery task and
+the embedded runner share one shape.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class WorkItem:
     cache_key: str | None = None  # the request's key in the response cache, when it may be cached
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """What one call (or a sum of calls) used: tokens, or characters for speech.
 

@@ -42,9 +42,12 @@ class VectorEncoding(StrEnum):
     BASE64 = "base64"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Vectors:
     """A line's embeddings: vectors ``start`` to ``stop`` of a block of ``dim``-float32 vectors.
+
+    Not frozen (a packed call makes one per line, and a frozen dataclass sets each field through
+    ``object.__setattr__``); nothing changes one once made.
 
     A block is one call's answer (``data``, little-endian float32), shared without a copy by the
     lines of a packed call and stored once for them all (``vector_block``): a row of its own per

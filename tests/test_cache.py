@@ -16,7 +16,7 @@ from jobs.models import RequestState
 from jobs.options import CacheMode
 from jobs.records import LineResult, Usage, WorkItem
 from jobs.vectors import Vectors
-from workers.cache import SharedCalls, deterministic, request_key, serve_from_cache
+from workers.cache import SHARED_BLOCK_BYTES, SharedCalls, deterministic, request_key, serve_from_cache
 from workers.endpoints.chat import CHAT
 from workers.endpoints.claude import MESSAGES
 from workers.endpoints.completions import COMPLETIONS
@@ -172,13 +172,25 @@ def test_twins_wait_for_the_first_line_and_take_a_copy_of_its_result() -> None:
 def test_a_twin_claimed_after_its_line_finished_is_answered_from_memory() -> None:
     calls = Calls()
     assert calls.shared.admit(item(1, "k"))
-    vectors = Vectors(bytes(range(16)), 2, start=1, stop=2)  # this line's part of a pack's block
+    block = bytes(range(256)) * (SHARED_BLOCK_BYTES // 256 + 1)  # a pack's block, past the shared size
+    vectors = Vectors(block, 2, start=1, stop=2)  # this line's part of it
     calls.finish(ok(1, cache_key="k", vectors=vectors))
     assert not calls.shared.admit(item(9, "k"))
     late = calls.finished[-1]
     assert late.request_id == 9 and late.cached
     assert late.vectors is not None and late.vectors.raw() == vectors.raw()
     assert len(late.vectors.data) == 8  # kept alone, not with the whole pack's block
+
+
+def test_a_small_block_is_kept_shared_by_the_answers_in_memory() -> None:
+    calls = Calls()
+    assert calls.shared.admit(item(1, "k"))
+    vectors = Vectors(bytes(range(16)), 2, start=1, stop=2)
+    calls.finish(ok(1, cache_key="k", vectors=vectors))
+    assert not calls.shared.admit(item(9, "k"))
+    late = calls.finished[-1]
+    assert late.vectors is not None and late.vectors.raw() == vectors.raw()
+    assert late.vectors.data is vectors.data  # 16 bytes: no copy
 
 
 def test_memory_of_answers_is_bounded() -> None:

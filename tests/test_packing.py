@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from jobs.records import Usage
@@ -11,6 +12,7 @@ from workers.packing import (
     attribute_usage,
     inputs_of,
     largest_remainder,
+    line_bodies,
     merge_bodies,
     pack_key,
     split_answer,
@@ -83,4 +85,34 @@ def test_attribute_usage_adds_up_exactly_and_flags_missing_usage() -> None:
     assert sum(u.prompt_tokens for u in usages) == 101
     assert sum(u.total_tokens for u in usages) == 101
     assert attribute_usage({}, [3, 4]) == [Usage(3, 0, 3, estimated=True), Usage(4, 0, 4, estimated=True)]
+    assert [u.prompt_tokens for u in attribute_usage({"usage": {"prompt_tokens": 11}}, [4, 4, 4])] == [
+        4,
+        4,
+        3,
+    ]
     assert with_usage({"data": []}, Usage(3, 0, 3))["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+
+
+_ITEMS = {
+    "alike": [{"object": "embedding", "index": i} for i in (3, 1, 0, 2)],
+    "differing": [{"object": "embedding", "index": 1, "x": "é"}, {"index": 0}, {"object": "e", "index": 2},
+                  {"index": 3, "object": "embedding"}],
+    "no index": [{"object": "embedding"}, {"object": "embedding"}, {"object": "embedding"}, {"object": "embedding"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("items", list(_ITEMS))
+@pytest.mark.parametrize("rest", [{"object": "list", "model": "é-3", "extra": [1.5, None]}, {}])
+def test_line_bodies_are_what_splitting_and_dumping_each_line_writes(
+    items: str, rest: dict[str, Any]
+) -> None:
+    answer = {**rest, "data": _ITEMS[items], "usage": {"prompt_tokens": 9, "total_tokens": 10}}
+    spans = [(0, 1), (1, 3), (3, 4)]
+    usages = attribute_usage(answer, [1, 5, 3])
+    expected = [
+        orjson.dumps(with_usage(p, u)).decode()
+        for p, u in zip(split_answer(answer, spans), usages, strict=True)
+    ]
+    assert line_bodies(answer, spans, usages) == expected
+    with pytest.raises(ValueError, match="4 embeddings for 5 inputs"):
+        line_bodies(answer, [(0, 5)], usages[:1])

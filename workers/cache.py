@@ -129,10 +129,17 @@ def twin_result(result: LineResult, twin: WorkItem) -> LineResult:
     )
 
 
+SHARED_BLOCK_BYTES = 64 * 1024  # a kept answer may pin a pack's block up to this size (256 × 8 dims: 8 KB)
+
+
 def _own(result: LineResult) -> LineResult:
-    """The result holding only its own vectors (not its whole pack's block), to keep in memory."""
+    """The result holding only its own vectors when its pack's block is big, to keep in memory.
+
+    A small block is kept shared (copying each line's part cost a packed line 8 µs): the
+    ``RECENT_ANSWERS`` kept answers pin at most that many blocks of ``SHARED_BLOCK_BYTES``.
+    """
     v = result.vectors
-    if v is None:
+    if v is None or len(v.data) <= SHARED_BLOCK_BYTES:
         return result
     return replace(result, vectors=Vectors(v.raw(), v.dim, v.encoding))
 
@@ -186,7 +193,8 @@ class SharedCalls:
             self._recent[key] = _own(result)
             while len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
-        self._let_go([t.request_id for t in twins])
+        if twins:
+            self._let_go([t.request_id for t in twins])
         for twin in twins:
             self._finish(twin_result(result, twin))
 

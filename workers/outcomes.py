@@ -21,7 +21,7 @@ from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from jobs.vectors import Vectors
 from workers.client import RawResponse
 from workers.endpoints import family_of
-from workers.packing import attribute_usage, split_answer, with_usage
+from workers.packing import attribute_usage, line_bodies
 from workers.retry import Classification, Verdict
 from workers.units import Unit
 
@@ -146,19 +146,12 @@ def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
         return [success(unit.items[0], call, parsed.body_json, parsed.usage, clean, vectors=parsed.vectors)]
     spans = unit.spans()
     answer = parsed.body if parsed.body is not None else orjson.loads(parsed.body_json)
-    parts = split_answer(answer, spans)
     usages = attribute_usage(answer, [item.est_tokens for item in unit.items])
+    bodies = line_bodies(answer, spans, usages)
     vectors = parsed.vectors
     return [
-        success(
-            item,
-            call,
-            orjson.dumps(with_usage(part, usage)).decode(),
-            usage,
-            clean,
-            vectors=vectors.part(*span) if vectors is not None else None,
-        )
-        for item, part, usage, span in zip(unit.items, parts, usages, spans, strict=True)
+        success(item, call, body, usage, clean, vectors=vectors.part(*span) if vectors is not None else None)
+        for item, body, usage, span in zip(unit.items, bodies, usages, spans, strict=True)
     ]
 
 

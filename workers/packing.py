@@ -81,11 +81,50 @@ def split_answer(answer: Mapping[str, Any], spans: Sequence[tuple[int, int]]) ->
     return parts
 
 
+def line_bodies(
+    answer: Mapping[str, Any], spans: Sequence[tuple[int, int]], usages: Sequence[Usage]
+) -> list[str]:
+    """Each line's answer body as JSON text, with its usage: ``with_usage(split_answer(...)[i])``
+    as orjson writes it, without building a dict per line.
+
+    The answer's members other than ``data`` and ``usage`` are written once; when its ``data``
+    items differ only by ``index`` (an embedding answer whose vectors were taken out), each
+    line's items are the same text for the same number of inputs, written once per count.
+    """
+    parts: list[dict[str, Any]] | None = None
+    data = sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))
+    if len(data) != spans[-1][1]:
+        raise ValueError(f"the answer has {len(data)} embeddings for {spans[-1][1]} inputs")
+    rest = {k: v for k, v in answer.items() if k not in ("data", "usage")}
+    head = orjson.dumps(rest).decode()[:-1] + ("," if rest else "")
+    first = dict(data[0], index=0) if data else {}
+    same = bool(data) and all(dict(item, index=0) == first for item in data)
+    items_of: dict[int, str] = {}
+    bodies: list[str] = []
+    for (start, end), usage in zip(spans, usages, strict=True):
+        n = end - start
+        if same:
+            items = items_of.get(n)
+            if items is None:
+                items = items_of[n] = orjson.dumps([dict(first, index=i) for i in range(n)]).decode()
+        else:
+            parts = parts or split_answer(answer, spans)
+            items = orjson.dumps(parts[len(bodies)]["data"]).decode()
+        bodies.append(
+            f'{head}"data":{items},"usage":{{"prompt_tokens":{usage.prompt_tokens},'
+            f'"total_tokens":{usage.total_tokens}}}}}'
+        )
+    return bodies
+
+
 def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
     """Split ``total`` in proportion to ``weights`` into integers that sum to exactly ``total``."""
     weight_sum = sum(weights)
     if weight_sum <= 0:
         weights, weight_sum = [1] * len(weights), len(weights)
+    if weights and min(weights) == max(weights):  # equal shares: the remainder goes to the first lines
+        base, left = divmod(total, len(weights))
+        return [base + 1] * left + [base] * (len(weights) - left)
     shares = [total * w / weight_sum for w in weights]
     floors = [int(s) for s in shares]
     left = total - sum(floors)
