@@ -4,7 +4,8 @@ Cost is billed per call, so the report walks the Attempt rows, not the lines' st
 call that answered with usage counts even when its line was called again. Each call is of one kind
 (``attempt_kind``):
 
-- ``succeeded``: the call that produced a succeeded line's stored result (its first ``ok`` call);
+- ``succeeded``: the call that produced a succeeded line's stored result (its first ``ok`` call),
+  and the further steps that result needed (``step``: a Midjourney task's modal submit);
 - ``duplicate``: a later ``ok`` call of a line that had already succeeded (a lease expired and the
   line ran twice);
 - ``failed``: a call on a line that finally failed;
@@ -41,7 +42,7 @@ from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.models import RequestState
 from jobs.options import JobOptions
-from jobs.records import Usage
+from jobs.records import STEP, Usage
 from workers.cost import cost_of_attempt, upper_bound_cost
 from workers.endpoints import family_of
 from workers.prices import PriceBook
@@ -150,6 +151,8 @@ def attempt_kind(
         return "unknown"
     if line_state == RequestState.FAILED:
         return "failed"
+    if outcome == STEP and line_state == RequestState.SUCCEEDED:
+        return "succeeded"  # a further charged step of the line's one result (a task's modal step)
     if outcome == "ok" and line_state == RequestState.SUCCEEDED:
         return "succeeded" if first_ok else "duplicate"
     return "other"

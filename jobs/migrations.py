@@ -282,6 +282,13 @@ def _m012_usage_rollup(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_request_cached ON request (job_id) WHERE cached"))
 
 
+def _m013_modal_step(conn: Connection) -> None:
+    """A Midjourney modal step is its own charged call: its state on the task, its price on the attempt."""
+    conn.execute(sa.text("ALTER TABLE task ADD COLUMN modal VARCHAR"))
+    conn.execute(sa.text("ALTER TABLE task ADD COLUMN modal_at FLOAT"))
+    conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN price_key VARCHAR"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -295,6 +302,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0010_price_key", _m010_price_key),
     ("0011_response_cache", _m011_response_cache),
     ("0012_usage_rollup", _m012_usage_rollup),
+    ("0013_modal_step", _m013_modal_step),
 ]
 
 _ledger = sa.Table(

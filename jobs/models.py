@@ -145,6 +145,7 @@ class Attempt(UsageColumns, table=True):
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
     worker: str | None = None
     provider: str | None = None  # provider/key label that took the call (batcher.toml routing)
+    price_key: str | None = None  # the call's price name when not its line's (a task's modal step)
 
 
 class VectorBlock(SQLModel, table=True):
@@ -250,6 +251,20 @@ class TaskState(StrEnum):
     FAILED = "failed"
 
 
+class ModalState(StrEnum):
+    """Where a Midjourney task's modal step (``/mj/submit/modal``, a second charged submit) is.
+
+    ``submitting`` is written before the modal submit goes, like a task's ``submitting``: a row
+    left in it is a modal step whose outcome nobody knows, never sent again by itself. ``retry``:
+    ``batcher retry --unknown`` put it back; the next poll tells whether it went (the task is no
+    longer ``MODAL``: it is counted taken) or is to be sent again.
+    """
+
+    SUBMITTING = "submitting"
+    TAKEN = "taken"
+    RETRY = "retry"
+
+
 class Task(SQLModel, table=True):
     """The relay task of one task line (Midjourney, Suno, video): its id, progress and deadline."""
 
@@ -262,6 +277,8 @@ class Task(SQLModel, table=True):
     polls: int = 0
     progress: str | None = None  # the relay's own, "37%"
     relay_status: str | None = None
+    modal: str | None = None  # ``ModalState`` of its modal step, when it has one
+    modal_at: float | None = None  # when the modal step was sent
 
 
 def _sum_column() -> Any:  # a fresh Column each: SQLAlchemy binds a Column to one table

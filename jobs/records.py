@@ -79,6 +79,9 @@ class Usage:
         )
 
 
+STEP = "step"  # the outcome of a charged step after a line's first call (a Midjourney modal submit)
+
+
 @dataclass(slots=True)
 class AttemptRecord:
     """One upstream call for one line."""
@@ -98,6 +101,7 @@ class AttemptRecord:
     worker: str | None = None
     call_id: str | None = None
     provider: str | None = None  # the provider and key (name and last 4 characters) it went to
+    price_key: str | None = None  # priced by this name, not its line's (a task's modal step: mj_modal)
 
 
 @dataclass(slots=True)

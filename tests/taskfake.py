@@ -5,7 +5,8 @@ MJ ``""`` → SUBMITTED → IN_PROGRESS 50% → SUCCESS with buttons (or FAILURE
 alike in their own words. A prompt asks for faults: ``banned`` (code 24), ``queuefull`` (code 23
 once), ``lost`` (the submit runs and is charged, its answer never comes), ``fails`` (the task
 fails and is refunded), ``modal`` (MJ status MODAL until ``/mj/submit/modal``), ``nofile`` (the
-result URL answers 404). Result files live on ``files.test``, which records what headers it saw.
+result URL answers 404). A modal step's prompt may ask for ``lost`` (taken and charged, no answer)
+or ``dropped`` (no answer, never taken). Result files live on ``files.test``, which records what headers it saw.
 """
 
 from __future__ import annotations
@@ -115,9 +116,13 @@ class FakeRelay:
             self.queue_full_once.add(prompt)
             return _json({"code": 23, "description": "队列已满，请稍后尝试", "result": ""})
         if action == "modal":
+            if "dropped" in prompt:  # the connection broke before the relay read the step
+                raise httpx.ReadTimeout("the answer never came", request=request)
             origin = self.tasks[str(body["taskId"])]
             origin.modal_done = True
             task = self._new("mj", "mj_modal", {**origin.body, "prompt": body.get("prompt", "")})
+            if "lost" in prompt:  # the relay took and charged the step; its answer never came
+                raise httpx.ReadTimeout("the answer never came", request=request)
             return _json({"code": 1, "description": "提交成功", "result": task.id})
         model = "swap_face" if action == "swap" else f"mj_{action}"
         if action == "action":

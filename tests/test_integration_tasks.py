@@ -32,6 +32,10 @@ from workers.prices import parse_prices
 RUN_FLAGS = ("--poll-interval", "0.2", "--timeout", "10")  # a loaded machine answers slowly
 
 
+REGION = {"after": "cat-u2", "button": "Vary (Region)", "maskBase64": "a.png"}
+ZOOM = {"after": "cat-u2", "button": "Custom Zoom"}
+
+
 def task_rows(folder: Path) -> list[dict[str, Any]]:
     (folder / "a.png").write_bytes(expected_file("mj-1.png"))
     (folder / "b.png").write_bytes(expected_file("mj-2.png"))
@@ -39,6 +43,9 @@ def task_rows(folder: Path) -> list[dict[str, Any]]:
         batch_line("cat", "/mj/submit/imagine", {"prompt": "a red cat"}),
         batch_line("cat-u2", "/mj/submit/action", {"after": "cat", "button": "U2"}),
         batch_line("cat-v1", "/mj/submit/action", {"after": "cat", "button": "V1"}),
+        # Vary (Region) and Custom Zoom: code 21, then the modal step (charged mj_modal)
+        batch_line("cat-region", "/mj/submit/action", {**REGION, "modal": {"prompt": "a hat"}}),
+        batch_line("cat-zoom", "/mj/submit/action", {**ZOOM, "modal": {"prompt": "a cat --ar 1:1 --zoom 2"}}),
         batch_line("blend", "/mj/submit/blend", {"base64Array": ["a.png", "b.png"]}),
         batch_line("describe", "/mj/submit/describe", {"base64": "a.png"}),
         batch_line("lost", "/mj/submit/imagine", {"prompt": "a lost cat [[fault:submit_timeout]]"}),
@@ -66,7 +73,8 @@ def task_rows(folder: Path) -> list[dict[str, Any]]:
 
 
 EXPECTED = {
-    "cat": "succeeded", "cat-u2": "succeeded", "cat-v1": "succeeded", "blend": "succeeded",
+    "cat": "succeeded", "cat-u2": "succeeded", "cat-v1": "succeeded", "cat-region": "succeeded",
+    "cat-zoom": "succeeded", "blend": "succeeded",
     "describe": "succeeded", "lost": "failed", "busy": "succeeded", "banned": "failed",
     "broken": "failed", "nofile": "succeeded", "song": "succeeded", "words": "succeeded",
     "bad-song": "failed", "clip": "succeeded", "sora": "succeeded", "kling": "succeeded",
@@ -131,13 +139,16 @@ def check_billing(db: Store, relay: RelayServer, job_id: int) -> None:
     report = usage_report(db, [job_id], prices=book)
     per_task = relay.stats()["tasks"]["billing"]["per_task"]
     with db.session() as session:
-        known = {t.relay_task_id for t in session.exec(select(Task).where(Task.job_id == job_id)).all()}
+        tasks = session.exec(select(Task).where(Task.job_id == job_id)).all()
+    known = {t.relay_task_id for t in tasks}
+    steps = sum(1 for t in tasks if t.modal in ("taken", "submitting"))  # a modal step is a call too
     unknown_lines = [line for line in all_lines(db) if line.error_code == "submit_unknown"]
     not_known = [tid for tid in per_task if tid not in known]
     # A submit cut by a kill may not have reached the relay: at most one relay task per unknown line.
-    assert 1 <= len(not_known) <= len(unknown_lines) == report.total.unknown_calls
+    assert 1 <= len(not_known) <= len(unknown_lines)
+    assert report.total.unknown_calls == sum(1 for a in all_attempts(db) if a.sent and a.status_code is None)
     assert report.total.cost == sum(Decimal(per_task[tid]["net_usd"]) for tid in per_task if tid in known)
-    assert report.total.calls == len(EXPECTED) and len(all_attempts(db)) == len(EXPECTED)
+    assert report.total.calls == len(EXPECTED) + steps == len(all_attempts(db))
 
 
 def test_a_mixed_task_file_runs_end_to_end(
@@ -148,8 +159,9 @@ def test_a_mixed_task_file_runs_end_to_end(
     result = invoke("run", str(write_jsonl(tmp_path / "in.jsonl", rows)), "-o", str(out), *RUN_FLAGS)
     assert result.exit_code == 3, result.stderr  # some lines failed, as they should
     check_run(db, task_relay, out, rows)
-    submitted = task_relay.stats()["tasks"]["billing"]["per_model"]["mj_imagine"]["charges"]
-    assert submitted == 5  # cat, lost (once: its lost answer was not sent again), busy, broken, nofile
+    per_model = task_relay.stats()["tasks"]["billing"]["per_model"]
+    assert per_model["mj_imagine"]["charges"] == 5  # cat, lost (once: not sent again), busy, broken, nofile
+    assert per_model["mj_modal"]["charges"] == 2  # Vary (Region) and Custom Zoom: each step charged once
 
 
 @pytest.fixture

@@ -16,36 +16,53 @@ from typing import Any
 from jobs.endpoints import Endpoint
 from workers.budget import Budget
 
+Key = tuple[int, bool]  # (line, whether the reservation is of its modal step)
+
 
 class TaskBudget:
-    """The reservations of one engine's task lines; a no-op without a budget."""
+    """The reservations of one engine's task lines; a no-op without a budget.
+
+    A line holds one reservation for its submit and, once its modal step is to go, one for the
+    step (priced as ``mj_modal``): the relay charges both.
+    """
 
     def __init__(self, budget: Budget | None) -> None:
         self.budget = budget
-        self._held: dict[int, Decimal] = {}
+        self._held: dict[Key, Decimal] = {}
 
-    def try_reserve(self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any]) -> bool:
+    def try_reserve(
+        self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any], *, step: bool = False
+    ) -> bool:
         """Reserve a submit's price; False means the budget is reached (pause the job)."""
-        if self.budget is None or request_id in self._held:
+        if self.budget is None or (request_id, step) in self._held:
             return True
         amount = self.budget.estimate(endpoint, model, [body])
         if not self.budget.try_reserve(amount):
             return False
-        self._held[request_id] = amount
+        self._held[request_id, step] = amount
         return True
 
-    def hold(self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any]) -> None:
+    def hold(
+        self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any], *, step: bool = False
+    ) -> None:
         """Hold a task the relay already charged (found submitted after a crash)."""
-        if self.budget is not None and request_id not in self._held:
+        if self.budget is not None and (request_id, step) not in self._held:
             amount = self.budget.estimate(endpoint, model, [body])
             self.budget.reserved += amount
-            self._held[request_id] = amount
+            self._held[request_id, step] = amount
+
+    def free_step(self, request_id: int) -> None:
+        """A modal step refused: nothing charged for it."""
+        amount = self._held.pop((request_id, True), None)
+        if self.budget is not None and amount is not None:
+            self.budget.settle(amount, Decimal(0))
 
     def end(self, request_id: int, *, spent: bool) -> None:
-        """A task ended: its price spent, or freed (refused, refunded)."""
-        amount = self._held.pop(request_id, None)
-        if self.budget is not None and amount is not None:
-            self.budget.settle(amount, amount if spent else Decimal(0))
+        """A task ended: its prices spent, or freed (refused, refunded)."""
+        for key in ((request_id, False), (request_id, True)):
+            amount = self._held.pop(key, None)
+            if self.budget is not None and amount is not None:
+                self.budget.settle(amount, amount if spent else Decimal(0))
 
     def refresh(self) -> None:
         """Re-read the recorded spend (from a thread)."""

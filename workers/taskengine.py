@@ -39,8 +39,8 @@ import orjson
 from jobs.blobs import BlobReader
 from jobs.db import Store
 from jobs.endpoints import Endpoint, relay_root
-from jobs.models import TaskState
-from jobs.records import AttemptRecord, LineResult, WorkItem
+from jobs.models import ModalState, TaskState
+from jobs.records import WorkItem
 from jobs.store import tasks as tq
 from workers.budget import Budget
 from workers.client import ApiClient, NoAnswer, RawResponse
@@ -61,12 +61,14 @@ from workers.taskcalls import (
     later_delay,
     submit_outcome,
 )
+from workers.taskends import TaskEnds
 from workers.taskfollow import modal_body, stored_to_data_urls
 from workers.tasklines import TaskConfig, TaskLine, poll_batches
-from workers.taskresults import Saved, failed, save_files, succeeded, summary
+from workers.taskresults import MODAL_PRICE, summary
 from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
 
 Clock = Callable[[], float]
+SENDING = ModalState.SUBMITTING
 
 
 class TaskEngine:
@@ -93,11 +95,23 @@ class TaskEngine:
         self.rows = TaskRows(store, job_id)
         self.budget = TaskBudget(budget)
         self.job_id, self._blobs, self._clean = job_id, blobs, Redactor(secrets)
-        self.downloader = downloader or Downloader(base_url=client.config.base_url, key=client.config.api_key)
+        fetcher = downloader or Downloader(base_url=client.config.base_url, key=client.config.api_key)
         self._clock, self._sleep, self._jitter = clock, sleep, jitter
         self.stats = Stats()
         self.lines: dict[str, TaskLine] = {}  # by custom_id
-        self._root = relay_root(client.config.base_url)
+        self.ends = TaskEnds(
+            rows=self.rows, budget=self.budget, stats=self.stats, downloader=fetcher, config=config,
+            root=relay_root(client.config.base_url),
+        )  # fmt: skip
+
+    @property
+    def downloader(self) -> Downloader:
+        """What fetches the result files (its client is opened around a run)."""
+        return self.ends.downloader
+
+    @downloader.setter
+    def downloader(self, value: Downloader) -> None:
+        self.ends.downloader = value
 
     @property
     def halted(self) -> str | None:
@@ -177,10 +191,13 @@ class TaskEngine:
             assert isinstance(family, TaskFamily)
             line = TaskLine(item, family, orjson.loads(item.body), records.get(item.request_id))
             self.lines[item.custom_id] = line
-            if line.record is not None and line.record.relay_task_id is None:
-                await self._unknown(line, None)  # died between the submit and its answer
+            record = line.record
+            if record is not None and (record.relay_task_id is None or record.modal is SENDING):
+                await self._unknown(line, None)  # died between a submit (or its modal step) and its answer
             elif line.record is not None:
                 self.budget.hold(item.request_id, item.endpoint, item.model, line.body)
+                if line.record.modal is ModalState.TAKEN:
+                    self.budget.hold(item.request_id, item.endpoint, MODAL_PRICE, line.body, step=True)
 
     async def _control(self, going: list[TaskLine]) -> None:
         if reason := await asyncio.to_thread(self.sink.halt_reason):
@@ -218,9 +235,13 @@ class TaskEngine:
             call = line.family.follow_up(call, follow)
         await self._send_submit(line, call.endpoint, call.body)
 
-    async def _send_submit(self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any]) -> None:
+    async def _send_submit(
+        self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any], *, step: bool = False
+    ) -> None:
+        """Send a submit (``step``: the task's modal step), its mark committed before it goes."""
         content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))
-        if not self.budget.try_reserve(line.item.request_id, line.item.endpoint, line.item.model, body):
+        model = MODAL_PRICE if step else line.item.model
+        if not self.budget.try_reserve(line.item.request_id, line.item.endpoint, model, body, step=step):
             await self._budget_reached()
             return
         now = self._clock()
@@ -229,6 +250,8 @@ class TaskEngine:
                 return
             if line.record is None:
                 line.record = await asyncio.to_thread(self.rows.begin, line.item.request_id, now)
+            elif step:
+                line.record = await asyncio.to_thread(self.rows.modal, line.record, SENDING, now)
             answer = await self.client.call(endpoint, content)
             self.stats.calls += 1
             outcome = submit_outcome(line.family, answer, now=time.time())
@@ -251,6 +274,7 @@ class TaskEngine:
             await self._taken(line, outcome, now)
         elif outcome.kind is SubmitKind.LATER and line.record and line.record.relay_task_id:
             # A modal step refused for now: its task stays MODAL, and the next poll sends it again.
+            await self._step_refused(line)
             line.record = with_changes(line.record, next_poll_at=self._clock() + later_delay(1, jitter=1.0))
         elif outcome.kind is SubmitKind.UNKNOWN:
             await self._unknown(line, outcome.reason)
@@ -264,6 +288,7 @@ class TaskEngine:
             if line.record is not None and line.record.relay_task_id is None:
                 await asyncio.to_thread(self.rows.forget, line.item.request_id)
                 line.record = None
+            await self._step_refused(line)
             if outcome.kind is SubmitKind.FATAL:
                 self.stats.halted = self._clean(outcome.reason)
                 await asyncio.to_thread(self.sink.stop_job, self.stats.halted)
@@ -271,10 +296,19 @@ class TaskEngine:
             reason = self._clean(outcome.reason)
             await self._fail(line, "refused", reason, status=status, sent=True, charged=False)
 
+    async def _step_refused(self, line: TaskLine) -> None:
+        """A modal step the relay refused outright: nothing charged, its mark dropped."""
+        if line.record is not None and line.record.modal is SENDING:
+            line.record = await asyncio.to_thread(self.rows.modal, line.record, None, self._clock())
+            self.budget.free_step(line.item.request_id)
+
     async def _taken(self, line: TaskLine, outcome: SubmitOutcome, now: float) -> None:
         task_id = outcome.task_id
         assert task_id is not None and line.record is not None  # begun before the submit
         first = now + self.config.poll_interval
+        if line.record.modal is SENDING:
+            line.record = await asyncio.to_thread(self.rows.modal_taken, line.record, task_id, first)
+            return
         calls = outcome.calls if outcome.calls is not None else line.record.calls
         await asyncio.to_thread(self.rows.submitted, line.item.request_id, task_id, first, calls)
         line.record = with_changes(
@@ -291,7 +325,7 @@ class TaskEngine:
         if isinstance(body, str):
             await self._fail(line, "modal_needed", body, status=200, sent=True, charged=False)
             return
-        await self._send_submit(line, Endpoint(modal_route(line.item.endpoint.path)), body)
+        await self._send_submit(line, Endpoint(modal_route(line.item.endpoint.path)), body, step=True)
 
     # --- polls -----------------------------------------------------------------------------------
 
@@ -320,14 +354,16 @@ class TaskEngine:
 
     async def _polled(self, line: TaskLine, view: TaskView | None) -> None:
         assert line.record is not None
+        if line.record.modal is ModalState.RETRY and view is not None and view.phase is not Phase.MODAL:
+            line.record = await asyncio.to_thread(self.rows.modal, line.record, ModalState.TAKEN, 0.0)
         if view is not None and view.phase is Phase.SUCCEEDED:
-            await self._succeed(line, view)
+            await self.ends.succeed(line, view)
         elif view is not None and view.phase is Phase.FAILED:
             reason = self._clean(f"task failed: {view.fail_reason or view.relay_status or 'no reason given'}")
             body = summary(view, None)
             await self._fail(line, "task_failed", reason, status=200, sent=True, charged=False, body=body)
-        elif view is not None and view.phase is Phase.MODAL:
-            await self._modal(line, view)
+        elif view is not None and view.phase is Phase.MODAL and line.record.modal is not ModalState.TAKEN:
+            await self._modal(line, view)  # once: a row still MODAL after the step is the relay's lag
         elif self._clock() - line.record.submitted_at > self._deadline(line.family):
             hours = self._deadline(line.family) / 3600
             reason = (
@@ -350,51 +386,6 @@ class TaskEngine:
     def _deadline(self, family: TaskFamily) -> float:
         return self.config.deadline or family.deadline_s
 
-    async def _succeed(self, line: TaskLine, view: TaskView) -> None:
-        saved: Saved | None = None
-        if self.config.download:
-            saved = await save_files(
-                self.downloader,
-                view.urls,
-                folder=self.config.results_dir,
-                request_id=line.item.request_id,
-                root=self._root,
-            )
-        assert line.record is not None
-        attempt, result = succeeded(
-            line.item,
-            summary(view, saved),
-            submitted_at=line.record.submitted_at,
-            owner=self.config.owner,
-            usage=line.billed(),
-        )
-        await self._end(line, attempt, result, TaskState.SUCCEEDED)
-
-    async def _fail(
-        self, line: TaskLine, code: str, message: str, *, status: int | None, sent: bool,
-        charged: bool = True, body: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        """End the line failed with ``code``; ``charged`` False when the relay refunds the task."""
-        at = line.record.submitted_at if line.record is not None else self._clock()
-        attempt, result = failed(
-            line.item,
-            code=code,
-            message=message,
-            submitted_at=at,
-            owner=self.config.owner,
-            status=status,
-            sent=sent and charged,
-            body=body,
-        )
-        await self._end(line, attempt, result, TaskState.FAILED)
-
-    async def _end(
-        self, line: TaskLine, attempt: AttemptRecord, result: LineResult, state: TaskState
-    ) -> None:
-        line.done = True
-        self.stats.count(result)
-        self.budget.end(
-            line.item.request_id,
-            spent=result.usage is not None or (attempt.sent and attempt.status_code is None),
-        )
-        await asyncio.to_thread(self.rows.end, attempt, result, state, has_row=line.record is not None)
+    async def _fail(self, line: TaskLine, code: str, message: str, **how: Any) -> None:
+        """End the line failed (``TaskEnds.fail``: ``status``, ``sent``, ``charged``, ``body``)."""
+        await self.ends.fail(line, code, message, at=self._clock(), **how)

@@ -5,10 +5,13 @@ writes: ``task_id``, ``status``, ``progress``, ``urls``, ``files`` (local paths,
 ``--download``), ``download_errors`` (URL → why it was not fetched; the URL stays in ``urls``),
 ``buttons`` (MJ: label → customId, what follow-ups press) and the relay's last ``task`` object.
 
-Each task line has exactly one attempt row, written with its terminal result: the submit. A
-succeeded task's attempt carries a usage of one call (priced per call by the line's model: new-api
-names, ``mj_imagine``…); a task the relay failed was refunded and carries none; a submit with no
-answer is an attempt without a status, which the usage report counts as possibly billed.
+Each task line has one attempt row per charged submit, written with its terminal result: the
+submit, and a Midjourney modal step (``/mj/submit/modal``: new-api charges it again, as
+``mj_modal``) as an attempt of its own, outcome ``step``, priced by ``MODAL_PRICE``. A succeeded
+task's attempts carry a usage of one call each (priced per call by the line's model, new-api's
+names, ``mj_imagine``…, or the step's own); a task the relay failed was refunded and they carry
+none; a submit with no answer is an attempt without a status, which the usage report counts as
+possibly billed.
 """
 
 from __future__ import annotations
@@ -16,18 +19,22 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from jobs.models import RequestState
-from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
+from jobs.models import ModalState, RequestState
+from jobs.records import STEP, AttemptRecord, LineResult, Usage, WorkItem
+from jobs.store.jobs import SUBMIT_UNKNOWN
+from jobs.store.tasks import TaskRecord
 from workers.downloads import Downloader
 from workers.endpoints.taskfamily import TaskView
 from workers.resultfiles import write_result_file
 
+MODAL_PRICE = "mj_modal"  # new-api's model name of a modal step's charge (``CovertMjpActionToModelName``)
 _EXTENSIONS = {
     "image/png": "png",
     "image/jpeg": "jpg",
@@ -160,3 +167,28 @@ def _attempt(  # noqa: PLR0917 - an attempt row's columns, in their order
         usage=usage,
         worker=owner,
     )
+
+
+def step_attempts(
+    item: WorkItem, record: TaskRecord | None, *, owner: str, succeeded: bool, charged: bool
+) -> list[AttemptRecord]:
+    """The attempt of a task's modal step, if it had one that may have been charged.
+
+    Taken: one call at ``MODAL_PRICE`` when the task succeeded, none when the relay refunded the
+    task (``charged`` False). Sent with no answer (still ``submitting``): possibly billed. A step
+    put back by ``retry --unknown`` and not sent again was counted by the earlier end.
+    """
+    if record is None or record.modal not in (ModalState.TAKEN, ModalState.SUBMITTING):
+        return []
+    at = record.modal_at if record.modal_at is not None else record.submitted_at
+    started = datetime.fromtimestamp(at, UTC)
+    if record.modal is ModalState.SUBMITTING:
+        return [
+            AttemptRecord(item.request_id, item.job_id, item.attempts + 2, started, 0, None, "error",
+                          SUBMIT_UNKNOWN, "modal step: no answer", worker=owner, price_key=MODAL_PRICE)
+        ]  # fmt: skip
+    usage = Usage(calls=Decimal(1)) if succeeded else None
+    return [
+        AttemptRecord(item.request_id, item.job_id, item.attempts + 2, started, 0, 200, STEP, "", None,
+                      sent=succeeded or charged, usage=usage, worker=owner, price_key=MODAL_PRICE)
+    ]  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs import store as q
 from jobs.db import Store
-from jobs.models import TaskState, utcnow
+from jobs.models import ModalState, TaskState, utcnow
 from jobs.records import AttemptRecord, LineResult
 from jobs.store import tasks as tq
 from workers.client import NoAnswer, RawResponse
@@ -48,6 +48,22 @@ class TaskRows:
                 session, request_id=request_id, relay_task_id=task_id, next_poll_at=first_poll, calls=calls
             )
 
+    def modal(self, record: tq.TaskRecord, state: ModalState | None, now: float) -> tq.TaskRecord:
+        """Commit where the task's modal step is (``submitting`` before the modal submit goes)."""
+        at = now if state is ModalState.SUBMITTING else record.modal_at
+        with self.store.session() as session:
+            tq.set_modal(session, record.request_id, state, at=at)
+        return with_changes(record, modal=state, modal_at=at)
+
+    def modal_taken(self, record: tq.TaskRecord, task_id: str, first_poll: float) -> tq.TaskRecord:
+        """Commit a modal step the relay took: the task it answered with, charged once more."""
+        with self.store.session() as session:
+            tq.modal_taken(session, record.request_id, relay_task_id=task_id, next_poll_at=first_poll)
+        return with_changes(
+            record, state=TaskState.SUBMITTED, relay_task_id=task_id, next_poll_at=first_poll,
+            modal=ModalState.TAKEN,
+        )  # fmt: skip
+
     def forget(self, request_id: int) -> None:
         """Drop the row of a submit the relay refused outright."""
         with self.store.session() as session:
@@ -58,12 +74,14 @@ class TaskRows:
         with self.store.session() as session:
             tq.record_polls(session, updates)
 
-    def end(self, attempt: AttemptRecord, result: LineResult, state: TaskState, *, has_row: bool) -> None:
-        """Commit a line's end: its task row, attempt and result together."""
+    def end(
+        self, attempts: list[AttemptRecord], result: LineResult, state: TaskState, *, has_row: bool
+    ) -> None:
+        """Commit a line's end: its task row, attempts and result together."""
         with self.store.session() as session:
             if has_row:
                 tq.finish_task(session, result.request_id, state)
-            if q.record_outcomes(session, [attempt], [result]):
+            if q.record_outcomes(session, attempts, [result]):
                 q.complete_if_done(session, self.job_id)
 
     def unclaim(self, request_ids: list[int]) -> None:

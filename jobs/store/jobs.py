@@ -15,11 +15,11 @@ from jobs.models import (
     JobStatus,
     Request,
     RequestState,
-    Task,
     utcnow,
 )
 from jobs.options import JobOptions
 from jobs.store.common import NOT_TERMINAL, REQUEST_TABLE, bump_counter
+from jobs.store.tasks import drop_for_retry
 
 _req = REQUEST_TABLE
 
@@ -151,7 +151,8 @@ def retry_failed(session: Session, job_id: int, *, unknown: bool = False) -> int
     """Put a job's failed lines back to pending with a fresh attempt budget; return the count.
 
     A task line whose submit got no answer (``submit_unknown``: the relay may have the task) goes
-    back only with ``unknown``; a retried task line loses its old task row, so it is submitted anew.
+    back only with ``unknown``; a retried task line loses its old task row, so it is submitted anew,
+    unless only its modal step got no answer: that step goes again (``jobs.store.tasks.drop_for_retry``).
     """
     job = get_job(session, job_id)
     if job.status == JobStatus.CANCELLED:
@@ -159,8 +160,7 @@ def retry_failed(session: Session, job_id: int, *, unknown: bool = False) -> int
     failed = sa.and_(_req.c.job_id == job_id, _req.c.state == RequestState.FAILED.value)
     if not unknown:
         failed = sa.and_(failed, sa.or_(_req.c.error_code.is_(None), _req.c.error_code != SUBMIT_UNKNOWN))
-    retried = sa.select(_req.c.id).where(failed)
-    session.connection().execute(sa.delete(_task).where(_task.c.request_id.in_(retried)))
+    drop_for_retry(session, sa.select(_req.c.id).where(failed), unknown=unknown)
     stmt = (
         sa.update(_req)
         .where(failed)
@@ -176,7 +176,6 @@ def retry_failed(session: Session, job_id: int, *, unknown: bool = False) -> int
 
 
 SUBMIT_UNKNOWN = "submit_unknown"  # a task submit that got no answer (``workers.taskcalls``)
-_task = Task.__table__  # type: ignore[attr-defined]
 
 
 def fail_overclaimed(session: Session, job_id: int, *, max_claims: int) -> int:

@@ -189,6 +189,7 @@ _ATTEMPT_COLUMNS = (
     "call_id",
     "worker",
     "provider",
+    "price_key",
     *_USAGE_COLUMNS,
 )
 _ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
@@ -211,6 +212,7 @@ def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
         a.call_id,
         a.worker,
         a.provider,
+        a.price_key,
         *_usage_values(a.usage),
     )
 

@@ -64,7 +64,7 @@ class RollupGroup:
     day: str
     model: str
     provider: str  # '' when calls are not routed
-    price_key: str  # the lines' price name when not their model ('' when none)
+    price_key: str  # the calls' price name when not their model ('' when none; a modal step's own)
     per_image: bool
     calls: int
     billed_calls: int
@@ -140,7 +140,7 @@ def _sums(
         _day(conn).label("day"),
         _req.c.model,
         func.coalesce(_att.c.provider, "").label("provider"),
-        func.coalesce(_req.c.price_key, "").label("price_key"),
+        func.coalesce(_att.c.price_key, _req.c.price_key, "").label("price_key"),
         ((tokens == 0) & (func.coalesce(_att.c.images, 0) > 0)).label("per_image"),
     ]
     where = [_att.c.id > after, _ANSWERED_CALL]

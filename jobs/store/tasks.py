@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from jobs.models import Request, Task, TaskState
+from jobs.models import ModalState, Request, Task, TaskState
 
 _task = Task.__table__  # type: ignore[attr-defined]
 _req = Request.__table__  # type: ignore[attr-defined]
@@ -31,6 +31,8 @@ class TaskRecord:
     polls: int
     progress: str | None
     calls: float | None = None  # the per-call charges the relay said it billed (its other ratios)
+    modal: ModalState | None = None  # its modal step, when it has one
+    modal_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +81,15 @@ def task_rows(session: Session, request_ids: Sequence[int]) -> dict[int, TaskRec
                 _task.c.polls,
                 _task.c.progress,
                 _req.c.calls,
+                _task.c.modal,
+                _task.c.modal_at,
             )
             .select_from(_task.join(_req, _req.c.id == _task.c.request_id))
             .where(_task.c.request_id.in_(part))
         )
         for row in session.connection().execute(query):
-            out[row[0]] = TaskRecord(row[0], TaskState(row[1]), *row[2:])
+            modal = ModalState(row.modal) if row.modal else None
+            out[row[0]] = TaskRecord(row[0], TaskState(row[1]), *row[2:8], modal, row.modal_at)
     return out
 
 
@@ -157,9 +162,33 @@ def finish_task(session: Session, request_id: int, state: TaskState, *, progress
     session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
 
 
-def replace_task(session: Session, request_id: int, *, relay_task_id: str, next_poll_at: float) -> None:
-    """A modal step went: the line now follows the task it made."""
+def set_modal(
+    session: Session, request_id: int, state: ModalState | None, *, at: float | None = None
+) -> None:
+    """Where the task's modal step is: ``submitting`` is committed before the modal submit goes."""
+    values: dict[str, object] = {"modal": state.value if state else None}
+    if at is not None:
+        values["modal_at"] = at
+    session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
+
+
+def modal_taken(session: Session, request_id: int, *, relay_task_id: str, next_poll_at: float) -> None:
+    """A modal step was taken (and charged): the line now follows the task it answered with."""
     mark_submitted(session, request_id=request_id, relay_task_id=relay_task_id, next_poll_at=next_poll_at)
+    set_modal(session, request_id, ModalState.TAKEN)
+
+
+def drop_for_retry(session: Session, request_ids: sa.Select[tuple[int]], *, unknown: bool) -> None:
+    """Drop the task rows of lines retried from the start; with ``unknown``, a line whose modal step
+    got no answer keeps its task (charged once already) and its modal step goes again (``retry``)."""
+    conn, modal = session.connection(), _task.c.modal
+    step = (modal == ModalState.SUBMITTING.value) if unknown else sa.false()
+    conn.execute(sa.delete(_task).where(_task.c.request_id.in_(request_ids), sa.or_(modal.is_(None), ~step)))
+    conn.execute(
+        sa.update(_task)
+        .where(_task.c.request_id.in_(request_ids), step)
+        .values(modal=ModalState.RETRY.value, state=TaskState.SUBMITTED.value, next_poll_at=0.0)
+    )
 
 
 def origin_lines(session: Session, job_id: int, custom_ids: Iterable[str]) -> dict[str, OriginLine]:

@@ -25,6 +25,8 @@ from jobs.store.rollup import UNANSWERED_CALL
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
 PAGE_ROWS = 2000
+# A call's price name: its own (a task's modal step, ``mj_modal``), else its line's, else its model.
+PRICE_KEY = func.coalesce(_att.c.price_key, _req.c.price_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class CallRow:
     line_usage: Usage | None  # what the line was stored with
     unknown_body: str | None  # only for a call that got no answer: what its line asked for
     call_id: str | None = None  # one per HTTP call: the lines of a packed call share it
-    line_price_key: str | None = None  # the line's price name when not its model (an image size)
+    line_price_key: str | None = None  # the call's price name when not its model (an image size, mj_modal)
 
     provider: str | None = None  # provider/key label of a routed call (batcher.toml)
 
@@ -108,16 +110,17 @@ def usage_by_model(session: Session, job_id: int) -> list[ModelUsage]:
     """Per model (and price name): the calls that answered with usage, and what they used."""
     s = func.coalesce
     names = USAGE_COLUMNS
+    price_key = PRICE_KEY.label("price_key")
     query = (
         sa.select(
             _req.c.model,
             func.count(_att.c.id),
             *(s(func.sum(_att.c[n]), 0).label(n) for n in names),
-            _req.c.price_key,
+            price_key,
         )
         .select_from(_att.join(_req, _att.c.request_id == _req.c.id))
         .where(_att.c.job_id == job_id, _att.c.total_tokens.is_not(None) | _att.c.characters.is_not(None))
-        .group_by(_req.c.model, _req.c.price_key)
+        .group_by(_req.c.model, PRICE_KEY)
     )
     rows = session.connection().execute(query)
     return [ModelUsage(str(r[0]), int(r[1]), summed_usage(r), r.price_key) for r in rows]
@@ -179,7 +182,8 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
         _att.c.provider,
         *_usage_columns(_att, ""),
         (first_ok == _att.c.id).label("first_ok"),
-        *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens", "price_key")),
+        *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens")),
+        PRICE_KEY.label("line_price_key"),
         *_usage_columns(_req, "line_"),
         unknown_body.label("unknown_body"),
     ]
