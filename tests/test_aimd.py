@@ -11,6 +11,7 @@ from workers.aimd import (
     AimdTuning,
     Goodput,
     RateState,
+    Refusals,
     ceiling_of,
     increase_per_second,
     on_limited,
@@ -89,12 +90,15 @@ def test_a_429_at_the_ceiling_steps_down_from_the_pace_not_from_a_stalled_second
     assert state.rate == pytest.approx(98.0 * 0.98)
 
 
+@pytest.mark.parametrize("per_second", [300, 10])
 @pytest.mark.parametrize("rate", [None, 200.0])
-def test_429s_that_do_not_grow_with_the_rate_leave_the_pace_alone(rate: float | None) -> None:
+def test_429s_that_do_not_grow_with_the_rate_leave_the_pace_alone(
+    rate: float | None, per_second: int
+) -> None:
     """One call in a hundred refused at random (a gateway's upstream key, llmock's fault rate)."""
     state = RateState(rate=rate)
-    for i in range(3000):  # 300 calls a second for ten seconds
-        now = 100 + i / 300
+    for i in range(3000):  # 3,000 calls, ten seconds of them at 300 a second, 300 s at 10
+        now = 100 + i / per_second
         on_wait(state, now)
         if i % 100 == 99:
             assert not on_limited(state, now)
@@ -102,6 +106,73 @@ def test_429s_that_do_not_grow_with_the_rate_leave_the_pace_alone(rate: float | 
             on_success(state, now)
     assert state.decreases == 0
     assert state.rate is None if rate is None else state.rate >= rate
+
+
+def test_429s_seconds_apart_at_a_low_rate_are_the_limits() -> None:
+    """At 10 req/s two 429s three seconds apart are 2 of 32 calls: the rate, not noise.
+
+    Counted over a second or two they were never two at once until the pace was far past the limit.
+    """
+    state = RateState(rate=10.0)
+    for i in range(10):
+        on_success(state, 100 + i / 10)
+    assert not on_limited(state, 101.0)
+    for i in range(30):
+        on_success(state, 101.1 + i / 10)
+    assert on_limited(state, 104.1)
+    assert state.decreases == 1
+
+
+def test_429s_are_judged_over_the_recent_calls_not_the_recent_seconds() -> None:
+    """At 10 calls a second a bucket of recent calls lasts five seconds (50 calls); at 300, one second."""
+    tuning, slow, fast = AimdTuning(), Refusals(), Refusals()
+    for i in range(100):
+        slow.count(10 + i / 10, refused=False, tuning=tuning)  # ten seconds of 10 calls a second
+        fast.count(10 + i / 300, refused=False, tuning=tuning)
+    assert (slow.last_calls, slow.calls) == (50, 50)  # 50 calls in five seconds: closed at the 51st
+    assert (fast.last_calls, fast.calls) == (0, 100)  # a third of a second: still open
+    for i in range(300):
+        fast.count(11 + i / 300, refused=False, tuning=tuning)
+    assert (fast.last_calls, fast.calls) == (100, 300)  # closed after a second, as many as came in it
+
+
+@pytest.mark.parametrize(
+    ("calls", "refused", "rate_bound"), [(60, 2, True), (100, 2, False), (100, 3, True), (5, 1, False)]
+)
+def test_a_429_share_of_3_percent_and_two_429s_are_the_limits(
+    calls: int, refused: int, rate_bound: bool
+) -> None:
+    tuning, window = AimdTuning(), Refusals()
+    for i in range(calls):
+        window.count(10 + i / 100, refused=i < refused, tuning=tuning)
+    assert window.grows_with_rate(tuning) is rate_bound
+
+
+def test_a_decrease_clears_the_recent_429s() -> None:
+    """The 429s that lowered the pace were one congestion event: the next decrease needs its own."""
+    state = RateState(rate=10.0)
+    for i in range(20):
+        on_success(state, 100 + i / 10)
+    on_limited(state, 102.0)
+    assert on_limited(state, 102.0)
+    for i in range(20):
+        on_success(state, 102.1 + i / 10)
+    assert not on_limited(state, 104.1)  # one 429 past the hold: alone since the decrease
+    assert on_limited(state, 104.2)
+    assert state.decreases == 2
+
+
+def test_a_key_idle_for_half_a_minute_forgets_its_recent_429s() -> None:
+    """Its old 429s are not its pace now (a job that ended, a long pause)."""
+    tuning, window = AimdTuning(), Refusals()
+    for i in range(60):
+        window.count(10 + i / 10, refused=i < 2, tuning=tuning)
+    assert window.grows_with_rate(tuning)
+    window.count(10 + 5.9 + 29.0, refused=True, tuning=tuning)
+    assert window.grows_with_rate(tuning)  # not idle long enough
+    window.count(10 + 5.9 + 29.0 + 30.0, refused=True, tuning=tuning)
+    assert (window.last_calls, window.calls, window.refused) == (0, 1, 1)
+    assert not window.grows_with_rate(tuning)
 
 
 def test_increase_only_while_the_pace_binds_and_never_past_the_ceiling() -> None:
@@ -191,9 +262,11 @@ def simulate(
     return ok / (seconds - 10) / limit, limited / max(1, ok + limited)
 
 
+@pytest.mark.parametrize("limit", [100, 10, 5])
 @pytest.mark.parametrize("mode", list(LimitMode))
-def test_discovery_finds_at_least_90_percent_with_at_most_3_percent_429s(mode: LimitMode) -> None:
-    used, refused = simulate(mode)
+def test_discovery_finds_at_least_90_percent_with_at_most_3_percent_429s(mode: LimitMode, limit: int) -> None:
+    """At 5 and 10 req/s too: a relay user behind LiteLLM or a small key's limit."""
+    used, refused = simulate(mode, limit=limit)
     assert used >= 0.90
     assert refused <= 0.03
 

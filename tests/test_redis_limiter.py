@@ -257,3 +257,52 @@ async def test_acquire_waits_out_a_pause_then_grants(client: aioredis.Redis) -> 
     a, b = pair(client, Limits())
     await a.cooldown("k", 0.1)
     assert await b.acquire("k", 1) == Permit("k", 1)
+
+
+async def _age_recent_calls(client: aioredis.Redis, state: str, seconds: float) -> None:
+    """Stand for the recent calls having taken ``seconds`` (the script reads Redis's own clock)."""
+    now, micros = await client.time()
+    await client.hset(state, "rs", f"{now + micros / 1e6 - seconds:.6f}")
+
+
+async def test_429s_seconds_apart_at_a_low_rate_lower_the_shared_pace(client: aioredis.Redis) -> None:
+    """As workers.aimd: at 10 req/s, a 429 three seconds (30 calls) before another one still counts."""
+    a, b = pair(client, Limits(learned={"k": 10.0}))
+    await wait_of(a, "k", 0)
+    await a.limited("k", None)
+    for _ in range(29):
+        await b.settle(Permit("k", 0), 0, ok=True)
+    await _age_recent_calls(client, a.prefix + "k", 3.0)  # 30 calls in three seconds
+    await b.limited("k", None)  # 2 of 31
+    assert (await a.pace("k")).decreases == 1
+
+
+async def test_the_recent_calls_close_after_a_second_and_half_the_window(client: aioredis.Redis) -> None:
+    """A hundred calls over a second and a half: the bucket closed, the 429 among them stays counted."""
+    a, b = pair(client, Limits(learned={"k": 100.0}))
+    state = a.prefix + "k"
+    await wait_of(a, "k", 0)
+    await a.limited("k", None)
+    for _ in range(99):
+        await b.settle(Permit("k", 0), 0, ok=True)
+    await _age_recent_calls(client, state, 1.5)
+    await b.settle(Permit("k", 0), 0, ok=True)  # closes the bucket: 100 calls, one 429
+    assert [int(v or 0) for v in await client.hmget(state, ["rlc", "rlr", "rc", "rr"])] == [100, 1, 1, 0]
+    await b.limited("k", None)  # 2 of 102: noise
+    await a.limited("k", None)  # 3 of 103: 2.9 %, noise still
+    assert (await a.pace("k")).decreases == 0
+    await b.limited("k", None)  # 4 of 104
+    assert (await a.pace("k")).decreases == 1
+    assert [int(v or 0) for v in await client.hmget(state, ["rlc", "rlr", "rc", "rr"])] == [0, 0, 0, 0]
+
+
+async def test_a_key_idle_for_half_a_minute_forgets_its_shared_429s(client: aioredis.Redis) -> None:
+    a, b = pair(client, Limits(learned={"k": 10.0}))
+    state = a.prefix + "k"
+    await wait_of(a, "k", 0)
+    await a.limited("k", None)
+    now, micros = await client.time()
+    await client.hset(state, "ra", f"{now + micros / 1e6 - 30.0:.6f}")
+    await b.limited("k", None)  # alone since the idle half minute
+    assert (await a.pace("k")).decreases == 0
+    assert [int(v or 0) for v in await client.hmget(state, ["rc", "rr"])] == [1, 1]

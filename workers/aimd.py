@@ -12,8 +12,14 @@ worker shares one pace. The rules:
   that grows as the pace passes it (nearly all of them when unpaced calls overshoot), while
   429s that come at random (a gateway's upstream key, a mock's fault rate) are a steady small
   share at any pace. So a 429 lowers the pace only when at least ``noise_count`` of them, and
-  ``noise_share`` of the calls, were refused over the last second or two; below that it is
-  noise, and the line just waits its Retry-After.
+  ``noise_share`` of the calls, were refused in the recent calls (``Refusals``); below that it
+  is noise, and the line just waits its Retry-After. The recent calls are a window sized in
+  calls, not seconds: at least about ``window_calls`` / 2 (and at least a second). Counted over
+  a second or two, a limit of 10 req/s had 10–20 calls to judge by: the pace had to pass the
+  limit by 10 % or more before two 429s fell in one such span, and 4–17 % of the calls were
+  refused at 5–10 req/s. At 100 req/s and more a second holds enough calls: the same as before.
+  A decrease clears the window: its 429s were that congestion event's, and the next decrease
+  needs 429s of its own.
 - **Multiplicative decrease**, at most once per ``hold`` seconds (one congestion event sends back
   many 429s): to ``decrease`` × min(pace, goodput). Near the configured ceiling (``NEAR_CEILING``)
   a 429 is most often arrival jitter, so the step there is ``ceiling_decrease`` (small) × the pace:
@@ -37,7 +43,7 @@ sliding window whenever arrival jitter puts one call too many in it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEADROOM = 0.02  # pace at 98 % of an explicit limit: see the module docstring
 BINDING_S = 1.0  # the pace counts as binding if a caller had to wait within this long
@@ -57,7 +63,8 @@ class AimdTuning:
     floor: float = 0.2  # requests/s: the slowest pace
     unknown_start: float = 10.0  # requests/s after a 429 when nothing succeeded yet
     noise_share: float = 0.03  # refused share of the recent calls below which 429s are noise
-    noise_count: int = 2  # ... and fewer 429s than this over the last second or two
+    noise_count: int = 2  # ... and fewer 429s than this in them
+    window_calls: int = 100  # the recent calls: from about half this many (and a second) to this many
 
 
 def ceiling_of(rpm: float | None) -> float | None:
@@ -67,33 +74,22 @@ def ceiling_of(rpm: float | None) -> float | None:
 
 @dataclass
 class Goodput:
-    """Successes (and 429s) per second, from one-second buckets."""
+    """Successes per second, from one-second buckets."""
 
     start: float = 0.0
     count: int = 0
     last_rate: float = 0.0
-    refused: int = 0
-    last_refused: float = 0.0
 
     def tick(self, now: float) -> None:
         """Count one success."""
         self._roll(now)
         self.count += 1
 
-    def refuse(self, now: float) -> tuple[float, float]:
-        """Count one 429; return the 429s and their share of the calls over this and the last second."""
-        self._roll(now)
-        self.refused += 1
-        refused = self.refused + self.last_refused
-        return refused, refused / (refused + self.count + self.last_rate)
-
     def _roll(self, now: float) -> None:
         elapsed = now - self.start
         if elapsed >= 1.0:
-            recent = elapsed < 2.0
-            self.last_rate = self.count / elapsed if recent else 0.0
-            self.last_refused = self.refused / elapsed if recent else 0.0
-            self.start, self.count, self.refused = now, 0, 0
+            self.last_rate = self.count / elapsed if elapsed < 2.0 else 0.0
+            self.start, self.count = now, 0
 
     def rate(self, now: float) -> float:
         """The successes of about the last second: this second's so far, plus the part of the
@@ -109,6 +105,47 @@ class Goodput:
         return max(self.last_rate, sliding)
 
 
+MAX_BUCKET_S = 30.0  # a bucket of recent calls closes after this long; this long idle forgets them
+
+
+@dataclass
+class Refusals:
+    """The recent calls and the 429s among them: a window sized in calls (see the module docstring).
+
+    Two buckets, the current one and the last closed one. A bucket starts with its first call and
+    closes once it holds ``window_calls`` / 2 calls and has lasted a second (or after
+    ``MAX_BUCKET_S``). A key idle that long forgets both: its old 429s are not its pace now.
+    """
+
+    start: float = 0.0
+    at: float = float("-inf")  # the last call counted
+    calls: int = 0
+    refused: int = 0
+    last_calls: int = 0
+    last_refused: int = 0
+
+    def count(self, now: float, *, refused: bool, tuning: AimdTuning) -> None:
+        """Count one answered call, refused (429) or not."""
+        if now - self.at >= MAX_BUCKET_S:
+            self.clear(now)
+        if not self.calls:
+            self.start = now
+        elapsed = now - self.start
+        if elapsed >= MAX_BUCKET_S or (elapsed >= 1.0 and self.calls * 2 >= tuning.window_calls):
+            self.last_calls, self.last_refused = self.calls, self.refused
+            self.start, self.calls, self.refused = now, 0, 0
+        self.at, self.calls, self.refused = now, self.calls + 1, self.refused + refused
+
+    def grows_with_rate(self, tuning: AimdTuning) -> bool:
+        """Whether the recent 429s are enough, and a large enough share of the calls, to be the limit's."""
+        refused, calls = self.refused + self.last_refused, self.calls + self.last_calls
+        return refused >= tuning.noise_count and refused >= tuning.noise_share * calls
+
+    def clear(self, now: float) -> None:
+        """Forget the recent calls: a decrease acted on their 429s (or the key was idle)."""
+        self.start, self.calls, self.refused, self.last_calls, self.last_refused = now, 0, 0, 0, 0
+
+
 @dataclass
 class RateState:
     """One key's pace: ``rate`` in requests/s (None: unpaced), its ceiling and its history."""
@@ -119,11 +156,10 @@ class RateState:
     bound_at: float = float("-inf")
     decreases: int = 0
     probing: bool = False  # a pace guessed without evidence: doubles per second until a 429
-    goodput: Goodput | None = None
+    goodput: Goodput = field(default_factory=Goodput)
+    refusals: Refusals = field(default_factory=Refusals)
 
     def __post_init__(self) -> None:
-        if self.goodput is None:
-            self.goodput = Goodput()
         if self.ceiling is not None:
             self.rate = self.ceiling if self.rate is None else min(self.rate, self.ceiling)
 
@@ -137,8 +173,8 @@ def on_success(
     state: RateState, now: float, *, window_full: bool = False, tuning: AimdTuning = AimdTuning()
 ) -> None:
     """A call succeeded: count it; raise the pace if it is what holds the calls back."""
-    assert state.goodput is not None
     state.goodput.tick(now)
+    state.refusals.count(now, refused=False, tuning=tuning)
     if state.rate is None or window_full or now - state.bound_at > BINDING_S:
         return
     if state.probing:
@@ -157,11 +193,10 @@ def increase_per_second(rate: float, tuning: AimdTuning) -> float:
 
 def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning()) -> bool:
     """A rate-limit answer: lower the pace once per congestion event. True when it was lowered."""
-    assert state.goodput is not None
-    refused, share = state.goodput.refuse(now)
+    state.refusals.count(now, refused=True, tuning=tuning)
     if now - state.last_decrease < tuning.hold:
         return False
-    if refused < tuning.noise_count or share < tuning.noise_share:
+    if not state.refusals.grows_with_rate(tuning):
         return False  # rate-independent 429s: see the module docstring
     good = state.goodput.rate(now)
     at_ceiling = (
@@ -177,4 +212,5 @@ def on_limited(state: RateState, now: float, *, tuning: AimdTuning = AimdTuning(
     state.probing = good <= 0 or state.rate is None
     state.rate = max(tuning.floor, factor * base)
     state.last_decrease, state.decreases = now, state.decreases + 1
+    state.refusals.clear(now)
     return True

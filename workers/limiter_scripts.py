@@ -5,7 +5,7 @@ are in its docstring and in ``workers.aimd`` (the same rules in Python).
 
 from __future__ import annotations
 
-from workers.aimd import NEAR_CEILING
+from workers.aimd import MAX_BUCKET_S, NEAR_CEILING
 
 NOW = """
 local t = redis.call('TIME')
@@ -112,30 +112,63 @@ local epoch = tonumber(redis.call('HGET', KEYS[1], 'ep')) or 0
 return epoch == tonumber(ARGV[1]) and 1 or 0
 """
 
-# The goodput buckets, as workers.aimd.Goodput: successes (gc, last second's rate gl) and 429s
-# (lc, ll), rolled here; save_goodput() writes them back.
+# The goodput buckets, as workers.aimd.Goodput: successes (gc, last second's rate gl), rolled
+# here; save_goodput() writes them back.
 GOODPUT = """
 local gs = tonumber(redis.call('HGET', KEYS[1], 'gs')) or now
 local gc = tonumber(redis.call('HGET', KEYS[1], 'gc')) or 0
 local gl = tonumber(redis.call('HGET', KEYS[1], 'gl')) or 0
-local lc = tonumber(redis.call('HGET', KEYS[1], 'lc')) or 0
-local ll = tonumber(redis.call('HGET', KEYS[1], 'll')) or 0
 if now - gs >= 1 then
-  if now - gs < 2 then gl, ll = gc / (now - gs), lc / (now - gs) else gl, ll = 0, 0 end
-  gs, gc, lc = now, 0, 0
+  if now - gs < 2 then gl = gc / (now - gs) else gl = 0 end
+  gs, gc = now, 0
 end
 local function save_goodput()
-  redis.call('HSET', KEYS[1], 'gs', string.format('%.6f', gs), 'gc', gc, 'gl', string.format('%.6f', gl),
-    'lc', lc, 'll', string.format('%.6f', ll))
+  redis.call('HSET', KEYS[1], 'gs', string.format('%.6f', gs), 'gc', gc, 'gl', string.format('%.6f', gl))
 end
 """
 
+# The recent calls and their 429s, as workers.aimd.Refusals: the current bucket (start rs, calls
+# rc, 429s rr), the last closed one (rlc, rlr), the last call counted (ra). count_call(window
+# calls, refused) counts one; grows_with_rate(noise share, noise count) and clear_refusals() as
+# the Python ones.
+REFUSALS = (
+    f"local MAX_BUCKET = {MAX_BUCKET_S}\n"
+    + """
+local function clear_refusals()
+  redis.call('HSET', KEYS[1], 'rs', string.format('%.6f', now), 'rc', 0, 'rr', 0, 'rlc', 0, 'rlr', 0)
+end
+local function count_call(window, refused)
+  local at = tonumber(redis.call('HGET', KEYS[1], 'ra'))
+  if not at or now - at >= MAX_BUCKET then clear_refusals() end
+  local r = redis.call('HMGET', KEYS[1], 'rs', 'rc', 'rr', 'rlc', 'rlr')
+  local rs, rc, rr = tonumber(r[1]) or 0, tonumber(r[2]) or 0, tonumber(r[3]) or 0
+  local rlc, rlr = tonumber(r[4]) or 0, tonumber(r[5]) or 0
+  if rc == 0 then rs = now end
+  local elapsed = now - rs
+  if elapsed >= MAX_BUCKET or (elapsed >= 1 and rc * 2 >= window) then
+    rlc, rlr, rs, rc, rr = rc, rr, now, 0, 0
+  end
+  rc = rc + 1
+  if refused then rr = rr + 1 end
+  redis.call('HSET', KEYS[1], 'rs', string.format('%.6f', rs), 'ra', string.format('%.6f', now),
+    'rc', rc, 'rr', rr, 'rlc', rlc, 'rlr', rlr)
+end
+local function grows_with_rate(share, count)
+  local r = redis.call('HMGET', KEYS[1], 'rc', 'rr', 'rlc', 'rlr')
+  local refused = (tonumber(r[2]) or 0) + (tonumber(r[4]) or 0)
+  local calls = (tonumber(r[1]) or 0) + (tonumber(r[3]) or 0)
+  return refused >= count and refused >= share * calls
+end
+"""
+)
+
 # ARGV = tokens to give back (negative: take more), tpm, ok, window full, ceiling, increase,
-# min increase, ttl, cycle calls, decrease. A success raises the pace as workers.aimd.on_success
-# (increase_per_second) does.
+# min increase, ttl, cycle calls, decrease, window calls. A success raises the pace as
+# workers.aimd.on_success (increase_per_second) does.
 SETTLE = (
     NOW
     + GOODPUT
+    + REFUSALS
     + """
 local refund, tpm, ok, full = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4] == '1'
 local ceiling, inc, min_inc = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -150,6 +183,7 @@ end
 if ok then
   gc = gc + 1
   save_goodput()
+  count_call(tonumber(ARGV[11]), false)
   local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
   local bound = tonumber(redis.call('HGET', KEYS[1], 'b')) or 0
   if rate and not full and now - bound <= 1 then
@@ -170,11 +204,12 @@ return 1
 
 # ARGV = pause (0: none), probe window, ttl, ceiling, decrease, ceiling decrease, hold, floor,
 # unknown start, lower (1: lower the pace as workers.aimd.on_limited does, 429s that do not grow
-# with the rate apart), the shortest pause that opens a probe gate, noise share, noise count.
-# Then pauses the key.
+# with the rate apart), the shortest pause that opens a probe gate, noise share, noise count,
+# window calls. Then pauses the key.
 LIMITED = (
     NOW
     + GOODPUT
+    + REFUSALS
     + DROP_HOLES
     + f"local NEAR = {NEAR_CEILING}\n"
     + """
@@ -182,14 +217,10 @@ local pause, probe_window, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(
 local ceiling, dec, cdec = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local hold, floor, unknown = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local last = tonumber(redis.call('HGET', KEYS[1], 'ld'))
-local refused = 0
-if ARGV[10] == '1' then
-  lc = lc + 1
-  save_goodput()
-  refused = lc + ll
-end
-local rate_bound = refused >= tonumber(ARGV[13]) and refused / (refused + gc + gl) >= tonumber(ARGV[12])
-if ARGV[10] == '1' and rate_bound and (not last or now - last >= hold) then
+local lower = ARGV[10] == '1'
+if lower then count_call(tonumber(ARGV[14]), true) end
+if lower and (not last or now - last >= hold) and grows_with_rate(tonumber(ARGV[12]), tonumber(ARGV[13])) then
+  save_goodput()  -- rolled as workers.aimd.Goodput.rate rolls it
   local good = math.max(gl, gc + gl * math.max(0, 1 - (now - gs)))
   local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
   local factor = dec
@@ -210,6 +241,7 @@ if ARGV[10] == '1' and rate_bound and (not last or now - last >= hold) then
   redis.call('HSET', KEYS[1], 'rate', string.format('%.6f', math.max(floor, factor * base)),
     'ld', string.format('%.6f', now), 'pr', probing)
   redis.call('HINCRBY', KEYS[1], 'nd', 1)
+  clear_refusals()
 end
 if pause > 0 then
   local untl = now + pause

@@ -135,6 +135,7 @@ class RedisLimiter:
         t = self.limits.tuning
         args = [permit.tokens - used_tokens, self.limits.tpm or 0, int(ok), int(window_full)]
         args += [self.limits.ceiling or 0, t.increase, t.min_increase, STATE_TTL_S, t.cycle_calls, t.decrease]
+        args += [t.window_calls]
         await self._run(self._settle, permit.key, args)
 
     async def limited(self, key: str, pause: float | None) -> None:
@@ -142,7 +143,7 @@ class RedisLimiter:
         t = self.limits.tuning
         args = [pause or 0, PROBE_WINDOW_S, STATE_TTL_S, self.limits.ceiling or 0]
         args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 1, self.probe_after]
-        args += [t.noise_share, t.noise_count]
+        args += [t.noise_share, t.noise_count, t.window_calls]
         await self._run(self._limited, key, args)
 
     async def cooldown(self, key: str, seconds: float) -> None:
@@ -150,7 +151,7 @@ class RedisLimiter:
         t = self.limits.tuning
         args = [seconds, PROBE_WINDOW_S, STATE_TTL_S, self.limits.ceiling or 0]
         args += [t.decrease, t.ceiling_decrease, t.hold, t.floor, t.unknown_start, 0, self.probe_after]
-        args += [t.noise_share, t.noise_count]
+        args += [t.noise_share, t.noise_count, t.window_calls]
         await self._run(self._limited, key, args)
 
     async def pace(self, key: str) -> PaceView:
