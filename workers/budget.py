@@ -62,6 +62,7 @@ class Budget:
         self.recorded = Decimal(0)
         self.local = Decimal(0)  # this executor's spend since the last refresh began
         self.reserved = Decimal(0)
+        self.elsewhere = Decimal(0)  # charged, not yet recorded, not ours: other workers' tasks going
 
     def refresh(self) -> None:
         """Re-read the recorded spend (call from a thread: it queries the store)."""
@@ -70,6 +71,10 @@ class Budget:
         recorded = spend_of(self._recorded_rows(), self.book, self.group_ratio)
         with self._lock:
             self.recorded, self.local = recorded, self.local - local_before
+
+    def charged_elsewhere(self, rows: Sequence[ModelUsage]) -> None:
+        """Set what tasks going elsewhere were charged (``jobs.store.tasks.charged_in_flight``)."""
+        self.elsewhere = spend_of(rows, self.book, self.group_ratio)
 
     def estimate(self, endpoint: Endpoint, model: str, requests: Sequence[dict[str, Any]]) -> Decimal:
         """The expected cost of one call carrying these request bodies."""
@@ -81,7 +86,7 @@ class Budget:
     def try_reserve(self, amount: Decimal) -> bool:
         """Reserve ``amount`` if spend stays within the budget; False means pause the job."""
         with self._lock:
-            if self.recorded + self.local + self.reserved + amount > self.limit:
+            if self.recorded + self.local + self.reserved + self.elsewhere + amount > self.limit:
                 return False
             self.reserved += amount
             return True
@@ -99,7 +104,8 @@ class Budget:
     def spent_text(self) -> str:
         """A sentence for the pause message."""
         spent = self.recorded + self.local
-        return f"spent ${spent:.4f} with ${self.reserved:.4f} in flight of a ${self.limit} budget"
+        going = self.reserved + self.elsewhere
+        return f"spent ${spent:.4f} with ${going:.4f} in flight of a ${self.limit} budget"
 
 
 def job_budget(store: Store, job_id: int, options: JobOptions) -> Budget | None:

@@ -5,18 +5,23 @@ attempt when it ends; so a task holds its reservation (its per-call price, the s
 ``batcher estimate``) from the submit until its end. A task that succeeded, or whose submit got
 no answer, is counted spent; a refusal or a refunded failure frees it. Tasks found already
 submitted (a run after a crash) hold theirs from the start, whatever the budget says: the relay
-has charged them.
+has charged them. Tasks going in other executors' hands (other workers' passes, other messages)
+are read from the store at each refresh and counted in flight (``Budget.elsewhere``): their
+charges are in no recorded attempt until they end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from jobs.endpoints import Endpoint
+from jobs.store import ModelUsage
 from workers.budget import Budget
 
 Key = tuple[int, bool]  # (line, whether the reservation is of its modal step)
+InFlight = Callable[[], Sequence[ModelUsage]]  # the charges of tasks going that others hold
 
 
 class TaskBudget:
@@ -26,9 +31,10 @@ class TaskBudget:
     step (priced as ``mj_modal``): the relay charges both.
     """
 
-    def __init__(self, budget: Budget | None) -> None:
-        self.budget = budget
+    def __init__(self, budget: Budget | None, *, in_flight: InFlight | None = None) -> None:
+        self.budget, self._in_flight = budget, in_flight
         self._held: dict[Key, Decimal] = {}
+        self.others = 0  # tasks going that other executors hold, at the last refresh
 
     def try_reserve(
         self, request_id: int, endpoint: Endpoint, model: str, body: dict[str, Any], *, step: bool = False
@@ -51,6 +57,10 @@ class TaskBudget:
             self.budget.reserved += amount
             self._held[request_id, step] = amount
 
+    def going(self, *, besides: int) -> bool:
+        """Whether tasks other than this line's are charged (or about to be) and not ended yet."""
+        return self.others > 0 or any(rid != besides for rid, _ in self._held)
+
     def free_step(self, request_id: int) -> None:
         """A modal step refused: nothing charged for it."""
         amount = self._held.pop((request_id, True), None)
@@ -65,9 +75,18 @@ class TaskBudget:
                 self.budget.settle(amount, amount if spent else Decimal(0))
 
     def refresh(self) -> None:
-        """Re-read the recorded spend (from a thread)."""
-        if self.budget is not None:
-            self.budget.refresh()
+        """Re-read the recorded spend and the tasks going elsewhere (from a thread).
+
+        The tasks going first: one that ends in between is then counted twice for a moment (the
+        guard errs early), never not at all.
+        """
+        if self.budget is None:
+            return
+        if self._in_flight is not None:
+            rows = self._in_flight()
+            self.budget.charged_elsewhere(rows)
+            self.others = sum(r.calls for r in rows)
+        self.budget.refresh()
 
     def spent_text(self) -> str:
         """A sentence for the pause message."""

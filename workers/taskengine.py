@@ -64,7 +64,7 @@ from workers.taskcalls import (
 from workers.taskends import TaskEnds
 from workers.taskfollow import modal_body, stored_to_data_urls
 from workers.tasklines import TaskConfig, TaskLine, poll_batches
-from workers.taskresults import MODAL_PRICE, summary
+from workers.taskresults import summary
 from workers.taskrows import TaskRows, as_call, modal_route, poll_classification, with_changes
 
 Clock = Callable[[], float]
@@ -93,7 +93,7 @@ class TaskEngine:
         self.store, self.client, self.pacing, self.config = store, client, pacing, config
         self.sink = StoreSink(store, job_id=job_id, owner=config.owner)
         self.rows = TaskRows(store, job_id)
-        self.budget = TaskBudget(budget)
+        self.budget = TaskBudget(budget, in_flight=lambda: self.rows.in_flight(config.owner))
         self.job_id, self._blobs, self._clean = job_id, blobs, Redactor(secrets)
         fetcher = downloader or Downloader(base_url=client.config.base_url, key=client.config.api_key)
         self._clock, self._sleep, self._jitter = clock, sleep, jitter
@@ -197,7 +197,7 @@ class TaskEngine:
             elif line.record is not None:
                 self.budget.hold(item.request_id, item.endpoint, item.model, line.body)
                 if line.record.modal is ModalState.TAKEN:
-                    self.budget.hold(item.request_id, item.endpoint, MODAL_PRICE, line.body, step=True)
+                    self.budget.hold(item.request_id, item.endpoint, tq.MODAL_PRICE, line.body, step=True)
 
     async def _control(self, going: list[TaskLine]) -> None:
         if reason := await asyncio.to_thread(self.sink.halt_reason):
@@ -239,11 +239,11 @@ class TaskEngine:
         self, line: TaskLine, endpoint: Endpoint, body: dict[str, Any], *, step: bool = False
     ) -> None:
         """Send a submit (``step``: the task's modal step), its mark committed before it goes."""
-        content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))
-        model = MODAL_PRICE if step else line.item.model
+        model = tq.MODAL_PRICE if step else line.item.model
         if not self.budget.try_reserve(line.item.request_id, line.item.endpoint, model, body, step=step):
-            await self._budget_reached()
+            await self._budget_full(line)
             return
+        content = orjson.dumps(await asyncio.to_thread(stored_to_data_urls, body, self._blobs))
         now = self._clock()
         async with self.pacing.slot(line.item.model, 0) as permit:
             if permit is None:
@@ -258,7 +258,12 @@ class TaskEngine:
             await self.pacing.finish(permit, as_call(answer, outcome.classification), used_tokens=0)
         await self._after_submit(line, answer, outcome, now)
 
-    async def _budget_reached(self) -> None:
+    async def _budget_full(self, line: TaskLine) -> None:
+        """No room for a submit: it waits while tasks already charged go on being polled (their
+        results fetched, their refunds freeing room); once none is left, the job pauses."""
+        if self.budget.going(besides=line.item.request_id):
+            line.retry_at = self._clock() + self.config.poll_interval
+            return
         if not self.stats.halted:
             self.stats.halted = (
                 f"budget reached: {self.budget.spent_text()}; raise it with "

@@ -29,12 +29,11 @@ import orjson
 from jobs.models import ModalState, RequestState
 from jobs.records import STEP, AttemptRecord, LineResult, Usage, WorkItem
 from jobs.store.jobs import SUBMIT_UNKNOWN
-from jobs.store.tasks import TaskRecord
+from jobs.store.tasks import MODAL_PRICE, TaskRecord
 from workers.downloads import Downloader
 from workers.endpoints.taskfamily import TaskView
 from workers.resultfiles import write_result_file
 
-MODAL_PRICE = "mj_modal"  # new-api's model name of a modal step's charge (``CovertMjpActionToModelName``)
 _EXTENSIONS = {
     "image/png": "png",
     "image/jpeg": "jpg",

@@ -16,6 +16,7 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.models import ModalState, TaskState, utcnow
 from jobs.records import AttemptRecord, LineResult
+from jobs.store import ModelUsage
 from jobs.store import tasks as tq
 from workers.client import NoAnswer, RawResponse
 from workers.endpoints.taskfamily import FollowUp
@@ -63,6 +64,11 @@ class TaskRows:
             record, state=TaskState.SUBMITTED, relay_task_id=task_id, next_poll_at=first_poll,
             modal=ModalState.TAKEN,
         )  # fmt: skip
+
+    def in_flight(self, owner: str) -> list[ModelUsage]:
+        """The charges of the job's tasks going that ``owner`` does not hold (for the budget)."""
+        with self.store.session() as session:
+            return tq.charged_in_flight(session, self.job_id, besides=owner)
 
     def forget(self, request_id: int) -> None:
         """Drop the row of a submit the relay refused outright."""

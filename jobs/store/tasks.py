@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from jobs.models import ModalState, Request, Task, TaskState
+from jobs.records import Usage
+from jobs.store.usage import ModelUsage
 
 _task = Task.__table__  # type: ignore[attr-defined]
 _req = Request.__table__  # type: ignore[attr-defined]
@@ -222,3 +225,42 @@ def job_endpoints(session: Session, job_id: int) -> list[str]:
     """The routes a job's lines name, each once."""
     query = sa.select(_req.c.endpoint).where(_req.c.job_id == job_id).distinct()
     return sorted(str(row[0]) for row in session.connection().execute(query))
+
+
+MODAL_PRICE = "mj_modal"  # new-api's model name of a modal step's charge (``CovertMjpActionToModelName``)
+
+
+def charged_in_flight(session: Session, job_id: int, *, besides: str) -> list[ModelUsage]:
+    """What the job's tasks still going cost, by model, but for the lines leased by ``besides``.
+
+    A task is charged at submit and its attempt is written at its end, so until then its price is
+    in neither the recorded spend nor another executor's reservations: a budget adds this.
+    Each task counts its per-call charges (``calls``, else 1), and a modal step taken or in flight
+    one ``mj_modal`` more.
+    """
+    going = (
+        _task.c.job_id == job_id,
+        _task.c.state.in_([s.value for s in (TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.POLLING)]),
+        sa.or_(_req.c.lease_owner.is_(None), _req.c.lease_owner != besides),
+    )
+    joined = _task.join(_req, _req.c.id == _task.c.request_id)
+    charges = sa.func.sum(sa.func.coalesce(_req.c.calls, 1))
+    by_model = (
+        sa.select(_req.c.model, _req.c.price_key, sa.func.count(), charges)
+        .select_from(joined)
+        .where(*going)
+        .group_by(_req.c.model, _req.c.price_key)
+    )
+    steps = (
+        sa.select(sa.func.count())
+        .select_from(joined)
+        .where(*going, _task.c.modal.in_([ModalState.TAKEN.value, ModalState.SUBMITTING.value]))
+    )
+    conn = session.connection()
+    out = [
+        ModelUsage(str(r[0]), int(r[2]), Usage(calls=Decimal(str(r[3]))), r[1])
+        for r in conn.execute(by_model)
+    ]
+    if stepped := int(conn.execute(steps).scalar_one()):
+        out.append(ModelUsage(MODAL_PRICE, stepped, Usage(calls=Decimal(stepped)), None))
+    return out
