@@ -14,10 +14,13 @@ worker shares one pace. The rules:
   share at any pace. So a 429 lowers the pace only when at least ``noise_count`` of them, and
   ``noise_share`` of the calls, were refused in the recent calls (``Refusals``); below that it
   is noise, and the line just waits its Retry-After. The recent calls are a window sized in
-  calls, not seconds: at least about ``window_calls`` / 2 (and at least a second). Counted over
-  a second or two, a limit of 10 req/s had 10–20 calls to judge by: the pace had to pass the
-  limit by 10 % or more before two 429s fell in one such span, and 4–17 % of the calls were
-  refused at 5–10 req/s. At 100 req/s and more a second holds enough calls: the same as before.
+  calls, not seconds: the last ``window_calls`` / 2 to ``window_calls`` of them, and at least
+  the last second or two. Counted over a second or two, a limit of 10 req/s had 10–20 calls to
+  judge by: the pace had to pass the limit by 10 % or more before two 429s fell in one such
+  span, and 4–17 % of the calls were refused at 5–10 req/s. At 100 req/s and more a second
+  holds enough calls: the same as before. 100–200 calls, not 50–100: with 1 % of the calls
+  refused at random, a window of 50–100 at 30 calls a second saw two of them together often
+  enough to lower the pace every 15 s, and a slow relay got 90 % of its own pace (97 % now).
   A decrease clears the window: its 429s were that congestion event's, and the next decrease
   needs 429s of its own.
 - **Multiplicative decrease**, at most once per ``hold`` seconds (one congestion event sends back
@@ -64,7 +67,7 @@ class AimdTuning:
     unknown_start: float = 10.0  # requests/s after a 429 when nothing succeeded yet
     noise_share: float = 0.03  # refused share of the recent calls below which 429s are noise
     noise_count: int = 2  # ... and fewer 429s than this in them
-    window_calls: int = 100  # the recent calls: from about half this many (and a second) to this many
+    window_calls: int = 200  # the recent calls: from half this many (and a second) to this many
 
 
 def ceiling_of(rpm: float | None) -> float | None:
