@@ -72,6 +72,15 @@ class LocalFile:
                 yield chunk
 
 
+def _holder(body: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, str]:
+    """The object holding a (dotted) field, and its key there; None when the body has no such object."""
+    *path, key = name.split(".")
+    holder: Any = body
+    for part in path:
+        holder = holder.get(part) if isinstance(holder, dict) else None
+    return (holder if isinstance(holder, dict) else None), key
+
+
 class FileResolver:
     """Resolves the file fields of a family's bodies, relative to one folder (see module doc)."""
 
@@ -83,15 +92,18 @@ class FileResolver:
         """Replace each file field's path or data: URL by its reference; the files, to store."""
         found: list[LocalFile] = []
         for name, rule in family.file_fields.items():
-            if name not in body:
+            holder, key = _holder(body, name)
+            if holder is None or key not in holder:
                 continue
-            value = body[name]
+            value = holder[key]
+            if rule.urls and isinstance(value, str) and value.startswith(("https://", "http://")):
+                continue
             if rule.many and isinstance(value, list) and value:
                 files = [self._one(name, v, rule) for v in value]
-                body[name] = [f.stored.as_json() for f in files]
+                holder[key] = [f.stored.as_json() for f in files]
             else:
                 files = [self._one(name, value, rule)]
-                body[name] = files[0].stored.as_json()
+                holder[key] = files[0].stored.as_json()
             found += files
         return found
 

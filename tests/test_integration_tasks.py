@@ -69,6 +69,22 @@ def task_rows(folder: Path) -> list[dict[str, Any]]:
         batch_line("luma-more", "/luma/generations/{task_id}/extend", {"after": "luma", "user_prompt": "on"}),
         batch_line("luma-new", "/dream-machine/v1/generations", {"prompt": "a fox [[fault:luma_artifact]]"}),
         batch_line("luma-bad", "/luma/generations", {"user_prompt": "a fox [[fault:task_fail]]"}),
+        batch_line("runway", "/runwayml/v1/image_to_video", {"promptImage": "a.png", "duration": 10}),
+        batch_line(
+            "runway-comet",
+            "/runwayml/v1/image_to_video",
+            {"promptImage": "https://example.com/cat.png", "promptText": "a cat [[fault:cometapi]]"},
+        ),
+        batch_line(
+            "runway-web",
+            "/runway/tasks",
+            {"taskType": "gen3a_turbo", "options": {"text_prompt": "a cat swims", "init_image": "b.png"}},
+        ),
+        batch_line(
+            "runway-bad",
+            "/runway/tasks",
+            {"taskType": "gen2", "options": {"text_prompt": "x [[fault:task_fail]]"}},
+        ),
     ]
 
 
@@ -79,6 +95,7 @@ EXPECTED = {
     "broken": "failed", "nofile": "succeeded", "song": "succeeded", "words": "succeeded",
     "bad-song": "failed", "clip": "succeeded", "sora": "succeeded", "kling": "succeeded",
     "luma": "succeeded", "luma-more": "succeeded", "luma-new": "succeeded", "luma-bad": "failed",
+    "runway": "succeeded", "runway-comet": "succeeded", "runway-web": "succeeded", "runway-bad": "failed",
 }  # fmt: skip
 
 

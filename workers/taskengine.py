@@ -252,7 +252,7 @@ class TaskEngine:
                 line.record = await asyncio.to_thread(self.rows.begin, line.item.request_id, now)
             elif step:
                 line.record = await asyncio.to_thread(self.rows.modal, line.record, SENDING, now)
-            answer = await self.client.call(endpoint, content)
+            answer = await self.client.send(endpoint, line.family.request(content))
             self.stats.calls += 1
             outcome = submit_outcome(line.family, answer, now=time.time())
             await self.pacing.finish(permit, as_call(answer, outcome.classification), used_tokens=0)

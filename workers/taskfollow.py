@@ -72,6 +72,8 @@ def _inline(value: Any, blobs: BlobReader | None) -> Any:
     if isinstance(value, list):
         return [_inline(v, blobs) for v in value]
     stored = StoredFile.from_json(value)
+    if stored is None and isinstance(value, dict):  # a file in an object (Runway's options.init_image)
+        return {key: _inline(v, blobs) for key, v in value.items()}
     if stored is None:
         return value
     if blobs is None:

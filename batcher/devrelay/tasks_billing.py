@@ -45,6 +45,15 @@ TASK_PRICES: dict[str, Decimal] = {
     "veo-3.0-generate-preview": Decimal("0.4"),
     "luma_video_api": Decimal("0.3"),
     "luma_video_extend_api": Decimal("0.25"),
+    "runwayml_gen3a_turbo_5": Decimal("0.25"),
+    "runwayml_gen3a_turbo_10": Decimal("0.5"),
+    "runwayml_gen4_turbo_5": Decimal("0.3"),
+    "runwayml_gen4_turbo_10": Decimal("0.6"),
+    "runway_gen2": Decimal("0.2"),
+    "runway_gen3_5": Decimal("0.25"),
+    "runway_gen3_10": Decimal("0.5"),
+    "runway_gen3_turbo_5": Decimal("0.15"),
+    "runway_gen3_turbo_10": Decimal("0.3"),
 }
 """USD per call before the other ratios; a video model not listed is refused (``model_price_error``)."""
 

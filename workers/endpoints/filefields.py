@@ -1,12 +1,14 @@
 """Fields of a body that name a file to upload, and the multipart request that carries them.
 
 A family that uploads files (transcription, image edits) declares ``file_fields``: the field
-names and a ``FileRule`` each (the extensions the API accepts, the size cap, whether it is
-audio). Ingest replaces the path in each such field with a ``jobs.blobs.StoredFile`` reference;
-at call time the worker reads the blobs and ``multipart`` builds the form: every other field
-as a form field (a list as repeated ``name[]`` fields, as OpenAI's SDK sends
-``timestamp_granularities[]``; an object as JSON text), each file as a file part with its name
-and content type. The encoding is httpx's own (``httpx.Request(data=, files=)``).
+names (a dotted name for a field of an object: ``options.init_image``) and a ``FileRule`` each
+(the extensions the API accepts, the size cap, whether it is audio). Ingest replaces the path in
+each such field with a ``jobs.blobs.StoredFile`` reference; at call time the worker reads the
+blobs and ``multipart`` builds the form: every other field as a form field (a list as repeated
+``name[]`` fields, as OpenAI's SDK sends ``timestamp_granularities[]``; an object as JSON text),
+each file as a file part with its name and content type. The encoding is httpx's own
+(``httpx.Request(data=, files=)``). Task families' files are sent inline instead, as ``data:``
+URLs (``workers.taskfollow``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class FileRule:
     max_bytes: int
     audio: bool = False
     many: bool = False  # a list of files is allowed (gpt-image-1's edits take several images)
+    urls: bool = False  # an http(s) URL is sent as it is (Runway's promptImage), not read as a path
 
 
 WHISPER_EXTENSIONS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
