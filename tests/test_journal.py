@@ -7,6 +7,7 @@ import io
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,14 @@ from batcher.export import export_job
 from jobs import store as q
 from jobs.db import Store
 from jobs.records import AttemptRecord, LineResult, Usage
-from jobs.vectors import Vectors
+from jobs.vectors import VectorEncoding, Vectors
 from tests.helpers import all_attempts, all_lines, read_jsonl
 from tests.test_executor import add_job
 from workers.journal import LOST_MESSAGE, Journal, replay_dead, store_key
-from workers.journal import _landed_line as landed_line
 from workers.journal import _read as journal_read
-from workers.journal import _result as journal_result
+from workers.journalform import _old_result as journal_result
+from workers.journalform import landed_entry as landed_line
+from workers.journalform import landed_records
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -109,6 +111,46 @@ def test_a_packed_calls_vector_block_is_journaled_once_for_all_its_lines() -> No
         [[0.0, 1.0]],
         [[2.0, 3.0], [4.0, 5.0]],
     ]
+
+
+def test_a_packed_calls_records_round_trip_through_one_columnar_entry() -> None:
+    block = np.arange(12, dtype="<f4").tobytes()
+    started = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    attempts = [
+        AttemptRecord(
+            rid, 1, n, started, 50, 200, "ok", "ok", usage=Usage(p, 0, p), call_id="c", worker="w:1"
+        )
+        for rid, n, p in ((7, 1, 3), (8, 2, 4), (9, 1, 3))
+    ]
+    results = [
+        LineResult(rid, 1, "succeeded", 200, f'{{"i":{rid}}}', upstream_request_id="r", usage=Usage(p, 0, p),
+                   latency_ms=50, vectors=Vectors(block, 2, VectorEncoding.BASE64, i, i + 2), cache_key=f"k{rid}")
+        for i, (rid, p) in enumerate(((7, 3), (8, 4), (9, 3)))
+    ]  # fmt: skip
+    results.append(
+        LineResult(10, 1, "failed", None, None, usage=Usage(seconds=Decimal("2.5"), calls=Decimal(3)))
+    )
+    entry = orjson.loads(landed_line(4, attempts, results))
+    assert entry["a"]["s"]["call_id"] == "c" and set(entry["a"]["v"]) == {"request_id", "attempt_no", "usage"}
+    assert len(entry["b"]) == 1
+    back_attempts, back_results = landed_records(entry)
+    assert back_attempts == attempts
+    assert back_results == results
+    assert back_results[1].vectors is not None and back_results[1].vectors.raw() == block[8:24]
+
+
+def test_entries_of_the_older_forms_are_read() -> None:
+    a = {"request_id": 1, "job_id": 1, "attempt_no": 1, "started_at": "2026-01-01T00:00:00+00:00",
+         "duration_ms": 5, "status_code": 200, "outcome": "ok", "error_class": "ok",
+         "usage": {"prompt_tokens": 3, "seconds": "1.5", "calls": "0"}}  # fmt: skip
+    r = {"request_id": 1, "job_id": 1, "state": "succeeded", "usage": {"prompt_tokens": 3}}
+    for record in (
+        {"n": 1, "e": {"a": [dict(a)], "r": [dict(r)]}, "b": []},
+        {"n": 1, "a": [dict(a)], "r": [dict(r)]},
+    ):
+        [attempt_back], [result_back] = landed_records(record)
+        assert attempt_back.usage == Usage(prompt_tokens=3, seconds=Decimal("1.5"))
+        assert attempt_back.started_at == T0 and result_back.usage == Usage(prompt_tokens=3)
 
 
 def test_an_older_journals_own_part_vectors_are_read() -> None:

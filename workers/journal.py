@@ -23,7 +23,6 @@ starts afresh once it passes ``ROTATE_BYTES`` and the store has caught up.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import logging
@@ -32,7 +31,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +38,8 @@ import orjson
 
 from jobs import store as q
 from jobs.db import Store
-from jobs.records import AttemptRecord, LineResult, Usage
-from jobs.vectors import VectorEncoding, Vectors
+from jobs.records import AttemptRecord, LineResult
+from workers.journalform import json_default, landed_entry, landed_records
 
 log = logging.getLogger(__name__)
 
@@ -60,46 +58,8 @@ def store_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def _default(value: object) -> object:
-    """What orjson does not write itself: decimals (a speech line's seconds)."""
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def _line(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record, default=_default) + b"\n"
-
-
-def _landed_line(seq: int, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> bytes:
-    """One answer's entry: its attempts and results (a packed call's lines all in one).
-
-    orjson writes the records (dataclasses) itself; a vector block, which the lines of a packed
-    call share, is written once in ``b`` and each line's vectors name it by its place there.
-    """
-    places: dict[int, int] = {}
-    blocks: list[bytes] = []
-
-    def default(value: object) -> object:
-        if isinstance(value, bytes):
-            place = places.get(id(value))
-            if place is None:
-                place = places[id(value)] = len(blocks)
-                blocks.append(value)
-            return place
-        return _default(value)
-
-    records = orjson.Fragment(orjson.dumps({"a": attempts, "r": results}, default=default))
-    encoded = [base64.b64encode(block).decode() for block in blocks]
-    return _line({"n": seq, "e": records, "b": encoded})
-
-
-def _usage(data: dict[str, Any] | None) -> Usage | None:
-    if not data:
-        return None
-    if "seconds" in data:
-        data["seconds"] = Decimal(str(data["seconds"]))
-    return Usage(**data)
+    return orjson.dumps(record, default=json_default) + b"\n"
 
 
 def open_journal(store: Store, folder: Path, owner: str) -> Journal:
@@ -141,7 +101,7 @@ class Journal:
         for attempt in attempts:
             if attempt.call_id is not None:
                 self._open_sent.pop(attempt.call_id, None)
-        line = _landed_line(self.seq, attempts, results)
+        line = landed_entry(self.seq, attempts, results)
         self._unstored[self.seq] = line
         os.write(self._fd, line)
         return self.seq
@@ -231,10 +191,9 @@ def _read(f: Any) -> tuple[dict[str, Any], _Replay]:
         elif "s" in record:
             replay.sent[record["s"]] = record
         elif "n" in record:
-            records, blocks = record.get("e", record), [base64.b64decode(b) for b in record.get("b", [])]
-            attempts = [_attempt(a) for a in records["a"]]
+            attempts, results = landed_records(record)
             replay.landed_calls.update(a.call_id for a in attempts if a.call_id)
-            replay.entries.append((record["n"], attempts, [_result(r, blocks) for r in records["r"]]))
+            replay.entries.append((record["n"], attempts, results))
     return header, replay
 
 
@@ -270,23 +229,3 @@ def _lost(call_id: str, sent: dict[str, Any]) -> Iterator[AttemptRecord]:
             sent=True,
             call_id=call_id,
         )
-
-
-def _attempt(data: dict[str, Any]) -> AttemptRecord:
-    data["started_at"] = datetime.fromisoformat(data["started_at"])
-    data["usage"] = _usage(data.get("usage"))
-    return AttemptRecord(**data)
-
-
-def _result(data: dict[str, Any], blocks: Sequence[bytes] = ()) -> LineResult:
-    data["usage"] = _usage(data.get("usage"))
-    if data.get("vectors"):
-        data["vectors"] = _vectors(data["vectors"], blocks)
-    return LineResult(**data)
-
-
-def _vectors(v: dict[str, Any], blocks: Sequence[bytes]) -> Vectors:
-    encoding = VectorEncoding(v["encoding"])
-    if isinstance(v["data"], str):  # a journal written before blocks were shared: the line's own part
-        return Vectors(base64.b64decode(v["data"]), v["dim"], encoding)
-    return Vectors(blocks[v["data"]], v["dim"], encoding, v["start"], v["stop"])
