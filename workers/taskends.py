@@ -73,13 +73,17 @@ class TaskEnds:
         steps = step_attempts(
             line.item, line.record, owner=self.config.owner, succeeded=False, charged=sent and charged
         )
-        await self._end(line, [attempt, *steps], result, TaskState.FAILED)
+        # No task at the relay and nothing charged (a refused submit): its row goes with the end.
+        drop = line.record is not None and line.record.relay_task_id is None and not (sent and charged)
+        await self._end(line, [attempt, *steps], result, TaskState.FAILED, drop_row=drop)
 
     async def _end(
-        self, line: TaskLine, attempts: list[AttemptRecord], result: LineResult, state: TaskState
-    ) -> None:
+        self, line: TaskLine, attempts: list[AttemptRecord], result: LineResult, state: TaskState,
+        *, drop_row: bool = False,
+    ) -> None:  # fmt: skip
         line.done = True
         self.stats.count(result)
         spent = result.usage is not None or any(a.sent and a.status_code is None for a in attempts)
         self.budget.end(line.item.request_id, spent=spent)
-        await asyncio.to_thread(self.rows.end, attempts, result, state, has_row=line.record is not None)
+        has_row = line.record is not None
+        await asyncio.to_thread(self.rows.end, attempts, result, state, has_row=has_row, drop_row=drop_row)

@@ -289,12 +289,12 @@ class TaskEngine:
             line.tries += 1
             line.retry_at = self._clock() + later_delay(line.tries, jitter=self._jitter())
             self.stats.retries += 1
-        else:
-            if line.record is not None and line.record.relay_task_id is None:
-                await asyncio.to_thread(self.rows.forget, line.item.request_id)
-                line.record = None
+        else:  # a refused submit's row goes with its line's end, in one transaction (never resent)
             await self._step_refused(line)
             if outcome.kind is SubmitKind.FATAL:
+                if line.record is not None and line.record.relay_task_id is None:
+                    await asyncio.to_thread(self.rows.forget, line.item.request_id)
+                    line.record = None
                 self.stats.halted = self._clean(outcome.reason)
                 await asyncio.to_thread(self.sink.stop_job, self.stats.halted)
                 return

@@ -81,11 +81,14 @@ class TaskRows:
             tq.record_polls(session, updates)
 
     def end(
-        self, attempts: list[AttemptRecord], result: LineResult, state: TaskState, *, has_row: bool
-    ) -> None:
-        """Commit a line's end: its task row, attempts and result together."""
+        self, attempts: list[AttemptRecord], result: LineResult, state: TaskState, *, has_row: bool,
+        drop_row: bool = False,
+    ) -> None:  # fmt: skip
+        """Commit a line's end: its task row (or, ``drop_row``, its row's removal), attempts and result."""
         with self.store.session() as session:
-            if has_row:
+            if drop_row:
+                tq.forget_submit(session, result.request_id)
+            elif has_row:
                 tq.finish_task(session, result.request_id, state)
             if q.record_outcomes(session, attempts, [result]):
                 q.complete_if_done(session, self.job_id)
