@@ -161,3 +161,29 @@ def test_no_quota_left_stops_the_job_instead_of_failing_lines() -> None:
     assert submit_outcome(fam(MJ), RawResponse(400, httpx.Headers(), body)).kind is SubmitKind.FATAL
     banned = b'{"description":"prompt_is_required ","type":"upstream_error","code":4}'
     assert submit_outcome(fam(MJ), RawResponse(400, httpx.Headers(), banned)).kind is SubmitKind.REFUSED
+
+
+NGINX_504 = b"<html><head><title>504 Gateway Time-out</title></head><body>nginx</body></html>"
+TASK_ERROR_502 = b'{"code":"fail_to_fetch_task","message":"bad gateway","data":null}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (504, NGINX_504, "unknown"),  # a proxy gave up waiting: the relay behind may have the task
+        (502, b"<html>502 Bad Gateway</html>", "unknown"),
+        (524, b"", "unknown"),  # Cloudflare: the origin did not answer in time
+        (502, TASK_ERROR_502, "later"),  # the relay's own envelope: it refunded the submit
+        (503, b"<html>503 Service Unavailable</html>", "later"),  # nothing behind took it
+        (500, b'{"code":"internal_error","message":"x","data":null}', "later"),
+    ],
+)
+def test_a_proxys_gateway_page_is_an_unknown_submit_not_a_later_one(
+    status: int, body: bytes, kind: str
+) -> None:
+    import httpx
+
+    from workers.client import RawResponse
+    from workers.taskcalls import submit_outcome
+
+    assert submit_outcome(fam(SUNO), RawResponse(status, httpx.Headers(), body)).kind == kind

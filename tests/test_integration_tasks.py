@@ -182,6 +182,31 @@ def test_a_mixed_task_file_runs_end_to_end(
     assert per_model["mj_modal"]["charges"] == 2  # Vary (Region) and Custom Zoom: each step charged once
 
 
+def test_a_submit_a_proxy_answered_504_is_never_sent_again(
+    env: str, db: Store, task_relay: RelayServer, tmp_path: Path
+) -> None:
+    """The relay took and charged the task; a proxy in front answered its own 504 page."""
+    rows = [
+        batch_line("mj", "/mj/submit/imagine", {"prompt": "a cat [[fault:submit_504]]"}),
+        batch_line("song", "/suno/submit/music", {"gpt_description_prompt": "cats [[fault:submit_504]]"}),
+    ]
+    result = invoke(
+        "run", str(write_jsonl(tmp_path / "in.jsonl", rows)), "-o", str(tmp_path / "o.jsonl"), *RUN_FLAGS
+    )
+    assert result.exit_code == 3, result.stderr
+    assert {line.error_code for line in all_lines(db)} == {"submit_unknown"}
+    billing = task_relay.stats()["tasks"]["billing"]["per_model"]
+    assert billing["mj_imagine"]["charges"] == billing["suno_music"]["charges"] == 1  # sent once each
+    report = usage_report(
+        db,
+        [1],
+        prices=parse_prices(
+            httpx.get(task_relay.url.removesuffix("/v1") + "/api/pricing").json(), source="relay"
+        ),
+    )
+    assert report.total.unknown_calls == 2 and report.total.unknown_cost == Decimal("0.2")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
     config = RelayConfig(api_key=RELAY_KEY, task_seconds=3, hang_seconds=30)

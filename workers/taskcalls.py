@@ -6,8 +6,10 @@ A submit ends in one of four ways (``SubmitOutcome``):
 - ``LATER``: refused for now and nothing was charged (MJ code 23, a 429, a 5xx, a connection
   that was refused before the request left): tried again after a backoff;
 - ``REFUSED``: refused for good (MJ code 24, a bad body, a code 4): the line fails;
-- ``UNKNOWN``: sent, and no answer came (a timeout, a dropped connection): the relay may have
-  charged and started the task. It is never sent again by itself (``UNKNOWN_MESSAGE``).
+- ``UNKNOWN``: sent, and no answer came (a timeout, a dropped connection, or a proxy's own 502 /
+  504 / 524 page instead of the relay's answer): the relay may have charged and started the
+  task. It is never sent again by itself (``UNKNOWN_MESSAGE``). A 5xx in the relay's own JSON
+  envelope is the relay's answer (new-api refunds a failed submit at once): "later".
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ OTHER_RATIOS = "X-New-Api-Other-Ratios"
 DEFAULT_POLL_INTERVAL_S = 15.0  # new-api refreshes its task rows every 15 s: faster polls see nothing new
 
 
+# A proxy's "the server behind did not answer in time / answered badly" (Cloudflare's 524 too).
+_PROXY_CUT = frozenset({502, 504, 524})
 # The relay's "no quota left" in its MJ and task envelopes (HTTP 400 / 403): the job stops, no line fails.
 _NO_QUOTA = (b"quota_not_enough", b"insufficient_user_quota")
 
@@ -68,6 +72,8 @@ def submit_outcome(
         return SubmitOutcome(SubmitKind.UNKNOWN, reason=UNKNOWN_MESSAGE, classification=c)
     if answer.status >= 300:
         c = classify_response(answer.status, answer.headers, answer.content, now=now or time.time())
+        if cut_by_a_proxy(answer):
+            return SubmitOutcome(SubmitKind.UNKNOWN, reason=UNKNOWN_MESSAGE, classification=c)
         if c.verdict is Verdict.FATAL or any(code in answer.content for code in _NO_QUOTA):
             return SubmitOutcome(SubmitKind.FATAL, reason=c.message, classification=c)
         later = c.verdict is Verdict.RETRY or c.throttle is not None
@@ -78,6 +84,12 @@ def submit_outcome(
             classification=c,
         )
     return _read(family.read_submit(answer.status, answer.content), other_ratios(answer.headers))
+
+
+def cut_by_a_proxy(answer: RawResponse) -> bool:
+    """A gateway timeout or bad gateway that is not the relay's own answer (no JSON envelope: an
+    nginx or Cloudflare page): the relay behind may have taken and charged the task."""
+    return answer.status in _PROXY_CUT and not isinstance(json_or_none(answer.content), dict)
 
 
 def other_ratios(headers: Mapping[str, str]) -> float | None:

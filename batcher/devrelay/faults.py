@@ -67,6 +67,7 @@ EXTRA_FAULTS: tuple[str, ...] = ("429_window",)
 TASK_FAULTS: tuple[str, ...] = (
     "submit_timeout",
     "submit_reset",
+    "submit_504",
     "task_fail",
     "task_stuck",
     "unfetchable",
@@ -82,6 +83,8 @@ TASK_FAULTS: tuple[str, ...] = (
 """Faults of the async task routes (issue 14), forced by a marker or chosen with ``--faults``
 (other routes ignore them): ``submit_timeout`` / ``submit_reset``: the relay records and charges
 the task, the answer never arrives (held ``hang_seconds`` then dropped / dropped at once);
+``submit_504``: the relay records and charges the task, and a proxy in front of it answers an
+HTML 504 Gateway Timeout instead;
 ``task_fail``: the task ends in failure (refunded); ``task_stuck``: it never finishes, until the
 relay's deadline fails it; ``unfetchable`` / ``result_timeout``: its result URLs answer 404 /
 hang; ``queue_full``: MJ code 23 (a 429 for Suno and video); ``banned``: MJ code 24 (an error
@@ -118,6 +121,8 @@ _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
+
+HTML_504 = _HTML_502.replace(b"502 Bad Gateway", b"504 Gateway Time-out")
 
 CANNED: dict[str, tuple[int, bytes, str]] = {
     "429": (429, error_body("当前分组上游负载已饱和，请稍后再试", "new_api_error", "rate_limit"), JSON),

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from batcher.devrelay.answers import body_key
 from batcher.devrelay.config import RelayConfig
-from batcher.devrelay.faults import CANNED, JSON, TASK_FAULTS
+from batcher.devrelay.faults import CANNED, HTML_504, JSON, TASK_FAULTS
 from batcher.devrelay.forms import read_body
 from batcher.devrelay.routes import Served
 from batcher.devrelay.tasks_files import FILES_PATH, content_type, file_bytes
@@ -36,7 +36,7 @@ from batcher.devrelay.tasks_table import TaskTable
 if TYPE_CHECKING:
     from batcher.devrelay.relay import Relay, _Call
 
-LOST_ANSWER = frozenset({"hang", "submit_timeout", "reset", "submit_reset", "truncated"})
+LOST_ANSWER = frozenset({"hang", "submit_timeout", "reset", "submit_reset", "truncated", "submit_504"})
 _NOTHING = Served(b"", {}, JSON)
 
 
@@ -179,6 +179,8 @@ class TaskGate:
         if fault == "truncated":
             body = reply.encode()
             return relay._respond(call, reply.status, body[: len(body) // 2], reply.content_type)
+        if fault == "submit_504":  # a proxy in front gave up waiting; the relay went on
+            return relay._respond(call, 504, HTML_504, "text/html")
         if fault in ("hang", "submit_timeout"):
             relay.stats.by_status["hang"] += 1
             await asyncio.sleep(relay.config.hang_seconds)
