@@ -115,11 +115,14 @@ def check_run(
     killed: bool = False,
 ) -> None:
     """Each line ended as expected; with ``killed``, a line whose submit was in flight at the kill
-    may instead have ended "submit outcome unknown" (``check_billing`` shows it was sent once)."""
+    may instead have ended "submit outcome unknown" (``check_billing`` shows it was sent once), and
+    the lines that follow from it, however far down, fail with it."""
     lines = {line.custom_id: line for line in all_lines(db)}
     unknown = {cid for cid, line in lines.items() if line.error_code == "submit_unknown"}
     origins = {r["custom_id"]: r["body"].get("after") for r in rows}
-    excused = {cid for cid in lines if cid in unknown or origins[cid] in unknown} if killed else set()
+    excused = set(unknown) if killed else set()
+    while killed and (more := {cid for cid in lines if origins[cid] in excused} - excused):
+        excused |= more  # a line whose origin (or its origin's origin) a kill cut cannot be pressed
     states = {cid: line.state for cid, line in lines.items() if cid not in excused}
     assert states == {cid: s for cid, s in EXPECTED.items() if cid in states}, {
         cid: line.last_error for cid, line in lines.items()
