@@ -289,6 +289,11 @@ def _m013_modal_step(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN price_key VARCHAR"))
 
 
+def _m014_attempt_lines(conn: Connection) -> None:
+    """An answered packed call is one attempt row for all its lines: how many it carried."""
+    conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN lines INTEGER"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -303,6 +308,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0011_response_cache", _m011_response_cache),
     ("0012_usage_rollup", _m012_usage_rollup),
     ("0013_modal_step", _m013_modal_step),
+    ("0014_attempt_lines", _m014_attempt_lines),
 ]
 
 _ledger = sa.Table(

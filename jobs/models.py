@@ -128,7 +128,7 @@ class Request(UsageColumns, table=True):
 
 
 class Attempt(UsageColumns, table=True):
-    """One upstream call for one line: what it answered and what it used."""
+    """One upstream call: what it answered and what it used (a packed call's: see ``lines``)."""
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="request.id", index=True)
@@ -146,6 +146,7 @@ class Attempt(UsageColumns, table=True):
     worker: str | None = None
     provider: str | None = None  # provider/key label that took the call (batcher.toml routing)
     price_key: str | None = None  # the call's price name when not its line's (a task's modal step)
+    lines: int | None = None  # lines an answered packed call carried (its first is request_id); NULL: one
 
 
 class VectorBlock(SQLModel, table=True):

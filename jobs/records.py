@@ -84,7 +84,14 @@ STEP = "step"  # the outcome of a charged step after a line's first call (a Midj
 
 @dataclass(slots=True)
 class AttemptRecord:
-    """One upstream call for one line."""
+    """One upstream call: for one line, or for every line of a packed call that was answered.
+
+    A packed call that got an answer is one record (and one row) for all its lines: ``request_id``
+    and ``attempt_no`` are its first line's, ``carried`` every line's (line id, attempt number),
+    ``usage`` the whole call's. Rows per line made a packed embedding line's attempt a third of its
+    run. A call that got no answer stays a record per line: what it may have cost is estimated
+    from each line it carried (``batcher.usage``'s unknown kind).
+    """
 
     request_id: int
     job_id: int
@@ -102,6 +109,12 @@ class AttemptRecord:
     call_id: str | None = None
     provider: str | None = None  # the provider and key (name and last 4 characters) it went to
     price_key: str | None = None  # priced by this name, not its line's (a task's modal step: mj_modal)
+    carried: tuple[tuple[int, int], ...] = ()  # a packed call's lines and their attempt numbers
+
+    @property
+    def lines(self) -> tuple[tuple[int, int], ...]:
+        """Each line the call carried, with its attempt number (its own line alone when not packed)."""
+        return self.carried or ((self.request_id, self.attempt_no),)
 
 
 @dataclass(slots=True)

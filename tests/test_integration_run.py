@@ -315,7 +315,11 @@ def test_run_packs_embedding_lines_and_splits_them_back_exactly(
     assert sum(ln.prompt_tokens or 0 for ln in lines) == relay.stats()["usage"]["prompt_tokens"]
     usage_in_bodies = sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in exported)
     assert usage_in_bodies == relay.stats()["usage"]["prompt_tokens"]
-    assert len(all_attempts(db)) == len(rows)  # one attempt row per line per call
+    attempts = all_attempts(db)  # one row per call, carrying its lines and the call's tokens
+    assert len(attempts) == relay.stats()["calls"]
+    assert sum(a.lines or 1 for a in attempts) == len(rows)
+    assert sum(a.prompt_tokens or 0 for a in attempts) == relay.stats()["usage"]["prompt_tokens"]
+    assert {ln.attempts for ln in lines} == {1}
 
 
 def test_run_bisects_a_refused_pack_down_to_the_bad_line(

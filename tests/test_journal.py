@@ -73,6 +73,30 @@ def test_a_dead_journal_is_replayed_once_with_sent_calls_as_unknown(db: Store, t
     assert replay_dead(db, folder) == 0
 
 
+def test_a_packed_calls_one_record_is_replayed_as_one_row_for_all_its_lines(
+    db: Store, tmp_path: Path
+) -> None:
+    job = add_job(db, "/v1/embeddings", [{"model": "m", "input": "x"}] * 3)
+    folder = tmp_path / "journal"
+    journal = Journal(folder, owner="host:1:x", store=store_key(db.url))
+    carried = ((1, 1), (2, 2), (3, 1))
+    journal.sent("pack", job, list(carried), T0)
+    call = AttemptRecord(
+        1, job, 1, T0, 5, 200, "ok", "ok", usage=Usage(9, 0, 9), call_id="pack", carried=carried
+    )
+    journal.landed([call], [result(1), result(2), result(3)])
+    die(journal)
+    assert replay_dead(db, folder) == 4
+    [row] = all_attempts(db)
+    assert (row.request_id, row.lines, row.total_tokens) == (1, 3, 9)
+    assert [(ln.state, ln.attempts) for ln in all_lines(db)] == [
+        ("succeeded", 1),
+        ("succeeded", 2),
+        ("succeeded", 1),
+    ]
+    assert replay_dead(db, folder) == 0
+
+
 def test_a_live_journal_and_another_stores_journal_are_left_alone(db: Store, tmp_path: Path) -> None:
     job = add_job(db, "/v1/chat/completions", [{"model": "m", "messages": []}])
     folder = tmp_path / "journal"
@@ -122,6 +146,11 @@ def test_a_packed_calls_records_round_trip_through_one_columnar_entry() -> None:
         )
         for rid, n, p in ((7, 1, 3), (8, 2, 4), (9, 1, 3))
     ]
+    attempts.append(
+        AttemptRecord(
+            7, 1, 1, started, 50, 200, "ok", "ok", worker="w:1", call_id="d", carried=((7, 1), (8, 2))
+        )
+    )
     results = [
         LineResult(rid, 1, "succeeded", 200, f'{{"i":{rid}}}', upstream_request_id="r", usage=Usage(p, 0, p),
                    latency_ms=50, vectors=Vectors(block, 2, VectorEncoding.BASE64, i, i + 2), cache_key=f"k{rid}")
@@ -131,7 +160,7 @@ def test_a_packed_calls_records_round_trip_through_one_columnar_entry() -> None:
         LineResult(10, 1, "failed", None, None, usage=Usage(seconds=Decimal("2.5"), calls=Decimal(3)))
     )
     entry = orjson.loads(landed_line(4, attempts, results))
-    assert entry["a"]["s"]["call_id"] == "c" and set(entry["a"]["v"]) == {"request_id", "attempt_no", "usage"}
+    assert set(entry["a"]["v"]) == {"request_id", "attempt_no", "usage", "call_id", "carried"}
     assert len(entry["b"]) == 1
     back_attempts, back_results = landed_records(entry)
     assert back_attempts == attempts

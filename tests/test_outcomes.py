@@ -94,6 +94,33 @@ def test_a_packed_answer_is_split_per_line_with_usage_that_adds_up() -> None:
     assert sum(r.usage.prompt_tokens for r in results if r.usage) == 9
 
 
+def test_an_answered_packed_call_is_one_record_for_its_lines_with_the_whole_usage() -> None:
+    unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}], [3, 1])
+    answer = {"data": [{"index": i, "embedding": [0.5]} for i in range(2)], "usage": {"prompt_tokens": 9}}
+    c = call(OK, 200, orjson.dumps(answer))
+    [record] = outcomes.call_records(unit, c, outcomes.json_results(unit, c, clean), owner="w", clean=clean)
+    assert (record.request_id, record.attempt_no, record.carried) == (1, 3, ((1, 3), (2, 1)))
+    assert record.usage is not None and record.usage.prompt_tokens == 9  # the call's, not a line's
+
+
+def test_a_packed_call_refused_is_one_record_without_usage() -> None:
+    unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}])
+    refused = Classification(Verdict.RETRY, "rate_limited", "slow down", sent=True)
+    [record] = outcomes.call_records(unit, call(refused, 429), None, owner="w", clean=clean)
+    assert (record.lines, record.usage, record.status_code) == (((1, 0), (2, 0)), None, 429)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"), [(None, "timeout"), (200, "bad_body")], ids=["no answer", "cut body"]
+)
+def test_an_unanswered_packed_call_is_a_record_per_line(status: int | None, error_class: str) -> None:
+    """What it may have cost is estimated from each line it carried (batcher.usage's unknown kind)."""
+    unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}])
+    lost = Classification(Verdict.RETRY, error_class, "x", sent=True)
+    records = outcomes.call_records(unit, call(lost, status), None, owner="w", clean=clean)
+    assert [(r.request_id, r.carried) for r in records] == [(1, ()), (2, ())]
+
+
 def test_a_packed_answer_that_does_not_split_is_a_value_error() -> None:
     unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}])
     with pytest.raises(ValueError, match=r"\d"):

@@ -249,3 +249,26 @@ def test_parse_by_refuses_unknown_dimensions(text: str) -> None:
 def test_by_family_names_the_unit_each_family_is_billed_in(filled: Store) -> None:
     by_family = _rows(usage_report(filled, None, by="family", prices=default_book()))
     assert set(by_family) == {("chat (tokens)",), ("speech (characters)",)}
+
+
+def test_a_packed_call_is_one_row_priced_once_for_all_its_lines(store: Store) -> None:
+    """Its row carries the whole call's tokens: counted once, not once per line it carried."""
+    job = _job(store, "pack.jsonl", {})
+    with store.session() as s:
+        rows = [{"job_id": job, "custom_id": f"p{i}", "line_no": i, "endpoint": "/v1/embeddings",
+                 "model": "text-embedding-3-small", "body": '{"input": "x"}', "est_tokens": 3} for i in range(3)]  # fmt: skip
+        q.insert_requests(s, rows)
+        ids = sorted(r.id for r in q.iter_lines(s, job))
+        call = AttemptRecord(ids[0], job, 1, DAY1, 10, 200, "ok", "ok", usage=Usage(900_000, 0, 900_000),
+                             call_id="pack", carried=tuple((rid, 1) for rid in ids))  # fmt: skip
+        q.record_attempts(s, [call])
+        q.record_results(
+            s, [LineResult(rid, job, "succeeded", usage=Usage(300_000, 0, 300_000)) for rid in ids]
+        )
+        assert q.usage_totals(s, job).calls == 1
+        [by_model] = q.usage_by_model(s, job)
+        assert (by_model.calls, by_model.usage.prompt_tokens) == (1, 900_000)
+        assert [line.attempts for line in q.iter_lines(s, job)] == [1, 1, 1]
+    t = usage_report(store, [job], by="job", prices=default_book()).total
+    assert (t.calls, t.billed_calls, t.tokens["succeeded"].prompt_tokens) == (1, 1, 900_000)
+    assert t.cost == D("0.018")  # 0.9M tokens at $0.02 per 1M

@@ -10,7 +10,7 @@ order; a Celery task claims the ids in its message) and passes a ``Sink`` that w
 - a throttle (429, an overload) uses none of the line's attempts; it fails past ``max_wait``;
   a pack the API refuses as a whole is bisected until the bad input is alone; a route the relay
   answered 501 for fails the other lines of that route without a call;
-- one ``Attempt`` per line per upstream call and one terminal result per line, handed to the
+- one ``Attempt`` per upstream call (per line when unanswered) and one result per line, handed to the
   recorder (``workers.recorder``), which writes them in batches and renews the leases; lines it
   will not finish (paused, cancelled, stopped) released; a FATAL answer (bad key, no quota)
   stops the job; a budget (``workers.budget``) pauses it before a call would pass it;
@@ -340,8 +340,7 @@ class Executor:
         return True
 
     def _succeed(self, unit: Unit, call: Call, results: list[LineResult]) -> None:
-        lines = zip(unit.items, results, unit.attempts, strict=True)
-        attempts = [self._attempt(item, call, attempt, result) for item, result, attempt in lines]
+        attempts = self._attempts(unit, call, results)
         for result in results:
             self.stats.count(result)
         self.recorder.land(attempts, results)  # a pack's lines: one journal entry, not one each
@@ -349,14 +348,10 @@ class Executor:
             self._shared.settled(result)  # twins waiting for these lines take their copies
 
     def _record_attempts(self, unit: Unit, call: Call) -> None:
-        lines = zip(unit.items, unit.attempts, strict=True)
-        self.recorder.land([self._attempt(item, call, attempt, None) for item, attempt in lines], [])
+        self.recorder.land(self._attempts(unit, call, None), [])
 
-    def _attempt(self, item: WorkItem, call: Call, attempt: int, result: LineResult | None) -> AttemptRecord:
-        usage = result.usage if result is not None else None
-        return outcomes.attempt_record(
-            item, call, attempt, owner=self.config.owner, clean=self._clean, usage=usage
-        )
+    def _attempts(self, unit: Unit, call: Call, results: list[LineResult] | None) -> list[AttemptRecord]:
+        return outcomes.call_records(unit, call, results, owner=self.config.owner, clean=self._clean)
 
     async def _stop(self, message: str) -> None:
         if self.stats.halted:

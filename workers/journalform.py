@@ -119,6 +119,8 @@ def landed_records(record: dict[str, Any]) -> tuple[list[AttemptRecord], list[Li
     for data in _rows(record.get("a")):
         data["started_at"] = datetime.fromisoformat(data["started_at"])
         data["usage"] = _usage_of(data["usage"])
+        if "carried" in data:  # JSON has no tuples; entries written before packed rows have none
+            data["carried"] = tuple((rid, n) for rid, n in data["carried"])
         attempts.append(AttemptRecord(**data))
     results = []
     for data in _rows(record.get("r")):

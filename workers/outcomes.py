@@ -1,7 +1,8 @@
 """What a finished call means for its lines: attempt records and terminal results.
 
-Pure builders: from a call (classification + raw answer) and the lines it carried, make the
-``AttemptRecord`` of each line and, when the call ended them, their ``LineResult``. A packed
+Pure builders: from a call (classification + raw answer) and the lines it carried, make its
+``AttemptRecord`` (one per line, or one for an answered packed call) and, when the call ended
+them, the lines' ``LineResult``. A packed
 embedding answer is split so each line gets its own body and its share of the usage.
 """
 
@@ -73,6 +74,27 @@ class Answered:
 def call_usage(results: Sequence[LineResult]) -> Usage:
     """What a whole call used: the sum of its lines' usage."""
     return sum((r.usage for r in results if r.usage is not None), Usage())
+
+
+def call_records(
+    unit: Unit, call: Call, results: Sequence[LineResult] | None, *, owner: str, clean: Clean
+) -> list[AttemptRecord]:
+    """The attempt records of one call for its unit: one for a packed call that was answered
+    (its lines in ``carried``, the whole call's usage), else one per line (see ``AttemptRecord``)."""
+    if unit.packed and _answered(call):
+        usage = call_usage(results) if results and any(r.usage is not None for r in results) else None
+        record = attempt_record(unit.items[0], call, unit.attempts[0], owner=owner, clean=clean, usage=usage)
+        record.carried = tuple(zip(unit.ids, unit.attempts, strict=True))
+        return [record]
+    usages = [r.usage for r in results] if results is not None else [None] * len(unit.items)
+    lines = zip(unit.items, unit.attempts, usages, strict=True)
+    return [attempt_record(item, call, n, owner=owner, clean=clean, usage=u) for item, n, u in lines]
+
+
+def _answered(call: Call) -> bool:
+    """Whether the call's answer came back whole: not ``batcher.usage``'s unknown kind."""
+    status = call.status
+    return status is not None and not (200 <= status < 300 and call.classification.error_class == "bad_body")
 
 
 def attempt_record(

@@ -40,7 +40,7 @@ class RecentCalls:
 
 
 def record_attempts(session: Session, attempts: Sequence[AttemptRecord]) -> None:
-    """Insert one Attempt row per upstream call and raise each line's attempt count."""
+    """Insert one Attempt row per upstream call and raise the attempt count of each line it carried."""
     record_outcomes(session, attempts, [])
 
 
@@ -64,7 +64,8 @@ def record_outcomes(
     executemany(conn, _ATTEMPT_INSERT, [_attempt_row(conn, a) for a in attempts])
     latest: dict[int, int] = {}
     for a in attempts:
-        latest[a.request_id] = max(a.attempt_no, latest.get(a.request_id, 0))
+        for rid, n in a.lines:  # a packed call's row raises each line it carried
+            latest[rid] = max(n, latest.get(rid, 0))
     chosen = _moving(conn, results)
     if chosen:
         finished = db_time(conn, utcnow())
@@ -190,6 +191,7 @@ _ATTEMPT_COLUMNS = (
     "worker",
     "provider",
     "price_key",
+    "lines",
     *_USAGE_COLUMNS,
 )
 _ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
@@ -213,6 +215,7 @@ def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
         a.worker,
         a.provider,
         a.price_key,
+        len(a.carried) or None,
         *_usage_values(a.usage),
     )
 
