@@ -8,7 +8,7 @@ response cache (``workers.cache``) has the same ``response`` as the line that pa
 (``batcher.toml``), CSV and Parquet name the provider and key that answered (``provider``). For
 speech, ``body`` holds the audio file's path, format and size. The stored response body is
 already compact JSON, so JSONL rows are assembled around it without parsing it again; an
-embedding body gets its vectors back from the store's float32 bytes (``jobs.vectors``): floats as
+embedding body gets its vectors back from the store's float32 bytes (``batcher.vector_json``): floats as
 the API writes float32 values, base64 exactly as the API returned it.
 
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import orjson
 
 from batcher.outfile import text_output
+from batcher.vector_json import VectorJson, dumps_body
 from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
@@ -42,7 +43,6 @@ from jobs.errors import BatcherError
 from jobs.models import RequestState
 from jobs.records import ResultLine
 from jobs.store import AudioFiles
-from jobs.vectors import dumps_with_vectors
 from workers.endpoints import family_of
 
 CSV_COLUMNS = (
@@ -157,6 +157,7 @@ class _Writer:
     def __init__(self, handle: TextIO, fmt: ExportFormat) -> None:
         self.handle, self.fmt = handle, fmt
         self.csv = csv.writer(handle) if fmt == ExportFormat.CSV else None
+        self.vector_json = VectorJson()
         if self.csv:
             self.csv.writerow(CSV_COLUMNS)
 
@@ -170,27 +171,30 @@ class _Writer:
         else:
             # JSON is bytes from orjson: written as such, never decoded to text and encoded again
             # (a 1536-dimension line is 30 KB of it). Nothing is ever written to the text layer.
-            self.handle.buffer.write(jsonl_line(line))
+            self.handle.buffer.write(jsonl_line(line, self.vector_json))
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _body_bytes(line: ResultLine) -> bytes | str | None:
+def _body_bytes(line: ResultLine, vector_json: VectorJson) -> bytes | str | None:
     """The stored response body as JSON; for speech, a description of the audio file."""
     if line.audio_path:
         return orjson.dumps(
             {"audio_path": line.audio_path, "format": line.audio_format, "bytes": line.audio_bytes}
         )
     if line.vectors is not None and line.response_body is not None:
-        return dumps_with_vectors(line.response_body, line.vectors)
+        return dumps_body(line.response_body, line.vectors, vector_json)
     return line.response_body
 
 
-def jsonl_line(line: ResultLine) -> bytes:
-    """One line of OpenAI Batch output for a terminal line, with its newline, as UTF-8."""
-    body = _body_bytes(line)
+def jsonl_line(line: ResultLine, vector_json: VectorJson | None = None) -> bytes:
+    """One line of OpenAI Batch output for a terminal line, with its newline, as UTF-8.
+
+    ``vector_json`` carries the JSON of a vector block from a line to the next (see
+    ``batcher.vector_json``); one export passes the same one for every line."""
+    body = _body_bytes(line, vector_json or VectorJson())
     if isinstance(body, str):
         body = body.encode()
     response = b"null"

@@ -1,0 +1,79 @@
+"""The JSONL export's vector text: the exact values, byte for byte the old restore path's output."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import numpy as np
+import orjson
+import pytest
+
+from batcher.vector_json import VectorJson, dumps_body
+from jobs.vectors import VectorEncoding, Vectors, dumps_with_vectors, take_vectors
+from tests.test_vectors import DIMS, answer, b64, float32_values
+
+
+def _body(n: int) -> bytes:
+    data = [{"object": "embedding", "index": i} for i in range(n)]
+    return orjson.dumps({"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 2}})
+
+
+def _block(dim: int, n: int, encoding: VectorEncoding) -> Vectors:
+    values = [v for seed in range(n) for v in float32_values(dim, seed)]
+    return Vectors(struct.pack(f"<{len(values)}f", *values), dim, encoding)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_float_answer_is_written_as_the_api_sent_it(dim: int) -> None:
+    """A float answer's numbers read back as the very doubles the API sent, every dimension."""
+    sent = orjson.dumps(answer([float32_values(dim, 1), float32_values(dim, 2)]))
+    body = orjson.loads(sent)
+    vectors = take_vectors(body)
+    assert vectors is not None
+    written = dumps_body(orjson.dumps(body), vectors, VectorJson())
+    assert orjson.loads(written) == orjson.loads(sent)
+    assert written == sent  # and as the same text: orjson's shortest double, as before
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_base64_answer_is_written_back_byte_for_byte(dim: int) -> None:
+    encoded = [b64(float32_values(dim, 3)), b64(float32_values(dim, 4))]
+    sent = orjson.dumps(answer(list(encoded)))
+    body = orjson.loads(sent)
+    vectors = take_vectors(body)
+    assert vectors is not None
+    assert dumps_body(orjson.dumps(body), vectors, VectorJson()) == sent
+
+
+@pytest.mark.parametrize("encoding", list(VectorEncoding))
+@pytest.mark.parametrize("order", ["in order", "a line out of order", "blocks interleaved"])
+def test_lines_of_a_packed_block_get_their_own_vectors(encoding: VectorEncoding, order: str) -> None:
+    """However a block's lines arrive (the block widened whole or a line's rows alone), each line
+    gets the text the one-line codec of ``jobs.vectors`` writes for it."""
+    one, other = _block(16, 5, encoding), _block(16, 3, encoding)
+    parts = [one.part(0, 2), one.part(2, 3), one.part(3, 5)]
+    lines = {
+        "in order": parts,
+        "a line out of order": [parts[1], parts[0], parts[2]],
+        "blocks interleaved": [parts[0], other.part(0, 1), parts[1], other.part(1, 3), parts[2]],
+    }[order]
+    pieces = VectorJson()
+    for vectors in lines:
+        body = _body(vectors.count)
+        assert dumps_body(body, vectors, pieces) == dumps_with_vectors(body, vectors)
+
+
+def test_float_text_reads_back_as_the_float32_values() -> None:
+    """Values at float32's edges (tiny, huge, negative zero, subnormal) read back unchanged."""
+    values = np.array([1e-45, -0.0, 3.4028235e38, -1.1754944e-38, 0.1, 1 / 3], dtype=np.float32)
+    vectors = Vectors(values.tobytes(), len(values), VectorEncoding.FLOAT)
+    read = orjson.loads(dumps_body(_body(1), vectors, VectorJson()))["data"][0]["embedding"]
+    assert np.array(read, dtype=np.float64).tolist() == values.astype(np.float64).tolist()
+    assert np.signbit(read[1])
+
+
+def test_base64_text_is_the_stored_bytes() -> None:
+    vectors = _block(8, 2, VectorEncoding.BASE64)
+    read = orjson.loads(dumps_body(_body(2), vectors, VectorJson()))["data"]
+    assert b"".join(base64.b64decode(d["embedding"]) for d in read) == vectors.data
