@@ -17,6 +17,9 @@ call that answered with usage counts even when its line was called again. Each c
 - ``other``: any other call (not sent, a non-``ok`` answer on a line that later succeeded, lines
   still pending or cancelled).
 
+A call the relay said its final charge of (a task's ``quota`` at success, ``Attempt.relay_quota``:
+new-api re-prices a Kling task by its units) costs that charge, not its price-table charge.
+
 Lines answered from the response cache made no call and cost nothing here; ``Report.saved`` says
 what they would have cost (``batcher.cache_report``).
 
@@ -43,7 +46,7 @@ from jobs.errors import ConfigError
 from jobs.models import RequestState
 from jobs.options import JobOptions
 from jobs.records import STEP, Usage
-from workers.cost import cost_of_attempt, upper_bound_cost
+from workers.cost import QUOTA_PER_USD, cost_of_attempt, upper_bound_cost
 from workers.endpoints import family_of
 from workers.prices import PriceBook
 
@@ -279,6 +282,9 @@ def count_call(totals: Totals, row: q.CallRow, prices: PriceBook, ratio: Decimal
         totals.estimated += usage
     totals.tokens[kind] += usage
     totals.characters += usage.characters
+    if row.relay_quota is not None:  # the relay's own final charge (a task's quota): no price needed
+        totals.cost += Decimal(row.relay_quota) / QUOTA_PER_USD
+        return
     cost = cost_of_attempt(usage, prices.lookup(row.priced_as), group_ratio=ratio)
     _add_cost(totals, row.line_model, cost, unknown=False, new=new)
 

@@ -5,7 +5,8 @@ reads the store's rollup (``jobs.store.rollup``: the calls that answered, summed
 model and provider, folded as the page is looked at), so its cost follows the number of groups,
 the calls of the last minutes and the unanswered calls, never all the calls:
 
-- the answered calls' groups are priced from their sums (``workers.cost.cost_of_calls``: exact
+- the calls the relay said its final charge of (a task's quota) cost the sum of those charges;
+- the other answered calls' groups are priced from their sums (``workers.cost.cost_of_calls``: exact
   under list prices; under a relay's token price the per-call rounding, at most 1 quota a call,
   is added to the unknown part, so confirmed + unknown stays an upper bound);
 - the unanswered calls (the report's *unknown* kind) and the cached lines are counted as
@@ -38,7 +39,7 @@ from batcher.usage import (
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import ConfigError
-from workers.cost import cost_of_calls
+from workers.cost import QUOTA_PER_USD, cost_of_calls
 from workers.prices import PriceBook
 
 ROLLUP_DIMENSIONS = ("job", "model", "day", "tag", "provider", "key")
@@ -80,10 +81,14 @@ def add_group(totals: Totals, g: q.RollupGroup, prices: PriceBook, ratio: Decima
     totals.billed_calls += g.billed_calls
     totals.tokens["other"] += g.usage
     totals.characters += g.usage.characters
+    totals.cost += Decimal(g.relay_quota) / QUOTA_PER_USD  # the relay's own final charges
+    priced_calls = g.billed_calls - g.relay_calls
+    if not priced_calls:
+        return
     charged = replace(g.usage, calls=g.charges)
-    priced = cost_of_calls(charged, g.billed_calls, prices.lookup(g.priced_as), group_ratio=ratio)
+    priced = cost_of_calls(charged, priced_calls, prices.lookup(g.priced_as), group_ratio=ratio)
     if priced is None:
-        totals.unpriced_calls += g.billed_calls
+        totals.unpriced_calls += priced_calls
         totals.unpriced_models.add(g.model)  # as the walk names it
         return
     totals.cost += priced[0]

@@ -294,6 +294,15 @@ def _m014_attempt_lines(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN lines INTEGER"))
 
 
+def _m015_task_final_quota(conn: Connection) -> None:
+    """The relay's final charge of a task (its poll answer's quota at success), on the task, on the
+    call it bills, and summed in the rollup apart from the calls priced by the price table."""
+    conn.execute(sa.text("ALTER TABLE task ADD COLUMN final_quota BIGINT"))
+    conn.execute(sa.text("ALTER TABLE attempt ADD COLUMN relay_quota BIGINT"))
+    for column in ("relay_calls", "relay_quota"):
+        conn.execute(sa.text(f"ALTER TABLE usage_rollup ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _m001_initial),
     ("0002_vectors", _m002_vectors),
@@ -309,6 +318,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0012_usage_rollup", _m012_usage_rollup),
     ("0013_modal_step", _m013_modal_step),
     ("0014_attempt_lines", _m014_attempt_lines),
+    ("0015_task_final_quota", _m015_task_final_quota),
 ]
 
 _ledger = sa.Table(

@@ -147,6 +147,9 @@ class Attempt(UsageColumns, table=True):
     provider: str | None = None  # provider/key label that took the call (batcher.toml routing)
     price_key: str | None = None  # the call's price name when not its line's (a task's modal step)
     lines: int | None = None  # lines an answered packed call carried (its first is request_id); NULL: one
+    # What the relay said it finally charged for the call, in quota (a task's final quota):
+    # the call costs that, not its price-table charge.
+    relay_quota: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class VectorBlock(SQLModel, table=True):
@@ -280,6 +283,9 @@ class Task(SQLModel, table=True):
     relay_status: str | None = None
     modal: str | None = None  # ``ModalState`` of its modal step, when it has one
     modal_at: float | None = None  # when the modal step was sent
+    # The relay's final charge in quota, read from its poll answer at success (a TaskDto's
+    # ``quota``: new-api re-prices a Kling task by the units its upstream deducted).
+    final_quota: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 def _sum_column() -> Any:  # a fresh Column each: SQLAlchemy binds a Column to one table
@@ -314,6 +320,8 @@ class UsageRollup(SQLModel, table=True):
     images: int = _sum_column()
     task_calls: float = Field(default=0.0, sa_column=Column(Float, nullable=False))  # Usage.calls summed
     charges: float = Field(default=0.0, sa_column=Column(Float, nullable=False))  # per-call charges
+    relay_calls: int = _sum_column()  # of the billed calls, those the relay said its charge of
+    relay_quota: int = _sum_column()  # what it said it charged for them (their charges not counted)
     seconds: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
 
 

@@ -110,6 +110,7 @@ class AttemptRecord:
     provider: str | None = None  # the provider and key (name and last 4 characters) it went to
     price_key: str | None = None  # priced by this name, not its line's (a task's modal step: mj_modal)
     carried: tuple[tuple[int, int], ...] = ()  # a packed call's lines and their attempt numbers
+    relay_quota: int | None = None  # the relay's own final charge of the call, in quota (a task's)
 
     @property
     def lines(self) -> tuple[tuple[int, int], ...]:

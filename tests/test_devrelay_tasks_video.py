@@ -127,3 +127,39 @@ def test_refusals_are_task_errors_and_never_charged(relay: RelayServer, http: ht
     poor = http.post("/v1/video/generations", json={"model": "sora-2", "prompt": "x", "duration": 10})
     assert (poor.status_code, poor.json()["code"]) == (403, "insufficient_user_quota")
     assert relay.stats()["tasks"]["billing"]["charges"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/kling/v1/videos/text2video", {"model_name": "kling-v1-6", "duration": "10"}),
+        ("/v1/video/generations", {"model": "kling-v1-6", "duration": 10}),
+    ],
+)
+def test_a_short_kling_video_is_re_priced_on_success(
+    relay: RelayServer, http: httpx.Client, path: str, body: dict[str, Any]
+) -> None:
+    """Half the video, half the units: the TaskDto's quota and the ledger show the final charge."""
+    video = submit(http, path, prompt="a cat [[fault:short_video]]", **body)
+    fetch = f"{path}/{video['id']}"
+    assert dto(http, fetch)["quota"] == 350_000  # 0.07 × 10 s pre-charged
+    relay.advance_tasks(100)
+    task = dto(http, fetch)
+    assert (task["status"], task["quota"]) == ("SUCCESS", 175_000)
+    assert task["data"]["data"]["final_unit_deduction"] == "1"  # 5 s made, of 10 asked
+    assert task["data"]["data"]["task_result"]["videos"][0]["duration"] == "5"
+    bill = relay.stats()["tasks"]["billing"]["per_task"][video["id"]]
+    assert (bill["charged_usd"], bill["adjusted_usd"], bill["net_usd"]) == ("0.7", "-0.35", "0.35")
+
+
+def test_a_kling_video_as_asked_or_billed_per_call_keeps_its_pre_charge(
+    relay: RelayServer, http: httpx.Client
+) -> None:
+    relay.set_config(RelayConfig(api_key=KEY, task_seconds=100, task_price_patches=("kling-v1",)))
+    path = "/kling/v1/videos/text2video"
+    whole = submit(http, path, model_name="kling-v1-6", prompt="a cat", duration="10")
+    patched = submit(http, path, model_name="kling-v1", prompt="a cat [[fault:short_video]]", duration="10")
+    relay.advance_tasks(100)
+    assert dto(http, f"{path}/{whole['id']}")["data"]["data"]["final_unit_deduction"] == "2"
+    assert [dto(http, f"{path}/{v['id']}")["quota"] for v in (whole, patched)] == [350_000, 250_000]
+    assert relay.stats()["tasks"]["billing"]["adjusted_quota"] == 0

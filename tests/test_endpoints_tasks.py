@@ -187,3 +187,28 @@ def test_a_proxys_gateway_page_is_an_unknown_submit_not_a_later_one(
     from workers.taskcalls import submit_outcome
 
     assert submit_outcome(fam(SUNO), RawResponse(status, httpx.Headers(), body)).kind == kind
+
+
+SHORT_KLING = {"task_id": "t", "status": "SUCCESS", "progress": "100%", "result_url": "http://cdn/v.mp4"}
+
+
+@pytest.mark.parametrize(
+    ("family", "answer", "quota"),
+    [
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 175000}}, 175000),  # new-api's TaskDto
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": "175000"}}, 175000),  # a numeric string
+        (SUNO, {"code": "success", "data": [SHORT_KLING | {"quota": 50000}]}, 50000),  # the batch fetch
+        (VIDEO, {"code": "success", "data": SHORT_KLING}, None),  # an older TaskDto: no quota
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 0}}, None),  # not billed on the row
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 1.5}}, None),  # no quota is a fraction
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": True}}, None),
+        (VIDEO, {"code": "success", "data": SHORT_KLING | {"status": "IN_PROGRESS", "quota": 9}}, None),
+        (VIDEO, {"object": "video", "id": "t", "status": "completed", "metadata": {"url": "u"}}, None),
+        (MJ, [{"id": "1", "status": "SUCCESS", "imageUrl": "http://cdn/1.png", "quota": 9}], None),
+    ],
+)
+def test_the_relays_final_charge_is_read_from_a_succeeded_taskdto(
+    family: Any, answer: Any, quota: int | None
+) -> None:
+    [view] = fam(family).read_poll(orjson.dumps(answer))
+    assert view.quota == quota

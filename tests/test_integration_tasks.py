@@ -65,6 +65,11 @@ def task_rows(folder: Path) -> list[dict[str, Any]]:
         batch_line(
             "kling", "/kling/v1/videos/text2video", {"model_name": "kling-v1-6", "prompt": "a cat jumps"}
         ),
+        batch_line(  # half the video made: the relay re-prices it on success, batcher reads its quota
+            "kling-short",
+            "/kling/v1/videos/text2video",
+            {"model_name": "kling-v1-6", "prompt": "a cat naps [[fault:short_video]]", "duration": "10"},
+        ),
         batch_line("luma", "/luma/generations", {"user_prompt": "a cat dances"}),
         batch_line("luma-more", "/luma/generations/{task_id}/extend", {"after": "luma", "user_prompt": "on"}),
         batch_line("luma-new", "/dream-machine/v1/generations", {"prompt": "a fox [[fault:luma_artifact]]"}),
@@ -93,7 +98,7 @@ EXPECTED = {
     "cat-zoom": "succeeded", "blend": "succeeded",
     "describe": "succeeded", "lost": "failed", "busy": "succeeded", "banned": "failed",
     "broken": "failed", "nofile": "succeeded", "song": "succeeded", "words": "succeeded",
-    "bad-song": "failed", "clip": "succeeded", "sora": "succeeded", "kling": "succeeded",
+    "bad-song": "failed", "clip": "succeeded", "sora": "succeeded", "kling": "succeeded", "kling-short": "succeeded",
     "luma": "succeeded", "luma-more": "succeeded", "luma-new": "succeeded", "luma-bad": "failed",
     "runway": "succeeded", "runway-comet": "succeeded", "runway-web": "succeeded", "runway-bad": "failed",
 }  # fmt: skip
@@ -183,6 +188,8 @@ def test_a_mixed_task_file_runs_end_to_end(
     per_model = task_relay.stats()["tasks"]["billing"]["per_model"]
     assert per_model["mj_imagine"]["charges"] == 5  # cat, lost (once: not sent again), busy, broken, nofile
     assert per_model["mj_modal"]["charges"] == 2  # Vary (Region) and Custom Zoom: each step charged once
+    short = task_relay.stats()["tasks"]["billing"]["per_task"]
+    assert sorted(b["adjusted_usd"] for b in short.values() if b["adjusted_usd"] != "0") == ["-0.35"]
 
 
 def test_a_submit_a_proxy_answered_504_is_never_sent_again(

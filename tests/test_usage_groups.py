@@ -193,3 +193,39 @@ def test_per_call_prices_count_each_calls_charges(store: Store) -> None:
         summed.total.cost == walked.total.cost == Decimal("0.10") * Decimal("13.5") + Decimal(3) / 1_000_000
     )
     assert _rows(summed) == _rows(walked)
+
+
+def test_a_call_the_relay_said_its_final_charge_of_costs_that(store: Store) -> None:
+    """A re-priced task (the relay's quota at success) costs its quota, in both reports; in one
+    group with calls priced by the price table, those keep their price."""
+    job = _job(store, "kling", "v", 4)
+    with store.session() as s:
+        items = q.claim_lines(s, job_id=job, owner="o", lease_seconds=600, limit=10)
+    at = LONG_AGO - timedelta(days=1)
+    quotas = [175_000, None, 1, 62_500]  # lines 0 and 3 are gpt-4o, 1 and 2 gpt-4o-mini
+    charges = [(Usage(calls=Decimal(n)), quota) for n, quota in zip((10, 10, 5, 5), quotas, strict=True)]
+    attempts = [
+        AttemptRecord(
+            it.request_id, job, 1, at, 5, 200, "ok", "", usage=u, call_id=f"k{i}", relay_quota=quota
+        )
+        for i, (it, (u, quota)) in enumerate(zip(items, charges, strict=True))
+    ]
+    results = [
+        LineResult(it.request_id, job, "succeeded", 200, "{}", usage=u)
+        for it, (u, _) in zip(items, charges, strict=True)
+    ]
+    with store.session() as s:
+        q.record_outcomes(s, attempts, results)
+    book = PriceBook(
+        prices={m: ListPrice(input=Decimal(1), per_call=Decimal("0.07")) for m in ("gpt-4o", "gpt-4o-mini")}
+    )
+    walked, summed = (
+        usage_report(store, None, by="model", prices=book),
+        grouped_report(store, by="model", prices=book),
+    )
+    assert (
+        summed.total.cost
+        == walked.total.cost
+        == Decimal("0.35") + Decimal("0.7") + Decimal("0.125") + Decimal("0.000002")
+    )
+    assert _rows(summed) == _rows(walked)

@@ -1,7 +1,8 @@
 """How a task line ends: its one terminal result, the attempts it bills, and its budget settled.
 
 A line ends once (``TaskLine.done``): succeeded (its files fetched first, with ``download``) or
-failed with a code. Its result, its attempts (the submit's, and its modal step's when it had one:
+failed with a code (a success costs the relay's final charge when its answer said one:
+``TaskView.quota``). Its result, its attempts (the submit's, and its modal step's when it had one:
 ``workers.taskresults.step_attempts``) and its task row's end are written in one transaction, so
 a line has exactly one terminal result and its charges are counted with it, never before.
 """
@@ -50,9 +51,10 @@ class TaskEnds:
             submitted_at=line.record.submitted_at,
             owner=self.config.owner,
             usage=line.billed(),
+            relay_quota=view.quota,
         )
         steps = step_attempts(line.item, line.record, owner=self.config.owner, succeeded=True, charged=True)
-        await self._end(line, [attempt, *steps], result, TaskState.SUCCEEDED)
+        await self._end(line, [attempt, *steps], result, TaskState.SUCCEEDED, final_quota=view.quota)
 
     async def fail(
         self, line: TaskLine, code: str, message: str, *, status: int | None, sent: bool,
@@ -79,11 +81,19 @@ class TaskEnds:
 
     async def _end(
         self, line: TaskLine, attempts: list[AttemptRecord], result: LineResult, state: TaskState,
-        *, drop_row: bool = False,
+        *, drop_row: bool = False, final_quota: int | None = None,
     ) -> None:  # fmt: skip
         line.done = True
         self.stats.count(result)
         spent = result.usage is not None or any(a.sent and a.status_code is None for a in attempts)
         self.budget.end(line.item.request_id, spent=spent)
         has_row = line.record is not None
-        await asyncio.to_thread(self.rows.end, attempts, result, state, has_row=has_row, drop_row=drop_row)
+        await asyncio.to_thread(
+            self.rows.end,
+            attempts,
+            result,
+            state,
+            has_row=has_row,
+            drop_row=drop_row,
+            final_quota=final_quota,
+        )

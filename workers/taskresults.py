@@ -99,10 +99,13 @@ def summary(view: TaskView, saved: Saved | None) -> dict[str, Any]:
 
 
 def succeeded(
-    item: WorkItem, body: dict[str, Any], *, submitted_at: float, owner: str, usage: Usage
-) -> tuple[AttemptRecord, LineResult]:
-    """A succeeded task's attempt (one priced call) and result."""
+    item: WorkItem, body: dict[str, Any], *, submitted_at: float, owner: str, usage: Usage,
+    relay_quota: int | None = None,
+) -> tuple[AttemptRecord, LineResult]:  # fmt: skip
+    """A succeeded task's attempt (one priced call, or costing ``relay_quota``: the relay's final
+    charge) and result."""
     attempt = _attempt(item, submitted_at, 200, "ok", "", None, owner=owner, usage=usage)
+    attempt.relay_quota = relay_quota
     result = LineResult(
         item.request_id,
         item.job_id,

@@ -82,14 +82,15 @@ class TaskRows:
 
     def end(
         self, attempts: list[AttemptRecord], result: LineResult, state: TaskState, *, has_row: bool,
-        drop_row: bool = False,
+        drop_row: bool = False, final_quota: int | None = None,
     ) -> None:  # fmt: skip
-        """Commit a line's end: its task row (or, ``drop_row``, its row's removal), attempts and result."""
+        """Commit a line's end: its task row (or, ``drop_row``, its row's removal) with the relay's
+        final charge, attempts and result."""
         with self.store.session() as session:
             if drop_row:
                 tq.forget_submit(session, result.request_id)
             elif has_row:
-                tq.finish_task(session, result.request_id, state)
+                tq.finish_task(session, result.request_id, state, final_quota=final_quota)
             if q.record_outcomes(session, attempts, [result]):
                 q.complete_if_done(session, self.job_id)
 

@@ -28,6 +28,7 @@ class RelayConfig:
     task_timeout: float | None = None  # the relay fails unfinished tasks after this (None: 1 h MJ, 24 h)
     mj_rewrite: bool = True  # new-api's 22→1 and 21→1 rewrites (off: a bare midjourney-proxy)
     models: tuple[str, ...] = ()  # served and listed (GET /v1/models); empty: any model, no list
+    task_price_patches: tuple[str, ...] = ()  # task models billed per call: never re-priced on success
     quota_after: int = 0  # answers served before every call gets one-api's quota error (0: never)
 
     def __post_init__(self) -> None:

@@ -79,6 +79,7 @@ TASK_FAULTS: tuple[str, ...] = (
     "legacy_url",
     "luma_artifact",
     "cometapi",
+    "short_video",
 )
 """Faults of the async task routes (issue 14), forced by a marker or chosen with ``--faults``
 (other routes ignore them): ``submit_timeout`` / ``submit_reset``: the relay records and charges
@@ -91,7 +92,9 @@ hang; ``queue_full``: MJ code 23 (a 429 for Suno and video); ``banned``: MJ code
 envelope for Suno and video); ``mj_queued`` / ``mj_existed``: the MJ upstream answered 22 / 21,
 which new-api rewrites to 1; ``legacy_url``: a video's URL in ``fail_reason`` (new-api before
 2026), not ``result_url``; ``luma_artifact``: a Luma generation in the newer ``artifact`` shape;
-``cometapi``: a Runway task answered in CometAPI's TaskDto envelope, unknown at first."""
+``cometapi``: a Runway task answered in CometAPI's TaskDto envelope, unknown at first;
+``short_video``: a Kling video comes out half as long as asked, its upstream deducts half the
+units (``final_unit_deduction``) and the relay re-prices the task on success (``tasks_billing``)."""
 
 MARKER_FAULTS = frozenset(ALL_FAULTS + PERMANENT_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS)
 CHOOSABLE_FAULTS = ALL_FAULTS + GATEWAY_FAULTS + EXTRA_FAULTS + TASK_FAULTS

@@ -14,6 +14,12 @@ Billing follows new-api: a Midjourney submit is charged once, when the upstream 
 (codes 1/21/22); Suno and video are pre-charged at submit. A task that fails (its failure, or the
 relay's deadline) is refunded once, when the relay next looks at it (a fetch, or ``/_stats``),
 Midjourney included (``RefundMidjourneyQuota``). Refused submits are never charged.
+
+A Kling task that succeeded is settled again (new-api's ``settleTaskBillingOnComplete``): its
+upstream's ``final_unit_deduction`` re-prices it, pre-charge × units deducted / units asked, so
+a video shorter than asked (the ``short_video`` fault) costs less; the task row's ``quota`` (the
+TaskDto's) shows the final charge. A model in ``RelayConfig.task_price_patches`` (new-api's
+``TaskPricePatches``) is billed per call and keeps its pre-charge. Units: 1 for each 5 s asked.
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ class TaskBill:
     charged: int = 0
     refunded: int = 0
     refund_reason: str = ""
+    adjusted: int = 0  # what the settlement on success added (negative: gave back)
+
+    @property
+    def net(self) -> int:
+        return self.charged + self.adjusted - self.refunded
 
 
 @dataclass
@@ -115,26 +126,36 @@ class Ledger:
         bill.refunded, bill.refund_reason = bill.charged, reason
         self.refunds[bill.model] += 1
 
-    def net_of(self, task_id: str) -> int:
-        """What a task costs now: its charges less its refund."""
+    def settle(self, task_id: str, final: int) -> None:
+        """Re-price a succeeded task to ``final`` quota, once (new-api's ``RecalculateTaskQuota``)."""
         bill = self.tasks.get(task_id)
-        return bill.charged - bill.refunded if bill else 0
+        if bill is None or bill.adjusted or bill.refunded or final <= 0:
+            return
+        bill.adjusted = final - bill.charged
+
+    def net_of(self, task_id: str) -> int:
+        """What a task costs now: its charges and settlement less its refund."""
+        bill = self.tasks.get(task_id)
+        return bill.net if bill else 0
 
     @property
     def net_quota(self) -> int:
-        return sum(b.charged - b.refunded for b in self.tasks.values())
+        return sum(b.net for b in self.tasks.values())
 
     def snapshot(self) -> dict[str, Any]:
         """Totals, per model and per task; money as exact USD strings and quota ints."""
         charged = sum(b.charged for b in self.tasks.values())
         refunded = sum(b.refunded for b in self.tasks.values())
+        adjusted = sum(b.adjusted for b in self.tasks.values())
         return {
             "charged_quota": charged,
             "refunded_quota": refunded,
-            "net_quota": charged - refunded,
+            "adjusted_quota": adjusted,
+            "net_quota": charged + adjusted - refunded,
             "charged_usd": usd(charged),
             "refunded_usd": usd(refunded),
-            "net_usd": usd(charged - refunded),
+            "adjusted_usd": usd(adjusted),
+            "net_usd": usd(charged + adjusted - refunded),
             "charges": sum(self.charges.values()),
             "refunds": sum(self.refunds.values()),
             "per_model": self._per_model(),
@@ -143,19 +164,20 @@ class Ledger:
 
     @staticmethod
     def _task(bill: TaskBill) -> dict[str, str]:
-        net = usd(bill.charged - bill.refunded)
         return {"model": bill.model, "charged_usd": usd(bill.charged), "refunded_usd": usd(bill.refunded),
-                "net_usd": net, "refund_reason": bill.refund_reason}  # fmt: skip
+                "adjusted_usd": usd(bill.adjusted), "net_usd": usd(bill.net),
+                "refund_reason": bill.refund_reason}  # fmt: skip
 
     def _per_model(self) -> dict[str, dict[str, Any]]:
         totals: dict[str, list[int]] = {}
         for bill in self.tasks.values():
-            charged, refunded = totals.setdefault(bill.model, [0, 0])
-            totals[bill.model] = [charged + bill.charged, refunded + bill.refunded]
+            charged, refunded, adjusted = totals.setdefault(bill.model, [0, 0, 0])
+            totals[bill.model] = [charged + bill.charged, refunded + bill.refunded, adjusted + bill.adjusted]
         return {
             model: {"charges": self.charges[model], "refunds": self.refunds[model],
-                    "charged_usd": usd(c), "refunded_usd": usd(r), "net_usd": usd(c - r)}
-            for model, (c, r) in totals.items()
+                    "charged_usd": usd(c), "refunded_usd": usd(r), "adjusted_usd": usd(a),
+                    "net_usd": usd(c + a - r)}
+            for model, (c, r, a) in totals.items()
         }  # fmt: skip
 
 

@@ -6,7 +6,7 @@
   message replaced by ``当前分组上游负载已饱和，请稍后再试``).
 - ``TaskDto`` (new-api ``dto/task.go``): times in epoch seconds, status ``NOT_START`` at insert,
   then the upstream's ``SUBMITTED`` / ``QUEUED`` / ``IN_PROGRESS``, then ``SUCCESS`` / ``FAILURE``;
-  ``quota`` is 0 once refunded.
+  ``quota`` is 0 once refunded, the final charge once a success re-priced it.
 - ``precharge``: the submit's price is checked against the balance and charged before the
   upstream is called; a refused submit (queue full, banned prompt) is refunded at once, so it
   never shows in the ledger.

@@ -107,6 +107,7 @@ class Task:
     started: float = 0.0  # when its work started: submit, or the modal's submit
     done_at_submit: bool = False  # MJ code 21 "existed": already finished
     row: int = 0
+    final_quota: int | None = None  # re-priced to this on success (Kling's units); None: the pre-charge
     extra: dict[str, Any] = field(default_factory=dict)  # the family's own fields (route, seconds…)
 
 
@@ -173,7 +174,8 @@ class TaskTable:
         return self.timeout if self.timeout is not None else default
 
     def stage(self, task: Task) -> Stage:
-        """The task's stage now; a failure seen for the first time is refunded here."""
+        """The task's stage now; a failure seen for the first time is refunded here, a success
+        settled (re-priced, when its ``final_quota`` says so)."""
         now = self.clock()
         if task.done_at_submit:
             return Stage(Phase.SUCCEEDED, 100)
@@ -186,6 +188,8 @@ class TaskTable:
             stage = Stage(Phase.FAILED, 100)
         if stage.phase is Phase.FAILED:
             self.ledger.refund(task.id, task.fail_reason)
+        elif stage.phase is Phase.SUCCEEDED and task.final_quota is not None:
+            self.ledger.settle(task.id, task.final_quota)
         return stage
 
     def timeout_reason(self, task: Task) -> str:

@@ -7,7 +7,11 @@
   ``GET /v1/video/generations/{id}`` and ``GET /kling/v1/videos/{kind}/{id}`` as a TaskDto in the
   success envelope, the video at ``result_url`` once ``SUCCESS`` (in ``fail_reason`` instead with
   the ``legacy_url`` fault, as new-api kept it before 2026), ``data`` the upstream's last poll body
-  (Kling's ``task_status``, ``task_result.videos``).
+  (Kling's ``task_status``, ``task_result.videos``, ``final_unit_deduction`` once it succeeded).
+- A Kling task (a ``kling…`` model on the unified or a Kling route) deducts a unit for each 5 s
+  asked; with the ``short_video`` fault its video is half as long, half the units are deducted
+  and the task is re-priced on success (``tasks_billing``): its TaskDto ``quota`` shows the final
+  charge. A ``/v1/videos`` task is not re-priced here (its OpenAI object shows no quota).
 - ``POST /v1/videos`` (JSON or multipart; ``model`` required, ``seconds`` default 4, ``size``)
   answers and ``GET /v1/videos/{id}`` shows an OpenAI video object (``queued`` → ``in_progress``
   → ``completed`` | ``failed``, an int ``progress``, ``error``); ``GET /v1/videos/{id}/content``
@@ -19,11 +23,12 @@ Statuses and progress are new-api's: ``NOT_START`` 0 %, ``SUBMITTED`` 10 %, ``QU
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from batcher.devrelay.tasks_billing import TASK_PRICES, video_ratios
+from batcher.devrelay.tasks_billing import TASK_PRICES, quota_of, video_ratios
 from batcher.devrelay.tasks_dto import not_found, precharge, success, task_dto, task_error
 from batcher.devrelay.tasks_files import content_type, file_bytes, file_url
 from batcher.devrelay.tasks_gate import Reply, Route, TaskCall
@@ -47,6 +52,7 @@ KLING_STATUS = {
     Phase.SUCCEEDED: "succeed",
     Phase.FAILED: "failed",
 }
+KLING_UNIT_SECONDS = Decimal(5)  # Kling deducts a unit for each 5 s of video
 SORA_SIZES = {
     "sora-2": ("720x1280", "1280x720"),
     "sora-2-pro": ("720x1280", "1280x720", "1792x1024", "1024x1792"),
@@ -87,9 +93,24 @@ def _submit(
         "seconds": format(ratios["seconds"].normalize(), "f"),
         "size": call.body.get("size"),
     }
+    if model.startswith("kling") and route != "openai":
+        _kling_units(call, task, ratios)
     video = openai_video(call, task, Stage(Phase.WAITING, 0))
     header = orjson.dumps({k: float(v) for k, v in ratios.items()}).decode()
     return Reply(video, headers={"X-New-Api-Other-Ratios": header})
+
+
+def _kling_units(call: TaskCall, task: Task, ratios: dict[str, Decimal]) -> None:
+    """The units Kling will deduct, and the re-priced charge of a video shorter than asked."""
+    short = call.fault == "short_video"
+    seconds = ratios["seconds"] / 2 if short else ratios["seconds"]
+    task.extra |= {"units": _plain(seconds / KLING_UNIT_SECONDS), "made_seconds": _plain(seconds)}
+    if short and task.model not in call.config.task_price_patches:  # per-call billing: no settlement
+        task.final_quota = quota_of(task.model, ratios | {"seconds": seconds})
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
 
 
 def _action(body: dict[str, Any]) -> str:
@@ -186,7 +207,8 @@ def _upstream(call: TaskCall, task: Task, stage: Stage) -> Any:
     """The upstream's last poll body, Kling's shape (``null`` before the relay's first poll)."""
     if stage.phase is Phase.WAITING:
         return None
-    video = {"id": task.id[-12:], "url": _url(call, task), "duration": task.extra.get("seconds")}
+    made = task.extra.get("made_seconds") or task.extra.get("seconds")
+    video = {"id": task.id[-12:], "url": _url(call, task), "duration": made}
     data = {
         "task_id": task.id,
         "task_status": KLING_STATUS.get(stage.phase, "submitted"),
@@ -196,6 +218,8 @@ def _upstream(call: TaskCall, task: Task, stage: Stage) -> Any:
     }
     if stage.phase is Phase.SUCCEEDED:
         data["task_result"] = {"videos": [video]}
+        if "units" in task.extra:
+            data["final_unit_deduction"] = task.extra["units"]
     return {"code": 0, "message": "SUCCEED", "request_id": f"req-{task.row}", "data": data}
 
 

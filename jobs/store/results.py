@@ -192,6 +192,7 @@ _ATTEMPT_COLUMNS = (
     "provider",
     "price_key",
     "lines",
+    "relay_quota",
     *_USAGE_COLUMNS,
 )
 _ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
@@ -216,6 +217,7 @@ def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
         a.provider,
         a.price_key,
         len(a.carried) or None,
+        a.relay_quota,
         *_usage_values(a.usage),
     )
 

@@ -53,7 +53,7 @@ SUM_COLUMNS = (
     "prompt_tokens", "completion_tokens", "characters", "cached_tokens", "reasoning_tokens",
     "cache_write_tokens", "cache_write_1h_tokens", "images", "seconds",
 )  # fmt: skip
-ADDED_COLUMNS = ("calls", "billed_calls", *SUM_COLUMNS, "task_calls", "charges")
+ADDED_COLUMNS = ("calls", "billed_calls", *SUM_COLUMNS, "task_calls", "charges", "relay_calls", "relay_quota")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,9 @@ class RollupGroup:
     calls: int
     billed_calls: int
     usage: Usage
-    charges: Decimal  # the per-call charges of the calls with usage: each one's ``calls``, or 1
+    charges: Decimal  # the per-call charges of the calls with usage priced by the price table
+    relay_calls: int = 0  # calls with usage the relay said its final charge of (a task's quota)
+    relay_quota: int = 0  # that charge, summed: these calls cost it, not a price
 
     @property
     def priced_as(self) -> str:
@@ -134,6 +136,9 @@ def _sums(
     has_usage = _att.c.prompt_tokens.is_not(None) | _att.c.characters.is_not(None)
     call = func.coalesce(_att.c.call_id, sa.cast(_att.c.id, sa.String))
     charge = func.coalesce(_att.c.calls, 1)  # what a per-call price multiplies (a video's seconds × size)
+    priced = has_usage & _att.c.relay_quota.is_(None)  # the relay's own final charge replaces the price
+    relay_quota = _att.c.relay_quota
+    relay_billed = has_usage & relay_quota.is_not(None)
     tokens = func.coalesce(_att.c.prompt_tokens, 0) + func.coalesce(_att.c.completion_tokens, 0)
     keys = [
         _att.c.job_id,
@@ -155,7 +160,11 @@ def _sums(
             func.count(sa.distinct(sa.case((has_usage, call)))).label("billed_calls"),
             *(func.coalesce(func.sum(_att.c[n]), 0).label(n) for n in SUM_COLUMNS),
             func.coalesce(func.sum(_att.c.calls), 0).label("task_calls"),
-            func.coalesce(func.sum(sa.case((has_usage, charge), else_=0)), 0).label("charges"),
+            func.coalesce(func.sum(sa.case((priced, charge), else_=0)), 0).label("charges"),
+            func.count(sa.distinct(sa.case((relay_billed, call)))).label("relay_calls"),
+            func.coalesce(func.sum(sa.case((relay_billed, _att.c.relay_quota), else_=0)), 0).label(
+                "relay_quota"
+            ),
         )
         .select_from(_att.join(_req, _req.c.id == _att.c.request_id))
         .where(*where)
@@ -182,6 +191,7 @@ def _group(row: Any) -> RollupGroup:
         int(m["job_id"]), str(m["day"]), str(m["model"]), str(m["provider"]), str(m["price_key"]),
         bool(m["per_image"]),
         int(m["calls"]), int(m["billed_calls"]), usage, Decimal(str(m["charges"])),
+        int(m["relay_calls"]), int(m["relay_quota"]),
     )  # fmt: skip
 
 
@@ -193,6 +203,7 @@ def _values(g: RollupGroup) -> dict[str, Any]:
         "price_key": g.price_key, "per_image": g.per_image, "calls": g.calls,
         "billed_calls": g.billed_calls, **sums, "seconds": float(u.seconds),
         "task_calls": float(u.calls), "charges": float(g.charges),
+        "relay_calls": g.relay_calls, "relay_quota": g.relay_quota,
     }  # fmt: skip
 
 

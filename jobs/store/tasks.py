@@ -157,11 +157,17 @@ def record_polls(session: Session, updates: Iterable[PollUpdate]) -> None:
         session.connection().execute(stmt, rows)
 
 
-def finish_task(session: Session, request_id: int, state: TaskState, *, progress: str | None = None) -> None:
-    """The task ended (its line's result is written in the same transaction)."""
+def finish_task(
+    session: Session, request_id: int, state: TaskState, *, progress: str | None = None,
+    final_quota: int | None = None,
+) -> None:  # fmt: skip
+    """The task ended (its line's result is written in the same transaction), with the relay's
+    final charge when its answer said one."""
     values: dict[str, object] = {"state": state.value}
     if progress is not None:
         values["progress"] = progress
+    if final_quota is not None:
+        values["final_quota"] = final_quota
     session.connection().execute(sa.update(_task).where(_task.c.request_id == request_id).values(values))
 
 

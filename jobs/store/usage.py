@@ -80,6 +80,7 @@ class CallRow:
     line_price_key: str | None = None  # the call's price name when not its model (an image size, mj_modal)
 
     provider: str | None = None  # provider/key label of a routed call (batcher.toml)
+    relay_quota: int | None = None  # the relay's own final charge of the call (a task's), in quota
 
     @property
     def priced_as(self) -> str:
@@ -180,6 +181,7 @@ def _call_columns() -> list[sa.ColumnElement[Any]]:
         *(_att.c[n] for n in ("id", "job_id", "started_at", "status_code", "outcome", "sent", "error_class")),
         _att.c.call_id,
         _att.c.provider,
+        _att.c.relay_quota,
         *_usage_columns(_att, ""),
         (first_ok == _att.c.id).label("first_ok"),
         *(_req.c[n].label(f"line_{n}") for n in ("state", "model", "endpoint", "est_tokens")),
@@ -260,4 +262,5 @@ def _call_row(row: Any) -> CallRow:
         call_id=row.call_id,
         line_price_key=row.line_price_key,
         provider=row.provider,
+        relay_quota=row.relay_quota,
     )

@@ -8,6 +8,7 @@ estimator and the exports find it the same way) that also knows its half of the 
 - ``read_submit``: the submit answer as a ``Submitted`` (the relay's task id, a refusal, "later");
 - ``poll_call`` / ``read_poll``: how tasks are polled (a batch of ids, or one) and what a task
   object says (``TaskView``: phase, progress, result URLs, buttons, fail reason);
+  and, for a TaskDto that succeeded, the relay's final charge (``quota``);
 - ``task_model``: new-api's model name of a line, what it is priced by (``mj_imagine``, …);
 - ``follow_up``: the submit of a line that names another line as its origin (``"after"``), once
   the origin succeeded (Midjourney presses a button of it, Luma extends its video).
@@ -76,6 +77,7 @@ class TaskView:
     fail_reason: str | None = None
     buttons: tuple[Button, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
+    quota: int | None = None  # the relay's charge of a succeeded task as its answer shows it (quota)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,22 @@ def dto_view(dto: Any) -> TaskView | None:
         phase = Phase.FAILED  # new-api: a fail_reason makes a task failed
     urls += data_urls(dto.get("data"))
     progress = text_of(dto.get("progress"))
-    return TaskView(task_id, phase, progress, status or None, tuple(dict.fromkeys(urls)), reason, raw=dto)
+    quota = final_quota(dto.get("quota")) if phase is Phase.SUCCEEDED else None
+    shown = tuple(dict.fromkeys(urls))
+    return TaskView(task_id, phase, progress, status or None, shown, reason, raw=dto, quota=quota)
+
+
+def final_quota(value: Any) -> int | None:
+    """A TaskDto's ``quota`` (an int, or a numeric string) as the relay's final charge of a task.
+
+    new-api keeps there what the task costs now: the pre-charge, re-priced on success (Kling's
+    units, an adaptor's adjustment), 0 once refunded. Older rows have none; 0 or less is none
+    either (a relay that does not bill on the row), and the price table prices the task.
+    """
+    amount = number(value)
+    if amount is None or amount <= 0 or amount != amount.to_integral_value():
+        return None
+    return int(amount)
 
 
 DTO_PHASES = {
