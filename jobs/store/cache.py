@@ -22,7 +22,7 @@ from sqlmodel import Session, func
 
 from jobs.models import CachedAnswer, RequestState, utcnow
 from jobs.records import LineResult, Usage
-from jobs.store.bulk import db_time, executemany, insert_sql
+from jobs.store.bulk import db_time, executemany, insert_sql, placeholders
 from jobs.store.common import REQUEST_TABLE, VECTOR_BLOCK_TABLE
 from jobs.vectors import VectorEncoding, Vectors
 
@@ -37,11 +37,15 @@ _INSERT = (
 )
 _HIT = "UPDATE response_cache SET hits = hits + ?, last_hit_at = ? WHERE key = ?"
 LOOKUP_BATCH = 500  # keys per query: well under every driver's limit of bound parameters
-_LOOKUP = sa.select(
-    _cache.c.key,
-    *(_req.c[n] for n in ("status_code", "response_body", "upstream_request_id", *_USAGE, "usage_estimated")),
-    *(_req.c[n] for n in ("vector_block", "vector_start", "vector_count")),
-).join(_req, _req.c.id == _cache.c.request_id)
+_LOOKED_UP = ("status_code", "response_body", "upstream_request_id", *_USAGE, "usage_estimated",
+              "vector_block", "vector_start", "vector_count")  # fmt: skip
+# Plain SQL at the driver (``jobs.store.bulk``): every claim of a cached job looks its lines up,
+# and SQLAlchemy compiling an expanding IN of 500 keys cost more than the lookup (mostly misses).
+_LOOKUP_SQL = (
+    f"SELECT response_cache.key, {', '.join('request.' + n for n in _LOOKED_UP)} FROM response_cache "
+    "JOIN request ON request.id = response_cache.request_id WHERE response_cache.key IN ({keys}) "
+    "AND request.state = ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +122,9 @@ def cached_answers(session: Session, keys: Iterable[str]) -> dict[str, Kept]:
     wanted, found = sorted(set(keys)), dict[str, Kept]()
     conn = session.connection()
     for start in range(0, len(wanted), LOOKUP_BATCH):
-        query = _LOOKUP.where(
-            _cache.c.key.in_(wanted[start : start + LOOKUP_BATCH]),
-            _req.c.state == RequestState.SUCCEEDED.value,
-        )
-        rows = conn.execute(query).fetchall()
+        part = wanted[start : start + LOOKUP_BATCH]
+        sql = placeholders(conn, _LOOKUP_SQL.format(keys=", ".join("?" * len(part))))
+        rows = conn.exec_driver_sql(sql, (*part, RequestState.SUCCEEDED.value)).fetchall()
         blocks = _blocks(conn, {row[-3] for row in rows if row[-3] is not None})
         found.update((row[0], _kept(row, blocks)) for row in rows)
     return found

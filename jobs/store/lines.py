@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,7 +140,12 @@ _LEASE_SQL = (
 
 def _work_item(row: Any) -> WorkItem:
     rid, job_id, custom_id, endpoint, model, body, attempts, est_tokens = row
-    return WorkItem(rid, job_id, custom_id, Endpoint(endpoint), model, body, attempts, est_tokens)
+    return WorkItem(rid, job_id, custom_id, _endpoint(endpoint), model, body, attempts, est_tokens)
+
+
+@lru_cache(maxsize=256)  # a claim's lines name a few routes: one frozen value each, not one a line
+def _endpoint(path: str) -> Endpoint:
+    return Endpoint(path)
 
 
 def _update_owned(session: Session, request_ids: Iterable[int], owner: str, values: dict[str, Any]) -> int:
