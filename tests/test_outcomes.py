@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -172,6 +173,18 @@ def test_answered_usage_is_the_sum_of_its_lines() -> None:
     ]
     assert Answered(call(OK, 200), results).usage() == Usage(7, 1, 8)
     assert Answered(call(OK, 200)).usage() is None
+
+
+def test_a_calls_usage_is_every_field_of_its_lines_added() -> None:
+    usages = [
+        Usage(2, 1, 3, 4, False, 1, 1, 2, 1, Decimal("1.5"), 1, Decimal("0.5")),
+        Usage(5, 0, 5, 0, True, 0, 0, 1, 0, Decimal("2.25"), 2, Decimal(1)),
+        Usage(1, 2, 3),
+    ]
+    results = [LineResult(i, 7, "succeeded", usage=u) for i, u in enumerate(usages)] + [
+        LineResult(9, 7, "failed")
+    ]
+    assert outcomes.call_usage(results) == usages[0] + usages[1] + usages[2]
 
 
 def test_a_result_file_is_written_whole_and_leaves_no_part_file(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,25 @@ class Answered:
 
 
 def call_usage(results: Sequence[LineResult]) -> Usage:
-    """What a whole call used: the sum of its lines' usage."""
-    return sum((r.usage for r in results if r.usage is not None), Usage())
+    """What a whole call used: the sum of its lines' usage.
+
+    Field by field: adding a pack's 256 usages one to the next built 256 of them (2 us a line).
+    """
+    us = [r.usage for r in results if r.usage is not None]
+    return Usage(
+        prompt_tokens=sum(u.prompt_tokens for u in us),
+        completion_tokens=sum(u.completion_tokens for u in us),
+        total_tokens=sum(u.total_tokens for u in us),
+        characters=sum(u.characters for u in us),
+        estimated=any(u.estimated for u in us),
+        cached_tokens=sum(u.cached_tokens for u in us),
+        reasoning_tokens=sum(u.reasoning_tokens for u in us),
+        cache_write_tokens=sum(u.cache_write_tokens for u in us),
+        cache_write_1h_tokens=sum(u.cache_write_1h_tokens for u in us),
+        seconds=sum((u.seconds for u in us), Decimal(0)),
+        images=sum(u.images for u in us),
+        calls=sum((u.calls for u in us), Decimal(0)),
+    )
 
 
 def call_records(
