@@ -1,17 +1,22 @@
-"""Helpers shared by integration tests: input files, the CLI in-process, store queries."""
+"""Helpers shared by tests: input files, the CLI in-process, store queries, and the stand-in
+relay's task routes over HTTP (``task_relay_fixtures``: a relay of its own and a client with the
+key, one pair a test module; ``post_ok`` / ``dto_ok``: a 200 answer's JSON)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 from click.testing import CliRunner, Result
 from sqlmodel import select
 
 from batcher.cli import cli
+from batcher.devrelay import RelayConfig, RelayServer
 from jobs import store as q
 from jobs.db import Store
 from jobs.models import Attempt, Request
@@ -19,6 +24,40 @@ from jobs.records import LineResult, Usage
 from jobs.vectors import take_vectors
 
 RELAY_KEY = "sk-canary-integration-0123456789"  # the key the stand-in relay of the tests requires
+
+
+def task_relay_fixtures(key: str, *, headers: dict[str, str] | None = None, **config: Any) -> tuple[Any, Any]:
+    """The ``relay`` and ``http`` fixtures of a test module of the stand-in relay's task routes:
+    a relay of its own requiring ``key`` (tasks lasting 100 s, stepped with ``advance_tasks``) and
+    a client at its root sending the key (and ``headers``)."""
+
+    @pytest.fixture
+    def relay() -> Iterator[RelayServer]:
+        with RelayServer(RelayConfig(api_key=key, task_seconds=100, **config)) as server:
+            yield server
+
+    @pytest.fixture
+    def http(relay: RelayServer) -> Iterator[httpx.Client]:
+        sent = {"Authorization": f"Bearer {key}", **(headers or {})}
+        with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=sent, timeout=10) as client:
+            yield client
+
+    return relay, http
+
+
+def post_ok(http: httpx.Client, path: str, **body: Any) -> dict[str, Any]:
+    """POST ``body`` as JSON; the answer must be a 200: its JSON object."""
+    answer = http.post(path, json=body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def dto_ok(http: httpx.Client, path: str) -> dict[str, Any]:
+    """GET a task in new-api's success envelope: its TaskDto."""
+    answer = http.get(path)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["code"] == "success"
+    return dict(answer.json()["data"])
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import httpx
-import pytest
 
-from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay import RelayServer
 from batcher.devrelay.tasks_files import expected_file
+from tests.helpers import post_ok as post
+from tests.helpers import task_relay_fixtures
 
 KEY = "sk-luma"
 
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY, task_seconds=100)) as server:
-        yield server
-
-
-@pytest.fixture
-def http(relay: RelayServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=headers, timeout=10) as client:
-        yield client
-
-
-def post(http: httpx.Client, path: str, **body: Any) -> dict[str, Any]:
-    answer = http.post(path, json=body)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
+relay, http = task_relay_fixtures(KEY)
 
 
 def test_a_generation_walks_pending_processing_completed_and_serves_its_files(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,22 +18,12 @@ from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.enforce import LimitRules
 from batcher.devrelay.tasks_files import expected_file
 from batcher.devrelay.tasks_mj_view import action_of
+from tests.helpers import task_relay_fixtures
 from workers.prices import parse_prices
 
 KEY = "sk-mj"
-HEADERS = {"Authorization": f"Bearer {KEY}"}
 
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY, task_seconds=100, hang_seconds=0.2)) as server:
-        yield server
-
-
-@pytest.fixture
-def http(relay: RelayServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=HEADERS, timeout=10) as client:
-        yield client
+relay, http = task_relay_fixtures(KEY, hang_seconds=0.2)
 
 
 def imagine(http: httpx.Client, prompt: str = "a red cat") -> str:

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import httpx
-import pytest
 
-from batcher.devrelay import RelayConfig, RelayServer
+from batcher.devrelay import RelayServer
 from batcher.devrelay.tasks_files import expected_file
+from tests.helpers import post_ok as post
+from tests.helpers import task_relay_fixtures
 
 KEY = "sk-runway"
 IMAGE = "https://example.com/cat.png"
 
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY, task_seconds=100)) as server:
-        yield server
-
-
-@pytest.fixture
-def http(relay: RelayServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}
-    with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=headers, timeout=10) as client:
-        yield client
-
-
-def post(http: httpx.Client, path: str, **body: Any) -> dict[str, Any]:
-    answer = http.post(path, json=body)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
+relay, http = task_relay_fixtures(KEY, headers={"X-Runway-Version": "2024-11-06"})
 
 
 def test_the_official_shape_walks_its_statuses_and_serves_the_output(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -10,21 +9,11 @@ import pytest
 
 from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.tasks_files import expected_file
+from tests.helpers import task_relay_fixtures
 
 KEY = "sk-suno"
 
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY, task_seconds=100, hang_seconds=0.2)) as server:
-        yield server
-
-
-@pytest.fixture
-def http(relay: RelayServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=headers, timeout=10) as client:
-        yield client
+relay, http = task_relay_fixtures(KEY, hang_seconds=0.2)
 
 
 def submit(http: httpx.Client, action: str, **body: Any) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,34 +10,13 @@ import pytest
 
 from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.tasks_files import expected_file
+from tests.helpers import dto_ok as dto
+from tests.helpers import post_ok as submit
+from tests.helpers import task_relay_fixtures
 
 KEY = "sk-video"
 
-
-@pytest.fixture
-def relay() -> Iterator[RelayServer]:
-    with RelayServer(RelayConfig(api_key=KEY, task_seconds=100)) as server:
-        yield server
-
-
-@pytest.fixture
-def http(relay: RelayServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=relay.url.removesuffix("/v1"), headers=headers, timeout=10) as client:
-        yield client
-
-
-def submit(http: httpx.Client, path: str, **body: Any) -> dict[str, Any]:
-    answer = http.post(path, json=body)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-def dto(http: httpx.Client, path: str) -> dict[str, Any]:
-    answer = http.get(path)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["code"] == "success"
-    return dict(answer.json()["data"])
+relay, http = task_relay_fixtures(KEY)
 
 
 def test_unified_submit_answers_openai_video_and_the_fetch_walks_new_apis_progress(
