@@ -14,6 +14,7 @@ from workers.endpoints.taskfamily import Phase, TaskFamily
 MJ = family_of(Endpoint("/mj/submit/imagine"))
 SUNO = family_of(Endpoint("/suno/submit/music"))
 VIDEO = family_of(Endpoint("/v1/video/generations"))
+RUNWAY = family_of(Endpoint("/runwayml/v1/image_to_video"))
 
 
 def fam(x: Any) -> TaskFamily:
@@ -198,6 +199,7 @@ SHORT_KLING = {"task_id": "t", "status": "SUCCESS", "progress": "100%", "result_
         (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 175000}}, 175000),  # new-api's TaskDto
         (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": "175000"}}, 175000),  # a numeric string
         (SUNO, {"code": "success", "data": [SHORT_KLING | {"quota": 50000}]}, 50000),  # the batch fetch
+        (RUNWAY, {"code": "success", "data": SHORT_KLING | {"quota": 125000}}, 125000),  # CometAPI's wrap
         (VIDEO, {"code": "success", "data": SHORT_KLING}, None),  # an older TaskDto: no quota
         (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 0}}, None),  # not billed on the row
         (VIDEO, {"code": "success", "data": SHORT_KLING | {"quota": 1.5}}, None),  # no quota is a fraction

@@ -165,30 +165,38 @@ def test_what_it_reads_line_by_line_comes_from_partial_indexes(tmp_path: Path) -
     assert any("ix_request_cached" in plan for sql, plan in plans.items() if "request.cached" in sql)
 
 
-def test_per_call_prices_count_each_calls_charges(store: Store) -> None:
-    """A video task stands for seconds × size per-call charges; other calls for one each."""
-    job = _job(store, "video", "v", 3)
+def _succeeded_calls(
+    store: Store, name: str, usages: list[Usage], quotas: list[int | None] | None = None
+) -> int:
+    """A job of one succeeded call a line, with these usages (and the relay's final charges)."""
+    job = _job(store, name, "v", len(usages))
     with store.session() as s:
         items = q.claim_lines(s, job_id=job, owner="o", lease_seconds=600, limit=10)
     at = LONG_AGO - timedelta(days=1)
-    charges = [Usage(calls=Decimal(8)), Usage(calls=Decimal("4.5")), Usage(prompt_tokens=3)]
-    attempts = [
-        AttemptRecord(it.request_id, job, 1, at, 5, 200, "ok", "", usage=u, call_id=f"v{i}")
-        for i, (it, u) in enumerate(zip(items, charges, strict=True))
-    ]
-    results = [
-        LineResult(it.request_id, job, "succeeded", 200, "{}", usage=u)
-        for it, u in zip(items, charges, strict=True)
-    ]
+    charged = zip(items, usages, quotas or [None] * len(usages), strict=True)
+    attempts, results = [], []
+    for i, (it, u, quota) in enumerate(charged):
+        attempts.append(AttemptRecord(it.request_id, job, 1, at, 5, 200, "ok", "", usage=u, call_id=f"{name}{i}",
+                                      relay_quota=quota))  # fmt: skip
+        results.append(LineResult(it.request_id, job, "succeeded", 200, "{}", usage=u))
     with store.session() as s:
         q.record_outcomes(s, attempts, results)
+    return job
+
+
+def _both_reports(store: Store, per_call: str, by: str) -> tuple[Report, Report]:
     book = PriceBook(
-        prices={m: ListPrice(input=Decimal(1), per_call=Decimal("0.10")) for m in ("gpt-4o", "gpt-4o-mini")}
+        prices={m: ListPrice(input=Decimal(1), per_call=Decimal(per_call)) for m in ("gpt-4o", "gpt-4o-mini")}
     )
-    walked, summed = (
-        usage_report(store, None, by="job", prices=book),
-        grouped_report(store, by="job", prices=book),
+    return usage_report(store, None, by=by, prices=book), grouped_report(store, by=by, prices=book)
+
+
+def test_per_call_prices_count_each_calls_charges(store: Store) -> None:
+    """A video task stands for seconds × size per-call charges; other calls for one each."""
+    _succeeded_calls(
+        store, "video", [Usage(calls=Decimal(8)), Usage(calls=Decimal("4.5")), Usage(prompt_tokens=3)]
     )
+    walked, summed = _both_reports(store, "0.10", "job")
     assert (
         summed.total.cost == walked.total.cost == Decimal("0.10") * Decimal("13.5") + Decimal(3) / 1_000_000
     )
@@ -198,31 +206,9 @@ def test_per_call_prices_count_each_calls_charges(store: Store) -> None:
 def test_a_call_the_relay_said_its_final_charge_of_costs_that(store: Store) -> None:
     """A re-priced task (the relay's quota at success) costs its quota, in both reports; in one
     group with calls priced by the price table, those keep their price."""
-    job = _job(store, "kling", "v", 4)
-    with store.session() as s:
-        items = q.claim_lines(s, job_id=job, owner="o", lease_seconds=600, limit=10)
-    at = LONG_AGO - timedelta(days=1)
-    quotas = [175_000, None, 1, 62_500]  # lines 0 and 3 are gpt-4o, 1 and 2 gpt-4o-mini
-    charges = [(Usage(calls=Decimal(n)), quota) for n, quota in zip((10, 10, 5, 5), quotas, strict=True)]
-    attempts = [
-        AttemptRecord(
-            it.request_id, job, 1, at, 5, 200, "ok", "", usage=u, call_id=f"k{i}", relay_quota=quota
-        )
-        for i, (it, (u, quota)) in enumerate(zip(items, charges, strict=True))
-    ]
-    results = [
-        LineResult(it.request_id, job, "succeeded", 200, "{}", usage=u)
-        for it, (u, _) in zip(items, charges, strict=True)
-    ]
-    with store.session() as s:
-        q.record_outcomes(s, attempts, results)
-    book = PriceBook(
-        prices={m: ListPrice(input=Decimal(1), per_call=Decimal("0.07")) for m in ("gpt-4o", "gpt-4o-mini")}
-    )
-    walked, summed = (
-        usage_report(store, None, by="model", prices=book),
-        grouped_report(store, by="model", prices=book),
-    )
+    usages = [Usage(calls=Decimal(n)) for n in (10, 10, 5, 5)]
+    _succeeded_calls(store, "kling", usages, [175_000, None, 1, 62_500])  # lines 0, 3: gpt-4o; 1, 2: mini
+    walked, summed = _both_reports(store, "0.07", "model")
     assert (
         summed.total.cost
         == walked.total.cost

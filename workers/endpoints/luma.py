@@ -41,6 +41,7 @@ from workers.endpoints.taskfamily import (
     dto_view,
     envelope_error,
     json_or_none,
+    one_view,
     text_of,
 )
 
@@ -108,7 +109,7 @@ class LumaFamily(TaskFamily):
             view = dto_view(data) if "status" in data else generation_view(data)
         else:
             view = generation_view(answer)
-        return [view] if view is not None else []
+        return one_view(view)
 
 
 class LumaExtendFamily(LumaFamily):

@@ -78,6 +78,7 @@ class MidjourneyFamily(TaskFamily):
     """Midjourney task routes; see the module docstring."""
 
     name = "midjourney"
+    route = _ROUTE
     poll_batch: ClassVar[int] = 50
     deadline_s: ClassVar[float] = 1 * HOUR  # new-api fails an MJ task after an hour
     file_fields: ClassVar[Mapping[str, FileRule]] = {
@@ -87,9 +88,6 @@ class MidjourneyFamily(TaskFamily):
         "targetBase64": IMAGE,
         "maskBase64": IMAGE,
     }
-
-    def accepts(self, path: str) -> bool:
-        return _ROUTE.match(path) is not None
 
     def route_names(self) -> tuple[str, ...]:
         return ("/mj/submit/{imagine,blend,describe,shorten,action,modal,...}", "/mj/insight-face/swap")

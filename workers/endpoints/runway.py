@@ -23,6 +23,7 @@ reverse ``runway_gen2``, else ``runway_<taskType>_<seconds>`` with ``gen3a`` (an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from jobs.endpoints import Endpoint
@@ -39,6 +40,7 @@ from workers.endpoints.taskfamily import (
     envelope_error,
     json_or_none,
     number,
+    one_view,
     text_of,
 )
 
@@ -94,7 +96,7 @@ class RunwayMLFamily(TaskFamily):
             view = wrapped_view(answer["data"])
         else:
             view = official_view(answer)
-        return [view] if view is not None else []
+        return one_view(view)
 
 
 class RunwayFamily(TaskFamily):
@@ -132,7 +134,7 @@ class RunwayFamily(TaskFamily):
         answer = json_or_none(content)
         task = answer.get("task") if isinstance(answer, dict) else None
         view = official_view(task)
-        return [view] if view is not None else []
+        return one_view(view)
 
 
 def _seconds(value: Any) -> int:
@@ -176,8 +178,7 @@ def wrapped_view(dto: dict[str, Any]) -> TaskView | None:
     reason = view.fail_reason or (
         _failure(inner) if view.phase is Phase.FAILED and isinstance(inner, dict) else None
     )
-    shown = tuple(dict.fromkeys(urls))
-    return TaskView(view.task_id, view.phase, view.progress, view.relay_status, shown, reason, raw=dto)
+    return replace(view, urls=tuple(dict.fromkeys(urls)), fail_reason=reason)
 
 
 def output_urls(task: dict[str, Any]) -> list[str]:

@@ -35,10 +35,8 @@ class SunoFamily(TaskFamily):
     """Suno task routes; see the module docstring."""
 
     name = "suno"
+    route = _ROUTE
     poll_batch: ClassVar[int] = 50
-
-    def accepts(self, path: str) -> bool:
-        return _ROUTE.match(path) is not None
 
     def route_names(self) -> tuple[str, ...]:
         return ("/suno/submit/music", "/suno/submit/lyrics")

@@ -20,6 +20,7 @@ still waiting, or a ``Submitted`` refusal with the text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -108,8 +109,12 @@ class TaskFamily(Family):
     """A family of task routes; see the module docstring. Subclasses set ``name`` and the rest."""
 
     billed_in: ClassVar[str] = "tasks"
+    route: ClassVar[re.Pattern[str] | None] = None  # its routes as a pattern, when not ``paths``
     poll_batch: ClassVar[int] = 1  # task ids one poll may ask for
     deadline_s: ClassVar[float] = 24 * HOUR  # the relay fails a task still going after this
+
+    def accepts(self, path: str) -> bool:
+        return self.route.match(path) is not None if self.route is not None else super().accepts(path)
 
     def repeatable(self, body: Body) -> bool | None:
         return None  # a task's result is files and a relay's task, made again at each submit
@@ -162,6 +167,11 @@ class TaskFamily(Family):
     def poll_gone(self, status: int, content: bytes) -> bool:
         """Whether a refused poll says the task does not exist (``task_no_found``, ``task_not_exist``)."""
         return status == 400 and (b"not_exist" in content or b"no_found" in content)
+
+
+def one_view(view: TaskView | None) -> list[TaskView]:
+    """A poll's list of views when it describes one task (none when it could not be read)."""
+    return [view] if view is not None else []
 
 
 def dto_view(dto: Any) -> TaskView | None:

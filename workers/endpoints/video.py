@@ -29,6 +29,7 @@ from workers.endpoints.taskfamily import (
     dto_view,
     json_or_none,
     number,
+    one_view,
     text_of,
 )
 
@@ -90,7 +91,7 @@ class VideoFamily(TaskFamily):
             return [openai_view(answer)]
         data = answer.get("data") if isinstance(answer, dict) else None
         view = dto_view(data)
-        return [view] if view is not None else []
+        return one_view(view)
 
 
 class OpenAIVideoFamily(VideoFamily):
