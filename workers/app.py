@@ -5,8 +5,10 @@ imported. ``celery -A workers.app worker`` (and Flower, and ``batcher worker``) 
 its ``app`` attribute: that one, ``default_app()``, is built on first use from this process's
 settings. Each setting, and why:
 
-- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
-  lines are recorded; a worker that dies mid-task gives the message back instead of losing it.
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only once its
+  lines are recorded or about to go (``workers.handover``: its last calls drain while the next
+  message is claimed); a worker that dies mid-task gives the message back instead of losing it,
+  and the lines of calls still draining are leased, so the sweeper takes them back.
 - ``worker_prefetch_multiplier=1``: a worker reserves one message per process, so a slow worker
   does not sit on chunks that idle workers could run.
 - JSON only (``accept_content=["json"]``): a pickled message is refused, never executed.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from jobs import store as q
 from jobs.blobs import blob_reader
@@ -23,6 +24,7 @@ from workers.journal import journal_dir, open_journal
 from workers.learned import job_limits
 from workers.leases import new_owner
 from workers.metrics import observer_for
+from workers.pacing import Pacing
 from workers.packing import pack_limits
 from workers.ratelimit import Limiter, Limits
 from workers.resultfiles import job_folder
@@ -31,6 +33,14 @@ from workers.sink import StoreSink
 
 ClientFactory = Callable[[ClientConfig], ApiClient]
 LimiterFactory = Callable[[Limits], Limiter]
+
+
+class PacingSource(Protocol):
+    """Where a worker's executors of one job share their pacing (``WorkerRuntime.pacing``)."""
+
+    def pacing(self, job_id: int, limiter: Limiter, *, concurrency: int, provider: str) -> Pacing:
+        """The job's pacing in this process."""
+        ...
 
 
 def caller(
@@ -53,9 +63,14 @@ def build_executor(
     limiter: LimiterFactory,
     owner: str | None = None,
     lines: int | None = None,
+    pacings: PacingSource | None = None,
 ) -> Executor:
-    """The executor for one job's lines, run ``mode``'s way; ``lines`` caps concurrency when known."""
-    concurrency = options.concurrency_in(mode)
+    """The executor for one job's lines, run ``mode``'s way; ``lines`` caps concurrency when known.
+
+    With ``pacings`` the executor shares the job's pacing with its other executors in the process,
+    under the job's ceiling (not capped by ``lines``: they run side by side).
+    """
+    ceiling = concurrency = options.concurrency_in(mode)
     if lines is not None:
         concurrency = min(concurrency, lines)
     with store.session() as session:
@@ -71,10 +86,16 @@ def build_executor(
         owner=owner or new_owner(),
     )
     client_conf = client_config(settings, timeout=options.timeout, max_connections=concurrency)
+    # Without --rpm the pace starts from what earlier jobs found on this provider (workers.learned).
+    rate_limiter = limiter(job_limits(store, client_conf.provider, options))
+    calls = caller(settings, client_conf, client=client, limiter=limiter)
+    pacing = None
+    if pacings is not None:
+        pacing = pacings.pacing(job_id, rate_limiter, concurrency=ceiling, provider=calls.config.provider)
     return Executor(
-        client=caller(settings, client_conf, client=client, limiter=limiter),
-        # Without --rpm the pace starts from what earlier jobs found on this provider (workers.learned).
-        limiter=limiter(job_limits(store, client_conf.provider, options)),
+        client=calls,
+        limiter=rate_limiter,
+        pacing=pacing,
         sink=StoreSink(store, job_id=job_id, owner=config.owner),
         config=config,
         secrets=settings.secret_values(),

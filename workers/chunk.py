@@ -5,10 +5,18 @@ read here, in the worker, from the store and the environment. Claiming with a le
 redelivered message harmless: lines already terminal or leased by a live executor are skipped.
 A line claimed ``max_attempts`` times without finishing is failed as poison instead of being
 handed to yet another worker to kill.
+
+``run_chunk`` returns before its last calls have drained (``workers.handover``): they finish on
+the process's loop while the next message is claimed; ``on_end`` gets the chunk's stats then.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from jobs import store as q
@@ -22,14 +30,17 @@ from workers.dispatch import celery_later
 from workers.endpoints import family_of
 from workers.endpoints.taskfamily import TaskFamily
 from workers.executor import Executor
+from workers.handover import handed_over
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
-from workers.leases import living, recover_dead_leases
+from workers.leases import LIVE_OWNERS, living, recover_dead_leases
 from workers.runtime import WorkerRuntime
 from workers.stats import Stats
 from workers.taskchunk import run_task_chunk
 
 LEASE_SECONDS = PLACEMENTS[RunMode.CELERY].lease_seconds
+log = logging.getLogger(__name__)
+EndHook = Callable[[Stats], None]
 
 
 def claim_chunk(
@@ -64,17 +75,24 @@ def run_chunk(
     *,
     runtime: WorkerRuntime,
     owner: str,
+    on_end: EndHook | None = None,
 ) -> Stats:
-    """Execute the message's claimable lines to a terminal state (or until the job halts)."""
+    """Execute the message's claimable lines, returning once the last of them are about to go.
+
+    Returns the stats so far; ``on_end`` gets the chunk's final stats once every line is recorded
+    (before this returns when nothing was left to drain).
+    """
+    end = on_end or (lambda _: None)
     with living(owner):  # from before the claim: see ``workers.leases.living``
         served, options = claim_chunk(store, job_id, request_ids, owner, journals=journal_dir(settings.home))
         items = served.misses
         if not items:
-            return Stats(succeeded=served.hits, cached=served.hits)
+            return _ended(Stats(succeeded=served.hits, cached=served.hits), end)
         if isinstance(family_of(items[0].endpoint), TaskFamily):  # a job's lines are all tasks or none
-            return run_task_chunk(
+            stats = run_task_chunk(
                 store, settings, job_id, items, options, runtime=runtime, owner=owner, later=celery_later()
             )
+            return _ended(stats, end)
         executor = build_executor(
             store,
             settings,
@@ -85,14 +103,47 @@ def run_chunk(
             limiter=runtime.limiter,
             owner=owner,
             lines=len(items),
+            pacings=runtime,
         )
-        stats = runtime.run(_run(store, executor, items))
-    stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
+        LIVE_OWNERS.add(owner)  # until the executor's end, after this task's: ``_run`` lets it go
+        running = runtime.start(_run(store, executor, items))
+        runtime.run(_handed_over(running, executor.stats, len(items)))
+
+    def with_hits(stats: Stats) -> Stats:
+        stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
+        return stats
+
+    if running.done():
+        return _ended(with_hits(running.result()), end)
+    running.add_done_callback(lambda done: _drained(done, with_hits, end))
+    return with_hits(dataclasses.replace(executor.stats))
+
+
+async def _handed_over(running: concurrent.futures.Future[Stats], stats: Stats, lines: int) -> None:
+    await handed_over(asyncio.wrap_future(running), stats, lines)  # wrapped on the loop's own thread
+
+
+def _ended(stats: Stats, end: EndHook) -> Stats:
+    end(stats)
     return stats
+
+
+def _drained(
+    done: concurrent.futures.Future[Stats], with_hits: Callable[[Stats], Stats], end: EndHook
+) -> None:
+    """A chunk's run that outlived its task has ended: report it, or the bug that ended it."""
+    if done.cancelled():
+        return
+    if (error := done.exception()) is not None:
+        log.error("a chunk's last calls ended in an error", exc_info=error)
+        return
+    end(with_hits(done.result()))
 
 
 async def _run(store: Store, executor: Executor, items: list[WorkItem]) -> Stats:
     try:
         return await executor.run(items)
     finally:
-        remember_paces(store, await executor.pacing.refresh())
+        LIVE_OWNERS.discard(executor.config.owner)
+        views = await executor.pacing.refresh()
+        await asyncio.to_thread(remember_paces, store, views)

@@ -101,10 +101,11 @@ class Executor:
         journal: Journal | None = None,
         blobs: BlobReader | None = None,  # reads the input files lines upload
         observer: Observer | None = None,  # the process's metrics (workers.metrics), when on
+        pacing: Pacing | None = None,  # shared with other executors of the job (workers.runtime)
     ) -> None:
         self.client, self.sink, self.config, self.budget = client, sink, config, budget
         self.stats = Stats()
-        self.pacing = Pacing(
+        self.pacing = pacing or Pacing(
             limiter, concurrency=config.concurrency, provider=client.config.provider, adaptive=config.adaptive
         )
         self.recorder = Recorder(
@@ -269,10 +270,12 @@ class Executor:
             if permit is None:  # the job stopped while this call waited its turn
                 return None
             self.stats.in_flight += 1
+            self.stats.lines_in_flight += len(unit.items)
             try:
                 call = await self._send(unit, content)
             finally:
                 self.stats.in_flight -= 1
+                self.stats.lines_in_flight -= len(unit.items)
         self.stats.calls += 1
         answered = await self._parse(unit, call)
         await self.pacing.finish(permit, answered.call, used_tokens=outcomes.used_tokens(unit, answered))

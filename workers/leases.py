@@ -7,9 +7,11 @@ once instead of waiting for the lease to run out. Another host's lease only expi
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -17,9 +19,37 @@ from sqlmodel import Session
 
 from jobs import store as q
 
-# Owners of executors running in this process: a sweeper thread in the same process must not take
-# back the lines they are working on, though their pid is alive by definition.
-LIVE_OWNERS: set[str] = set()
+
+class LiveOwners:
+    """Owners of executors running in this process: a sweeper thread in the same process must not
+    take back the lines they are working on, though their pid is alive by definition.
+
+    Counted per holder: a chunk task marks its owner from before the claim, the executor marks it
+    again while it runs, and the executor outlives the task (``workers.chunk``: the task returns
+    while the last calls drain), so the task's end must not unmark it.
+    """
+
+    def __init__(self) -> None:
+        self._holders: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()  # the task's thread and the event loop's both count
+
+    def add(self, owner: str) -> None:
+        """One more holder keeps ``owner`` alive."""
+        with self._lock:
+            self._holders[owner] += 1
+
+    def discard(self, owner: str) -> None:
+        """One holder less; the owner is dead to this process once none is left."""
+        with self._lock:
+            self._holders[owner] -= 1
+            if self._holders[owner] <= 0:
+                del self._holders[owner]
+
+    def __contains__(self, owner: object) -> bool:
+        return owner in self._holders
+
+
+LIVE_OWNERS = LiveOwners()
 
 
 @contextlib.contextmanager

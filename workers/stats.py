@@ -18,10 +18,16 @@ class Stats:
     retries: int = 0
     released: int = 0
     in_flight: int = 0
+    lines_in_flight: int = 0  # the lines of the calls in flight (a pack's are many)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: int = 0  # succeeded lines answered from the response cache or a twin's call, not called
     halted: str | None = None
+
+    @property
+    def ended(self) -> int:
+        """Lines that reached their end in this run or were given back."""
+        return self.succeeded + self.failed + self.released
 
     def count(self, result: LineResult) -> None:
         """Count a line's terminal result."""

@@ -8,6 +8,7 @@ connections.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -29,10 +30,12 @@ from workers.journal import journal_dir
 from workers.leases import new_owner
 from workers.redact import install_log_redaction
 from workers.runtime import WorkerRuntime
+from workers.stats import Stats
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 5.0
 SWEEP_LOCK_KEY = "batcher:sweeper:lock"
+DRAIN_S = 30.0  # a pool process's shutdown waits this long for chunks' last calls
 
 
 @dataclass
@@ -67,15 +70,13 @@ def resources() -> _Resources:
 
 @shared_task(name=TASK_NAME, ignore_result=True)
 def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
-    """Run one chunk of a job's lines (the message holds only ids)."""
+    """Run one chunk of a job's lines (the message holds only ids); its last calls may still be
+    draining when this returns (``workers.handover``), and its summary is logged when they end."""
     res = resources()
     log.info("job %s: running %d lines", job_id, len(request_ids))
-    stats = run_chunk(res.store, res.settings, job_id, request_ids, runtime=res.runtime, owner=new_owner())
-    if stats.halted:
-        log.warning("job %s: stopped early, %d lines given back: %s", job_id, stats.released, stats.halted)
-    log.info(
-        "job %s: %d succeeded, %d failed, %d given back; %d calls",
-        job_id, stats.succeeded, stats.failed, stats.released, stats.calls,
+    stats = run_chunk(
+        res.store, res.settings, job_id, request_ids, runtime=res.runtime, owner=new_owner(),
+        on_end=functools.partial(_log_end, job_id),
     )  # fmt: skip
     return {
         "job_id": job_id,
@@ -84,6 +85,15 @@ def run_lines(job_id: int, request_ids: list[int]) -> dict[str, Any]:
         "failed": stats.failed,
         "released": stats.released,
     }
+
+
+def _log_end(job_id: int, stats: Stats) -> None:
+    if stats.halted:
+        log.warning("job %s: stopped early, %d lines given back: %s", job_id, stats.released, stats.halted)
+    log.info(
+        "job %s: %d succeeded, %d failed, %d given back; %d calls",
+        job_id, stats.succeeded, stats.failed, stats.released, stats.calls,
+    )  # fmt: skip
 
 
 class Sweeper(threading.Thread):
@@ -140,6 +150,10 @@ def _start_sweeper(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
+    current = _per_process.get("resources")
+    # Lines still in calls would otherwise wait out their lease (another host) or the sweeper.
+    if current is not None and current.pid == os.getpid() and (left := current.runtime.drain(DRAIN_S)):
+        log.warning("%d chunks still had calls going at shutdown; their lines come back", left)
     for sweeper in _sweepers:
         sweeper.stopped.set()
     metrics.process_died(os.getpid())  # its live gauges (calls in flight) no longer count
