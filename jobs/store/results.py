@@ -21,7 +21,7 @@ from jobs.models import (
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult, Usage
-from jobs.store.bulk import db_time, executemany, insert_sql
+from jobs.store.bulk import db_time, executemany, insert_sql, placeholders
 from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 
@@ -136,10 +136,21 @@ def _vector_ref(r: LineResult, blocks: dict[int, int]) -> tuple[int | None, int 
 
 
 def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
-    query = sa.select(_req.c.id).where(_req.c.id.in_(ids), _req.c.state.in_(NOT_TERMINAL))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return {row[0] for row in conn.execute(query).fetchall()}
+    """Which of these lines are not terminal yet, locked on PostgreSQL (plain SQL at the driver:
+    SQLAlchemy's expanding IN of a pack's 256 ids cost more than the query)."""
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    found: set[int] = set()
+    for start in range(0, len(ids), _IDS_A_QUERY):
+        part = ids[start : start + _IDS_A_QUERY]
+        sql = _NOT_TERMINAL_SQL.format(ids=", ".join("?" * len(part))) + lock
+        found.update(row[0] for row in conn.exec_driver_sql(placeholders(conn, sql), (*part, *NOT_TERMINAL)))
+    return found
+
+
+_IDS_A_QUERY = 2000  # well under every backend's limit of bound parameters (a replay may bring more)
+_NOT_TERMINAL_SQL = (
+    f"SELECT id FROM request WHERE id IN ({{ids}}) AND state IN ({', '.join('?' * len(NOT_TERMINAL))})"
+)
 
 
 def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
