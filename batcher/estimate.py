@@ -16,8 +16,9 @@ the lines); ``estimate_lines`` feeds it an iterable and ``estimate_file`` a file
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from jobs.endpoints import Endpoint
 from jobs.errors import Problem
 from jobs.records import Usage
 from workers.cost import cost_of_attempt
-from workers.endpoints import family_of
+from workers.endpoints import Family, family_of
 from workers.prices import PriceBook
 from workers.tokens import estimate_prompt_tokens
 
@@ -106,7 +107,15 @@ def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCount
     has_max = family.completion_tokens(line.body, default=None) is not None
     if usage.characters or usage.seconds or usage.images or family.binary_answer:
         return usage, has_max
+    if count_prompt is estimate_prompt_tokens:  # the family's own count: already in its usage
+        return usage, has_max
     return replace(usage, prompt_tokens=count_prompt(line.endpoint, line.body)), has_max
+
+
+_usage_values = attrgetter(*(f.name for f in fields(Usage)))
+# Lines priced alike and expected to use alike (the same model and token counts: most lines of a
+# dataset) cost alike: their cost is worked out once. Bounded, so memory stays flat.
+_COSTS_KEPT = 4096
 
 
 class EstimateBuilder:
@@ -127,6 +136,7 @@ class EstimateBuilder:
         self._models: dict[str, ModelEstimate] = {}
         self._families: dict[str, FamilyEstimate] = {}
         self._invalid = 0
+        self._costs: dict[tuple[Any, ...], Decimal | None] = {}
 
     def add(self, line: Line | Problem) -> None:
         """Count one parsed line (an invalid one is only counted as invalid)."""
@@ -134,16 +144,26 @@ class EstimateBuilder:
             self._invalid += 1
             return
         usage, has_max = line_usage(line, self.typical_output, self._count_prompt)
-        self._add_family(line, usage)
+        family = family_of(line.endpoint)
+        self._add_family(family, usage)
         row = self._models.setdefault(line.model, ModelEstimate(line.model))
         _add(row, usage, has_max)
-        priced_as = family_of(line.endpoint).price_key(line.model, line.body) or line.model
-        cost = cost_of_attempt(usage, self.prices.lookup(priced_as), group_ratio=self._ratio)
+        priced_as = family.price_key(line.model, line.body) or line.model
+        cost = self._cost(priced_as, usage)
         row.priced &= cost is not None
         row.cost += cost or Decimal(0)
 
-    def _add_family(self, line: Line, usage: Usage) -> None:
-        family = family_of(line.endpoint)
+    def _cost(self, priced_as: str, usage: Usage) -> Decimal | None:
+        """``cost_of_attempt`` of the usage under the model's price, remembered (see ``_COSTS_KEPT``)."""
+        key = (priced_as, _usage_values(usage))
+        if key not in self._costs:
+            if len(self._costs) >= _COSTS_KEPT:
+                self._costs.clear()
+            price = self.prices.lookup(priced_as)
+            self._costs[key] = cost_of_attempt(usage, price, group_ratio=self._ratio)
+        return self._costs[key]
+
+    def _add_family(self, family: Family, usage: Usage) -> None:
         row = self._families.setdefault(family.name, FamilyEstimate(family.name, family.billed_in))
         row.lines += 1
         row.quantity += 1 if family.billed_in == "tasks" else usage.characters or usage.tokens

@@ -19,6 +19,7 @@ from workers.endpoints.completions import COMPLETIONS
 from workers.endpoints.embeddings import EMBEDDINGS
 from workers.endpoints.speech import SPEECH
 from workers.prices import default_book
+from workers.tokens import estimate_prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,40 @@ def test_claude_gemini_and_moderation_lines_are_priced_by_the_default_table(
     result = estimate_lines([Line(endpoint, model, body)], default_book(), count_prompt=ten_tokens)
     assert not result.unpriced_models
     assert result.cost == cost
+
+
+def test_an_estimate_with_remembered_costs_is_the_sum_of_each_lines_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines that cost alike are priced once (``_COSTS_KEPT`` of them kept): the total is still each
+    line's own ``cost_of_attempt``, added up, and the memo never grows past its bound."""
+    import batcher.estimate as estimate
+    from jobs.records import Usage
+    from workers.cost import cost_of_attempt
+
+    monkeypatch.setattr(estimate, "_COSTS_KEPT", 3)
+    inputs = ["x" * (4 * (i % 7 + 1)) for i in range(50)]  # seven distinct token counts, over and over
+    lines = [Line(EMBEDDINGS, "text-embedding-3-small", {"input": text}) for text in inputs]
+    builder = estimate.EstimateBuilder(default_book())
+    for line in lines:
+        builder.add(line)
+        assert len(builder._costs) <= 3
+    price = default_book().lookup("text-embedding-3-small")
+    expected = sum(
+        (
+            cost_of_attempt(Usage(prompt_tokens=estimate_prompt_tokens(EMBEDDINGS, line.body)), price) or D(0)
+            for line in lines
+        ),
+        D(0),
+    )
+    (row,) = builder.result().models
+    assert row.cost == expected > 0
+    assert row.prompt_tokens == sum(estimate_prompt_tokens(EMBEDDINGS, line.body) for line in lines)
+
+
+def test_a_prompt_counter_of_its_own_is_used() -> None:
+    """Only the default counter is skipped (its count is the family's, already in the usage)."""
+    lines = [Line(EMBEDDINGS, "text-embedding-3-small", {"input": "x" * 400})]
+    assert estimate_lines(lines, default_book(), count_prompt=ten_tokens).models[0].prompt_tokens == 10
+    default = estimate_lines(lines, default_book(), count_prompt=estimate_prompt_tokens)
+    assert default.models[0].prompt_tokens == estimate_prompt_tokens(EMBEDDINGS, lines[0].body) == 100
