@@ -126,6 +126,33 @@ async def test_gate_admits_the_limit_and_wakes_waiters_when_it_grows() -> None:
     assert (gate.held, peak) == (0, 5)
 
 
+async def test_gate_hands_a_freed_place_to_the_first_waiter_not_to_a_later_arrival() -> None:
+    """Chunks of one job share a gate (``workers.runtime``): a later chunk's calls must not take the
+    places an earlier chunk's waiting calls were woken for, or those wait to the job's end."""
+    gate = AdaptiveGate(ConcurrencyState(ceiling=1, limit=1.0))
+    await gate.__aenter__()
+    first = asyncio.create_task(gate.__aenter__())
+    await asyncio.sleep(0)
+    await gate.__aexit__(None, None, None)  # the place goes to ``first``, which has not run yet
+    assert not gate.try_enter()
+    await first
+    assert gate.held == 1
+
+
+async def test_gate_waiter_cancelled_after_its_wake_up_passes_the_place_on() -> None:
+    gate = AdaptiveGate(ConcurrencyState(ceiling=1, limit=1.0))
+    await gate.__aenter__()
+    first = asyncio.create_task(gate.__aenter__())
+    second = asyncio.create_task(gate.__aenter__())
+    await asyncio.sleep(0)
+    await gate.__aexit__(None, None, None)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second
+    assert gate.held == 1
+
+
 async def test_gate_cancelled_waiter_leaves_no_trace() -> None:
     gate = AdaptiveGate(ConcurrencyState(ceiling=1))
     async with gate:

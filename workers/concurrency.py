@@ -116,27 +116,32 @@ class AdaptiveGate:
         return False
 
     async def __aenter__(self) -> None:
-        while self.held >= self.state.admitted:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                self.wake()  # pass on a wake-up this waiter may have taken
-                raise
-        self.held += 1
+        if self.try_enter():
+            return
+        # A woken waiter is handed its place (``wake`` counts it): a caller arriving between the
+        # wake-up and the waiter's turn cannot take it, so nobody waits behind later arrivals.
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self.held -= 1  # handed a place it will not use: pass it on
+                self.wake()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
         self.held -= 1
         self.wake()
 
     def wake(self) -> None:
-        """Let in as many waiters as the limit now allows (call after the limit grew)."""
+        """Hand places to as many waiters as the limit now allows (call after the limit grew)."""
         room = self.state.admitted - self.held
         while room > 0 and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.held += 1
                 waiter.set_result(None)
                 room -= 1
