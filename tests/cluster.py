@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from batcher.devrelay import RelayConfig, RelayServer
 from batcher.ingest import IngestOptions, ingest_file
 from jobs import store as q
 from jobs.db import Store
@@ -139,3 +141,31 @@ def cluster_env(tmp: Path, *, relay_url: str, key: str, db_url: str, broker_url:
         "BATCHER_HOME": str(tmp / "home"),
         "PYTHONPATH": str(ROOT),
     }
+
+
+@contextmanager
+def workers_on(tmp: Path, *, relay_url: str, key: str, db_url: str, broker_url: str) -> Iterator[Cluster]:
+    """A cluster of this test's own workers on ``broker_url``, stopped (and its store closed) after."""
+    c = Cluster(
+        tmp,
+        cluster_env(tmp, relay_url=relay_url, key=key, db_url=db_url, broker_url=broker_url),
+        Store(db_url),
+    )
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.store.close()
+
+
+@contextmanager
+def relay_cluster(
+    tmp: Path, config: RelayConfig, *, broker_url: str, db_url: str
+) -> Iterator[tuple[Cluster, RelayServer]]:
+    """A stand-in relay of its own with ``config``, and a cluster of workers calling it."""
+    assert config.api_key, "the workers call the relay with its key: give the config one"
+    with (
+        RelayServer(config) as relay,
+        workers_on(tmp, relay_url=relay.url, key=config.api_key, db_url=db_url, broker_url=broker_url) as c,
+    ):
+        yield c, relay

@@ -17,7 +17,7 @@ from batcher.devrelay import RelayServer
 from batcher.export import export_job
 from jobs import store as q
 from jobs.db import Store
-from tests.cluster import Cluster, cluster_env
+from tests.cluster import Cluster, workers_on
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -128,11 +128,8 @@ def test_cache_clear_then_the_next_run_calls_again(env: str, relay: RelayServer,
 
 @pytest.fixture
 def cluster(tmp_path: Path, relay: RelayServer, redis_url: str, pg_url: str) -> Iterator[Cluster]:
-    env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
-    c = Cluster(tmp_path, env, Store(pg_url))
-    yield c
-    c.stop()
-    c.store.close()
+    with workers_on(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url) as c:
+        yield c
 
 
 @pytest.mark.redis

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from batcher.cli.ops import worker_argv
-from batcher.devrelay import RelayConfig, RelayServer
-from jobs.db import Store
+from batcher.devrelay import RelayConfig
 from jobs.settings import load_settings
-from tests.cluster import ROOT, Cluster, cluster_env
+from tests.cluster import ROOT, Cluster, relay_cluster
 from tests.helpers import batch_line, write_jsonl
 from workers.app import make_app
 
@@ -33,12 +32,10 @@ def test_worker_argv_names_the_node_by_pid_unless_told() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[Cluster]:
-    with RelayServer(RelayConfig(api_key=KEY, latency=0.01)) as relay:
-        env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=redis_url)
-        c = Cluster(tmp_path, env, Store(pg_url))
+    with relay_cluster(
+        tmp_path, RelayConfig(api_key=KEY, latency=0.01), broker_url=redis_url, db_url=pg_url
+    ) as (c, _):
         yield c
-        c.stop()
-        c.store.close()
 
 
 def _start(cluster: Cluster, name: str, *args: str) -> subprocess.Popen[bytes]:

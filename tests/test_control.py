@@ -17,9 +17,8 @@ import pytest
 
 from batcher.devrelay import RelayConfig, RelayServer
 from jobs import store as q
-from jobs.db import Store
 from jobs.models import JobStatus
-from tests.cluster import Cluster, cluster_env
+from tests.cluster import Cluster, workers_on
 from tests.helpers import batch_line, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
@@ -38,11 +37,8 @@ def relay() -> Iterator[RelayServer]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, relay: RelayServer, redis_url: str, pg_url: str) -> Iterator[Cluster]:
-    env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=redis_url)
-    c = Cluster(tmp_path, env, Store(pg_url))
-    yield c
-    c.stop()
-    c.store.close()
+    with workers_on(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=redis_url) as c:
+        yield c
 
 
 def _wait(predicate: Callable[[], bool], what: str, cluster: Cluster, timeout: float = 60.0) -> None:

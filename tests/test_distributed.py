@@ -25,8 +25,7 @@ from batcher.devrelay.answers import body_key, expected_embedding
 from batcher.devrelay.enforce import LimitRules
 from batcher.export import export_job
 from jobs import store as q
-from jobs.db import Store
-from tests.cluster import Cluster, child_pids, cluster_env, wait_for_children
+from tests.cluster import Cluster, child_pids, wait_for_children, workers_on
 from tests.helpers import all_attempts, batch_line, read_jsonl, write_jsonl
 from tests.services import PostgresDatabase, RedisServer
 
@@ -41,11 +40,8 @@ def relay() -> Iterator[RelayServer]:
 
 
 def make_cluster(tmp_path: Path, relay: RelayServer, broker_url: str, pg_url: str) -> Iterator[Cluster]:
-    env = cluster_env(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=broker_url)
-    c = Cluster(tmp_path, env, Store(pg_url))
-    yield c
-    c.stop()
-    c.store.close()
+    with workers_on(tmp_path, relay_url=relay.url, key=KEY, db_url=pg_url, broker_url=broker_url) as c:
+        yield c
 
 
 @pytest.fixture

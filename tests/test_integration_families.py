@@ -31,7 +31,7 @@ from batcher.devrelay.openai_answers import expected_output_text, moderation_res
 from batcher.export import export_job
 from batcher.usage import usage_report
 from jobs.db import Store
-from tests.cluster import Cluster, cluster_env
+from tests.cluster import Cluster, relay_cluster
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 from workers.endpoints.responses import output_text
 from workers.prices import load_prices
@@ -371,12 +371,10 @@ def test_a_wrong_x_api_key_is_refused_even_with_a_right_bearer(relay: RelayServe
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
-    with RelayServer(RelayConfig(api_key=RELAY_KEY, latency=0.02)) as relay:
-        env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
-        c = Cluster(tmp_path, env, Store(pg_url))
-        yield c, relay
-        c.stop()
-        c.store.close()
+    with relay_cluster(
+        tmp_path, RelayConfig(api_key=RELAY_KEY, latency=0.02), broker_url=redis_url, db_url=pg_url
+    ) as both:
+        yield both
 
 
 @pytest.mark.redis

@@ -34,7 +34,7 @@ from batcher.devrelay.media import expected_image
 from batcher.export import export_job
 from batcher.usage import usage_report
 from jobs.db import Store
-from tests.cluster import Cluster, cluster_env
+from tests.cluster import Cluster, relay_cluster
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 from tests.test_integration_families import CASES
 from tests.test_integration_files import audio_rows, check_transcripts, image_rows, relay_body
@@ -188,12 +188,10 @@ def test_run_a_mixed_file_of_every_family_with_files(
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
-    with RelayServer(RelayConfig(api_key=RELAY_KEY, latency=0.02)) as relay:
-        env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
-        c = Cluster(tmp_path, env, Store(pg_url))
-        yield c, relay
-        c.stop()
-        c.store.close()
+    with relay_cluster(
+        tmp_path, RelayConfig(api_key=RELAY_KEY, latency=0.02), broker_url=redis_url, db_url=pg_url
+    ) as both:
+        yield both
 
 
 @pytest.mark.redis

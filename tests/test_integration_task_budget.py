@@ -16,7 +16,7 @@ from batcher.devrelay import RelayConfig, RelayServer
 from batcher.devrelay.tasks_files import expected_file
 from jobs import store as q
 from jobs.db import Store
-from tests.cluster import Cluster, cluster_env
+from tests.cluster import Cluster, relay_cluster
 from tests.helpers import RELAY_KEY, all_lines, batch_line, invoke, write_jsonl
 
 BUDGET = "0.35"  # three imagines at 0.1 fit, a fourth does not
@@ -63,12 +63,10 @@ def test_run_polls_the_submitted_tasks_to_their_end_then_pauses(
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
-    with RelayServer(RelayConfig(api_key=RELAY_KEY, task_seconds=2)) as relay:
-        env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
-        c = Cluster(tmp_path, env, Store(pg_url))
-        yield c, relay
-        c.stop()
-        c.store.close()
+    with relay_cluster(
+        tmp_path, RelayConfig(api_key=RELAY_KEY, task_seconds=2), broker_url=redis_url, db_url=pg_url
+    ) as both:
+        yield both
 
 
 @pytest.mark.redis

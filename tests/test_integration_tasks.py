@@ -25,7 +25,7 @@ from batcher.export import export_job
 from batcher.usage import usage_report
 from jobs.db import Store
 from jobs.models import Task
-from tests.cluster import Cluster, cluster_env, wait_for_children
+from tests.cluster import Cluster, relay_cluster, wait_for_children
 from tests.helpers import RELAY_KEY, all_attempts, all_lines, batch_line, invoke, read_jsonl, write_jsonl
 from workers.prices import parse_prices
 
@@ -220,12 +220,8 @@ def test_a_submit_a_proxy_answered_504_is_never_sent_again(
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[Cluster, RelayServer]]:
     config = RelayConfig(api_key=RELAY_KEY, task_seconds=3, hang_seconds=30)
-    with RelayServer(config) as relay:
-        env = cluster_env(tmp_path, relay_url=relay.url, key=RELAY_KEY, db_url=pg_url, broker_url=redis_url)
-        c = Cluster(tmp_path, env, Store(pg_url))
-        yield c, relay
-        c.stop()
-        c.store.close()
+    with relay_cluster(tmp_path, config, broker_url=redis_url, db_url=pg_url) as both:
+        yield both
 
 
 def submitted_tasks(store: Store, job_id: int) -> int:
