@@ -104,6 +104,8 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self) -> None:
+        """Stop the worker processes this cluster started (SIGTERM, then SIGKILL); the broker and
+        the store are left as they are: the fixture that made them takes them down."""
         for proc in self.workers.values():
             proc.send_signal(signal.SIGTERM)
         for proc in self.workers.values():
