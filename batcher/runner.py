@@ -22,6 +22,7 @@ from workers.build import build_executor
 from workers.cache import Served, serve_from_cache
 from workers.client import ApiClient
 from workers.executor import ExecConfig, Executor
+from workers.heap import long_lived
 from workers.journal import journal_dir, replay_dead
 from workers.learned import remember_paces
 from workers.leases import recover_dead_leases
@@ -70,7 +71,8 @@ def run_job(
     # Eight packs a claim: one claim of two packs kept a single call in flight, the next claim
     # waiting on the store; a claim costs less a line the more it takes.
     batch = max(executor.config.concurrency * 2, options.pack_size * 8 if options.pack else 0)
-    stats = asyncio.run(_run(store, job_id, executor, batch=batch, on_start=on_start))
+    with long_lived():
+        stats = asyncio.run(_run(store, job_id, executor, batch=batch, on_start=on_start))
     with store.session() as session:
         q.complete_if_done(session, job_id)
         job, counts = q.get_job(session, job_id), q.state_counts(session, job_id)
@@ -123,7 +125,8 @@ def run_task_job(store: Store, settings: Settings, job_id: int, options: JobOpti
     with store.session() as session:
         recover_dead_leases(session, job_id)
         q.start_job(session, job_id)
-    stats = asyncio.run(_run_tasks(store, job_id, engine))
+    with long_lived():
+        stats = asyncio.run(_run_tasks(store, job_id, engine))
     with store.session() as session:
         q.complete_if_done(session, job_id)
         job, counts = q.get_job(session, job_id), q.state_counts(session, job_id)
