@@ -1,6 +1,6 @@
 """CPU cost per line in instructions (valgrind callgrind), comparable across commits and loads.
 
-    python -m benchmarks.instructions /path/to/checkout [/path/to/other ...]
+    python -m benchmarks.instructions /path/to/checkout [/path/to/other ...] [--case no-pack]
 
 Each checkout needs its own ``.venv`` with the project installed. The stand-in relay is this
 checkout's, in its own process (its instructions are not counted); ``batcher run`` of each checkout
@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -42,10 +42,11 @@ class Case:
 CASES = (
     Case("chat", 2000, chat_rows),
     Case("embeddings, packed", 10000, embedding_rows),
+    Case("embeddings, --no-pack", 2000, embedding_rows, ("--no-pack",)),
 )
 
 
-def _instructions(checkout: Path, source: Path, env: dict[str, str], scratch: Path) -> int:
+def _instructions(checkout: Path, case: Case, source: Path, env: dict[str, str], scratch: Path) -> int:
     """Instructions ``batcher run`` of this checkout executes on this file (one fresh store)."""
     out = scratch / "callgrind.out"
     command = [
@@ -59,6 +60,7 @@ def _instructions(checkout: Path, source: Path, env: dict[str, str], scratch: Pa
         str(source),
         "-o",
         str(scratch / "results.jsonl"),
+        *case.options,
     ]
     own = env | {"PYTHONPATH": str(checkout), "BATCHER_DATABASE_URL": f"sqlite:///{scratch / 'b.db'}"}
     done = subprocess.run(command, env=own, cwd=checkout, capture_output=True, check=False)
@@ -76,13 +78,13 @@ def _per_line(checkout: Path, case: Case, url: str, tmp: Path) -> float:
         scratch = Path(tempfile.mkdtemp(dir=tmp))
         source = write_lines(scratch / "in.jsonl", islice(case.rows(case.lines), n))
         env = env_for(scratch, url, "", BATCHER_PROGRESS_INTERVAL="3600")
-        counts.append(_instructions(checkout, source, env, scratch))
+        counts.append(_instructions(checkout, case, source, env, scratch))
     return (counts[1] - counts[0]) / (case.lines - SMALL)
 
 
-def _rows(checkouts: list[Path], tmp: Path) -> Iterator[tuple[str, ...]]:
+def _rows(checkouts: list[Path], tmp: Path, cases: Sequence[Case]) -> Iterator[tuple[str, ...]]:
     with relay("--latency", "0.01") as rl:
-        for case in CASES:
+        for case in cases:
             for checkout in checkouts:
                 cost = _per_line(checkout, case, rl.url, tmp)
                 yield (f"{case.name}, {case.lines} lines", _commit(checkout), f"{cost / 1e6:.2f} M")
@@ -98,9 +100,11 @@ def _commit(checkout: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("checkouts", nargs="+", type=Path)
+    parser.add_argument("--case", action="append", help="only the cases whose name holds this (repeatable)")
     args = parser.parse_args()
+    cases = [c for c in CASES if not args.case or any(part in c.name for part in args.case)]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = list(_rows([c.resolve() for c in args.checkouts], Path(tmp)))
+        rows = list(_rows([c.resolve() for c in args.checkouts], Path(tmp), cases))
     print_table(
         "Instructions per line of `batcher run` (callgrind, start-up subtracted)",
         ("file", "commit", "instructions per line"),
