@@ -168,6 +168,23 @@ def test_a_packed_calls_records_round_trip_through_one_columnar_entry() -> None:
     assert back_results[1].vectors is not None and back_results[1].vectors.raw() == block[8:24]
 
 
+def test_a_one_line_calls_records_are_all_shared_fields_and_round_trip() -> None:
+    """One record a kind (a call of one line) is written with every field shared, as the columns
+    of a pack would hold it; what is read back is the records."""
+    block = np.arange(4, dtype="<f4").tobytes()
+    started = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    attempts = [AttemptRecord(7, 1, 2, started, 50, 200, "ok", "ok", usage=Usage(3, 0, 3), call_id="c")]
+    results = [
+        LineResult(7, 1, "succeeded", 200, "{}", usage=Usage(seconds=Decimal("2.5")), latency_ms=50,
+                   vectors=Vectors(block, 2, VectorEncoding.BASE64, 0, 2), cache_key="k7")
+    ]  # fmt: skip
+    entry = orjson.loads(landed_line(3, attempts, results))
+    assert (entry["a"]["k"], entry["a"]["v"], entry["r"]["k"], entry["r"]["v"]) == (1, {}, 1, {})
+    assert entry["a"]["s"]["usage"] == [3, 0, 3, 0, False, 0, 0, 0, 0, "0", 0, "0"]
+    assert entry["r"]["s"]["vectors"] == [0, 2, "base64", 0, 2] and len(entry["b"]) == 1
+    assert landed_records(entry) == (attempts, results)
+
+
 def test_entries_of_the_older_forms_are_read() -> None:
     a = {"request_id": 1, "job_id": 1, "attempt_no": 1, "started_at": "2026-01-01T00:00:00+00:00",
          "duration_ms": 5, "status_code": 200, "outcome": "ok", "error_class": "ok",

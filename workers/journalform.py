@@ -76,6 +76,8 @@ class _Blocks:
 
 def _table(records: Sequence[Any], names: Sequence[str], encode: dict[str, Any]) -> dict[str, Any]:
     """Records as columns: fields all share once (``s``), the others value by value (``v``)."""
+    if len(records) == 1:  # every field is shared: one call's line, the common case unpacked
+        return {"k": 1, "s": _one(records[0], names, encode), "v": {}}
     shared: dict[str, Any] = {}
     columns: dict[str, Any] = {}
     for name in names:
@@ -88,6 +90,14 @@ def _table(records: Sequence[Any], names: Sequence[str], encode: dict[str, Any])
         else:
             columns[name] = values
     return {"k": len(records), "s": shared, "v": columns}
+
+
+def _one(record: Any, names: Sequence[str], encode: dict[str, Any]) -> dict[str, Any]:
+    values = {name: getattr(record, name) for name in names}
+    for name, how in encode.items():
+        if name in values:
+            values[name] = how(values[name])
+    return values
 
 
 def landed_entry(seq: int, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> bytes:
