@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import httpx
 import orjson
 import pytest
@@ -234,11 +236,16 @@ def test_long_messages_are_cut() -> None:
         ({"Retry-After": "99999"}, None),
     ],
 )
-def test_parse_retry_after_table(headers: dict[str, str], expected: float | None) -> None:
+@pytest.mark.parametrize("kind", [dict, httpx.Headers], ids=["dict", "httpx-headers"])
+def test_parse_retry_after_table(
+    headers: dict[str, str], expected: float | None, kind: Callable[[dict[str, str]], Mapping[str, str]]
+) -> None:
+    """A plain mapping is searched without regard to case; httpx's headers ignore case themselves."""
+    given = kind(headers)
     assert (
-        parse_retry_after(headers, now=NOW) == pytest.approx(expected)
+        parse_retry_after(given, now=NOW) == pytest.approx(expected)
         if expected
-        else parse_retry_after(headers, now=NOW) is None
+        else parse_retry_after(given, now=NOW) is None
     )
 
 

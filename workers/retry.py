@@ -308,7 +308,7 @@ def classify_exception(exc: BaseException) -> Classification:
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
-    if value is not None:
+    if value is not None or isinstance(headers, httpx.Headers):  # httpx's lookup ignores case already
         return value
     for key, candidate in headers.items():
         if key.lower() == name:
