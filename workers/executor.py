@@ -43,11 +43,12 @@ from workers.budget import Budget, settle_call
 from workers.cache import SharedCalls
 from workers.callfiles import CallFiles
 from workers.client import Caller, NoAnswer
+from workers.endpoints.base import RequestContent
 from workers.inhand import InHand
 from workers.journal import Journal
 from workers.leases import LIVE_OWNERS, new_owner
 from workers.metrics import Observer
-from workers.outcomes import Answered, Call, status_of
+from workers.outcomes import Answered, Call, Exchange, status_of
 from workers.pacing import Pacing, unless_stopped
 from workers.packing import PackLimits
 from workers.ratelimit import Limiter
@@ -261,39 +262,44 @@ class Executor:
     # --- one call ------------------------------------------------------------------------------
 
     async def _call(self, unit: Unit) -> Answered | None:
-        """One paced call for the unit, its answer parsed and the limiter settled; None if halted first."""
-        content = unit.content()
-        async with (
-            self._answers.hold(answer_bytes(unit)),
-            self.pacing.slot(unit.model, unit.est_tokens, stop=self._halt_event) as permit,
-        ):
-            if permit is None:  # the job stopped while this call waited its turn
-                return None
-            self.stats.in_flight += 1
-            self.stats.lines_in_flight += len(unit.items)
-            try:
-                call = await self._send(unit, content)
-            finally:
-                self.stats.in_flight -= 1
-                self.stats.lines_in_flight -= len(unit.items)
+        """One paced call for the unit, its answer parsed and the limiter settled; None if halted first.
+
+        The call's place is held from just before the request leaves until its answer is read: the
+        request is built before, the answer scrubbed, classified and parsed after (at the relay's
+        cap, batcher's own work inside the place is calls the relay does not get).
+        """
+        async with self._answers.hold(answer_bytes(unit)):
+            request = await self._files.request(unit, unit.content())
+            async with self.pacing.slot(unit.model, unit.est_tokens, stop=self._halt_event) as permit:
+                if permit is None:  # the job stopped while this call waited its turn
+                    return None
+                sent = await self._send(unit, request, uuid.uuid4().hex)
         self.stats.calls += 1
-        answered = await self._parse(unit, call)
+        answered = await self._parse(unit, self._read(unit, sent))
         await self.pacing.finish(permit, answered.call, used_tokens=outcomes.used_tokens(unit, answered))
         return answered
 
-    async def _send(self, unit: Unit, content: bytes) -> Call:
-        started_at, start, call_id = utcnow(), time.monotonic(), uuid.uuid4().hex
-        self.recorder.sending(call_id, unit.items, unit.attempts, started_at)
-        request = await self._files.request(unit, content)
-        response = await self.client.send(unit.endpoint, request, model=unit.items[0].model)
-        if isinstance(response, NoAnswer):
-            return Call(response.classification, None, started_at, _ms_since(start), call_id, response.route)
-        cleaned = self._clean.body(response.content)  # relay-supplied text is scrubbed before it is kept
-        if cleaned is not response.content:
-            response = replace(response, content=cleaned)
-        return Call(
-            classify_answer(unit, response, now=time.time()), response, started_at, _ms_since(start), call_id
-        )
+    async def _send(self, unit: Unit, request: RequestContent, call_id: str) -> Exchange:
+        started_at, start = utcnow(), time.monotonic()
+        self.recorder.sending(call_id, unit.items, unit.attempts, started_at)  # journaled before it leaves
+        self.stats.in_flight += 1
+        self.stats.lines_in_flight += len(unit.items)
+        try:
+            answer = await self.client.send(unit.endpoint, request, model=unit.items[0].model)
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.lines_in_flight -= len(unit.items)
+        return Exchange(answer, call_id, started_at, _ms_since(start))
+
+    def _read(self, unit: Unit, sent: Exchange) -> Call:
+        """What the answer says, its relay-supplied text scrubbed before it is kept."""
+        answer = sent.answer
+        if isinstance(answer, NoAnswer):
+            return sent.call(answer.classification, None, route=answer.route)
+        cleaned = self._clean.body(answer.content)
+        if cleaned is not answer.content:
+            answer = replace(answer, content=cleaned)
+        return sent.call(classify_answer(unit, answer, now=time.time()), answer)
 
     async def _parse(self, unit: Unit, call: Call) -> Answered:
         """The lines' results of an OK answer; an answer that does not split back is retried."""

@@ -21,7 +21,7 @@ import orjson
 from jobs.models import RequestState
 from jobs.records import AttemptRecord, LineResult, Usage, WorkItem
 from jobs.vectors import Vectors
-from workers.client import RawResponse
+from workers.client import NoAnswer, RawResponse
 from workers.endpoints import family_of
 from workers.packing import attribute_usage, line_bodies
 from workers.retry import Classification, Verdict
@@ -56,6 +56,22 @@ class Call:
     def status(self) -> int | None:
         """The answer's HTTP status, if the call got an answer."""
         return self.response.status if self.response is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One call as it came back, before it is read: the answer (or why none came) and when it ran."""
+
+    answer: RawResponse | NoAnswer
+    call_id: str
+    started_at: datetime
+    duration_ms: int
+
+    def call(
+        self, classification: Classification, response: RawResponse | None, *, route: str | None = None
+    ) -> Call:
+        """The finished call, once its answer has been classified."""
+        return Call(classification, response, self.started_at, self.duration_ms, self.call_id, route)
 
 
 @dataclass(frozen=True, slots=True)
