@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
-import pytest
+import contextlib
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+
+from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
 from jobs.settings import load_settings
 from workers.client import (
@@ -12,12 +19,15 @@ from workers.client import (
     ClientConfig,
     NoAnswer,
     OriginBearerAuth,
+    RawResponse,
     client_config,
     get,
     normalize_base_url,
 )
 from workers.endpoints.chat import CHAT
 from workers.endpoints.embeddings import EMBEDDINGS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.mark.parametrize(
@@ -92,27 +102,82 @@ def test_origin_auth_adds_the_key_only_for_the_configured_origin() -> None:
     assert "sk-secret" not in repr(auth)
 
 
-async def test_real_transport_reaches_a_loopback_server() -> None:
-    """The default (aiohttp) transport over real loopback HTTP, with httpx's API."""
-    from aiohttp import web
-
-    async def handle(request: web.Request) -> web.Response:
-        return web.json_response({"auth": request.headers.get("Authorization")})
-
+@contextlib.asynccontextmanager
+async def loopback(*routes: tuple[str, str, Handler]) -> AsyncIterator[str]:
+    """A real aiohttp server on a free loopback port with these (method, path, handler); its base URL."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", handle)
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with ApiClient(ClientConfig(f"http://127.0.0.1:{port}/v1", "sk-loop-1234567")) as client:
-            answer = await client.call(CHAT, b"{}")
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         await runner.cleanup()
+
+
+async def test_real_transport_reaches_a_loopback_server() -> None:
+    """The default (aiohttp) transport over real loopback HTTP, with httpx's API."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"auth": request.headers.get("Authorization")})
+
+    routes = (("POST", "/v1/chat/completions", handle),)
+    async with loopback(*routes) as url, ApiClient(ClientConfig(url, "sk-loop-1234567")) as client:
+        answer = await client.call(CHAT, b"{}")
     assert answer.status == 200
     assert answer.content == b'{"auth": "Bearer sk-loop-1234567"}'
+
+
+async def test_real_transport_reads_headers_and_compressed_answers_and_follows_no_redirect() -> None:
+    """What the default transport hands back: the status, headers by any case, the body decoded."""
+    seen: list[bytes] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        answer = web.Response(body=gzip.compress(b'{"ok":true}'), content_type="application/json")
+        answer.headers.update({"Content-Encoding": "gzip", "X-Request-Id": "req-9", "Retry-After": "2"})
+        return answer
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("https://elsewhere.example/v1/embeddings")
+
+    async def task(request: web.Request) -> web.Response:
+        return web.json_response({"method": request.method, "type": request.headers.get("Content-Type")})
+
+    routes = (
+        ("POST", "/v1/chat/completions", chat),
+        ("POST", "/v1/embeddings", moved),
+        ("GET", "/v1/t", task),
+    )
+    async with loopback(*routes) as url, ApiClient(ClientConfig(url, "sk-loop-1234567")) as client:
+        answer = await client.call(CHAT, b'{"q":1}')
+        redirect = await client.call(EMBEDDINGS, b"{}")
+        polled = await client.fetch(Endpoint("/v1/t"))
+    assert isinstance(answer, RawResponse) and answer.content == b'{"ok":true}' and seen == [b'{"q":1}']
+    assert (answer.headers["x-request-id"], answer.headers.get("retry-after")) == ("req-9", "2")
+    assert isinstance(redirect, RawResponse) and redirect.status == 302
+    assert redirect.headers["location"] == "https://elsewhere.example/v1/embeddings"
+    assert isinstance(polled, RawResponse) and orjson.loads(polled.content) == {"method": "GET", "type": None}
+
+
+async def test_real_transport_a_connection_dropped_mid_answer_is_no_answer_that_may_have_run() -> None:
+    async def drop(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Length": "100"})
+        await answer.prepare(request)
+        await answer.write(b'{"partial":')
+        assert request.transport is not None
+        request.transport.close()
+        return answer
+
+    routes = (("POST", "/v1/chat/completions", drop),)
+    async with loopback(*routes) as url, ApiClient(ClientConfig(url, "sk-loop-1234567")) as client:
+        answer = await client.call(CHAT, b"{}")
+    assert isinstance(answer, NoAnswer)
+    assert (answer.classification.error_class, answer.classification.sent) == ("connection", True)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 It speaks httpx's API over ``httpx_aiohttp.AiohttpTransport``: httpx's own async transport costs
 several milliseconds of CPU per request under concurrency (encode/httpx#3215), aiohttp's a tenth of
-that, and a batch runner lives on that margin. Tests inject ``httpx.MockTransport`` instead.
+that, and a batch runner lives on that margin. By default the transport's aiohttp session is
+driven directly (``_Direct``), without httpx's request and response objects in between; tests
+inject ``httpx.MockTransport`` instead, and then httpx's objects carry every call.
 
 Calls go through a proxy when the settings or the environment say so (``workers.proxy``: never
 for loopback unless ``BATCHER_PROXY`` asks). Requests go to the configured origin only and
@@ -18,10 +20,13 @@ of the error (``workers.retry.classify_exception``: retryable; whether the relay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from jobs.endpoints import Endpoint
 from jobs.errors import ConfigError
@@ -133,14 +138,53 @@ def get(client: httpx.Client, path: str) -> RawResponse | NoAnswer:
     return RawResponse(response.status_code, response.headers, response.content)
 
 
-def _fast_transport(config: ClientConfig) -> httpx.AsyncBaseTransport:
-    from httpx_aiohttp import AiohttpTransport
-
+def _fast_transport(config: ClientConfig) -> AiohttpTransport:
     limits = httpx.Limits(
         max_connections=config.max_connections, max_keepalive_connections=config.max_connections
     )
     proxy = httpx.Proxy(config.proxy) if config.proxy else None
     return AiohttpTransport(limits=limits, trust_env=False, proxy=proxy)  # the proxy is decided above
+
+
+class _Direct:
+    """The default transport's aiohttp session, driven without httpx's objects in between.
+
+    httpx-aiohttp turns each ``httpx.Request`` into aiohttp's arguments, and aiohttp's answer
+    into an ``httpx.Response`` read through a byte stream of chunks: a third of the CPU of a
+    call's HTTP. This makes the same call (the transport's own session, its connector, timeouts
+    and proxy, no redirects) and reads the answer whole; aiohttp's errors become httpx's by the
+    transport's own mapping, so ``no_answer`` reads them as before. Content-Encoding is undone
+    by aiohttp here (by httpx before).
+    """
+
+    def __init__(self, transport: AiohttpTransport, timeout: httpx.Timeout) -> None:
+        self._transport = transport
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
+        )
+        proxy = transport.proxy
+        self._proxy: dict[str, Any] = {}
+        if proxy is not None:
+            auth = aiohttp.BasicAuth(*proxy.auth) if proxy.auth else None
+            self._proxy = {"proxy": str(proxy.url), "proxy_auth": auth, "proxy_headers": proxy.headers}
+
+    async def send(self, method: str, url: str, headers: httpx.Headers, body: bytes | None) -> RawResponse:
+        """One exchange; httpx's ``TransportError`` when no answer came."""
+        transport = self._transport
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()
+        with map_aiohttp_exceptions():
+            async with transport.client.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout,
+                **self._proxy,
+            ) as response:
+                content = await response.read()
+        return RawResponse(response.status, httpx.Headers(response.raw_headers), content)
 
 
 JSON = "application/json"
@@ -180,14 +224,19 @@ class ApiClient:
 
     def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
-        self._transport = transport or _fast_transport(config)
+        timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._direct: _Direct | None = None  # tests inject a transport: httpx's objects all the way
+        if transport is None:
+            fast = _fast_transport(config)
+            transport, self._direct = fast, _Direct(fast, timeout)
+        self._transport = transport
         self._urls: dict[Endpoint, httpx.URL] = {}
+        self._url_texts: dict[Endpoint, str] = {}
         headers = {"Content-Type": JSON, "Accept": "application/json, */*", **dict(config.headers)}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = httpx.Headers(headers)
-        timeout = httpx.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT_S, config.timeout))
-        self._extensions = {"timeout": timeout.as_dict()}
         self._family_headers: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
 
     async def send(
@@ -228,6 +277,8 @@ class ApiClient:
         if content_type != JSON:  # a multipart upload names its boundary
             headers = httpx.Headers(headers)
             headers["Content-Type"] = content_type
+        if self._direct is not None:
+            return await self._send_direct("POST", endpoint, headers, body)
         request = httpx.Request(
             "POST", self._url(endpoint), headers=headers, content=body, extensions=self._extensions
         )
@@ -237,8 +288,22 @@ class ApiClient:
         """GET a route of the configured relay (a task poll); ``NoAnswer`` as for ``call``."""
         headers = httpx.Headers(self._headers)
         del headers["Content-Type"]
+        if self._direct is not None:
+            return await self._send_direct("GET", endpoint, headers, None)
         request = httpx.Request("GET", self._url(endpoint), headers=headers, extensions=self._extensions)
         return await self._exchange(request)
+
+    async def _send_direct(
+        self, method: str, endpoint: Endpoint, headers: httpx.Headers, body: bytes | None
+    ) -> RawResponse | NoAnswer:
+        assert self._direct is not None
+        url = self._url_texts.get(endpoint)
+        if url is None:
+            url = self._url_texts[endpoint] = str(self._url(endpoint))
+        try:
+            return await self._direct.send(method, url, headers, body)
+        except httpx.TransportError as exc:
+            return no_answer(exc)
 
     async def _exchange(self, request: httpx.Request) -> RawResponse | NoAnswer:
         """Send one request and read its whole answer; a transport error is ``NoAnswer``."""
