@@ -3,8 +3,9 @@
 A result is written only while the line is not terminal, so a line that already succeeded is never
 overwritten or counted twice (the write is idempotent, whoever redelivers it); the job's counters
 move in the same transaction as the lines they count, and so do the answers kept for the
-response cache (``jobs.store.cache``). The writes of a flush go to the driver as
-plain executemany calls (``jobs.store.bulk``): they are the per-line cost of a run.
+response cache (``jobs.store.cache``). The writes of a flush go to the driver as plain SQL
+(``jobs.store.bulk``), the results one statement per call's lines (``jobs.store.resultrows``):
+they are the per-line cost of a run.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from sqlmodel import Session
 from jobs.models import (
     utcnow,
 )
-from jobs.records import AttemptRecord, LineResult, Usage
+from jobs.records import AttemptRecord, LineResult
 from jobs.store.bulk import db_time, executemany, insert_sql, placeholders
 from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
+from jobs.store.resultrows import USAGE_COLUMNS, usage_values, write_results
 
 _req = REQUEST_TABLE
 _att = ATTEMPT_TABLE
@@ -57,8 +59,9 @@ def record_outcomes(
     A result for a line that is already terminal (a duplicate call after a lease expired, a
     redelivered message) changes nothing. The lines that will move are read first under a row
     lock (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers),
-    so the counters stay exact when two workers race on one line; then one executemany writes
-    them all, with their attempt counts, and another raises the counts of the lines still going.
+    so the counters stay exact when two workers race on one line; then they are written with
+    their attempt counts (``write_results``), and one executemany raises the counts of the lines
+    still going.
     """
     conn = session.connection()
     executemany(conn, _ATTEMPT_INSERT, [_attempt_row(conn, a) for a in attempts])
@@ -70,18 +73,7 @@ def record_outcomes(
     if chosen:
         finished = db_time(conn, utcnow())
         blocks = _insert_blocks(conn, chosen.values())
-        rows = [
-            (
-                *_result_values(r),
-                *_vector_ref(r, blocks),
-                finished,
-                latest.get(rid, 0),
-                latest.get(rid, 0),
-                rid,
-            )
-            for rid, r in chosen.items()
-        ]
-        executemany(conn, _RESULT_UPDATE, rows)
+        write_results(conn, chosen.values(), blocks=blocks, finished=finished, attempts=latest)
         save_answers(conn, chosen.values())
         _count(session, chosen.values())
     going = [(n, rid, n) for rid, n in latest.items() if rid not in chosen]
@@ -130,11 +122,6 @@ def _insert_blocks(conn: sa.Connection, moving: Iterable[LineResult]) -> dict[in
     return {key: int(block_id) for key, block_id in zip(blocks, ids, strict=True)}
 
 
-def _vector_ref(r: LineResult, blocks: dict[int, int]) -> tuple[int | None, int | None, int | None]:
-    v = r.vectors
-    return (None, None, None) if v is None else (blocks[id(v.data)], v.start, v.count)
-
-
 def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
     """Which of these lines are not terminal yet, locked on PostgreSQL (plain SQL at the driver:
     SQLAlchemy's expanding IN of a pack's 256 ids cost more than the query)."""
@@ -153,39 +140,6 @@ _NOT_TERMINAL_SQL = (
 )
 
 
-def _usage_values(usage: Usage | None) -> tuple[Any, ...]:
-    if usage is None:
-        return (None,) * (len(_USAGE_COLUMNS) - 1) + (False,)
-    return (
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
-        usage.cached_tokens,
-        usage.reasoning_tokens,
-        usage.cache_write_tokens,
-        usage.cache_write_1h_tokens,
-        usage.characters,
-        float(usage.seconds) if usage.seconds else None,
-        usage.images or None,
-        float(usage.calls) if usage.calls else None,
-        usage.estimated,
-    )
-
-
-_USAGE_COLUMNS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "characters",
-    "seconds",
-    "images",
-    "calls",
-    "usage_estimated",
-)
 _ATTEMPT_COLUMNS = (
     "request_id",
     "job_id",
@@ -204,7 +158,7 @@ _ATTEMPT_COLUMNS = (
     "price_key",
     "lines",
     "relay_quota",
-    *_USAGE_COLUMNS,
+    *USAGE_COLUMNS,
 )
 _ATTEMPT_INSERT = insert_sql("attempt", _ATTEMPT_COLUMNS)
 _ATTEMPTS_UPDATE = "UPDATE request SET attempts = ? WHERE id = ? AND attempts < ?"
@@ -229,53 +183,8 @@ def _attempt_row(conn: sa.Connection, a: AttemptRecord) -> tuple[Any, ...]:
         a.price_key,
         len(a.carried) or None,
         a.relay_quota,
-        *_usage_values(a.usage),
+        *usage_values(a.usage),
     )
-
-
-def _result_values(r: LineResult) -> tuple[Any, ...]:
-    return (
-        r.state,
-        r.status_code,
-        r.response_body,
-        r.audio_path,
-        r.audio_bytes,
-        r.audio_format,
-        r.upstream_request_id,
-        *_usage_values(r.usage),
-        r.latency_ms,
-        r.error_code,
-        r.error_message,
-        r.cached,
-        r.provider,
-    )
-
-
-_RESULT_COLUMNS = (
-    "state",
-    "status_code",
-    "response_body",
-    "audio_path",
-    "audio_bytes",
-    "audio_format",
-    "upstream_request_id",
-    *_USAGE_COLUMNS,
-    "latency_ms",
-    "error_code",
-    "last_error",
-    "cached",
-    "provider",
-    "vector_block",
-    "vector_start",
-    "vector_count",
-    "finished_at",
-)
-_RESULT_UPDATE = (
-    f"UPDATE request SET {', '.join(f'{name} = ?' for name in _RESULT_COLUMNS)}, "
-    "lease_owner = NULL, lease_expires_at = NULL, "
-    "attempts = CASE WHEN attempts < ? THEN ? ELSE attempts END "
-    "WHERE id = ? AND state IN ('pending', 'running')"
-)
 
 
 def job_models(session: Session, job_id: int) -> list[str]:
