@@ -41,6 +41,17 @@ def test_long_lived_nested_leaves_the_restore_to_the_outer_block() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_long_lived_in_a_process_frozen_at_start_up_raises_the_threshold_and_leaves_it_frozen() -> None:
+    before = gc.get_threshold()
+    gc.freeze()  # what ``python -m batcher`` does once its modules are loaded
+    try:
+        with long_lived():
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+
+
 def test_long_lived_keeps_a_higher_young_threshold_the_process_set() -> None:
     before = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD * 2, *before[1:])

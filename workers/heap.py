@@ -13,7 +13,8 @@ the relay's queue building.
 ``long_lived()`` moves what is alive when the run starts out of the collector's sight
 (``gc.freeze``: it lives as long as the process anyway) and raises the young generation's
 threshold for the run; both are put back when it ends, so a process that runs one job after
-another (a test session, a worker) keeps its heap collectable.
+another (a test session, a worker) keeps its heap collectable. The command line freezes what
+its imports left at start-up (``batcher.__main__``); a run there leaves that frozen.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ YOUNG_THRESHOLD = 10_000  # 700 by default: a few calls' worth of objects, not a
 @contextmanager
 def long_lived() -> Iterator[None]:
     """The block runs with the heap as of now frozen and the young generation collected less often."""
-    if gc.get_freeze_count():  # an enclosing block (or the process) froze it: leave it to that one
-        yield
-        return
-    thresholds = gc.get_threshold()
+    thresholds, first = gc.get_threshold(), not gc.get_freeze_count()
     gc.freeze()
     gc.set_threshold(max(YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        if first:  # else an enclosing block (or the process, at start-up) froze the heap: its call
+            gc.unfreeze()
