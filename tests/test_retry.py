@@ -390,6 +390,18 @@ async def test_classify_exception_refused_connection_behind_aiohttp_was_never_se
     assert "cannot connect" in c.message
 
 
+@pytest.mark.parametrize(
+    ("body", "wait"),
+    [
+        ('{"error": "当前分组上游负载已饱和，请稍后再试"}'.encode(), 1.5),  # the relay's Retry-After
+        (b'{"id": "x", "choices": []}', None),  # a 200 that is an answer: its headers are not read
+    ],
+)
+def test_a_200s_retry_after_is_read_for_an_error_inside_it(body: bytes, wait: float | None) -> None:
+    c = classify_response(200, httpx.Headers({"Retry-After-Ms": "1500"}), body, now=NOW)
+    assert c.retry_after == wait
+
+
 def test_classify_exception_rejects_other_errors() -> None:
     with pytest.raises(TypeError):
         classify_exception(ValueError("not transport"))

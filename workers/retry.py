@@ -190,11 +190,11 @@ def classify_response(  # noqa: PLR0911 - one return per rule of the module docs
     status: int, headers: Mapping[str, str], body: bytes, *, now: float, binary_ok: bool = False
 ) -> Classification:
     """What an HTTP answer means for its line (rules in the module docstring)."""
-    retry_after = parse_retry_after(headers, now=now)
     if 200 <= status < 400:
         if status >= 300:
             return _redirect(status, headers)
-        return _classify_2xx(status, headers, body, binary_ok=binary_ok, retry_after=retry_after)
+        return _classify_2xx(status, headers, body, binary_ok=binary_ok, now=now)
+    retry_after = parse_retry_after(headers, now=now)
     message, kind, code = parse_error_body(body)
     text = _describe(status, message, kind, code)
     if retry_after is None:
@@ -248,7 +248,7 @@ def _is_json(headers: Mapping[str, str]) -> bool:
 
 
 def _classify_2xx(
-    status: int, headers: Mapping[str, str], body: bytes, *, binary_ok: bool, retry_after: float | None
+    status: int, headers: Mapping[str, str], body: bytes, *, binary_ok: bool, now: float
 ) -> Classification:
     if binary_ok and not _is_json(headers):
         if not body:
@@ -266,7 +266,7 @@ def _classify_2xx(
         )
     if "error" not in data or data["error"] in (None, "", {}):
         return Classification(Verdict.OK, "ok", "")
-    return _error_in_200(status, data, retry_after)
+    return _error_in_200(status, data, parse_retry_after(headers, now=now))  # read only for an error
 
 
 def _error_in_200(status: int, data: dict[str, object], retry_after: float | None) -> Classification:
