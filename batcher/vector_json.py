@@ -7,6 +7,9 @@ text is made differs:
 
 - A body is written around its vectors as ``orjson.Fragment`` pieces: orjson copies them as they
   are, where a ``str`` of 8 KB of base64 is scanned for characters to escape and copied again.
+- Base64 is made by pybase64 (SIMD; three times ``binascii``'s speed on a 1536-float vector),
+  from a view of the block: the line's bytes are never copied out first. The text is the same
+  standard base64 with padding either way.
 - A packed call's vectors share one block (256 lines of one call, say). Widening float32 to
   float64 costs numpy a fixed price per call that is most of the work for one vector, so the first
   line of a block has the whole block widened and the lines after it take their rows. A line that
@@ -16,7 +19,10 @@ text is made differs:
 
 from __future__ import annotations
 
-import binascii
+import base64
+import importlib
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +31,21 @@ import orjson
 from jobs.vectors import FLOAT32, VectorEncoding, Vectors
 
 Doubles = npt.NDArray[np.float64]
+Encode = Callable[[memoryview], bytes]
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _base64_encoder() -> Encode:
+    """pybase64's encoder; the standard library's in an environment installed before batcher
+    depended on pybase64 (the same text, three times slower) until ``pip install -e .``."""
+    try:
+        module = importlib.import_module("pybase64")
+    except ImportError:
+        return base64.b64encode
+    return cast(Encode, module.b64encode)
+
+
+b64encode = _base64_encoder()
 
 
 class VectorJson:
@@ -38,7 +58,9 @@ class VectorJson:
     def pieces(self, vectors: Vectors) -> list[orjson.Fragment]:
         """The line's vectors as JSON, one piece per vector, in order."""
         if vectors.encoding == VectorEncoding.BASE64:
-            return base64_pieces(vectors.raw(), vectors.dim)
+            size = 4 * vectors.dim
+            view = memoryview(vectors.data)[vectors.start * size : (vectors.start + vectors.count) * size]
+            return base64_pieces(view, vectors.dim)
         return [orjson.Fragment(orjson.dumps(row, option=_NUMPY)) for row in self._rows(vectors)]
 
     def _rows(self, vectors: Vectors) -> Doubles:
@@ -54,11 +76,10 @@ def _doubles(data: bytes, dim: int) -> Doubles:
     return np.frombuffer(data, dtype=FLOAT32).reshape(-1, dim).astype(np.float64)
 
 
-def base64_pieces(data: bytes, dim: int) -> list[orjson.Fragment]:
+def base64_pieces(data: bytes | memoryview, dim: int) -> list[orjson.Fragment]:
     """Each vector of float32 bytes as a JSON string of its base64, as OpenAI writes them."""
     size, view = 4 * dim, memoryview(data)
-    encoded = (binascii.b2a_base64(view[i : i + size], newline=False) for i in range(0, len(data), size))
-    return [orjson.Fragment(b'"%b"' % text) for text in encoded]
+    return [orjson.Fragment(b'"%b"' % b64encode(view[i : i + size])) for i in range(0, len(view), size)]
 
 
 def dumps_body(body_json: str | bytes, vectors: Vectors, pieces: VectorJson) -> bytes:

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from batcher import vector_json
 from batcher.vector_json import VectorJson, dumps_body
 from jobs.vectors import VectorEncoding, Vectors, dumps_with_vectors, take_vectors
 from tests.test_vectors import DIMS, answer, b64, float32_values
@@ -77,3 +78,26 @@ def test_base64_text_is_the_stored_bytes() -> None:
     vectors = _block(8, 2, VectorEncoding.BASE64)
     read = orjson.loads(dumps_body(_body(2), vectors, VectorJson()))["data"]
     assert b"".join(base64.b64decode(d["embedding"]) for d in read) == vectors.data
+
+
+def test_base64_is_made_by_pybase64() -> None:
+    """pybase64 is a dependency: the stdlib fallback is only for environments installed before."""
+    pybase64 = pytest.importorskip("pybase64")
+    assert vector_json.b64encode is pybase64.b64encode
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_base64_pieces_are_the_standard_library_text(dim: int) -> None:
+    """Each vector of a line's span in its block, as the stdlib's standard base64 with padding."""
+    vectors = _block(dim, 4, VectorEncoding.BASE64).part(1, 3)
+    size = 4 * dim
+    expected = [b'"%b"' % base64.b64encode(vectors.data[i * size : (i + 1) * size]) for i in (1, 2)]
+    assert [orjson.dumps(piece) for piece in VectorJson().pieces(vectors)] == expected
+
+
+def test_base64_falls_back_to_the_standard_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(vector_json.importlib, "import_module", missing)
+    assert vector_json._base64_encoder() is base64.b64encode
