@@ -83,6 +83,18 @@ def test_claim_lines_takes_back_expired_leases_only(store: Store) -> None:
     assert [i.custom_id for i in again] == ["c1", "c2"]
 
 
+def test_a_limited_claim_takes_pending_lines_first_then_expired_ones(store: Store) -> None:
+    job_id = make_job(store, n=6)
+    with store.session() as s:
+        q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60, limit=3, now=1000.0)
+        q.claim_lines(s, job_id=job_id, owner="b", lease_seconds=600, limit=1, now=1000.0)
+        taken = q.claim_lines(s, job_id=job_id, owner="c", lease_seconds=60, limit=4, now=1100.0)
+        again = q.claim_lines(s, job_id=job_id, owner="d", lease_seconds=60, limit=9, now=1101.0)
+    # c4 held by a live lease; c1-c3 expired: c5, c6 pending first, then c1, c2, in id order
+    assert [i.custom_id for i in taken] == ["c1", "c2", "c5", "c6"]
+    assert [i.custom_id for i in again] == ["c3"]
+
+
 def test_claim_lines_by_ids_claims_nothing_twice(store: Store) -> None:
     job_id = make_job(store, n=3)
     with store.session() as s:

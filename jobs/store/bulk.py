@@ -32,6 +32,17 @@ def executemany(conn: sa.Connection, sql: str, rows: Sequence[Sequence[Any]]) ->
         conn.exec_driver_sql(placeholders(conn, sql), list(rows))
 
 
+def fetch_rows(conn: sa.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of ``sql`` as the driver's own tuples, read from its cursor: a SQLAlchemy ``Row``
+    made for each row of a claim's 2,048 cost 2 µs a line. Errors still surface as SQLAlchemy's
+    (the statement runs through ``exec_driver_sql``), so the store's one boundary sees them."""
+    result = conn.exec_driver_sql(placeholders(conn, sql), tuple(params))
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
 def db_time(conn: sa.Connection, value: datetime | None) -> Any:
     """A timezone-aware datetime as the store's DateTime column takes it on this backend."""
     if value is None or conn.dialect.name != "sqlite":

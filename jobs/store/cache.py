@@ -22,7 +22,7 @@ from sqlmodel import Session, func
 
 from jobs.models import CachedAnswer, RequestState, utcnow
 from jobs.records import LineResult, Usage
-from jobs.store.bulk import db_time, executemany, insert_sql, placeholders
+from jobs.store.bulk import db_time, executemany, fetch_rows, insert_sql
 from jobs.store.common import REQUEST_TABLE, VECTOR_BLOCK_TABLE
 from jobs.vectors import VectorEncoding, Vectors
 
@@ -123,8 +123,8 @@ def cached_answers(session: Session, keys: Iterable[str]) -> dict[str, Kept]:
     conn = session.connection()
     for start in range(0, len(wanted), LOOKUP_BATCH):
         part = wanted[start : start + LOOKUP_BATCH]
-        sql = placeholders(conn, _LOOKUP_SQL.format(keys=", ".join("?" * len(part))))
-        rows = conn.exec_driver_sql(sql, (*part, RequestState.SUCCEEDED.value)).fetchall()
+        sql = _LOOKUP_SQL.format(keys=", ".join("?" * len(part)))
+        rows = fetch_rows(conn, sql, (*part, RequestState.SUCCEEDED.value))
         blocks = _blocks(conn, {row[-3] for row in rows if row[-3] is not None})
         found.update((row[0], _kept(row, blocks)) for row in rows)
     return found

@@ -22,7 +22,7 @@ from jobs.models import (
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult
-from jobs.store.bulk import db_time, executemany, insert_sql, placeholders
+from jobs.store.bulk import db_time, executemany, fetch_rows, insert_sql
 from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 from jobs.store.resultrows import USAGE_COLUMNS, usage_values, write_results
@@ -130,7 +130,7 @@ def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
     for start in range(0, len(ids), _IDS_A_QUERY):
         part = ids[start : start + _IDS_A_QUERY]
         sql = _NOT_TERMINAL_SQL.format(ids=", ".join("?" * len(part))) + lock
-        found.update(row[0] for row in conn.exec_driver_sql(placeholders(conn, sql), (*part, *NOT_TERMINAL)))
+        found.update(row[0] for row in fetch_rows(conn, sql, (*part, *NOT_TERMINAL)))
     return found
 
 
