@@ -38,8 +38,12 @@ BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _SKIP_CHUNK = 1024 * 1024
 _NAN = re.compile(r"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
-# 2**64 has 20 digits: a shorter integer always fits. The regex is only a cheap first look.
+# 2**64 has 20 digits: a shorter integer always fits. The regex is only a first look, and not a
+# cheap one on every line (it tries its lookbehind at each byte): a line whose digits, each mapped
+# to "0" by one translate, hold no run of twenty is passed without it.
 _LONG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
+_DIGITS_AS_ZERO = bytes(ord("0") if c in b"0123456789" else ord(" ") for c in range(256))
+_TWENTY_DIGITS = b"0" * 20
 INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson (and most JSON stacks upstream) keep exact
 MAX_DEPTH = 255  # orjson's encoder refuses deeper nesting; so would the API's
 _TOO_DEEP = (
@@ -293,7 +297,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
         raise LineError(f"invalid JSON ({exc}); each line must be one JSON object") from None
     if not isinstance(data, dict):
         raise LineError(f"each line must be a JSON object (got {_type(data)})")
-    if _LONG_INT.search(raw):
+    if _TWENTY_DIGITS in raw.translate(_DIGITS_AS_ZERO) and _LONG_INT.search(raw):
         _check_integers(raw)
     return data
 
