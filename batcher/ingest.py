@@ -32,7 +32,7 @@ from jobs import store as q
 from jobs.blobs import BlobStore
 from jobs.db import Store
 from jobs.errors import InputError, Problem
-from jobs.models import Job, RequestState
+from jobs.models import Job
 from jobs.options import JobOptions
 from jobs.store.blobs import link_blobs
 from workers.catalog import ModelCatalog
@@ -233,11 +233,7 @@ def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
         "price_key": family_of(line.endpoint).price_key(line.model, line.body),
         "body": line.body_json.decode(),
         "est_tokens": reservation_tokens(line.endpoint, line.body),
-        "state": RequestState.PENDING.value,
-        "attempts": 0,
-        "claims": 0,
-        "usage_estimated": False,
-    }
+    }  # the rest (state pending, no attempts...) are the model's defaults
 
 
 def _check(path: Path, options: IngestOptions, stored: int, problems: list[Problem], rejected: int) -> None:

@@ -229,3 +229,44 @@ def test_skip_invalid_keeps_the_first_kind_and_rejects_the_other(sqlite: Store, 
     assert result.rejects_path is not None
     rejects = [orjson.loads(line) for line in result.rejects_path.read_bytes().splitlines()]
     assert [orjson.loads(r["raw"])["custom_id"] for r in rejects] == ["t0", "t1"]  # ready to submit apart
+
+
+# --- the bulk insert of each backend (SQLite: many rows a statement; PostgreSQL: COPY) ---------
+
+
+def _awkward_rows(n: int) -> list[dict[str, object]]:
+    """Lines whose values a hand-built statement or COPY could get wrong: quotes, tabs, backslashes."""
+    texts = ["it's", 'say "hi"', "tab\there", "back\\slash", "new\nline", "é ü 中文", "\\N"]
+    return [
+        batch_line(f"id-{i}-{texts[i % len(texts)]}", "/v1/embeddings", {"model": "m", "input": texts[i % 7]})
+        for i in range(n)
+    ]
+
+
+def test_lines_are_stored_whole_on_each_backend(store_url: str, tmp_path: Path) -> None:
+    """More lines than one insert chunk and one SQLite statement hold, each read back as written."""
+    rows = _awkward_rows(2_345)
+    with Store(store_url) as store:
+        result = ingest_file(store, _file(tmp_path, rows), IngestOptions())
+        lines = all_lines(store)
+    assert result.stored == len(lines) == 2_345
+    assert [(line.line_no, line.custom_id) for line in lines] == [
+        (i + 1, row["custom_id"]) for i, row in enumerate(rows)
+    ]
+    assert [orjson.loads(line.body) for line in lines] == [row["body"] for row in rows]
+    defaults = {(line.state, line.attempts, line.claims, line.usage_estimated, line.cached) for line in lines}
+    assert defaults == {("pending", 0, 0, False, False)}
+    assert {(line.endpoint, line.model, line.price_key, line.job_id) for line in lines} == {
+        ("/v1/embeddings", "m", None, result.job.id)
+    }
+
+
+def test_a_bad_last_line_stores_nothing_on_each_backend(store_url: str, tmp_path: Path) -> None:
+    """The lines already inserted (two chunks) roll back with the job."""
+    rows = [*_awkward_rows(4_100), batch_line("bad", "/v1/embeddings", {"model": "m"})]
+    with Store(store_url) as store:
+        with pytest.raises(InputError):
+            ingest_file(store, _file(tmp_path, rows), IngestOptions())
+        assert all_lines(store) == []
+        with store.session() as s:
+            assert q.list_jobs(s) == []

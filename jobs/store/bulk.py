@@ -6,13 +6,18 @@ result, the vectors) that cost more than the database itself. These statements a
 ``?`` placeholders (``%s`` on PostgreSQL) and take rows of plain values: ints, strings, booleans,
 bytes, and datetimes through ``db_time``, stored exactly as SQLAlchemy stores them, so the ORM
 reads them back unchanged.
+
+``insert_rows`` is the fastest insert each backend has, for ingest's million lines: on SQLite one
+prepared ``INSERT`` of as many rows as ``SQLITE_MAX_PARAMETERS`` allow (one step for them all), with
+the values every row shares written into the SQL; on PostgreSQL ``COPY FROM STDIN``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,3 +63,56 @@ def _sqlite_time(value: datetime) -> str:
 def insert_sql(table: str, columns: Sequence[str]) -> str:
     """``INSERT INTO table (columns) VALUES (?, ...)``."""
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+# SQLite refuses a statement of more than 999 parameters when built with its old default limit
+# (32,766 since 3.32); a statement of a hundred rows already steps as fast a row as longer ones.
+SQLITE_MAX_PARAMETERS = 999
+
+
+def insert_rows(
+    conn: sa.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    shared: Mapping[str, int | str | bool] | None = None,
+) -> None:
+    """Insert rows of ``columns`` values, with ``shared`` values (the same in every row) added."""
+    if not rows:
+        return
+    shared = shared or {}
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite":
+        _sqlite_insert(driver, table, columns, rows, shared)
+    elif conn.dialect.driver == "psycopg":
+        _copy(driver, table, [*columns, *shared], rows, tuple(shared.values()))
+    else:  # another PostgreSQL driver (psycopg2): no COPY of rows
+        values = tuple(shared.values())
+        executemany(conn, insert_sql(table, [*columns, *shared]), [(*row, *values) for row in rows])
+
+
+def _sqlite_insert(
+    driver: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], shared: Mapping[str, Any]
+) -> None:
+    per = max(1, SQLITE_MAX_PARAMETERS // len(columns))
+    one = f"({', '.join(['?'] * len(columns) + [_sqlite_literal(v) for v in shared.values()])})"
+    head = f"INSERT INTO {table} ({', '.join([*columns, *shared])}) VALUES "
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        driver.execute(head + ", ".join([one] * len(part)), list(chain.from_iterable(part)))
+
+
+def _sqlite_literal(value: int | str | bool) -> str:
+    """A shared value as SQL text, stored as a bound parameter would be (a bool as 0 or 1)."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(int(value))
+
+
+def _copy(
+    driver: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], extra: tuple[Any, ...]
+) -> None:
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row((*row, *extra))

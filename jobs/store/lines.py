@@ -21,19 +21,19 @@ from jobs.models import (
     RequestState,
 )
 from jobs.records import WorkItem
-from jobs.store.bulk import executemany, fetch_rows, insert_sql
+from jobs.store.bulk import fetch_rows, insert_rows
 from jobs.store.common import JOB_TABLE, REQUEST_TABLE
 
 _req = REQUEST_TABLE
 
 
 def insert_requests(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Bulk-insert lines (dicts of Request columns, the same keys in each order) in one executemany."""
+    """Bulk-insert lines (dicts of Request columns, the same keys in each order; the columns they
+    leave out take the model's defaults) with the backend's fastest insert (``insert_rows``)."""
     if rows:
         defaults = {k: v for k, v in _DEFAULTS.items() if k not in rows[0]}
-        columns = [*rows[0], *defaults]
-        values = [(*row.values(), *defaults.values()) for row in rows]
-        executemany(session.connection(), insert_sql("request", columns), values)
+        values = [tuple(row.values()) for row in rows]
+        insert_rows(session.connection(), "request", list(rows[0]), values, shared=defaults)
 
 
 # The models' scalar defaults (state "pending", no attempts...), which a driver insert must spell out.
