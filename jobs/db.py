@@ -7,7 +7,9 @@ with a timeout, so a server that accepts and never answers is named instead of h
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every transaction starts
 with ``BEGIN IMMEDIATE`` so that writers queue for the write lock up front instead of failing with
-"database is locked" when a read transaction tries to upgrade. PostgreSQL needs nothing special.
+"database is locked" when a read transaction tries to upgrade; a session that only reads
+(``Store.reading``) begins with a plain ``BEGIN`` instead and waits for no writer. PostgreSQL
+needs nothing special.
 
 This module is the one boundary where SQLAlchemy's ``OperationalError`` becomes a ``StoreError``.
 """
@@ -61,8 +63,13 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Execution option of a transaction that only reads (``Store.reading``): on SQLite it begins with
+# a plain BEGIN, a WAL snapshot that waits for no writer and holds no lock a writer waits for.
+READ_ONLY = "batcher_read_only"
+
+
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -115,6 +122,14 @@ class Store:
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
         with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session that only reads (it must write nothing): on SQLite it neither waits for the
+        write lock nor takes it, so a control loop's status reads never queue behind a flush."""
+        with self._translated(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session
 
     @contextmanager

@@ -256,6 +256,19 @@ def test_concurrent_writers_never_see_database_locked(store: Store) -> None:
     assert job.succeeded == 80
 
 
+def test_a_reading_session_sees_the_last_commit_without_waiting_for_a_writer(store: Store) -> None:
+    """A write transaction stays open (on SQLite it holds the write lock) while another session
+    reads: the read neither waits for it (it would time out) nor sees what it has not committed."""
+    job_id = make_job(store, n=1)
+    with store.session() as writer:
+        q.report_in_flight(writer, owner="w", job_id=job_id, calls=5)
+        with store.reading() as reader:
+            assert q.calls_in_flight(reader, job_id) == 0
+            assert q.get_job(reader, job_id).status == JobStatus.RUNNING
+    with store.reading() as reader:
+        assert q.calls_in_flight(reader, job_id) == 5
+
+
 def test_attempt_rows_written_in_bulk_read_back_through_the_models(store: Store) -> None:
     """The driver-level insert stores times, flags and usage as the ORM reads them."""
     from sqlmodel import select

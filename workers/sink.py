@@ -40,8 +40,9 @@ class StoreSink:
             q.cancel_left(session, self.job_id)
 
     def halt_reason(self) -> str | None:
-        """Why the job should start no new call, from its status in the store."""
-        with self.store.session() as session:
+        """Why the job should start no new call, from its status in the store (read without
+        waiting for the write lock: every control tick asks, often while a flush holds it)."""
+        with self.store.reading() as session:
             job = q.get_job(session, self.job_id)
             return _HALTING.get(JobStatus(job.status))
 
