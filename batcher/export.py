@@ -11,6 +11,9 @@ already compact JSON, so JSONL rows are assembled around it without parsing it a
 embedding body gets its vectors back from the store's float32 bytes (``batcher.vector_json``): floats as
 the API writes float32 values, base64 exactly as the API returned it.
 
+An export only reads, in one snapshot (``Store.reading``): on SQLite it neither waits for a
+running job's writes nor takes the write lock they would wait for, however long it takes.
+
 Lines not yet terminal (pending, running) are not exported; the summary counts them. Speech audio
 stays where the worker wrote it; the summary says where, and ``audio_note`` says so to the user
 (with docker compose, the workers' ``/data/results`` is the host's ``./results``). Every file
@@ -98,7 +101,7 @@ def export_job(
     if fmt == ExportFormat.PARQUET:
         return _parquet(store, job_id, out, errors)
     written = errors_written = unfinished = 0
-    with ExitStack() as stack, store.session() as session:
+    with ExitStack() as stack, store.reading() as session:
         q.get_job(session, job_id)
         main = _Writer.open(stack, out, fmt)
         side = _Writer.open(stack, errors, fmt) if errors else main
@@ -136,7 +139,7 @@ def _parquet(store: Store, job_id: int, out: Path, errors: Path | None) -> Expor
         raise BatcherError(
             "--errors goes with jsonl or csv; a Parquet file keeps failed lines in its `state` column"
         )
-    with store.session() as session:
+    with store.reading() as session:
         counts = q.state_counts(session, job_id)
         audio = q.audio_files(session, job_id)
     written = export_parquet(store, job_id, out)

@@ -217,7 +217,7 @@ def _per_input(table: pa.Table, vectors: _PageVectors) -> pa.Table:
 
 def first_dimension(store: Store, job_id: int) -> int | None:
     """The dimension of the job's first embedding, or None when it has none."""
-    with store.session() as session:
+    with store.reading() as session:
         for page in q.iter_result_pages(session, job_id):
             dims = [page.blocks[b][1] for b in page.columns["vector_block"] if b is not None]
             dims += [v.dim for v in _legacy_vectors(page).values()]
@@ -236,7 +236,7 @@ def export_parquet(store: Store, job_id: int, out: Path) -> int:
     options: dict[str, Any] = {"use_dictionary": scalars, "write_statistics": [n for n, _ in _SCALARS]}
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, table_schema, **options) as writer:
         group = _RowGroup(writer, table_schema)
-        with store.session() as session:
+        with store.reading() as session:
             for page in q.iter_result_pages(session, job_id):
                 group.add(page_table(page, dim, table_schema), lines=len(page))
         group.write(last=True)

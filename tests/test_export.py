@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,24 @@ def test_an_export_that_fails_leaves_no_partial_file(store_db: Store, tmp_path: 
     with pytest.raises(OSError):
         export_job(store_db, job_id, tmp_path / "out.jsonl", errors=tmp_path / "errors.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("e.db")) == ["errors.jsonl"]
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_an_export_does_not_wait_for_a_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: ExportFormat
+) -> None:
+    """A job's workers may be writing while its lines are exported (SQLite): the export reads a
+    snapshot (``Store.reading``), so it does not queue behind their writes (and takes no write
+    lock of its own that they would queue behind)."""
+    monkeypatch.setattr("jobs.db.SQLITE_BUSY_TIMEOUT_S", 0.2)  # a lock wait fails fast
+    with Store(f"sqlite:///{tmp_path / 'e.db'}") as store:
+        job_id = finished_job(store, [emb([0.5, 1.0]), None])
+        writer = sqlite3.connect(tmp_path / "e.db", isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE job SET name = 'renamed'")
+            summary = export_job(store, job_id, tmp_path / f"out.{fmt.value}", fmt=fmt)
+            writer.execute("COMMIT")
+        finally:
+            writer.close()
+    assert summary.written == 2
