@@ -201,6 +201,34 @@ async def test_waits_a_stop_ends_give_their_places_back() -> None:
     assert state.holes == {}
 
 
+async def test_a_stop_ends_the_wait_for_a_place_in_the_gate_and_leaves_the_line() -> None:
+    p = pacing(TicketLimiter(), concurrency=1)
+    stop = asyncio.Event()
+    holder = p.slot("m", 1)
+    assert await holder.__aenter__() is not None
+    waiting = [asyncio.ensure_future(_enter(p, stop)) for _ in range(2)]
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.gather(*waiting) == [None, None]
+    await holder.__aexit__(None, None, None)
+    assert p._gate.held == 0  # nobody in line was handed the place the holder gave back
+    assert await _enter(p, asyncio.Event()) is not None
+
+
+async def test_a_call_cancelled_once_handed_a_place_passes_it_to_the_next_in_line() -> None:
+    p = pacing(TicketLimiter(), concurrency=1)
+    holder = p.slot("m", 1)
+    assert await holder.__aenter__() is not None
+    first, second = (asyncio.ensure_future(_enter(p, asyncio.Event())) for _ in range(2))
+    await asyncio.sleep(0)
+    await holder.__aexit__(None, None, None)  # the place is handed to ``first``, not yet running
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second is not None
+    assert p._gate.held == 0
+
+
 async def _enter(p: Pacing, stop: asyncio.Event, tokens: int = 0) -> Permit | None:
     async with p.slot("m", tokens, stop=stop) as permit:
         return permit

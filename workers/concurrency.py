@@ -118,19 +118,30 @@ class AdaptiveGate:
     async def __aenter__(self) -> None:
         if self.try_enter():
             return
-        # A woken waiter is handed its place (``wake`` counts it): a caller arriving between the
-        # wake-up and the waiter's turn cannot take it, so nobody waits behind later arrivals.
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        waiter = self.queue()
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-            elif waiter.done() and not waiter.cancelled():
-                self.held -= 1  # handed a place it will not use: pass it on
-                self.wake()
+            self.leave(waiter)
             raise
+
+    def queue(self) -> asyncio.Future[None]:
+        """A place in line: the future is done once a place is handed to it (``leave`` if not used).
+
+        A woken waiter is handed its place (``wake`` counts it): a caller arriving between the
+        wake-up and the waiter's turn cannot take it, so nobody waits behind later arrivals.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def leave(self, waiter: asyncio.Future[None]) -> None:
+        """Give up a wait: out of the line, or, if a place was handed to it already, pass that on."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        elif waiter.done() and not waiter.cancelled():
+            self.held -= 1  # handed a place it will not use
+            self.wake()
 
     async def __aexit__(self, *exc: object) -> None:
         self.held -= 1

@@ -84,7 +84,7 @@ class Pacing:
         A free place and a grant that needs no wait are taken without a task: waits that the stop
         cancels cost two tasks each, and at a few hundred calls a second that was a tenth of them.
         """
-        if stop.is_set() or not (self._gate.try_enter() or await unless_stopped(self._enter_gate(), stop)):
+        if stop.is_set() or not (self._gate.try_enter() or await self._wait_for_place(stop)):
             return None
         try:
             permit = self.limiter.granted_now(key, tokens)
@@ -100,9 +100,22 @@ class Pacing:
             await self._gate.__aexit__(None, None, None)
         return permit
 
-    async def _enter_gate(self) -> bool:
-        await self._gate.__aenter__()
-        return True
+    async def _wait_for_place(self, stop: asyncio.Event) -> bool:
+        """Wait in the gate's line until handed a place (True) or stopped (False, out of line).
+
+        The line's future is awaited as it is, not through a task of its own: a place handed over
+        reaches its call a turn of the loop sooner, and at the relay's cap every call waits here.
+        """
+        waiter = self._gate.queue()
+        try:
+            await unless_stopped(waiter, stop)  # the stop cancels the future itself
+        except BaseException:
+            self._gate.leave(waiter)
+            raise
+        if waiter.done() and not waiter.cancelled():
+            return True
+        self._gate.leave(waiter)
+        return False
 
     async def finish(self, permit: Permit, call: Call, *, used_tokens: int | None) -> None:
         """The call ended: adapt the concurrency and the pace, then settle the reservation.
