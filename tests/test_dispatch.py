@@ -8,6 +8,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import redis
 
 from batcher.ingest import IngestOptions, ingest_file
 from jobs import store as q
@@ -22,6 +23,7 @@ from workers.dispatch import (
     queued_messages,
     start_distributed,
     sweep_job,
+    take_sweep_turn,
 )
 
 
@@ -164,3 +166,19 @@ def test_packed_lines_travel_several_packs_a_message(
     store.close()
     assert [len(ids) for ids in publish.messages] == sizes
     assert sorted(publish.lines) == list(range(1, 42))
+
+
+def test_no_sweep_takes_its_turn_while_a_start_enqueues(job: tuple[Store, int], redis_url: str) -> None:
+    """The job is running from its first message on: a sweep then would take the lines not yet
+    stamped for lost and send them a second message. The turn comes back once the start is done."""
+    store, job_id = job
+    client = redis.Redis.from_url(redis_url)
+    turns: list[bool] = []
+
+    def publish(job_id: int, ids: list[int], queue: str, priority: int) -> None:
+        turns.append(take_sweep_turn(client, "a sweeper", hold_ms=10_000))
+
+    start_distributed(store, job_id, publish, client)
+    assert turns == [False]
+    assert take_sweep_turn(client, "a sweeper", hold_ms=10_000)
+    client.close()

@@ -16,6 +16,11 @@ The sweeper makes a job finish even if the broker loses messages:
   enqueued has lost its message, and is enqueued again (while messages wait, it may simply
   be behind them).
 A line enqueued twice is harmless: claiming it in the store makes the second message a no-op.
+Sweeps take turns through a lock key in the broker's Redis (``take_sweep_turn``), and
+``start_distributed`` holds that key while it enqueues a job: the job is running from its first
+message on, and a sweep in between took every line not yet stamped for lost and sent it a second
+message (a no-op claim for a worker, of 4,096 packed lines). A broker lost mid-start leaves the
+turn to expire.
 
 Broker errors are translated into ``BrokerError`` here, with what to do next.
 """
@@ -23,6 +28,7 @@ Broker errors are translated into ``BrokerError`` here, with what to do next.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +56,8 @@ CHUNK_SIZE = 500
 # one of 500 unpacked lines, so it ends as well within the task's time limit.
 PACKS_PER_MESSAGE = 16
 PAGE_SIZE = 5000
+SWEEP_LOCK_KEY = "batcher:sweeper:lock"
+STARTING_HOLD_MS = 30_000  # renewed at every message: only a start that died leaves it to expire
 
 Publish = Callable[[int, list[int], str, int], None]  # (job id, line ids, queue, priority)
 
@@ -99,6 +107,26 @@ def celery_later(app: Any = None) -> Callable[[int, list[int], float, int], None
         )
 
     return later
+
+
+def take_sweep_turn(client: redis.Redis, owner: str, *, hold_ms: int) -> bool:
+    """Whether this process may sweep now: no other sweep, and no job start, holds the turn."""
+    return bool(client.set(SWEEP_LOCK_KEY, owner, nx=True, px=hold_ms))
+
+
+def _holding_sweeps(client: redis.Redis, publish: Publish, token: str) -> Publish:
+    """``publish``, keeping the sweeps' turn for ``token`` at every message (see the docstring)."""
+
+    def held(job_id: int, ids: list[int], endpoint: str, priority: int) -> None:
+        client.set(SWEEP_LOCK_KEY, token, px=STARTING_HOLD_MS)
+        publish(job_id, ids, endpoint, priority)
+
+    return held
+
+
+def _give_turn_back(client: redis.Redis, token: str) -> None:
+    if client.get(SWEEP_LOCK_KEY) in (token, token.encode()):  # either way the client decodes
+        client.delete(SWEEP_LOCK_KEY)
 
 
 def broker_epoch(client: redis.Redis, *, now: float) -> float:
@@ -201,10 +229,12 @@ def start_distributed(store: Store, job_id: int, publish: Publish, client: redis
     Every pending line gets a new message, also those stamped as enqueued: a message consumed
     while the job was paused claimed nothing, and is gone. Duplicates are claimed only once.
     """
-    translate_broker_errors(lambda: broker_epoch(client, now=time.time()), client, job_id=job_id)
+    token = f"start:{uuid.uuid4().hex}"
+    translate_broker_errors(lambda: _hold_for_start(client, token), client, job_id=job_id)
     with store.session() as session:  # the broker answered: only now is the job the workers'
         job = q.get_job(session, job_id)
         if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+            _give_turn_back(client, token)
             raise JobStateError(f"job {job_id} is {job.status}; nothing to run")
         before = JobStatus(job.status)
         job.mode = "celery"
@@ -213,7 +243,9 @@ def start_distributed(store: Store, job_id: int, publish: Publish, client: redis
     def enqueue() -> SweepReport:
         with store.session() as session:
             expired = q.expire_leases(session, job_id, now=time.time())
-        report = enqueue_pending(store, job_id, publish, lost_before=time.time())
+        held = _holding_sweeps(client, publish, token)
+        report = enqueue_pending(store, job_id, held, lost_before=time.time())
+        _give_turn_back(client, token)
         return SweepReport(expired, report.enqueued, report.messages)
 
     try:
@@ -222,6 +254,11 @@ def start_distributed(store: Store, job_id: int, publish: Publish, client: redis
         with store.session() as session:
             q.set_job_status(session, q.get_job(session, job_id), before)
         raise
+
+
+def _hold_for_start(client: redis.Redis, token: str) -> None:
+    broker_epoch(client, now=time.time())
+    client.set(SWEEP_LOCK_KEY, token, px=STARTING_HOLD_MS)  # over a sweeper's turn: see the docstring
 
 
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from workers import metrics
 from workers.app import TASK_NAME
 from workers.chunk import run_chunk
 from workers.client import NO_KEY_WARNING
-from workers.dispatch import celery_publisher, sweep_all
+from workers.dispatch import celery_publisher, sweep_all, take_sweep_turn
 from workers.journal import journal_dir
 from workers.leases import new_owner
 from workers.redact import install_log_redaction
@@ -34,7 +34,6 @@ from workers.stats import Stats
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 5.0
-SWEEP_LOCK_KEY = "batcher:sweeper:lock"
 DRAIN_S = 30.0  # a pool process's shutdown waits this long for chunks' last calls
 
 
@@ -115,7 +114,7 @@ class Sweeper(threading.Thread):
         res = resources()
         client = redis.Redis.from_url(res.settings.broker_url, socket_connect_timeout=5, socket_timeout=10)
         try:
-            if client.set(SWEEP_LOCK_KEY, new_owner(), nx=True, px=int(self.interval * 2000)):
+            if take_sweep_turn(client, new_owner(), hold_ms=int(self.interval * 2000)):
                 journals = journal_dir(res.settings.home)
                 report = sweep_all(res.store, celery_publisher(), client, journals=journals)
                 if report.enqueued:
