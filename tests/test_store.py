@@ -202,6 +202,18 @@ def test_release_owners_and_fail_overclaimed(store: Store) -> None:
     assert job.failed == 2
 
 
+def test_fail_overclaimed_of_a_messages_lines_leaves_the_others(store: Store) -> None:
+    """A message's claim looks at its own lines only (the job's others wait for theirs)."""
+    job_id = make_job(store, n=3)
+    with store.session() as s:
+        ids = [i.request_id for i in q.claim_lines(s, job_id=job_id, owner="dead", lease_seconds=60)]
+        q.release_owners(s, job_id, ["dead"])
+        assert q.fail_overclaimed(s, job_id, max_claims=1, request_ids=ids[:2]) == 2
+        counts = q.state_counts(s, job_id)
+        job = q.get_job(s, job_id)
+    assert (counts["failed"], counts["pending"], job.failed) == (2, 1, 2)
+
+
 def test_lines_given_back_by_a_live_owner_are_no_poison(store: Store) -> None:
     """Five pauses (or five chunks that stopped on an unreachable limiter) are not five deaths."""
     job_id = make_job(store, n=2)

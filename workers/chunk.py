@@ -57,7 +57,7 @@ def claim_chunk(
     with store.session() as session:
         options = q.job_options(session, job_id)
         recover_dead_leases(session, job_id, current=owner)
-        q.fail_overclaimed(session, job_id, max_claims=options.max_attempts)
+        q.fail_overclaimed(session, job_id, max_claims=options.max_attempts, request_ids=request_ids)
         items = q.claim_lines(
             session, job_id=job_id, owner=owner, lease_seconds=LEASE_SECONDS, request_ids=request_ids
         )
