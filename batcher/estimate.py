@@ -146,7 +146,7 @@ class EstimateBuilder:
         usage, has_max = line_usage(line, self.typical_output, self._count_prompt)
         family = family_of(line.endpoint)
         self._add_family(family, usage)
-        row = self._models.setdefault(line.model, ModelEstimate(line.model))
+        row = self._models.get(line.model) or self._models.setdefault(line.model, ModelEstimate(line.model))
         _add(row, usage, has_max)
         priced_as = family.price_key(line.model, line.body) or line.model
         cost = self._cost(priced_as, usage)
@@ -164,9 +164,12 @@ class EstimateBuilder:
         return self._costs[key]
 
     def _add_family(self, family: Family, usage: Usage) -> None:
-        row = self._families.setdefault(family.name, FamilyEstimate(family.name, family.billed_in))
+        row = self._families.get(family.name) or self._new_family(family)
         row.lines += 1
         row.quantity += 1 if family.billed_in == "tasks" else usage.characters or usage.tokens
+
+    def _new_family(self, family: Family) -> FamilyEstimate:
+        return self._families.setdefault(family.name, FamilyEstimate(family.name, family.billed_in))
 
     def result(self) -> Estimate:
         """The estimate of every line added so far."""

@@ -37,7 +37,6 @@ from jobs.options import JobOptions
 from jobs.store.blobs import link_blobs
 from workers.catalog import ModelCatalog
 from workers.endpoints import family_of
-from workers.tokens import reservation_tokens
 
 MAX_PROBLEMS = 1000
 CHUNK_ROWS = 2000
@@ -224,15 +223,16 @@ def _store_lines(
 
 
 def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
+    family = family_of(line.endpoint)  # once: ``workers.tokens``' helpers look it up on each call
     return {
         "job_id": job_id,
         "custom_id": line.custom_id,
         "line_no": line.line_no,
         "endpoint": line.endpoint.path,
         "model": line.model,
-        "price_key": family_of(line.endpoint).price_key(line.model, line.body),
+        "price_key": family.price_key(line.model, line.body),
         "body": line.body_json.decode(),
-        "est_tokens": reservation_tokens(line.endpoint, line.body),
+        "est_tokens": family.reservation_tokens(line.body),
     }  # the rest (state pending, no attempts...) are the model's defaults
 
 
