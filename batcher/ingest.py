@@ -109,8 +109,6 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
         if rejects is not None:
             rejects.discard()
         raise
-    with store.session() as session:  # once the lines are committed, so it counts them
-        q.refresh_line_statistics(session, inserted=stored)
     target = rejects.keep() if rejects is not None and rejected else None
     if rejects is not None and not rejected:
         rejects.discard()

@@ -15,7 +15,6 @@ from jobs import store as q
 from jobs.db import Store
 from jobs.errors import InputError
 from jobs.options import JobOptions
-from jobs.store.lines import ANALYZE_AFTER_LINES
 from tests.helpers import all_lines, batch_line, write_jsonl
 from workers.prices import load_prices
 
@@ -271,25 +270,3 @@ def test_a_bad_last_line_stores_nothing_on_each_backend(store_url: str, tmp_path
         assert all_lines(store) == []
         with store.session() as s:
             assert q.list_jobs(s) == []
-
-
-@pytest.mark.postgres
-def test_a_large_ingest_on_postgresql_leaves_the_planner_counting_its_lines(
-    pg_url: str, tmp_path: Path
-) -> None:
-    """Without ANALYZE the planner takes a table just copied into for empty, and a claim of a
-    message's ids walks the job's whole (job, state) index."""
-    n = ANALYZE_AFTER_LINES
-    rows = [batch_line(f"e{i}", "/v1/embeddings", {"model": "m", "input": f"t{i}"}) for i in range(n)]
-    store = Store(pg_url)
-    try:
-        ingest_file(store, write_jsonl(tmp_path / "in.jsonl", rows), IngestOptions())
-        with store.session() as s:
-            counted = (
-                s.connection()
-                .exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'request'::regclass")
-                .scalar()
-            )
-    finally:
-        store.close()
-    assert counted == n

@@ -44,21 +44,6 @@ _DEFAULTS = {
 }
 
 
-# A job this big can move the query plans: below it, autovacuum's own analyze keeps up.
-ANALYZE_AFTER_LINES = 1000
-
-
-def refresh_line_statistics(session: Session, *, inserted: int) -> None:
-    """On PostgreSQL, have the planner count the lines just inserted (``ANALYZE request``).
-
-    Before that it takes the table for what it last counted: a job of a million lines copied in
-    looked like 22 pending lines, so a claim of a message's 4,096 ids walked the job's whole
-    (job, state) index instead of the primary key, a second a message at 500,000 lines left.
-    """
-    if inserted >= ANALYZE_AFTER_LINES and session.connection().dialect.name == "postgresql":
-        session.connection().exec_driver_sql("ANALYZE request")
-
-
 def _claimable(now: float) -> sa.ColumnElement[bool]:
     expired = sa.and_(_req.c.state == RequestState.RUNNING.value, _req.c.lease_expires_at < now)
     return sa.or_(_req.c.state == RequestState.PENDING.value, expired)
