@@ -106,17 +106,22 @@ def run_chunk(
             pacings=runtime,
         )
         LIVE_OWNERS.add(owner)  # until the executor's end, after this task's: ``_run`` lets it go
-        running = runtime.start(_run(store, executor, items))
+
+        def ended(stats: Stats) -> Stats:
+            stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
+            return _ended(stats, end)
+
+        # The hook is called by the run itself, not by a done callback: a future's waiters
+        # (``WorkerRuntime.drain``) wake before its callbacks run, so a drained runtime could
+        # otherwise still owe the hook its call.
+        running = runtime.start(_run(store, executor, items, ended))
         runtime.run(_handed_over(running, executor.stats, len(items)))
-
-    def with_hits(stats: Stats) -> Stats:
-        stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
-        return stats
-
     if running.done():
-        return _ended(with_hits(running.result()), end)
-    running.add_done_callback(lambda done: _drained(done, with_hits, end))
-    return with_hits(dataclasses.replace(executor.stats))
+        return running.result()
+    running.add_done_callback(_drained)
+    stats = dataclasses.replace(executor.stats)
+    stats.succeeded, stats.cached = stats.succeeded + served.hits, stats.cached + served.hits
+    return stats
 
 
 async def _handed_over(running: concurrent.futures.Future[Stats], stats: Stats, lines: int) -> None:
@@ -128,22 +133,19 @@ def _ended(stats: Stats, end: EndHook) -> Stats:
     return stats
 
 
-def _drained(
-    done: concurrent.futures.Future[Stats], with_hits: Callable[[Stats], Stats], end: EndHook
-) -> None:
-    """A chunk's run that outlived its task has ended: report it, or the bug that ended it."""
-    if done.cancelled():
-        return
-    if (error := done.exception()) is not None:
+def _drained(done: concurrent.futures.Future[Stats]) -> None:
+    """A chunk's run that outlived its task has ended: log the bug that ended it, if one did."""
+    if not done.cancelled() and (error := done.exception()) is not None:
         log.error("a chunk's last calls ended in an error", exc_info=error)
-        return
-    end(with_hits(done.result()))
 
 
-async def _run(store: Store, executor: Executor, items: list[WorkItem]) -> Stats:
+async def _run(
+    store: Store, executor: Executor, items: list[WorkItem], ended: Callable[[Stats], Stats]
+) -> Stats:
     try:
-        return await executor.run(items)
+        stats = await executor.run(items)
     finally:
         LIVE_OWNERS.discard(executor.config.owner)
         views = await executor.pacing.refresh()
         await asyncio.to_thread(remember_paces, store, views)
+    return ended(stats)
