@@ -105,6 +105,20 @@ def test_claim_lines_by_ids_claims_nothing_twice(store: Store) -> None:
     assert redelivered == []
 
 
+def test_a_message_naming_another_jobs_lines_claims_and_fails_none_of_them(store: Store) -> None:
+    """A message's ids are looked up by primary key alone; the job is checked on the rows found."""
+    first, second = make_job(store, n=2), make_job(store, n=2)
+    with store.session() as s:
+        theirs = [i.request_id for i in q.claim_lines(s, job_id=second, owner="dead", lease_seconds=60)]
+        q.release_owners(s, second, ["dead"])
+        assert q.fail_overclaimed(s, first, max_claims=1, request_ids=theirs) == 0
+        assert q.claim_lines(s, job_id=first, owner="a", lease_seconds=60, request_ids=theirs) == []
+        mine = q.claim_lines(s, job_id=second, owner="b", lease_seconds=60, request_ids=[*theirs, 10**9])
+        counts, job = q.state_counts(s, second), q.get_job(s, first)
+    assert sorted(i.request_id for i in mine) == sorted(theirs)
+    assert (counts["failed"], job.failed) == (0, 0)
+
+
 def test_claim_lines_refuses_a_job_that_is_not_running(store: Store) -> None:
     job_id = make_job(store, n=2)
     with store.session() as s:

@@ -116,3 +116,39 @@ def _copy(
     with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row((*row, *extra))
+
+
+def lines_of_job(conn: sa.Connection, job_id: int, request_ids: Sequence[int]) -> list[int]:
+    """Those of ``request_ids`` that are ``job_id``'s lines, found by primary key alone.
+
+    A message's few thousand ids are looked up by ``id`` and their job checked on the rows found:
+    a condition on ``job_id`` beside them lets PostgreSQL take the (job, state) index instead,
+    which, with no statistics after a bulk copy, it believes holds a couple of dozen rows, and
+    then walks a million-line job's pending lines for every message (about a second each).
+    """
+    if not request_ids:
+        return []
+    sql = f"SELECT id, job_id FROM request WHERE {id_range_and_list(len(request_ids))}"
+    return [row[0] for row in fetch_rows(conn, sql, id_range_params(request_ids)) if row[1] == job_id]
+
+
+def id_range_and_list(n: int) -> str:
+    """A condition on ``id`` for ``n`` ids, with their range first (``id_range_params``).
+
+    ``id IN (...)`` of a few thousand ids alone, on a table PostgreSQL has no statistics for (just
+    bulk-copied), is planned as a scan of the whole table (40 ms at 300,000 lines); the range
+    beside it makes it a primary-key range scan (3 ms). A message's or a claim's ids are close
+    together, so the range holds few others.
+    """
+    return f"id BETWEEN ? AND ? AND id IN ({', '.join('?' * n)})"
+
+
+def id_range_params(ids: Sequence[int]) -> tuple[int, ...]:
+    """The parameters of ``id_range_and_list``: lowest, highest, then every id."""
+    return (min(ids), max(ids), *ids)
+
+
+def id_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """``column IN ids`` with the ids' range beside it, for SQLAlchemy statements (see
+    ``id_range_and_list``)."""
+    return sa.and_(column.between(min(ids), max(ids)), column.in_(list(ids)))

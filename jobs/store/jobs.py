@@ -18,6 +18,7 @@ from jobs.models import (
     utcnow,
 )
 from jobs.options import JobOptions
+from jobs.store.bulk import id_in, lines_of_job
 from jobs.store.common import NOT_TERMINAL, REQUEST_TABLE, bump_counter
 from jobs.store.tasks import drop_for_retry
 
@@ -187,13 +188,17 @@ def fail_overclaimed(
     statement reads every line of the job not yet done, a second at 500,000 on PostgreSQL.
     """
     where = [
-        _req.c.job_id == job_id,
         _req.c.state.in_(NOT_TERMINAL),
         _req.c.claims >= max_claims,
         sa.or_(_req.c.lease_expires_at.is_(None), _req.c.lease_expires_at < time.time()),
     ]
-    if request_ids is not None:
-        where.append(_req.c.id.in_(list(request_ids)))
+    if request_ids is None:
+        where.append(_req.c.job_id == job_id)
+    else:  # by primary key alone (see ``lines_of_job``)
+        ids = lines_of_job(session.connection(), job_id, request_ids)
+        if not ids:
+            return 0
+        where.append(id_in(_req.c.id, ids))
     stmt = (
         sa.update(_req)
         .where(*where)

@@ -21,7 +21,7 @@ from jobs.models import (
     RequestState,
 )
 from jobs.records import WorkItem
-from jobs.store.bulk import fetch_rows, insert_rows
+from jobs.store.bulk import fetch_rows, id_in, id_range_and_list, id_range_params, insert_rows, lines_of_job
 from jobs.store.common import JOB_TABLE, REQUEST_TABLE
 
 _req = REQUEST_TABLE
@@ -42,11 +42,6 @@ _DEFAULTS = {
     for c in _req.columns
     if c.default is not None and c.default.is_scalar and c.default.arg is not None
 }
-
-
-def _claimable(now: float) -> sa.ColumnElement[bool]:
-    expired = sa.and_(_req.c.state == RequestState.RUNNING.value, _req.c.lease_expires_at < now)
-    return sa.or_(_req.c.state == RequestState.PENDING.value, expired)
 
 
 def claim_lines(
@@ -73,10 +68,7 @@ def claim_lines(
     if _job_status(conn, job_id) != JobStatus.RUNNING:
         return []
     if request_ids is not None:
-        query = sa.select(_req.c.id).where(
-            _req.c.job_id == job_id, _req.c.id.in_(list(request_ids)), _claimable(now)
-        )
-        ids = [row[0] for row in conn.execute(query)]
+        ids = lines_of_job(conn, job_id, request_ids)  # ``_lease`` takes those still claimable
     elif limit is not None:
         leased = _lease_next(session, job_id, limit, owner=owner, until=now + lease_seconds, now=now)
         if len(leased) < limit:
@@ -127,8 +119,8 @@ def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: f
     """
     if not ids:
         return []
-    sql = _LEASE_SQL.format(ids=", ".join("?" * len(ids)))
-    params = (owner, until, *ids, _PENDING, _RUNNING, now)
+    sql = _LEASE_SQL.format(ids=id_range_and_list(len(ids)))
+    params = (owner, until, *id_range_params(ids), _PENDING, _RUNNING, now)
     rows = fetch_rows(session.connection(), sql, params)
     return sorted((_work_item(row) for row in rows), key=lambda item: item.request_id)
 
@@ -151,12 +143,12 @@ _PENDING, _RUNNING = RequestState.PENDING.value, RequestState.RUNNING.value
 _WORK_COLUMNS = ("id", "job_id", "custom_id", "endpoint", "model", "body", "attempts", "est_tokens")
 _LEASE_SQL = (
     f"UPDATE request SET state = '{_RUNNING}', lease_owner = ?, lease_expires_at = ?, claims = claims + 1 "
-    "WHERE id IN ({ids}) AND (state = ? OR (state = ? AND lease_expires_at < ?)) "
+    "WHERE {ids} AND (state = ? OR (state = ? AND lease_expires_at < ?)) "
     f"RETURNING {', '.join(_WORK_COLUMNS)}"
 )
 
 _LEASE_NEXT_SQL = _LEASE_SQL.format(
-    ids="SELECT id FROM request WHERE job_id = ? AND state = ? ORDER BY line_no LIMIT ?"
+    ids="id IN (SELECT id FROM request WHERE job_id = ? AND state = ? ORDER BY line_no LIMIT ?)"
 )
 
 
@@ -175,9 +167,8 @@ def _update_owned(session: Session, request_ids: Iterable[int], owner: str, valu
     ids = list(request_ids)
     if not ids:
         return 0
-    mine = sa.and_(
-        _req.c.id.in_(ids), _req.c.lease_owner == owner, _req.c.state == RequestState.RUNNING.value
-    )
+    running = _req.c.state == RequestState.RUNNING.value
+    mine = sa.and_(id_in(_req.c.id, ids), _req.c.lease_owner == owner, running)
     return int(session.connection().execute(sa.update(_req).where(mine).values(values)).rowcount)
 
 
@@ -271,5 +262,5 @@ def unqueued_lines(
 def mark_enqueued(session: Session, request_ids: Sequence[int], *, now: float) -> None:
     """Stamp lines as carried by a broker message sent at ``now``."""
     if request_ids:
-        stmt = sa.update(_req).where(_req.c.id.in_(list(request_ids))).values(enqueued_at=now)
+        stmt = sa.update(_req).where(id_in(_req.c.id, request_ids)).values(enqueued_at=now)
         session.connection().execute(stmt)

@@ -22,7 +22,7 @@ from jobs.models import (
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult
-from jobs.store.bulk import db_time, executemany, fetch_rows, insert_sql
+from jobs.store.bulk import db_time, executemany, fetch_rows, id_range_and_list, id_range_params, insert_sql
 from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 from jobs.store.resultrows import USAGE_COLUMNS, usage_values, write_results
@@ -129,14 +129,14 @@ def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
     found: set[int] = set()
     for start in range(0, len(ids), _IDS_A_QUERY):
         part = ids[start : start + _IDS_A_QUERY]
-        sql = _NOT_TERMINAL_SQL.format(ids=", ".join("?" * len(part))) + lock
-        found.update(row[0] for row in fetch_rows(conn, sql, (*part, *NOT_TERMINAL)))
+        sql = _NOT_TERMINAL_SQL.format(ids=id_range_and_list(len(part))) + lock
+        found.update(row[0] for row in fetch_rows(conn, sql, (*id_range_params(part), *NOT_TERMINAL)))
     return found
 
 
 _IDS_A_QUERY = 2000  # well under every backend's limit of bound parameters (a replay may bring more)
 _NOT_TERMINAL_SQL = (
-    f"SELECT id FROM request WHERE id IN ({{ids}}) AND state IN ({', '.join('?' * len(NOT_TERMINAL))})"
+    f"SELECT id FROM request WHERE {{ids}} AND state IN ({', '.join('?' * len(NOT_TERMINAL))})"
 )
 
 
