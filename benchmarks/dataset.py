@@ -5,6 +5,7 @@
     python -m benchmarks.suite celery-scale    # 1M lines, Celery, 2 workers, PostgreSQL
     python -m benchmarks.suite vectors         # 20k lines of 1536 dimensions, float and base64
     python -m benchmarks.suite dataset-10m     # opt-in: 10M lines, SQLite (an hour of the machine)
+    python -m benchmarks.suite dataset-pg-10m  # opt-in: 10M lines, PostgreSQL
 
 Each job is generated (never committed), packed (the default), against the stand-in relay with
 50 ms latency in its own process. Steps are timed apart (ingest, run, export) as subprocesses:
@@ -132,6 +133,16 @@ def dataset_10m(tmp: Path) -> None:
         postgres=False,
         title="8. Ten million packed 8-dimension embedding lines, SQLite, relay latency 50 ms",
         command="python -m benchmarks.suite dataset-10m",
+    )
+
+
+def dataset_pg_10m(tmp: Path) -> None:
+    _dataset(
+        tmp,
+        [10_000_000],
+        postgres=True,
+        title="8. Ten million packed 8-dimension embedding lines, PostgreSQL, relay latency 50 ms",
+        command="python -m benchmarks.suite dataset-pg-10m",
     )
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.suite                 # everything (about 10 minutes here)
     python -m benchmarks.suite overhead limits # some of it
     python -m benchmarks.suite dataset-10m     # opt-in: ten million lines (benchmarks/dataset.py)
+    python -m benchmarks.suite dataset-pg-10m  # opt-in: the same on PostgreSQL
 
 Each benchmark prints a table and the command that reproduces it. The relay runs in its own
 process; Celery runs real worker processes on the local Redis with the store on the local
@@ -232,9 +233,10 @@ BENCHMARKS: dict[str, Callable[[Path], None]] = {
     "celery-scale": dataset.celery_scale,
     "vectors": dataset.vectors,
     "dataset-10m": dataset.dataset_10m,
+    "dataset-pg-10m": dataset.dataset_pg_10m,
     **pace.BENCHMARKS,
 }
-OPT_IN = {"dataset-10m"}  # an hour of the machine: only when named
+OPT_IN = {"dataset-10m", "dataset-pg-10m"}  # an hour of the machine: only when named
 
 
 def main() -> None:
