@@ -229,6 +229,30 @@ async def test_a_call_cancelled_once_handed_a_place_passes_it_to_the_next_in_lin
     assert p._gate.held == 0
 
 
+class CancelOnGrant(TicketLimiter):
+    """Grants, and has the caller cancelled before it runs again: the race of a job's shutdown
+    with a wait that just ended."""
+
+    caller: asyncio.Task[object] | None = None
+
+    async def acquire(self, key: str, tokens: int) -> Permit:
+        assert self.caller is not None
+        asyncio.get_running_loop().call_soon(self.caller.cancel)
+        return await super().acquire(key, tokens)
+
+
+async def test_a_grant_overtaken_by_the_callers_cancellation_is_given_back() -> None:
+    """Its tokens are settled as unused (and, in Redis, a probe gate it held opens), and its
+    place in the gate goes back: the permit is not dropped with the cancelled caller."""
+    limiter = CancelOnGrant()
+    p = pacing(limiter, concurrency=1)
+    limiter.caller = asyncio.ensure_future(_enter(p, asyncio.Event(), tokens=7))
+    with pytest.raises(asyncio.CancelledError):
+        await limiter.caller
+    assert limiter.events == [("settle", limiter.granted[0], 0)]
+    assert p._gate.held == 0 and p.in_flight == 0
+
+
 async def _enter(p: Pacing, stop: asyncio.Event, tokens: int = 0) -> Permit | None:
     async with p.slot("m", tokens, stop=stop) as permit:
         return permit

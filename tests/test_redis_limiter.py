@@ -222,6 +222,53 @@ async def test_cancelled_waits_give_their_places_back(client: aioredis.Redis) ->
     assert not [f for f in await client.hkeys(state) if f.startswith(b"h:")]
 
 
+async def test_a_caller_cancelled_while_its_place_is_reserved_gives_it_back(client: aioredis.Redis) -> None:
+    """The script ran (the place is taken in Redis) but its answer had not reached the caller."""
+    a, b = pair(client, Limits(rpm=60 / 0.98, tpm=6000))
+    state = a.prefix + "k"
+    await a.acquire("k", 10)
+    sent = await client.hmget(state, ["r", "t"])
+    ran, answer_read = asyncio.Event(), asyncio.Event()
+    script = b._acquire
+
+    async def answer_late(**kw: object) -> object:
+        answer = await script(**kw)
+        ran.set()
+        await answer_read.wait()
+        return answer
+
+    b._acquire = answer_late
+    waiter = asyncio.create_task(b.acquire("k", 10))
+    await ran.wait()
+    assert await client.hget(state, "r") != sent[0]
+    waiter.cancel()
+    await asyncio.sleep(0)
+    answer_read.set()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert await client.hmget(state, ["r", "t"]) == sent
+
+
+async def test_a_caller_cancelled_while_its_place_is_checked_gives_it_back(client: aioredis.Redis) -> None:
+    """Its wait is over, but the check that no pause voided the place had not answered."""
+    a, b = pair(client, Limits(rpm=60 / 0.05 / 0.98, tpm=60 * 2000))  # 20 a second, 2,000 tokens a second
+    state = a.prefix + "k"
+    await a.acquire("k", 100)
+    sent = await client.hmget(state, ["r", "t"])
+    checking = asyncio.Event()
+
+    async def never_answers(**kw: object) -> object:
+        checking.set()
+        await asyncio.Event().wait()
+        return 1
+
+    b._valid = never_answers
+    waiter = asyncio.create_task(b.acquire("k", 100))  # 0.05 s away: checked once its wait is over
+    await checking.wait()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert await client.hmget(state, ["r", "t"]) == sent
+
+
 async def test_a_pause_voids_places_given_back_before_it(client: aioredis.Redis) -> None:
     a, b = pair(client, Limits(rpm=60 / 0.98))
     state = a.prefix + "k"

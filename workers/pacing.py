@@ -89,7 +89,7 @@ class Pacing:
         try:
             permit = self.limiter.granted_now(key, tokens)
             if permit is None:  # a wait the stop cancels gives its place back (acquire does)
-                permit = await unless_stopped(self.limiter.acquire(key, tokens), stop)
+                permit = await self._acquire(key, tokens, stop)
             if permit is not None and stop.is_set():  # granted but never sent: its tokens back
                 await self.limiter.settle(permit, 0)
                 permit = None
@@ -99,6 +99,17 @@ class Pacing:
         if permit is None:
             await self._gate.__aexit__(None, None, None)
         return permit
+
+    async def _acquire(self, key: str, tokens: int, stop: asyncio.Event) -> Permit | None:
+        """The limiter's grant, or None once stopped; a grant the caller's cancellation overtakes
+        (the wait had ended, the caller had not run yet) is settled as never sent, not dropped."""
+        acquiring = asyncio.ensure_future(self.limiter.acquire(key, tokens))
+        try:
+            return await unless_stopped(acquiring, stop)
+        except asyncio.CancelledError:
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                await asyncio.shield(self.limiter.settle(acquiring.result(), 0))
+            raise
 
     async def _wait_for_place(self, stop: asyncio.Event) -> bool:
         """Wait in the gate's line until handed a place (True) or stopped (False, out of line).

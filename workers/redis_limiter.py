@@ -109,7 +109,7 @@ class RedisLimiter:
         """
         args = self.acquire_args(key, tokens)
         while True:
-            reserved = _Reserved.parse(await self._run(self._acquire, key, args))
+            reserved = await self._reserve(key, args, tokens)
             if reserved.wait < 0:
                 await asyncio.sleep(-reserved.wait)  # paused, or a probe is out: ask again
                 continue
@@ -117,11 +117,33 @@ class RedisLimiter:
                 return Permit(key, tokens)
             try:
                 await asyncio.sleep(reserved.wait)
-            except asyncio.CancelledError:
+                if reserved.wait < REVALIDATE_AFTER_S or await self._still_valid(key, reserved):
+                    return Permit(key, tokens)
+            except asyncio.CancelledError:  # while it waited or while its place was checked
                 await asyncio.shield(self._give_back(key, reserved, tokens))
                 raise
-            if reserved.wait < REVALIDATE_AFTER_S or int(await self._run(self._valid, key, [reserved.epoch])):
-                return Permit(key, tokens)
+
+    async def _still_valid(self, key: str, reserved: _Reserved) -> bool:
+        """No pause began since the place was reserved (a pause voids the places before it)."""
+        return bool(int(await self._run(self._valid, key, [reserved.epoch])))
+
+    async def _reserve(self, key: str, args: list[Any], tokens: int) -> _Reserved:
+        """The acquire script's answer. A caller cancelled while the script runs may have been
+        granted a place in Redis already: that place is given back once the answer is in."""
+        running = asyncio.ensure_future(self._run(self._acquire, key, args))
+        try:
+            return _Reserved.parse(await asyncio.shield(running))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._give_back_reserved(running, key, tokens))
+            raise
+
+    async def _give_back_reserved(self, running: asyncio.Future[Any], key: str, tokens: int) -> None:
+        try:
+            reserved = _Reserved.parse(await running)
+        except LimiterError:
+            return  # no answer: nothing known to give back
+        if reserved.wait >= 0:  # a place was reserved (a negative wait reserves none)
+            await self._give_back(key, reserved, tokens)
 
     async def _give_back(self, key: str, reserved: _Reserved, tokens: int) -> None:
         args = [reserved.epoch, tokens, self.limits.tpm or 0, reserved.start, reserved.end]
