@@ -124,6 +124,21 @@ async def test_a_5xx_with_retry_after_pauses_nothing() -> None:
     assert p.counters.overloaded == 1
 
 
+async def test_an_overload_aims_the_concurrency_under_the_calls_out() -> None:
+    """21 calls out (the refused one among them) when the relay refused: the limit goes to 20."""
+    p = Pacing(TicketLimiter(), concurrency=64, provider="relay")
+    p.concurrency.limit, p.concurrency.slow_start = 21.8, False  # ×0.9: 19.6
+    held = [p.slot("m", 0) for _ in range(21)]
+    permits = [await h.__aenter__() for h in held]
+    await held[0].__aexit__(None, None, None)
+    busy = call(Verdict.RETRY, sent=True, status=503, error_class="overloaded", throttle=Throttle.OVERLOAD)
+    assert permits[0] is not None
+    await p.finish(permits[0], busy, used_tokens=None)
+    assert p.concurrency.limit == 20.0
+    for h in held[1:]:
+        await h.__aexit__(None, None, None)
+
+
 async def test_slots_beyond_the_concurrency_wait_for_a_free_one() -> None:
     p = pacing(TicketLimiter(), concurrency=1)
     inside, release = asyncio.Event(), asyncio.Event()

@@ -10,12 +10,18 @@ Vegas do) and Envoy's adaptive concurrency filter, one per executor:
   calls, so one stalled event loop is not a queue) passes ``tolerance`` × baseline the queue is
   building somewhere: the limit shrinks by ``decrease``, at most once per ``latency_hold``
   round trips.
-- **Overload**: new-api's 503 ``upstream_overloaded``, any 5xx overload answer, refused or reset
-  connections and timeouts shrink it by ``decrease``; at most once per round trip, since one
-  overload sends back a batch of such answers.
+- **Overload**: refused or reset connections and timeouts shrink it by ``decrease``. An overload
+  answer (new-api's 503 ``upstream_overloaded``, any 5xx overload answer) is aimed instead: the
+  relay refused a call with that many of ours out (it answers at once, so those out as the answer
+  came back), and its count of ours can only be lower than ours, so the limit goes to one under
+  that count: at least one place less than it was, at most ``decrease`` below it (one odd count
+  must not crash it), except in slow start, where the count is the cut if it is deeper (the limit
+  ran past the cap for a round trip). A fixed fraction took a limit of 21 in use to 19 where the
+  relay capped 20; aimed, it goes to 20. Each at most once per round trip, since one overload
+  sends back a batch of such answers.
 - **Additive increase** after that, only while the limit is in use (at least half of it in
   flight: an idle limit proves nothing): ``gain`` per round trip after an overload (a hard cap
-  is near), ``latency_gain`` after a latency back-off.
+  is near: the probe above it is slow), ``latency_gain`` after a latency back-off.
 
 ``--concurrency`` is the ceiling; the limit never goes past it nor below ``floor``.
 """
@@ -37,7 +43,7 @@ class ConcurrencyTuning:
     floor: int = 1
     tolerance: float = 2.0
     decrease: float = 0.9
-    gain: float = 0.15  # calls added per round trip after an overload
+    gain: float = 0.1  # calls added per round trip after an overload
     latency_gain: float = 1.0  # calls added per round trip after a latency back-off only
     short_weight: float = 0.02  # EWMA weight of the recent round trip (about 50 calls)
     latency_hold: float = 5.0  # round trips between two latency back-offs
@@ -87,16 +93,21 @@ def on_sample(state: ConcurrencyState, rtt: float, *, in_flight: int, now: float
     state.limit = min(float(state.ceiling), state.limit + step)
 
 
-def on_overload(state: ConcurrencyState, now: float) -> None:
-    """An overload answer, a refused or reset connection, or a timeout."""
-    _decrease(state, now, overload=True)
+def on_overload(state: ConcurrencyState, now: float, *, in_flight: int | None = None) -> None:
+    """A refused or reset connection or a timeout; with ``in_flight`` (this call among them), an
+    overload answer that came back with that many calls out: the limit is aimed under it."""
+    _decrease(state, now, overload=True, refused_at=in_flight)
 
 
-def _decrease(state: ConcurrencyState, now: float, *, overload: bool) -> None:
+def _decrease(state: ConcurrencyState, now: float, *, overload: bool, refused_at: int | None = None) -> None:
     if now - state.last_decrease < (state.recent or 0.0):
         return
+    cut = state.limit * state.tuning.decrease
+    if refused_at is not None:
+        under = float(refused_at - 1)
+        cut = min(cut, under) if state.slow_start else min(state.limit - 1, max(cut, under))
     state.slow_start, state.overloaded = False, overload
-    state.limit = max(float(state.tuning.floor), state.limit * state.tuning.decrease)
+    state.limit = max(float(state.tuning.floor), cut)
     state.last_decrease, state.decreases = now, state.decreases + 1
 
 

@@ -156,9 +156,11 @@ class Pacing:
         c, now = call.classification, time.monotonic()
         if c.verdict == Verdict.OK:
             on_sample(self.concurrency, call.duration_ms / 1000, in_flight=self.in_flight + 1, now=now)
-        elif c.throttle is Throttle.OVERLOAD or c.error_class in ("connection", "timeout"):
+        elif c.throttle is Throttle.OVERLOAD:  # answered at once: about the calls out when it went
+            on_overload(self.concurrency, now, in_flight=self.in_flight + 1)
+            self.counters.overloaded += 1
+        elif c.error_class in ("connection", "timeout"):
             on_overload(self.concurrency, now)
-            self.counters.overloaded += c.throttle is Throttle.OVERLOAD
         self._gate.wake()
 
     async def refresh(self) -> dict[str, PaceView]:
