@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from psycopg._queries import MAX_CACHED_STATEMENT_PARAMS
 
 from jobs import store as q
 from jobs.db import Store
@@ -14,6 +15,7 @@ from jobs.store import resultrows
 from jobs.vectors import Vectors
 from tests.helpers import all_lines
 from tests.test_store import make_job, ok
+from tests.test_store_bulk import statements
 
 
 def _pack(ids: list[int], job_id: int) -> tuple[AttemptRecord, list[LineResult]]:
@@ -111,3 +113,30 @@ def test_groups_larger_than_a_statement_and_lines_alone_land_in_one_flush(
     assert [x.total_tokens for x in lines] == [*range(1, 13), 7, 8]
     assert [x.attempts for x in lines] == [2] * 12 + [0, 0]
     assert all(x.lease_owner is None for x in lines)
+
+
+@pytest.mark.postgres
+def test_a_groups_statements_on_postgresql_have_one_text_and_few_parameters_for_any_size(pg_url: str) -> None:
+    """The lines' own columns go as one array each (see ``jobs.store.bulk.ids_where``): psycopg
+    rewrites placeholders in Python and keeps the rewrite only up to 50 parameters."""
+    store = Store(pg_url)
+    try:
+        job_id = make_job(store, n=110)
+        ids = _claim(store, job_id)
+        sizes = []
+        for part in (ids[:10], ids[10:]):
+            call, results = _pack(part, job_id)
+            with statements(store) as seen, store.session() as s:
+                assert q.record_outcomes(s, [call], results) == len(part)
+            sizes.append(seen)
+        lines = all_lines(store)
+    finally:
+        store.close()
+    few, many = sizes
+    assert [sql for sql, _ in few] == [sql for sql, _ in many]
+    assert max(n for _, n in many) <= MAX_CACHED_STATEMENT_PARAMS
+    assert [(x.prompt_tokens, x.vector_start, x.attempts) for x in lines[10:13]] == [
+        (0, 0, 2),
+        (1, 1, 2),
+        (2, 2, 2),
+    ]

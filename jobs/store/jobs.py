@@ -198,7 +198,7 @@ def fail_overclaimed(
         ids = lines_of_job(session.connection(), job_id, request_ids)
         if not ids:
             return 0
-        where.append(id_in(_req.c.id, ids))
+        where.append(id_in(session.connection(), _req.c.id, ids))
     stmt = (
         sa.update(_req)
         .where(*where)

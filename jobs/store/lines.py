@@ -21,7 +21,7 @@ from jobs.models import (
     RequestState,
 )
 from jobs.records import WorkItem
-from jobs.store.bulk import fetch_rows, id_in, id_range_and_list, id_range_params, insert_rows, lines_of_job
+from jobs.store.bulk import fetch_rows, id_in, ids_where, insert_rows, lines_of_job
 from jobs.store.common import JOB_TABLE, REQUEST_TABLE
 
 _req = REQUEST_TABLE
@@ -119,9 +119,9 @@ def _lease(session: Session, ids: list[int], *, owner: str, until: float, now: f
     """
     if not ids:
         return []
-    sql = _LEASE_SQL.format(ids=id_range_and_list(len(ids)))
-    params = (owner, until, *id_range_params(ids), _PENDING, _RUNNING, now)
-    rows = fetch_rows(session.connection(), sql, params)
+    conn = session.connection()
+    where, id_params = ids_where(conn, ids)
+    rows = fetch_rows(conn, _LEASE_SQL.format(ids=where), (owner, until, *id_params, _PENDING, _RUNNING, now))
     return sorted((_work_item(row) for row in rows), key=lambda item: item.request_id)
 
 
@@ -168,8 +168,9 @@ def _update_owned(session: Session, request_ids: Iterable[int], owner: str, valu
     if not ids:
         return 0
     running = _req.c.state == RequestState.RUNNING.value
-    mine = sa.and_(id_in(_req.c.id, ids), _req.c.lease_owner == owner, running)
-    return int(session.connection().execute(sa.update(_req).where(mine).values(values)).rowcount)
+    conn = session.connection()
+    mine = sa.and_(id_in(conn, _req.c.id, ids), _req.c.lease_owner == owner, running)
+    return int(conn.execute(sa.update(_req).where(mine).values(values)).rowcount)
 
 
 def renew_leases(session: Session, request_ids: Iterable[int], *, owner: str, until: float) -> int:
@@ -262,5 +263,5 @@ def unqueued_lines(
 def mark_enqueued(session: Session, request_ids: Sequence[int], *, now: float) -> None:
     """Stamp lines as carried by a broker message sent at ``now``."""
     if request_ids:
-        stmt = sa.update(_req).where(id_in(_req.c.id, request_ids)).values(enqueued_at=now)
-        session.connection().execute(stmt)
+        conn = session.connection()
+        conn.execute(sa.update(_req).where(id_in(conn, _req.c.id, request_ids)).values(enqueued_at=now))

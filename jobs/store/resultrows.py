@@ -11,7 +11,11 @@ Binding the thirty columns of every row one by one was half the cost of a packed
 only while it is not terminal.
 
 ``UPDATE ... FROM`` is SQLite's since 3.33 and PostgreSQL's; the ``VALUES`` columns are cast to
-their column's type, since PostgreSQL types a column of NULL parameters as text.
+their column's type, since PostgreSQL types a column of NULL parameters as text. On PostgreSQL the
+lines' own columns are instead one array parameter each, read back as rows by ``unnest``: the
+statement then has the same text and 30 parameters for any number of lines, and psycopg, which
+rewrites a statement's placeholders in Python and keeps the rewrite only for statements of at most
+50 parameters, no longer rewrites 1,792 of them at every group (``jobs.store.bulk.ids_where``).
 """
 
 from __future__ import annotations
@@ -105,13 +109,17 @@ _ROW_UPDATE = (
 )
 _V = ("line_id", "line_attempts", *(f"v_{c}" for c, _ in _OWN_COLUMNS))
 _GROUP_UPDATE = (
-    f"WITH v({', '.join(_V)}) AS (VALUES {{rows}}) "
+    f"WITH v({', '.join(_V)}) AS ({{rows}}) "
     f"UPDATE request SET {', '.join(f'{c} = ?' for c in _SHARED_COLUMNS)}, "
     f"{', '.join(f'{c} = CAST(v.v_{c} AS {t})' for c, t in _OWN_COLUMNS)}, {_RELEASE}, "
     "attempts = CASE WHEN request.attempts < v.line_attempts THEN v.line_attempts ELSE request.attempts END "
     f"FROM v WHERE request.id = v.line_id AND request.{_NOT_TERMINAL}"
 )
 _VALUES_ROW = f"({', '.join('?' * len(_V))})"
+_V_TYPES = ("BIGINT", "INTEGER", *(t for _, t in _OWN_COLUMNS))
+_PG_GROUP_UPDATE = _GROUP_UPDATE.format(
+    rows=f"SELECT * FROM unnest({', '.join(f'CAST(? AS {t}[])' for t in _V_TYPES)})"
+)
 
 Shared = tuple[Any, ...]
 Own = tuple[Any, ...]  # line id, attempts, then the ``_OWN_COLUMNS``
@@ -142,10 +150,12 @@ def write_results(
 
 
 def _group_update(conn: sa.Connection, shared: Shared, owns: list[Own]) -> None:
-    sql = _GROUP_UPDATE.format(rows=", ".join([_VALUES_ROW] * len(owns)))
-    params = [value for own in owns for value in own]
-    params += shared
-    conn.exec_driver_sql(placeholders(conn, sql), tuple(params))
+    if conn.dialect.name == "postgresql":
+        sql, params = _PG_GROUP_UPDATE, [list(column) for column in zip(*owns, strict=True)]
+    else:
+        sql = _GROUP_UPDATE.format(rows="VALUES " + ", ".join([_VALUES_ROW] * len(owns)))
+        params = [value for own in owns for value in own]
+    conn.exec_driver_sql(placeholders(conn, sql), (*params, *shared))
 
 
 def _split(r: LineResult, blocks: dict[int, int], finished: Any, attempts: int) -> tuple[Shared, Own]:

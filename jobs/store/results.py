@@ -22,7 +22,7 @@ from jobs.models import (
     utcnow,
 )
 from jobs.records import AttemptRecord, LineResult
-from jobs.store.bulk import db_time, executemany, fetch_rows, id_range_and_list, id_range_params, insert_sql
+from jobs.store.bulk import db_time, executemany, fetch_rows, ids_where, insert_sql
 from jobs.store.cache import save_answers
 from jobs.store.common import ATTEMPT_TABLE, NOT_TERMINAL, REQUEST_TABLE, VECTOR_BLOCK_TABLE, bump_counter
 from jobs.store.resultrows import USAGE_COLUMNS, usage_values, write_results
@@ -129,8 +129,9 @@ def _not_terminal(conn: sa.Connection, ids: list[int]) -> set[int]:
     found: set[int] = set()
     for start in range(0, len(ids), _IDS_A_QUERY):
         part = ids[start : start + _IDS_A_QUERY]
-        sql = _NOT_TERMINAL_SQL.format(ids=id_range_and_list(len(part))) + lock
-        found.update(row[0] for row in fetch_rows(conn, sql, (*id_range_params(part), *NOT_TERMINAL)))
+        where, params = ids_where(conn, part)
+        sql = _NOT_TERMINAL_SQL.format(ids=where) + lock
+        found.update(row[0] for row in fetch_rows(conn, sql, (*params, *NOT_TERMINAL)))
     return found
 
 
