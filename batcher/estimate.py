@@ -100,9 +100,12 @@ def output_tokens(endpoint: Endpoint, body: Mapping[str, Any], typical_output: i
     return family_of(endpoint).completion_tokens(body, default=typical_output)
 
 
-def line_usage(line: Line, typical_output: int | None, count_prompt: PromptCounter) -> tuple[Usage, bool]:
-    """The usage one line is expected to have, and whether it set its own output limit."""
-    family = family_of(line.endpoint)
+def line_usage(
+    line: Line, typical_output: int | None, count_prompt: PromptCounter, *, family: Family | None = None
+) -> tuple[Usage, bool]:
+    """The usage one line is expected to have, and whether it set its own output limit (``family``:
+    the line's, when the caller already has it)."""
+    family = family or family_of(line.endpoint)
     usage = family.expected_usage(line.body, default=typical_output)
     has_max = family.completion_tokens(line.body, default=None) is not None
     if usage.characters or usage.seconds or usage.images or family.binary_answer:
@@ -143,8 +146,8 @@ class EstimateBuilder:
         if isinstance(line, Problem):
             self._invalid += 1
             return
-        usage, has_max = line_usage(line, self.typical_output, self._count_prompt)
         family = family_of(line.endpoint)
+        usage, has_max = line_usage(line, self.typical_output, self._count_prompt, family=family)
         self._add_family(family, usage)
         row = self._models.get(line.model) or self._models.setdefault(line.model, ModelEstimate(line.model))
         _add(row, usage, has_max)

@@ -36,7 +36,6 @@ from jobs.models import Job
 from jobs.options import JobOptions
 from jobs.store.blobs import link_blobs
 from workers.catalog import ModelCatalog
-from workers.endpoints import family_of
 
 MAX_PROBLEMS = 1000
 CHUNK_ROWS = 2000
@@ -196,7 +195,7 @@ def _store_lines(
     stored, rejected = 0, 0
     used: set[str] = set()
     problems: list[Problem] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     on_reject = rejects.write if rejects is not None else None
     for item in read_requests(path, options.read, on_reject=on_reject):
         if isinstance(item, Problem):
@@ -214,26 +213,30 @@ def _store_lines(
         if options.estimate is not None:
             options.estimate.add(item)
         if len(rows) >= CHUNK_ROWS:
-            q.insert_requests(session, rows)
+            q.insert_request_values(session, _COLUMNS, rows)
             stored, rows = stored + len(rows), []
-    q.insert_requests(session, rows)
+    q.insert_request_values(session, _COLUMNS, rows)
     if not rejected or options.skip_invalid:
         link_blobs(session, job_id, sorted(used))
     return stored + len(rows), problems, rejected
 
 
-def _row(job_id: int, line: ParsedLine) -> dict[str, Any]:
-    family = family_of(line.endpoint)  # once: ``workers.tokens``' helpers look it up on each call
-    return {
-        "job_id": job_id,
-        "custom_id": line.custom_id,
-        "line_no": line.line_no,
-        "endpoint": line.endpoint.path,
-        "model": line.model,
-        "price_key": family.price_key(line.model, line.body),
-        "body": line.body_json.decode(),
-        "est_tokens": family.reservation_tokens(line.body),
-    }  # the rest (state pending, no attempts...) are the model's defaults
+# A line's row; the other columns (state pending, no attempts...) take the model's defaults.
+_COLUMNS = ("job_id", "custom_id", "line_no", "endpoint", "model", "price_key", "body", "est_tokens")
+
+
+def _row(job_id: int, line: ParsedLine) -> tuple[Any, ...]:
+    family, body = line.family, line.body
+    return (
+        job_id,
+        line.custom_id,
+        line.line_no,
+        line.endpoint.path,
+        line.model,
+        family.price_key(line.model, body),
+        line.body_json.decode(),
+        family.reservation_tokens(body),
+    )
 
 
 def _check(path: Path, options: IngestOptions, stored: int, problems: list[Problem], rejected: int) -> None:

@@ -31,7 +31,7 @@ from batcher.idset import HashSet
 from batcher.inputfiles import FileResolver, LocalFile
 from jobs.endpoints import Endpoint
 from jobs.errors import Problem
-from workers.endpoints import BodyError, by_path, families, family_of, route_list
+from workers.endpoints import BodyError, Family, by_path, families, family_of, route_list
 from workers.endpoints.taskfamily import TaskFamily
 
 BOM = b"\xef\xbb\xbf"
@@ -71,6 +71,7 @@ class ParsedLine:
     model: str
     body: dict[str, Any]
     body_json: bytes
+    family: Family  # the endpoint's, looked up once: ingest and the estimate ask it too
     files: tuple[LocalFile, ...] = ()  # input files the line sends, to store before the line
 
 
@@ -164,7 +165,7 @@ class RouteKinds:
         self.first: tuple[int, str, bool] | None = None  # line number, route, is a task route
 
     def check(self, line: ParsedLine) -> None:
-        task = isinstance(family_of(line.endpoint), TaskFamily)
+        task = isinstance(line.family, TaskFamily)
         if self.first is None:
             self.first = (line.line_no, line.endpoint.path, task)
             return
@@ -260,20 +261,19 @@ def parse_line(
             '{"custom_id", "method", "url", "body"}, or pass --endpoint (e.g. --endpoint '
             "/v1/chat/completions) to submit bare request bodies"
         )
-    model = family_of(endpoint).line_model(endpoint.path, body) or _model(body, options.model)
-    _check_body(endpoint, body, stream=options.stream)
-    local = _resolve_files(endpoint, body, files or FileResolver(Path.cwd()))
+    family = family_of(endpoint)
+    model = family.line_model(endpoint.path, body) or _model(body, options.model)
+    _check_body(endpoint, family, body, stream=options.stream)
+    local = _resolve_files(family, body, files) if family.file_fields else ()
     try:
         body_json = orjson.dumps(body)
     except orjson.JSONEncodeError:
         raise LineError(_TOO_DEEP) from None
-    return ParsedLine(line_no, custom_id, endpoint, model, body, body_json, local)
+    return ParsedLine(line_no, custom_id, endpoint, model, body, body_json, family, local)
 
 
-def _resolve_files(endpoint: Endpoint, body: dict[str, Any], files: FileResolver) -> tuple[LocalFile, ...]:
-    family = family_of(endpoint)
-    if not family.file_fields:
-        return ()
+def _resolve_files(family: Family, body: dict[str, Any], files: FileResolver | None) -> tuple[LocalFile, ...]:
+    files = files or FileResolver(Path.cwd())
     try:
         return tuple(files.resolve(family, body))
     except BodyError as exc:
@@ -282,14 +282,9 @@ def _resolve_files(endpoint: Endpoint, body: dict[str, Any], files: FileResolver
 
 def _decode(raw: bytes) -> dict[str, Any]:
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LineError(
-            f"invalid UTF-8 at byte {exc.start + 1} of the line; save the file as UTF-8"
-        ) from None
-    try:
-        data = orjson.loads(raw)
+        data = orjson.loads(raw)  # refuses invalid UTF-8 too: the bytes are decoded only then
     except orjson.JSONDecodeError as exc:
+        _check_utf8(raw)
         if _NAN.search(raw.decode("utf-8")):
             raise LineError("NaN and Infinity are not valid JSON; write null or a number") from None
         if "depth limit" in str(exc):
@@ -300,6 +295,15 @@ def _decode(raw: bytes) -> dict[str, Any]:
     if _TWENTY_DIGITS in raw.translate(_DIGITS_AS_ZERO) and _LONG_INT.search(raw):
         _check_integers(raw)
     return data
+
+
+def _check_utf8(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError(
+            f"invalid UTF-8 at byte {exc.start + 1} of the line; save the file as UTF-8"
+        ) from None
 
 
 def _check_integers(raw: bytes) -> None:
@@ -376,8 +380,7 @@ def _model(body: dict[str, Any], default: str | None) -> str:
 # --- endpoint shapes -----------------------------------------------------------------------------
 
 
-def _check_body(endpoint: Endpoint, body: dict[str, Any], *, stream: bool) -> None:
-    family = family_of(endpoint)
+def _check_body(endpoint: Endpoint, family: Family, body: dict[str, Any], *, stream: bool) -> None:
     if stream and family.can_stream:
         body["stream"] = True
     if body.get("stream") is True and not family.can_stream:

@@ -11,6 +11,7 @@ import pytest
 
 from batcher.reader import FirstUse, ParsedLine, ReadOptions, file_sha256, read_requests
 from jobs.errors import Problem
+from workers.endpoints import family_of
 from workers.endpoints.chat import CHAT
 from workers.endpoints.completions import COMPLETIONS
 from workers.endpoints.embeddings import EMBEDDINGS
@@ -98,6 +99,28 @@ def test_invalid_utf8_names_the_byte(tmp_path: Path) -> None:
     [problem] = read(tmp_path, b'{"custom_id": "a\xff"}\n')
     assert isinstance(problem, Problem)
     assert "invalid UTF-8 at byte 17" in problem.message  # 1-based: the 17th byte is \xff
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"custom_id": "a", "url": "/v1/embeddings", "body": {"model": "m", "input": "\xed\xa0\x80"}}',
+        b'{"custom_id": "a\xc0\xaf", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}',
+        b'{"custom_id": "a\xff", oops',
+    ],
+    ids=["surrogate", "overlong", "bad-json-too"],
+)
+def test_invalid_utf8_in_otherwise_valid_json_names_the_utf8(tmp_path: Path, raw: bytes) -> None:
+    """The bytes are decoded only when the JSON parser refuses them: the UTF-8 message still wins."""
+    [problem] = read(tmp_path, raw + b"\n")
+    assert isinstance(problem, Problem)
+    assert "invalid UTF-8 at byte" in problem.message
+
+
+def test_a_parsed_line_carries_its_endpoint_family(tmp_path: Path) -> None:
+    [parsed] = read(tmp_path, line() + "\n")
+    assert isinstance(parsed, ParsedLine)
+    assert parsed.family is family_of(EMBEDDINGS)
 
 
 def test_bom_and_blank_lines_are_tolerated(tmp_path: Path) -> None:

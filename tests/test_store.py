@@ -6,11 +6,12 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from jobs import store as q
 from jobs.db import Store
 from jobs.errors import JobNotFound, JobStateError
-from jobs.models import JobStatus, RequestState
+from jobs.models import JobStatus, Request, RequestState
 from jobs.records import AttemptRecord, LineResult, Usage
 
 
@@ -63,6 +64,21 @@ def attempt(item_id: int, job_id: int, n: int, outcome: str = "ok") -> AttemptRe
         error_class=outcome,
         usage=Usage(10, 0, 10),
     )
+
+
+def test_lines_given_as_tuples_are_stored_as_dicts_are(store: Store) -> None:
+    """``insert_request_values`` (ingest's) and ``insert_requests`` store the same row, defaults included."""
+    columns = ("job_id", "custom_id", "line_no", "endpoint", "model", "price_key", "body", "est_tokens")
+    with store.session() as s:
+        job = q.create_job(s, name="t", source_path="/t.jsonl", source_sha256="abc")
+        assert job.id is not None
+        values = [(job.id, f"c{i}", i, "/v1/embeddings", "m", None, '{"input":"x"}', 3) for i in (1, 2)]
+        q.insert_request_values(s, columns, values[:1])
+        q.insert_requests(s, [dict(zip(columns, values[1], strict=True))])
+        rows = s.exec(sa.select(Request).order_by(Request.line_no)).scalars().all()  # type: ignore[call-overload]
+    first, second = (r.model_dump(exclude={"id", "custom_id", "line_no"}) for r in rows)
+    assert first == second
+    assert rows[0].state == RequestState.PENDING and rows[0].attempts == 0 and rows[0].custom_id == "c1"
 
 
 def test_claim_lines_leases_in_line_order_and_skips_leased(store: Store) -> None:

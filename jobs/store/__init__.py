@@ -64,6 +64,7 @@ from jobs.store.jobs import (
 from jobs.store.lines import (
     claim_lines,
     expire_leases,
+    insert_request_values,
     insert_requests,
     lease_owners,
     mark_enqueued,
@@ -135,6 +136,7 @@ __all__ = [
     "forget_executor",
     "forget_lines",
     "get_job",
+    "insert_request_values",
     "insert_requests",
     "iter_calls",
     "iter_lines",

@@ -31,9 +31,19 @@ def insert_requests(session: Session, rows: Sequence[Mapping[str, Any]]) -> None
     """Bulk-insert lines (dicts of Request columns, the same keys in each order; the columns they
     leave out take the model's defaults) with the backend's fastest insert (``insert_rows``)."""
     if rows:
-        defaults = {k: v for k, v in _DEFAULTS.items() if k not in rows[0]}
-        values = [tuple(row.values()) for row in rows]
-        insert_rows(session.connection(), "request", list(rows[0]), values, shared=defaults)
+        insert_request_values(session, tuple(rows[0]), [tuple(row.values()) for row in rows])
+
+
+def insert_request_values(session: Session, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``insert_requests`` of rows given as tuples of ``columns`` values (ingest's million lines)."""
+    if rows:
+        defaults = _defaults_without(tuple(columns))
+        insert_rows(session.connection(), "request", list(columns), rows, shared=defaults)
+
+
+@lru_cache(maxsize=8)
+def _defaults_without(columns: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in _DEFAULTS.items() if k not in columns}
 
 
 # The models' scalar defaults (state "pending", no attempts...), which a driver insert must spell out.
