@@ -248,6 +248,32 @@ async def test_a_caller_cancelled_while_its_place_is_reserved_gives_it_back(clie
     assert await client.hmget(state, ["r", "t"]) == sent
 
 
+async def test_a_probe_cancelled_before_it_is_sent_lets_another_probe(client: aioredis.Redis) -> None:
+    """The gate after a pause waits for the probe's answer: a probe never sent must not hold every
+    worker back for the whole probe window."""
+    a, b = pair(client, Limits(), probe_after=0.0)  # short pauses, so the test need not wait a second
+    await a.cooldown("k", 0.05)
+    await asyncio.sleep(0.1)
+    ran, answer_read = asyncio.Event(), asyncio.Event()
+    script = b._acquire
+
+    async def answer_late(**kw: object) -> object:
+        answer = await script(**kw)
+        ran.set()
+        await answer_read.wait()
+        return answer
+
+    b._acquire = answer_late
+    waiter = asyncio.create_task(b.acquire("k", 1))  # the probe
+    await ran.wait()
+    assert await wait_of(a, "k", 1) < 0  # the others wait for the probe's answer
+    waiter.cancel()
+    await asyncio.sleep(0)
+    answer_read.set()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert await wait_of(a, "k", 1) >= 0  # the next probe goes
+
+
 async def test_a_caller_cancelled_while_its_place_is_checked_gives_it_back(client: aioredis.Redis) -> None:
     """Its wait is over, but the check that no pause voided the place had not answered."""
     a, b = pair(client, Limits(rpm=60 / 0.05 / 0.98, tpm=60 * 2000))  # 20 a second, 2,000 tokens a second

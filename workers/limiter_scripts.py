@@ -13,9 +13,10 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
 # KEYS[1] = state hash; ARGV = tokens, ceiling (req/s, 0: none), tpm, burst, probe window, ttl,
-# start pace (req/s, 0: unpaced). Returns "wait|epoch|start|end": the seconds to wait, the pause
-# epoch the place was reserved in, and the request TAT interval it took ('' when unpaced). A
-# negative wait means "not yet: ask again after -wait seconds".
+# start pace (req/s, 0: unpaced). Returns "wait|epoch|start|end|probe": the seconds to wait, the
+# pause epoch the place was reserved in, the request TAT interval it took ('' when unpaced), and 1
+# when this call is the probe after a pause (the gate is held for it). A negative wait means "not
+# yet: ask again after -wait seconds".
 ACQUIRE = (
     NOW
     + """
@@ -27,13 +28,14 @@ local rtat, ttat = tonumber(s[1]) or 0, tonumber(s[2]) or 0
 local paused, gate, probe = tonumber(s[3]) or 0, tonumber(s[4]) or 0, tonumber(s[5]) or 0
 local rate, epoch = tonumber(s[6]), tonumber(s[7]) or 0
 if now < paused then
-  return string.format('%.6f|%d||', -(paused - now), epoch)
+  return string.format('%.6f|%d|||0', -(paused - now), epoch)
 end
 if now < gate then
   if probe == 1 then
-    return string.format('%.6f|%d||', -math.min(gate - now, 0.25), epoch)
+    return string.format('%.6f|%d|||0', -math.min(gate - now, 0.25), epoch)
   end
   redis.call('HSET', KEYS[1], 'probe', 1)
+  probe = 2  -- this call is the probe
 end
 if not rate and start > 0 then
   rate = start
@@ -61,7 +63,7 @@ if wait > 0 then
   redis.call('HSET', KEYS[1], 'b', string.format('%.6f', now))
 end
 redis.call('EXPIRE', KEYS[1], ttl)
-return string.format('%.6f|%d|%s|%s', math.max(wait, 0), epoch, from, to)
+return string.format('%.6f|%d|%s|%s|%d', math.max(wait, 0), epoch, from, to, probe == 2 and 1 or 0)
 """
 )
 
@@ -76,13 +78,15 @@ local function drop_holes(before)
 end
 """
 
-# ARGV = epoch, tokens, tpm, start, end (of the request place; '' when none). Gives a place back as
-# workers.ratelimit.give_back_place does, unless a pause voided it (a newer epoch).
+# ARGV = epoch, tokens, tpm, start, end (of the request place; '' when none), probe (1: the place
+# was the probe's). Gives a place back as workers.ratelimit.give_back_place does, and a probe's
+# gate to the next caller, unless a pause voided it (a newer epoch).
 RELEASE = (
     NOW
     + DROP_HOLES
     + """
 if (tonumber(redis.call('HGET', KEYS[1], 'ep')) or 0) ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[6] == '1' then redis.call('HDEL', KEYS[1], 'probe') end  -- never sent: another may probe
 local tokens, tpm, from, to = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if tpm > 0 and tokens > 0 then
   local ttat = tonumber(redis.call('HGET', KEYS[1], 't')) or now

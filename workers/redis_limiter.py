@@ -20,8 +20,9 @@ after a pause are spaced at the pace instead of going out together. When a pause
 ``PROBE_AFTER_S`` ends, one call goes first as a probe while the others wait (a half-open gate,
 at most ``PROBE_WINDOW_S``); if the probe is answered 429 again the pause starts over, so a storm
 costs one call per Retry-After per key, not one per worker. Any other answer to the probe opens
-the gate. A shorter pause is a sliding window's edge (the wait until its oldest call leaves), not
-a storm: holding every worker behind a probe's round trip there cost a known limit 5 % of it.
+the gate; a probe whose caller is cancelled before it is sent hands the gate on. A shorter pause
+is a sliding window's edge (the wait until its oldest call leaves), not a storm: holding every
+worker behind a probe's round trip there cost a known limit 5 % of it.
 
 If Redis cannot be reached the limiter fails closed: it raises ``LimiterError`` and no call is
 made without a reservation.
@@ -147,6 +148,7 @@ class RedisLimiter:
 
     async def _give_back(self, key: str, reserved: _Reserved, tokens: int) -> None:
         args = [reserved.epoch, tokens, self.limits.tpm or 0, reserved.start, reserved.end]
+        args.append(int(reserved.probe))
         await self._run(self._release, key, args)
 
     async def settle(
@@ -200,15 +202,17 @@ class RedisLimiter:
 
 @dataclass(frozen=True)
 class _Reserved:
-    """The acquire script's answer: the wait, the pause epoch, the request place ('' when none)."""
+    """The acquire script's answer: the wait, the pause epoch, the request place ('' when none),
+    and whether this call is the probe after a pause."""
 
     wait: float
     epoch: int
     start: str
     end: str
+    probe: bool = False
 
     @classmethod
     def parse(cls, answer: Any) -> _Reserved:
         text = answer.decode() if isinstance(answer, bytes) else str(answer)
-        wait, epoch, start, end = text.split("|")
-        return cls(float(wait), int(epoch), start, end)
+        wait, epoch, start, end, probe = text.split("|")
+        return cls(float(wait), int(epoch), start, end, probe == "1")
