@@ -10,9 +10,10 @@ the embedded runner share one shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from jobs.endpoints import Endpoint
 from jobs.vectors import Vectors
@@ -31,6 +32,9 @@ class WorkItem:
     attempts: int
     est_tokens: int
     cache_key: str | None = None  # the request's key in the response cache, when it may be cached
+    # ``body`` parsed, when the claim already parsed it (for its cache key): the executor takes it
+    # instead of parsing the line again. Never changed once set.
+    request: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

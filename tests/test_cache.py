@@ -16,7 +16,14 @@ from jobs.models import RequestState
 from jobs.options import CacheMode
 from jobs.records import LineResult, Usage, WorkItem
 from jobs.vectors import Vectors
-from workers.cache import SHARED_BLOCK_BYTES, SharedCalls, deterministic, request_key, serve_from_cache
+from workers.cache import (
+    SHARED_BLOCK_BYTES,
+    SharedCalls,
+    deterministic,
+    parsed_key,
+    request_key,
+    serve_from_cache,
+)
 from workers.endpoints.chat import CHAT
 from workers.endpoints.claude import MESSAGES
 from workers.endpoints.completions import COMPLETIONS
@@ -299,6 +306,14 @@ def test_a_claim_is_answered_from_an_earlier_jobs_results(store: Store) -> None:
         assert q.cache_stats(s).saved_tokens == 3
         [saved] = q.cached_lines(s, [second])
         assert (saved.model, saved.lines, saved.usage.total_tokens) == ("e", 1, 3)
+
+
+def test_a_claim_keeps_each_lines_parsed_body_for_the_executor(store: Store) -> None:
+    job = running_job(store, [{"model": "e", "input": "a", "dimensions": 2}])
+    [line], _ = claim(store, job)
+    assert line.request == orjson.loads(line.body)
+    assert line.cache_key == request_key(line.endpoint, line.body, CacheMode.AUTO)
+    assert parsed_key(line.endpoint, line.request, CacheMode.AUTO) == line.cache_key
 
 
 def test_no_cache_claims_every_line_and_keys_none(store: Store) -> None:

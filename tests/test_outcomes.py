@@ -95,6 +95,22 @@ def test_a_packed_answer_is_split_per_line_with_usage_that_adds_up() -> None:
     assert sum(r.usage.prompt_tokens for r in results if r.usage) == 9
 
 
+def test_a_packed_lines_result_is_what_a_success_of_its_own_would_be() -> None:
+    items = [line(1, EMBEDDINGS), line(2, EMBEDDINGS)]
+    items[1].cache_key = "k2"
+    unit = Unit(items, [{"model": "m", "input": "a"}, {"model": "m", "input": "b"}])
+    answer = {"data": [{"index": i, "embedding": [1.0]} for i in range(2)], "usage": {"prompt_tokens": 4}}
+    answered = call(OK, 200, orjson.dumps(answer), **{"x-request-id": f"r-{KEY}"})
+    results = outcomes.json_results(unit, answered, clean)
+    for item, result in zip(items, results, strict=True):
+        assert result.response_body is not None and result.usage is not None
+        alone = outcomes.success(
+            item, answered, result.response_body, result.usage, clean, vectors=result.vectors
+        )
+        assert result == alone
+    assert [r.cache_key for r in results] == [None, "k2"] and results[0].upstream_request_id == "r-***"
+
+
 def test_an_answered_packed_call_is_one_record_for_its_lines_with_the_whole_usage() -> None:
     unit = Unit([line(1, EMBEDDINGS), line(2, EMBEDDINGS)], [{"input": "a"}, {"input": "b"}], [3, 1])
     answer = {"data": [{"index": i, "embedding": [0.5]} for i in range(2)], "usage": {"prompt_tokens": 9}}

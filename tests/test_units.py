@@ -13,7 +13,7 @@ from jobs.records import WorkItem
 from workers.endpoints.chat import CHAT
 from workers.endpoints.embeddings import EMBEDDINGS
 from workers.packing import PackLimits
-from workers.units import Unit, units_from
+from workers.units import Unit, body_of, units_from
 
 
 def item(
@@ -87,3 +87,33 @@ def test_a_unit_knows_its_call() -> None:
     single = Unit.single(item(9, CHAT))
     assert not single.packed
     assert single.content() == item(9, CHAT).body.encode()
+
+
+def test_a_pack_merges_its_bodies_once_for_its_request_and_its_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.units
+
+    merges = []
+    real = workers.units.merge_bodies
+    monkeypatch.setattr(workers.units, "merge_bodies", lambda bodies: merges.append(1) or real(bodies))
+    unit = Unit([item(1), item(2)], [{"model": "m", "input": "a"}, {"model": "m", "input": "b"}])
+    assert orjson.loads(unit.content())["input"] == ["a", "b"]
+    assert unit.spans() == [(0, 1), (1, 2)] and unit.spans() == [(0, 1), (1, 2)]
+    assert len(merges) == 1
+    first, _ = unit.halves()
+    assert first.spans() == [(0, 1)]  # a new unit merges its own lines
+
+
+def test_a_line_parsed_by_its_claim_is_not_parsed_again() -> None:
+    claimed = item(1)
+    claimed.request = {"model": "m", "input": "kept"}  # as ``workers.cache`` leaves it
+    assert body_of(claimed) is claimed.request
+    assert Unit.single(claimed).requests[0] is claimed.request
+    assert body_of(item(2)) == {"model": "m", "input": "text 2"}
+
+
+async def test_a_pack_is_made_of_the_bodies_its_claim_parsed() -> None:
+    lines = [item(n) for n in (1, 2)]
+    for line in lines:
+        line.request = orjson.loads(line.body)
+    [unit] = [u async for u in units_from(lines, pack=PackLimits(max_inputs=2))]
+    assert unit.requests[0] is lines[0].request and unit.requests[1] is lines[1].request

@@ -67,7 +67,12 @@ def request_key(endpoint: Endpoint, body: str, mode: CacheMode) -> str | None:
     if mode == CacheMode.OFF:
         return None
     parsed = orjson.loads(body)
-    if not isinstance(parsed, dict):
+    return parsed_key(endpoint, parsed, mode) if isinstance(parsed, dict) else None
+
+
+def parsed_key(endpoint: Endpoint, parsed: dict[str, Any], mode: CacheMode) -> str | None:
+    """``request_key`` of a body already parsed (the same key as of its text)."""
+    if mode == CacheMode.OFF:
         return None
     repeatable = family_of(endpoint).repeatable(parsed)
     if repeatable is None or (mode == CacheMode.AUTO and not repeatable):
@@ -103,7 +108,7 @@ def serve_from_cache(session: Session, items: list[WorkItem], mode: CacheMode) -
     """Answer the claimed lines the cache holds (in this transaction); key and return the others."""
     if mode == CacheMode.OFF or not items:
         return Served(items, 0)
-    keys = [request_key(item.endpoint, item.body, mode) for item in items]
+    keys = [_key(item, mode) for item in items]
     found = q.cached_answers(session, (k for k in keys if k is not None))
     hits: list[LineResult] = []
     used: list[str] = []
@@ -119,6 +124,15 @@ def serve_from_cache(session: Session, items: list[WorkItem], mode: CacheMode) -
         q.record_results(session, hits)
         q.note_hits(session, used)
     return Served(misses, len(hits))
+
+
+def _key(item: WorkItem, mode: CacheMode) -> str | None:
+    """The line's key; its parsed body is kept on it, for the executor not to parse it again."""
+    parsed = orjson.loads(item.body)
+    if not isinstance(parsed, dict):
+        return None
+    item.request = parsed
+    return parsed_key(item.endpoint, parsed, mode)
 
 
 def twin_result(result: LineResult, twin: WorkItem) -> LineResult:

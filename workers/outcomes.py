@@ -204,9 +204,23 @@ def json_results(unit: Unit, call: Call, clean: Clean) -> list[LineResult]:
     answer = parsed.body if parsed.body is not None else orjson.loads(parsed.body_json)
     usages = attribute_usage(answer, [item.est_tokens for item in unit.items])
     bodies = line_bodies(answer, spans, usages)
-    vectors = parsed.vectors
+    part = parsed.vectors.part if parsed.vectors is not None else None
+    # ``success`` for each line, with what the call's lines share read once, not 256 times.
+    rid, provider = _request_id(call, clean), route_of(call)
     return [
-        success(item, call, body, usage, clean, vectors=vectors.part(*span) if vectors is not None else None)
+        LineResult(
+            item.request_id,
+            item.job_id,
+            RequestState.SUCCEEDED,
+            response.status,
+            body,
+            upstream_request_id=rid,
+            usage=usage,
+            latency_ms=call.duration_ms,
+            vectors=part(*span) if part is not None else None,
+            cache_key=item.cache_key,
+            provider=provider,
+        )
         for item, body, usage, span in zip(unit.items, bodies, usages, spans, strict=True)
     ]
 

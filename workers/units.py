@@ -30,6 +30,10 @@ class Unit:
     attempts: list[int] = field(default_factory=list)
     throttled_since: float | None = None  # monotonic time of the first throttled answer
     throttles: int = 0  # throttled answers in a row
+    # A pack's merged body and spans, made once: its request and its answer's split both need them.
+    _merged: tuple[dict[str, Any], list[tuple[int, int]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.attempts:
@@ -38,7 +42,7 @@ class Unit:
     @classmethod
     def single(cls, item: WorkItem) -> Unit:
         """A unit of one line."""
-        return cls([item], [orjson.loads(item.body)])
+        return cls([item], [body_of(item)])
 
     @property
     def ids(self) -> list[int]:
@@ -69,11 +73,16 @@ class Unit:
         """The request body to send."""
         if not self.packed:
             return self.items[0].body.encode()
-        return orjson.dumps(merge_bodies(self.requests)[0])
+        return orjson.dumps(self._merge()[0])
 
     def spans(self) -> list[tuple[int, int]]:
         """Each line's span in the packed ``input`` list."""
-        return merge_bodies(self.requests)[1]
+        return self._merge()[1]
+
+    def _merge(self) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+        if self._merged is None:  # a unit's lines never change: ``keep`` makes a new unit
+            self._merged = merge_bodies(self.requests)
+        return self._merged
 
     def throttled(self, now: float) -> int:
         """Count a throttled answer (429, overload); return how many came in a row."""
@@ -155,9 +164,14 @@ async def _next(queue: _Queue, linger: float | None) -> WorkItem | Exception | N
     return await asyncio.wait_for(queue.get(), linger)
 
 
+def body_of(item: WorkItem) -> dict[str, Any]:
+    """The line's parsed body: the one its claim parsed for the cache key, or parsed now."""
+    return item.request if item.request is not None else orjson.loads(item.body)
+
+
 def _add(open_packs: dict[bytes, _Pack], item: WorkItem, limits: PackLimits) -> list[Unit]:
     """Put a line into its pack; return the packs that are complete."""
-    body = orjson.loads(item.body)
+    body = body_of(item)
     key, inputs = pack_key(body), len(inputs_of(body))
     done = []
     current = open_packs.get(key)
