@@ -133,7 +133,12 @@ async def units_from(
     try:
         while True:
             try:
-                item = await _next(queue, linger if open_packs else None)
+                # The common case of a busy stream inline: no coroutine, no timer, no task a line.
+                item = (
+                    queue.get_nowait()
+                    if not queue.empty()
+                    else await _wait(queue, linger if open_packs else None)
+                )
             except TimeoutError:
                 for key in list(open_packs):
                     yield open_packs.pop(key).unit
@@ -155,10 +160,8 @@ async def units_from(
             await producer
 
 
-async def _next(queue: _Queue, linger: float | None) -> WorkItem | Exception | None:
-    """The next line; a wait of at most ``linger`` (TimeoutError) only when none is waiting."""
-    if not queue.empty():
-        return queue.get_nowait()  # no timer, no task: the common case of a busy stream
+async def _wait(queue: _Queue, linger: float | None) -> WorkItem | Exception | None:
+    """The next line, when none is waiting: a wait of at most ``linger`` (TimeoutError)."""
     if linger is None:
         return await queue.get()
     return await asyncio.wait_for(queue.get(), linger)
@@ -195,10 +198,16 @@ async def _produce(items: AsyncIterable[WorkItem] | Iterable[WorkItem], queue: _
     try:
         if isinstance(items, AsyncIterable):
             async for item in items:
-                await queue.put(item)
+                if queue.full():
+                    await queue.put(item)
+                else:  # no coroutine made a line while the queue has room
+                    queue.put_nowait(item)
         else:
             for item in items:
-                await queue.put(item)
+                if queue.full():
+                    await queue.put(item)
+                else:
+                    queue.put_nowait(item)
     except Exception as exc:  # handed to the consumer, which raises it
         await queue.put(exc)
         return
