@@ -181,6 +181,12 @@ class SwallowingLimiter(RecordingLimiter):
         return await super().pace(key)
 
 
+def test_a_flush_carries_several_packed_calls_by_default(tmp_path: Path) -> None:
+    """One transaction per packed call (257 records) cost its lines more than their writes."""
+    config = ExecConfig(results_dir=tmp_path)
+    assert config.pack is not None and config.flush_size >= 4 * (config.pack.max_inputs + 1)
+
+
 async def test_the_run_ends_even_if_the_control_loop_swallows_its_cancel(db: Store, tmp_path: Path) -> None:
     job_id = add_job(db, "/v1/chat/completions", [CHAT] * 3)
     run_ = run(db, job_id, scripted(chat_ok()), tmp_path, limiter=SwallowingLimiter(), control_interval=0)

@@ -77,7 +77,7 @@ class ExecConfig:
     max_attempts: int = 5
     max_wait: float | None = DEFAULT_MAX_WAIT_S  # seconds a line may stay throttled
     lease_seconds: float = 300.0
-    flush_size: int = 200
+    flush_size: int = 2048  # records: several packs of 257 a transaction, not one each (Performance 7)
     flush_interval: float = 0.25
     control_interval: float = 0.5  # a pause, cancel or spent budget stops new calls within 1 s
     pack: PackLimits | None = field(default_factory=PackLimits)
