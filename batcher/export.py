@@ -1,15 +1,10 @@
 """Export a job's results: JSONL in the OpenAI Batch output format, CSV or Parquet; streamed in order.
 
-JSONL lines look like OpenAI's: ``{"id", "custom_id", "response": {"status_code", "request_id",
-"body"}, "error"}``. A failed line has ``"error": {"code", "message"}`` and its last response when
-there was one; a cancelled line has the error code ``cancelled``. A line answered from the
-response cache (``workers.cache``) has the same ``response`` as the line that paid for it, and
-``"cached": true`` beside it (CSV and Parquet: a ``cached`` column). With several providers
-(``batcher.toml``), CSV and Parquet name the provider and key that answered (``provider``). For
-speech, ``body`` holds the audio file's path, format and size. The stored response body is
-already compact JSON, so JSONL rows are assembled around it without parsing it again; an
-embedding body gets its vectors back from the store's float32 bytes (``batcher.vector_json``): floats as
-the API writes float32 values, base64 exactly as the API returned it.
+JSONL lines are OpenAI's (``batcher.batch_output``), made a page of lines at a time. A line
+answered from the response cache (``workers.cache``) has the same ``response`` as the line that
+paid for it, and ``"cached": true`` beside it (CSV and Parquet: a ``cached`` column). With several
+providers (``batcher.toml``), CSV and Parquet name the provider and key that answered
+(``provider``).
 
 An export only reads, in one snapshot (``Store.reading``): on SQLite it neither waits for a
 running job's writes nor takes the write lock they would wait for, however long it takes.
@@ -37,8 +32,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from batcher.batch_output import JSONL_COLUMNS, BatchOutput
 from batcher.outfile import text_output
-from batcher.vector_json import VectorJson, dumps_body
 from jobs import store as q
 from jobs.db import Store
 from jobs.endpoints import Endpoint
@@ -100,11 +95,13 @@ def export_job(
     """Write the job's terminal lines to ``out`` (failed ones to ``errors`` when given)."""
     if fmt == ExportFormat.PARQUET:
         return _parquet(store, job_id, out, errors)
+    if fmt == ExportFormat.JSONL:
+        return _jsonl(store, job_id, out, errors)
     written = errors_written = unfinished = 0
     with ExitStack() as stack, store.reading() as session:
         q.get_job(session, job_id)
-        main = _Writer.open(stack, out, fmt)
-        side = _Writer.open(stack, errors, fmt) if errors else main
+        main = _CsvWriter.open(stack, out)
+        side = _CsvWriter.open(stack, errors) if errors else main
         for line in q.iter_results(session, job_id):
             if line.state not in (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELLED):
                 unfinished += 1
@@ -117,6 +114,30 @@ def export_job(
                 written += 1
         audio = q.audio_files(session, job_id)
     return ExportSummary(written, errors_written, unfinished, audio)
+
+
+def _jsonl(store: Store, job_id: int, out: Path, errors: Path | None) -> ExportSummary:
+    """JSONL a page at a time; with ``errors``, the lines that did not succeed go there."""
+    written = errors_written = 0
+    output = BatchOutput()
+    with ExitStack() as stack, store.reading() as session:
+        q.get_job(session, job_id)
+        counts = q.state_counts(session, job_id)
+        main = stack.enter_context(text_output(out)).buffer
+        side = stack.enter_context(text_output(errors)).buffer if errors else None
+        for page in q.iter_result_pages(session, job_id, columns=JSONL_COLUMNS, bodies=True):
+            lines = output.lines(page)
+            if side is None:
+                main.write(b"".join(lines))
+                written += len(lines)
+                continue
+            ok = [state == RequestState.SUCCEEDED for state in page.columns["state"]]
+            main.write(b"".join(line for line, good in zip(lines, ok, strict=True) if good))
+            side.write(b"".join(line for line, good in zip(lines, ok, strict=True) if not good))
+            written += sum(ok)
+            errors_written += len(lines) - sum(ok)
+        audio = q.audio_files(session, job_id)
+    return ExportSummary(written, errors_written, counts["pending"] + counts["running"], audio)
 
 
 def audio_note(audio: AudioFiles) -> str | None:
@@ -156,82 +177,17 @@ def csv_safe(value: Any) -> Any:
     return value
 
 
-class _Writer:
-    def __init__(self, handle: TextIO, fmt: ExportFormat) -> None:
-        self.handle, self.fmt = handle, fmt
-        self.csv = csv.writer(handle) if fmt == ExportFormat.CSV else None
-        self.vector_json = VectorJson()
-        if self.csv:
-            self.csv.writerow(CSV_COLUMNS)
+class _CsvWriter:
+    def __init__(self, handle: TextIO) -> None:
+        self.csv = csv.writer(handle)
+        self.csv.writerow(CSV_COLUMNS)
 
     @classmethod
-    def open(cls, stack: ExitStack, path: Path, fmt: ExportFormat) -> _Writer:
-        return cls(stack.enter_context(text_output(path)), fmt)
+    def open(cls, stack: ExitStack, path: Path) -> _CsvWriter:
+        return cls(stack.enter_context(text_output(path)))
 
     def write(self, line: ResultLine) -> None:
-        if self.csv:
-            self.csv.writerow([csv_safe(v) for v in csv_row(line)])
-        else:
-            # JSON is bytes from orjson: written as such, never decoded to text and encoded again
-            # (a 1536-dimension line is 30 KB of it). Nothing is ever written to the text layer.
-            self.handle.buffer.write(jsonl_line(line, self.vector_json))
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _body_bytes(line: ResultLine, vector_json: VectorJson) -> bytes | str | None:
-    """The stored response body as JSON; for speech, a description of the audio file."""
-    if line.audio_path:
-        return orjson.dumps(
-            {"audio_path": line.audio_path, "format": line.audio_format, "bytes": line.audio_bytes}
-        )
-    if line.vectors is not None and line.response_body is not None:
-        return dumps_body(line.response_body, line.vectors, vector_json)
-    return line.response_body
-
-
-def jsonl_line(line: ResultLine, vector_json: VectorJson | None = None) -> bytes:
-    """One line of OpenAI Batch output for a terminal line, with its newline, as UTF-8.
-
-    ``vector_json`` carries the JSON of a vector block from a line to the next (see
-    ``batcher.vector_json``); one export passes the same one for every line."""
-    body = _body_bytes(line, vector_json or VectorJson())
-    if isinstance(body, str):
-        body = body.encode()
-    response = b"null"
-    if line.status_code is not None or body is not None:
-        response = b"".join(
-            (
-                b'{"status_code":',
-                orjson.dumps(line.status_code),
-                b',"request_id":',
-                orjson.dumps(line.upstream_request_id),
-                b',"body":',
-                body if body is not None else b"null",
-                b"}",
-            )
-        )
-    return b"".join(
-        (
-            b'{"id":"batch_req_%d","custom_id":' % line.id,
-            orjson.dumps(line.custom_id),
-            b',"response":',
-            response,
-            b',"error":',
-            _error_json(line).encode(),
-            b',"cached":true}\n' if line.cached else b"}\n",
-        )
-    )
-
-
-def _error_json(line: ResultLine) -> str:
-    if line.state == RequestState.SUCCEEDED:
-        return "null"
-    if line.state == RequestState.CANCELLED:
-        return _dumps({"code": "cancelled", "message": "the job was cancelled before this line ran"})
-    return _dumps({"code": line.error_code, "message": line.last_error})
+        self.csv.writerow([csv_safe(v) for v in csv_row(line)])
 
 
 def csv_row(line: ResultLine) -> list[Any]:

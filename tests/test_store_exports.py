@@ -73,3 +73,40 @@ def test_a_repeated_result_stores_its_vectors_once(store: Store) -> None:
         [line] = list(q.iter_results(s, job_id))
     assert shape(line.vectors) == shape(vectors)
     assert line.response_body == '{"ok":true}'
+
+
+def _three_lines(store: Store) -> int:
+    """Lines 0 to 2: vectors, a plain answer, vectors again."""
+    job_id = make_job(store, 3)
+    written = [vectors_of(4, 1, VectorEncoding.FLOAT, 1), None, vectors_of(4, 2, VectorEncoding.BASE64, 2)]
+    with store.session() as s:
+        items = q.claim_lines(s, job_id=job_id, owner="a", lease_seconds=60)
+        results = [
+            replace(ok(it.request_id, job_id), vectors=v) for it, v in zip(items, written, strict=True)
+        ]
+        assert q.record_results(s, results) == 3
+    return job_id
+
+
+@pytest.mark.parametrize("bodies", [False, True])
+def test_a_page_holds_the_columns_asked_for(store: Store, bodies: bool) -> None:
+    """Only the columns named, the vector columns beside them; booleans as ``bool`` on every
+    backend (SQLite's driver reads 0 and 1); the bodies of lines with vectors only when asked."""
+    job_id = _three_lines(store)
+    columns = ("line_no", "cached", "usage_estimated", "response_body")
+    with store.reading() as s:
+        [page] = list(q.iter_result_pages(s, job_id, columns=columns, bodies=bodies))
+    assert set(page.columns) == {*columns, "vector_block", "vector_start", "vector_count"}
+    assert [type(v) for v in (*page.columns["cached"], *page.columns["usage_estimated"])] == [bool] * 6
+    body = '{"ok":true}'
+    assert list(page.columns["response_body"]) == ([body] * 3 if bodies else [None, body, None])
+    assert [v.count if v else None for v in map(page.vectors, range(3))] == [1, None, 2]
+
+
+def test_pages_of_a_span_of_lines(store: Store) -> None:
+    job_id = _three_lines(store)
+    with store.reading() as s:
+        pages = list(q.iter_result_pages(s, job_id, columns=("line_no",), lines=(1, 3), chunk=1))
+        with pytest.raises(ValueError, match="line_no"):
+            next(q.iter_result_pages(s, job_id, columns=("id",)))
+    assert [list(p.columns["line_no"]) for p in pages] == [[1], [2]]

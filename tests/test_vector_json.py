@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from batcher import vector_json
-from batcher.vector_json import VectorJson, dumps_body
+from batcher.vector_json import SPLIT_DIMENSIONS, BodyTemplates, VectorJson, block_texts, dumps_body
 from jobs.vectors import VectorEncoding, Vectors, dumps_with_vectors, take_vectors
 from tests.test_vectors import DIMS, answer, b64, float32_values
 
@@ -87,12 +87,58 @@ def test_base64_is_made_by_pybase64() -> None:
 
 
 @pytest.mark.parametrize("dim", DIMS)
-def test_base64_pieces_are_the_standard_library_text(dim: int) -> None:
+def test_base64_texts_are_the_standard_library_text(dim: int) -> None:
     """Each vector of a line's span in its block, as the stdlib's standard base64 with padding."""
-    vectors = _block(dim, 4, VectorEncoding.BASE64).part(1, 3)
+    vectors = _block(dim, 4, VectorEncoding.BASE64)
     size = 4 * dim
     expected = [b'"%b"' % base64.b64encode(vectors.data[i * size : (i + 1) * size]) for i in (1, 2)]
-    assert [orjson.dumps(piece) for piece in VectorJson().pieces(vectors)] == expected
+    assert VectorJson().texts((vectors.data, dim, vectors.encoding), 1, 3) == expected
+
+
+@pytest.mark.parametrize("dim", [1, 3, SPLIT_DIMENSIONS - 1, SPLIT_DIMENSIONS, SPLIT_DIMENSIONS + 1, 1536])
+def test_a_block_of_floats_is_each_vector_as_orjson_writes_it(dim: int) -> None:
+    """Whether the block is written by one call and cut apart or a call a vector, the text of
+    each vector is orjson's of its doubles alone."""
+    vectors = _block(dim, 5, VectorEncoding.FLOAT)
+    doubles = vectors.matrix().astype(np.float64)
+    expected = [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in doubles]
+    assert block_texts(vectors.data, dim, VectorEncoding.FLOAT) == expected
+    assert block_texts(vectors.data, dim, VectorEncoding.FLOAT, 2, 4) == expected[2:4]
+
+
+@pytest.mark.parametrize("items", [0, 1, 2, 3])
+def test_a_body_template_takes_as_many_vectors_as_it_has_items(items: int) -> None:
+    """A body with fewer ``data`` items than vectors gets only as many (the old restore path's
+    zip), one with more leaves the rest without ``embedding``; the same from a kept template."""
+    vectors = _block(3, 2, VectorEncoding.FLOAT)
+    body = _body(items)
+    expected = dumps_with_vectors(body, vectors)
+    templates = BodyTemplates()
+    for _ in range(2):
+        pieces = templates.pieces(body.decode(), 2)
+        assert len(pieces) == min(items, 2) + 1
+        assert (
+            vector_json.fill(pieces, VectorJson().texts((vectors.data, 3, vectors.encoding), 0, 2))
+            == expected
+        )
+    assert dumps_body(body, vectors, VectorJson()) == expected
+
+
+def test_body_templates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_json, "TEMPLATES", 3)
+    templates = BodyTemplates()
+    for n in range(10):
+        body = orjson.dumps({"data": [{"index": 0}], "usage": {"prompt_tokens": n}}).decode()
+        pieces = [b'{"data":[{"index":0,"embedding":', b'}],"usage":{"prompt_tokens":%d}}' % n]
+        assert templates.pieces(body, 1) == pieces
+        assert len(templates._kept) <= 3
+
+
+def test_a_body_string_with_a_nul_character_keeps_it_escaped() -> None:
+    """The template's marker is a raw NUL byte; a NUL in the body's text is written escaped."""
+    vectors = _block(2, 1, VectorEncoding.FLOAT)
+    body = orjson.dumps({"data": [{"index": 0}], "model": "a\u0000b"})
+    assert dumps_body(body, vectors, VectorJson()) == dumps_with_vectors(body, vectors)
 
 
 def test_base64_falls_back_to_the_standard_library(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ from jobs.store.dashboard import (
     timeline,
 )
 from jobs.store.executors import calls_in_flight, forget_executor, report_in_flight
-from jobs.store.exports import LINE_COLUMNS, ResultPage, iter_result_pages, iter_results
+from jobs.store.exports import LINE_COLUMNS, Block, ResultPage, iter_result_pages, iter_results
 from jobs.store.failures import FailedLine, FailureGroup, failure_groups, failures_by_code
 from jobs.store.files import AudioFiles, audio_files, audio_paths
 from jobs.store.jobs import (
@@ -95,6 +95,7 @@ from jobs.store.usage import (
 __all__ = [
     "LINE_COLUMNS",
     "AudioFiles",
+    "Block",
     "CacheStats",
     "CachedLines",
     "CallRow",
