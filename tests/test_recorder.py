@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import pytest
 
 from jobs.endpoints import Endpoint
 from jobs.records import AttemptRecord, LineResult, WorkItem
-from workers.recorder import STORE_BROKEN, Recorder
+from workers.recorder import MIN_BACKLOG, STORE_BROKEN, Recorder
 
 
 class ListSink:
@@ -131,3 +132,65 @@ async def test_claimed_lines_are_renewed_before_their_call_starts(source: str) -
         await asyncio.wait_for(sink.renewed_once.wait(), 30)  # a renewal of nothing never comes
     assert first.request_id == 1
     assert sink.renewed[0] == [1, 2, 3]
+
+
+class SlowSink(ListSink):
+    """A store that takes its time: each write waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+
+    def write(self, attempts: Sequence[AttemptRecord], results: Sequence[LineResult]) -> None:
+        self.entered.set()
+        self.go_on.wait(30)
+        super().write(attempts, results)
+
+
+@pytest.mark.parametrize("source", ["list", "async"])
+async def test_intake_stops_while_the_store_lags_and_resumes_when_it_catches_up(source: str) -> None:
+    """A store slower than the calls: claimed lines wait instead of results piling up in memory."""
+    sink, broken = SlowSink(), []
+    n = 3 * MIN_BACKLOG
+    items = [work_item(i) for i in range(1, n + 1)]
+
+    async def claimed() -> AsyncIterator[WorkItem]:
+        for item in items:
+            yield item
+
+    taken: list[int] = []
+    async with recorder(sink, broken, flush_size=10) as r:
+
+        async def run() -> None:
+            async for item in r.holding(items if source == "list" else claimed()):
+                taken.append(item.request_id)
+                r.finish(result(item.request_id))
+                await asyncio.sleep(0)
+
+        runner = asyncio.create_task(run())
+        await asyncio.to_thread(sink.entered.wait, 30)  # the first batch is being written
+        for _ in range(5 * n):
+            await asyncio.sleep(0)  # every chance to run ahead of the store
+        assert MIN_BACKLOG <= len(taken) < n  # stopped at the backlog, not at the end of the job
+        assert r.waiting <= MIN_BACKLOG
+        sink.go_on.set()
+        await asyncio.wait_for(runner, 30)
+    assert len(taken) == n
+    assert sorted(x.request_id for _, results in sink.writes for x in results) == list(range(1, n + 1))
+    assert broken == []
+
+
+async def test_a_broken_store_never_leaves_intake_waiting() -> None:
+    sink, broken = ListSink(fail=True), []
+    items = [work_item(i) for i in range(1, 2 * MIN_BACKLOG + 1)]
+    r = recorder(sink, broken, flush_size=10)
+    taken = 0
+    with pytest.raises(RuntimeError, match="disk full"):
+        async with r:
+            async for item in r.holding(items):
+                taken += 1
+                r.finish(result(item.request_id))
+                await asyncio.sleep(0)
+    assert taken == len(items)
+    assert broken == [STORE_BROKEN]
