@@ -39,7 +39,7 @@ from workers.metrics import Observer
 from workers.ratelimit import PaceView
 
 STORE_BROKEN = "the store could not be written"
-BACKLOG_FLUSHES = 16  # records waiting for the store, in flushes, before intake stops
+BACKLOG_FLUSHES = 2  # records waiting for the store, in flushes, before intake stops
 MIN_BACKLOG = 4096  # at least: a chunk's packed calls land 256 results each
 
 
