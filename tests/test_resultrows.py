@@ -140,3 +140,17 @@ def test_a_groups_statements_on_postgresql_have_one_text_and_few_parameters_for_
         (1, 1, 2),
         (2, 2, 2),
     ]
+
+
+def test_a_groups_bodies_land_as_sent_whatever_they_hold(store: Store) -> None:
+    """Quotes, backslashes, braces, commas, NULL-looking text and non-ASCII: PostgreSQL gets them
+    as a binary array, which quotes nothing."""
+    job_id = make_job(store, n=resultrows.GROUP_MIN)
+    ids = _claim(store, job_id)
+    call, results = _pack(ids, job_id)
+    odd = ['{"a":"x\\\\"}', "NULL", '{"b":[1,2]}', "", 'a,"b"', "负载 ✓", "\\", "{}"]
+    for r, body in zip(results, odd, strict=True):
+        r.response_body = body
+    with store.session() as s:
+        q.record_outcomes(s, [call], results)
+    assert [x.response_body for x in all_lines(store)] == odd

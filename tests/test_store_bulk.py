@@ -58,6 +58,7 @@ def test_by_id_statements_have_one_text_and_few_parameters_for_any_number_of_ids
         store.close()
     assert [sql for sql, _ in few] == [sql for sql, _ in many]
     assert max(n for _, n in many) <= MAX_CACHED_STATEMENT_PARAMS
+    assert any("ANY(CAST(%b AS BIGINT[]))" in sql for sql, _ in many)  # binary: see ``bulk.ARRAY_PARAM``
 
 
 def test_by_id_statements_take_only_the_lines_of_their_ids(store: Store) -> None:

@@ -28,8 +28,17 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def placeholders(conn: sa.Connection, sql: str) -> str:
-    """The SQL with ``?`` placeholders in the driver's own style."""
-    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+    """The SQL with ``?`` placeholders in the driver's own style (``ARRAY_PARAM`` ones too)."""
+    if conn.dialect.paramstyle == "qmark":
+        return sql
+    sql = sql.replace("?", "%s")
+    return sql if conn.dialect.driver == "psycopg" else sql.replace(ARRAY_PARAM, "%s")
+
+
+# An array parameter, in PostgreSQL's statements only: psycopg's binary format. In text format
+# psycopg quotes each element of a list in Python (a regular expression per string): 256 answer
+# bodies took 23 ms, against 0.3 ms in binary (an int list of 256: 1.0 against 0.25 ms).
+ARRAY_PARAM = "%b"
 
 
 def executemany(conn: sa.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -161,7 +170,7 @@ def ids_where(conn: sa.Connection, ids: Sequence[int]) -> tuple[str, tuple[Any, 
     return f"id BETWEEN ? AND ? AND id IN ({', '.join('?' * len(ids))})", (min(ids), max(ids), *ids)
 
 
-ID_ARRAY = "CAST(? AS BIGINT[])"  # an int list as psycopg sends it is smallint[] to bigint[] by its values
+ID_ARRAY = f"CAST({ARRAY_PARAM} AS BIGINT[])"  # psycopg sends an int list as smallint[] to bigint[]
 
 
 def id_in(conn: sa.Connection, column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement[bool]:

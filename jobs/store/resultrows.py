@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobs.records import LineResult, Usage
-from jobs.store.bulk import executemany, placeholders
+from jobs.store.bulk import ARRAY_PARAM, executemany, placeholders
 
 GROUP_MIN = 8  # smaller groups cost less as executemany rows than as a statement of their own
 ROWS_A_STATEMENT = 256  # 7 parameters a row: well under every backend's limit of bound parameters
@@ -118,7 +118,7 @@ _GROUP_UPDATE = (
 _VALUES_ROW = f"({', '.join('?' * len(_V))})"
 _V_TYPES = ("BIGINT", "INTEGER", *(t for _, t in _OWN_COLUMNS))
 _PG_GROUP_UPDATE = _GROUP_UPDATE.format(
-    rows=f"SELECT * FROM unnest({', '.join(f'CAST(? AS {t}[])' for t in _V_TYPES)})"
+    rows=f"SELECT * FROM unnest({', '.join(f'CAST({ARRAY_PARAM} AS {t}[])' for t in _V_TYPES)})"
 )
 
 Shared = tuple[Any, ...]
