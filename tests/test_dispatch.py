@@ -18,6 +18,8 @@ from tests.helpers import batch_line, write_jsonl
 from workers.dispatch import (
     EPOCH_KEY,
     PACKS_PER_MESSAGE,
+    PENDING_SCAN_S,
+    SCANNED_KEY,
     STALE_MESSAGE_S,
     enqueue_pending,
     queued_messages,
@@ -182,3 +184,29 @@ def test_no_sweep_takes_its_turn_while_a_start_enqueues(job: tuple[Store, int], 
     assert turns == [False]
     assert take_sweep_turn(client, "a sweeper", hold_ms=10_000)
     client.close()
+
+
+def give_back(store: Store, job_id: int, n: int) -> None:
+    """A live worker claims ``n`` lines and gives them back unstamped (say, at its shutdown)."""
+    with store.session() as s:
+        items = q.claim_lines(s, job_id=job_id, owner="w", lease_seconds=60, limit=n)
+        q.release_lines(s, [i.request_id for i in items], owner="w")
+
+
+def test_while_messages_wait_a_sweep_reads_pending_lines_at_most_once_a_scan_period(
+    job: tuple[Store, int], broker: fakeredis.FakeRedis
+) -> None:
+    """Reading them walks every pending line of the job on PostgreSQL: not at every sweep."""
+    store, job_id = job
+    start_distributed(store, job_id, Recorder(), broker)
+    age_stamps(store, job_id, broker, 10.0)  # into a broker intact for over PENDING_SCAN_S
+    broker.rpush("batcher.embeddings", b"still queued")
+    give_back(store, job_id, 1)
+    first, second, later = Recorder(), Recorder(), Recorder()
+    sweep_job(store, job_id, first, broker)
+    give_back(store, job_id, 1)
+    sweep_job(store, job_id, second, broker)
+    broker.delete(f"{SCANNED_KEY}{job_id}")  # PENDING_SCAN_S later
+    sweep_job(store, job_id, later, broker)
+    assert (len(first.lines), second.lines, len(later.lines)) == (1, [], 1)
+    assert broker.pttl(f"{SCANNED_KEY}{job_id}") > (PENDING_SCAN_S - 5) * 1000
