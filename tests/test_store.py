@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -329,20 +328,3 @@ def test_attempt_rows_written_in_bulk_read_back_through_the_models(store: Store)
     assert (row.sent, row.usage_estimated, row.prompt_tokens, row.attempt_no) == (True, False, 10, 1)
     assert line[0].succeeded == 1
     assert (line[1].state, line[1].attempts, line[1].prompt_tokens) == ("succeeded", 1, 10)
-
-
-def test_a_chunk_of_ingest_lines_is_one_sqlite_statement(tmp_path: Path) -> None:
-    """2,000 lines of 8 columns: one INSERT where SQLite allows 16,000 parameters (999 a statement
-    made 17 of them, each a turn of the GIL for ingest's writer thread)."""
-    columns = ("job_id", "custom_id", "line_no", "endpoint", "model", "price_key", "body", "est_tokens")
-    inserts: list[str] = []
-    with Store(f"sqlite:///{tmp_path / 's.db'}") as store, store.session() as s:
-        job = q.create_job(s, name="t", source_path="/t.jsonl", source_sha256="abc")
-        values = [(job.id, f"c{i}", i, "/v1/embeddings", "m", None, "{}", 1) for i in range(2000)]
-        driver = s.connection().connection.driver_connection
-        assert driver is not None
-        driver.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
-        q.insert_request_values(s, columns, values)
-        driver.set_trace_callback(None)
-        assert s.exec(sa.select(sa.func.count()).select_from(Request)).scalar_one() == 2000  # type: ignore[call-overload]
-    assert len(inserts) == 1
