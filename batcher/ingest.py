@@ -98,9 +98,10 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             assert job.id is not None
             job.priority = options.priority
             unserved = _Unserved(str(path), options.catalog)
-            stored, problems, rejected = _store_lines(
-                session, job.id, path, options, rejects, blobs=blobs, unserved=unserved
-            )
+            with _Writer(session) as writer:
+                stored, problems, rejected = _store_lines(
+                    writer, session, job.id, path, options, rejects=rejects, blobs=blobs, unserved=unserved
+                )
             _check(path, options, stored, problems, rejected)
             unserved.check()
             job.total = stored
@@ -185,22 +186,6 @@ def _closest(catalog: ModelCatalog, model: str) -> str:
 
 
 def _store_lines(
-    session: Any,
-    job_id: int,
-    path: Path,
-    options: IngestOptions,
-    rejects: _Rejects | None,
-    *,
-    blobs: BlobStore,
-    unserved: _Unserved,
-) -> tuple[int, list[Problem], int]:
-    with _Writer(session) as writer:
-        return _store_with(
-            writer, session, job_id, path, options, rejects=rejects, blobs=blobs, unserved=unserved
-        )
-
-
-def _store_with(
     writer: _Writer,
     session: Any,
     job_id: int,

@@ -222,14 +222,11 @@ async def test_cancelled_waits_give_their_places_back(client: aioredis.Redis) ->
     assert not [f for f in await client.hkeys(state) if f.startswith(b"h:")]
 
 
-async def test_a_caller_cancelled_while_its_place_is_reserved_gives_it_back(client: aioredis.Redis) -> None:
-    """The script ran (the place is taken in Redis) but its answer had not reached the caller."""
-    a, b = pair(client, Limits(rpm=60 / 0.98, tpm=6000))
-    state = a.prefix + "k"
-    await a.acquire("k", 10)
-    sent = await client.hmget(state, ["r", "t"])
+def answer_held(limiter: RedisLimiter) -> tuple[asyncio.Event, asyncio.Event]:
+    """Delay the acquire script's answer: the first event is set once the script ran in Redis, the
+    answer reaches the caller once the test sets the second."""
     ran, answer_read = asyncio.Event(), asyncio.Event()
-    script = b._acquire
+    script = limiter._acquire
 
     async def answer_late(**kw: object) -> object:
         answer = await script(**kw)
@@ -237,7 +234,17 @@ async def test_a_caller_cancelled_while_its_place_is_reserved_gives_it_back(clie
         await answer_read.wait()
         return answer
 
-    b._acquire = answer_late
+    limiter._acquire = answer_late
+    return ran, answer_read
+
+
+async def test_a_caller_cancelled_while_its_place_is_reserved_gives_it_back(client: aioredis.Redis) -> None:
+    """The script ran (the place is taken in Redis) but its answer had not reached the caller."""
+    a, b = pair(client, Limits(rpm=60 / 0.98, tpm=6000))
+    state = a.prefix + "k"
+    await a.acquire("k", 10)
+    sent = await client.hmget(state, ["r", "t"])
+    ran, answer_read = answer_held(b)
     waiter = asyncio.create_task(b.acquire("k", 10))
     await ran.wait()
     assert await client.hget(state, "r") != sent[0]
@@ -254,16 +261,7 @@ async def test_a_probe_cancelled_before_it_is_sent_lets_another_probe(client: ai
     a, b = pair(client, Limits(), probe_after=0.0)  # short pauses, so the test need not wait a second
     await a.cooldown("k", 0.05)
     await asyncio.sleep(0.1)
-    ran, answer_read = asyncio.Event(), asyncio.Event()
-    script = b._acquire
-
-    async def answer_late(**kw: object) -> object:
-        answer = await script(**kw)
-        ran.set()
-        await answer_read.wait()
-        return answer
-
-    b._acquire = answer_late
+    ran, answer_read = answer_held(b)
     waiter = asyncio.create_task(b.acquire("k", 1))  # the probe
     await ran.wait()
     assert await wait_of(a, "k", 1) < 0  # the others wait for the probe's answer
