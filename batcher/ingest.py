@@ -20,8 +20,6 @@ fails, files it wrote to a shared blob folder are removed again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,10 +96,9 @@ def ingest_file(store: Store, path: Path, options: IngestOptions) -> IngestResul
             assert job.id is not None
             job.priority = options.priority
             unserved = _Unserved(str(path), options.catalog)
-            with _Writer(session) as writer:
-                stored, problems, rejected = _store_lines(
-                    writer, session, job.id, path, options, rejects=rejects, blobs=blobs, unserved=unserved
-                )
+            stored, problems, rejected = _store_lines(
+                session, job.id, path, options, rejects=rejects, blobs=blobs, unserved=unserved
+            )
             _check(path, options, stored, problems, rejected)
             unserved.check()
             job.total = stored
@@ -186,7 +183,6 @@ def _closest(catalog: ModelCatalog, model: str) -> str:
 
 
 def _store_lines(
-    writer: _Writer,
     session: Any,
     job_id: int,
     path: Path,
@@ -211,17 +207,15 @@ def _store_lines(
             continue  # the file will be refused: keep validating, stop inserting
         rows.append(_row(job_id, item))
         for local in item.files:
-            writer.wait()  # the session is the writer's while a chunk is in flight
             blobs.put(session, local.stored.sha256, local.stored.size, local.chunks())
             used.add(local.stored.sha256)
         unserved.see(item)
         if options.estimate is not None:
             options.estimate.add(item)
         if len(rows) >= CHUNK_ROWS:
-            writer.write(rows)
+            q.insert_request_values(session, _COLUMNS, rows)
             stored, rows = stored + len(rows), []
-    writer.write(rows)
-    writer.wait()
+    q.insert_request_values(session, _COLUMNS, rows)
     if not rejected or options.skip_invalid:
         link_blobs(session, job_id, sorted(used))
     return stored + len(rows), problems, rejected
@@ -229,45 +223,6 @@ def _store_lines(
 
 # A line's row; the other columns (state pending, no attempts...) take the model's defaults.
 _COLUMNS = ("job_id", "custom_id", "line_no", "endpoint", "model", "price_key", "body", "est_tokens")
-
-
-class _Writer:
-    """Inserts chunks of rows in a thread of its own, one chunk at a time, while the next is read.
-
-    The database's part of an insert (SQLite's steps through the table and its indexes, the COPY's
-    round trips) runs with the GIL released, so on a second core it overlaps reading the next
-    chunk. One chunk is in flight at most (memory stays two chunks), the chunks go in in file
-    order, and the session is the writer's alone while one is in flight: ``wait`` before any other
-    use, and leaving the block waits, so a rollback never races an insert.
-    """
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
-        self._pending: Future[None] | None = None
-
-    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` once the chunk before them is in (its error, if any, is raised here)."""
-        self.wait()
-        if rows:
-            self._session.connection()  # begun here, not in the thread
-            self._pending = self._pool.submit(q.insert_request_values, self._session, _COLUMNS, rows)
-
-    def wait(self) -> None:
-        """Return once the chunk in flight is in; raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def __enter__(self) -> _Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._pending is not None:
-                self._pending.exception()  # wait, whatever happened; ``wait`` raised it already if asked
-        finally:
-            self._pool.shutdown(wait=True)
 
 
 def _row(job_id: int, line: ParsedLine) -> tuple[Any, ...]:

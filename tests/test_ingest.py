@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import tracemalloc
 from pathlib import Path
 
@@ -272,37 +270,3 @@ def test_a_bad_last_line_stores_nothing_on_each_backend(store_url: str, tmp_path
         assert all_lines(store) == []
         with store.session() as s:
             assert q.list_jobs(s) == []
-
-
-def _lines(n: int) -> list[dict[str, object]]:
-    return [batch_line(f"e{i}", "/v1/embeddings", {"model": "m", "input": f"text {i}"}) for i in range(n)]
-
-
-def test_chunks_go_in_in_file_order(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer thread inserts chunk after chunk: ids follow the lines, on each backend."""
-    monkeypatch.setattr("batcher.ingest.CHUNK_ROWS", 3)
-    with Store(store_url) as store:
-        result = ingest_file(store, _file(tmp_path, _lines(11)), IngestOptions())
-        lines = sorted(all_lines(store), key=lambda line: line.id or 0)
-    assert result.stored == 11
-    assert [(line.line_no, line.custom_id) for line in lines] == [(i + 1, f"e{i}") for i in range(11)]
-
-
-def test_an_insert_refused_in_the_writer_thread_stores_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The database's error reaches the caller, the chunks before it roll back with the job, and
-    the writer's thread is gone."""
-    monkeypatch.setattr("batcher.ingest.CHUNK_ROWS", 3)
-    with Store(f"sqlite:///{tmp_path / 'i.db'}") as store:
-        with store.session() as s:
-            s.connection().exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON request WHEN NEW.line_no = 5 "
-                "BEGIN SELECT RAISE(ABORT, 'line 5 refused'); END"
-            )
-        with pytest.raises(sqlite3.IntegrityError, match="line 5 refused"):
-            ingest_file(store, _file(tmp_path, _lines(11)), IngestOptions())
-        assert all_lines(store) == []
-        with store.session() as s:
-            assert q.list_jobs(s) == []
-    assert not [t for t in threading.enumerate() if t.name.startswith("ingest-writer")]

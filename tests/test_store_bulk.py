@@ -1,12 +1,11 @@
 """Statements at the driver (``jobs.store.bulk``): by line ids on PostgreSQL one text for any number
-of ids; ingest's chunk of lines one SQLite statement."""
+of ids."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from psycopg._queries import MAX_CACHED_STATEMENT_PARAMS
 
 from jobs import store as q
 from jobs.db import Store
-from jobs.models import Request
 from tests.helpers import all_lines
 from tests.test_store import make_job
 
@@ -74,20 +72,3 @@ def test_by_id_statements_take_only_the_lines_of_their_ids(store: Store) -> None
     lines = all_lines(store)
     assert [(x.state, x.claims) for x in lines[2:5]] == [("pending", 0), ("running", 1), ("pending", 0)]
     assert {x.enqueued_at is not None for x in lines[2:5]} == {False}  # released lines lose their stamp
-
-
-def test_a_chunk_of_ingest_lines_is_one_sqlite_statement(tmp_path: Path) -> None:
-    """2,000 lines of 8 columns: one INSERT where SQLite allows 16,000 parameters (999 a statement
-    made 17 of them, each a turn of the GIL for ingest's writer thread)."""
-    columns = ("job_id", "custom_id", "line_no", "endpoint", "model", "price_key", "body", "est_tokens")
-    inserts: list[str] = []
-    with Store(f"sqlite:///{tmp_path / 's.db'}") as store, store.session() as s:
-        job = q.create_job(s, name="t", source_path="/t.jsonl", source_sha256="abc")
-        values = [(job.id, f"c{i}", i, "/v1/embeddings", "m", None, "{}", 1) for i in range(2000)]
-        driver = s.connection().connection.driver_connection
-        assert driver is not None
-        driver.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith("INSERT") else None)
-        q.insert_request_values(s, columns, values)
-        driver.set_trace_callback(None)
-        assert s.exec(sa.select(sa.func.count()).select_from(Request)).scalar_one() == 2000  # type: ignore[call-overload]
-    assert len(inserts) == 1

@@ -8,13 +8,12 @@ bytes, and datetimes through ``db_time``, stored exactly as SQLAlchemy stores th
 reads them back unchanged.
 
 ``insert_rows`` is the fastest insert each backend has, for ingest's million lines: on SQLite one
-prepared ``INSERT`` of as many rows as ``_sqlite_max_parameters`` allows (one step for them all), with
+prepared ``INSERT`` of as many rows as ``SQLITE_MAX_PARAMETERS`` allow (one step for them all), with
 the values every row shares written into the SQL; on PostgreSQL ``COPY FROM STDIN``.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -76,10 +75,8 @@ def insert_sql(table: str, columns: Sequence[str]) -> str:
 
 
 # SQLite refuses a statement of more than 999 parameters when built with its old default limit
-# (32,766 since 3.32), so the connection's own limit is asked. A statement of a hundred rows
-# already steps as fast a row as longer ones, but each statement is a turn of the GIL: ingest's
-# 2,000-line chunks of 8 columns go in as one statement where SQLite allows 16,000 parameters.
-SQLITE_MAX_PARAMETERS_USED = 16_384
+# (32,766 since 3.32); a statement of a hundred rows already steps as fast a row as longer ones.
+SQLITE_MAX_PARAMETERS = 999
 
 
 def insert_rows(
@@ -107,18 +104,12 @@ def insert_rows(
 def _sqlite_insert(
     driver: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], shared: Mapping[str, Any]
 ) -> None:
-    per = max(1, _sqlite_max_parameters(driver) // len(columns))
+    per = max(1, SQLITE_MAX_PARAMETERS // len(columns))
     one = f"({', '.join(['?'] * len(columns) + [_sqlite_literal(v) for v in shared.values()])})"
     head = f"INSERT INTO {table} ({', '.join([*columns, *shared])}) VALUES "
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
         driver.execute(head + ", ".join([one] * len(part)), list(chain.from_iterable(part)))
-
-
-def _sqlite_max_parameters(driver: sqlite3.Connection) -> int:
-    """This SQLite's limit, up to ``SQLITE_MAX_PARAMETERS_USED``: each statement steps with the GIL
-    released, and a thread inserting (ingest's writer) waits for it back after each one."""
-    return min(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), SQLITE_MAX_PARAMETERS_USED)
 
 
 def _sqlite_literal(value: int | str | bool) -> str:
