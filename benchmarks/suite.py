@@ -29,6 +29,7 @@ from benchmarks.harness import (
     KEY,
     batcher,
     chat_rows,
+    compile_sources,
     embedding_rows,
     env_for,
     machine,
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="which to run (default: all)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    compile_sources()
     for name in args.names or [name for name in BENCHMARKS if name not in OPT_IN]:
         with tempfile.TemporaryDirectory(prefix=f"batcher-bench-{name}-") as tmp:
             BENCHMARKS[name](Path(tmp))
