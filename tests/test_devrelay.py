@@ -319,6 +319,17 @@ def test_fault_hang_answers_after_hang_seconds(relay: RelayServer, client: httpx
     assert r.json()["choices"][0]["message"]["content"] == expected_chat_content(CHAT)
 
 
+def test_released_hangs_answer_at_once_and_later_hangs_hold_again(relay: RelayServer) -> None:
+    relay.set_config(only("hang", hang_seconds=600.0))
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=relay.url, timeout=30) as c:
+        held = pool.submit(c.post, "/chat/completions", json=CHAT)
+        wait_for(lambda: relay.in_flight() == 1)
+        relay.release_hangs()
+        assert held.result().json()["choices"][0]["message"]["content"] == expected_chat_content(CHAT)
+    with httpx.Client(base_url=relay.url, timeout=0.2) as c, pytest.raises(httpx.TimeoutException):
+        c.post("/chat/completions", json=CHAT)  # the release was for the calls held then
+
+
 def test_fault_truncated_json_is_half_the_answer(relay: RelayServer, client: httpx.Client) -> None:
     full = client.post("/chat/completions", json=CHAT).content
     relay.set_config(only("truncated"))

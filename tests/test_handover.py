@@ -74,7 +74,9 @@ async def test_handed_over_returns_when_the_run_ends_first() -> None:
 def test_a_chunk_returns_while_its_last_call_drains_and_reports_at_its_end(
     db: Store, relay: RelayServer, redis_url: str, tmp_path: Path
 ) -> None:
-    relay.set_config(RelayConfig(api_key=RELAY_KEY, hang_seconds=3))
+    # The slow call is held until the test releases it: the nine others end first however loaded
+    # the machine is.
+    relay.set_config(RelayConfig(api_key=RELAY_KEY, hang_seconds=120))
     body = {"model": "m", "messages": [{"role": "user", "content": "slow [[fault:hangx1]]"}]}
     rows = [batch_line("slow", "/v1/chat/completions", body)]
     rows += [
@@ -94,6 +96,7 @@ def test_a_chunk_returns_while_its_last_call_drains_and_reports_at_its_end(
         assert so_far.ended < 10 <= so_far.ended + so_far.lines_in_flight  # every line sent, one slow
         assert ended == []  # the slow call drains after the task
         assert not owner_is_dead(owner)  # the sweeper of this process leaves its line alone
+        relay.release_hangs()
         assert runtime.drain(30) == 0
         with db.session() as session:
             assert q.state_counts(session, 1)["succeeded"] == 10

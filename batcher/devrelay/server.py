@@ -122,6 +122,10 @@ class RelayServer:
         """Move the async tasks' clock forward: their stages, deadlines and refunds follow."""
         self._on_loop(lambda: self._live().relay.tasks.advance(seconds))
 
+    def release_hangs(self) -> None:
+        """Answer the calls held by a hang now (see ``Relay.release_hangs``)."""
+        self._on_loop(self._live().relay.release_hangs)
+
     def set_config(self, config: RelayConfig) -> None:
         """Change latency, faults, limits or key from the next request on."""
         self._on_loop(lambda: self._live().relay.set_config(config))
