@@ -328,3 +328,28 @@ def test_attempt_rows_written_in_bulk_read_back_through_the_models(store: Store)
     assert (row.sent, row.usage_estimated, row.prompt_tokens, row.attempt_no) == (True, False, 10, 1)
     assert line[0].succeeded == 1
     assert (line[1].state, line[1].attempts, line[1].prompt_tokens) == ("succeeded", 1, 10)
+
+
+def test_unqueued_lines_page_in_line_order_over_pending_lines_without_a_live_message(store: Store) -> None:
+    """Keyset pages by line number: each pending line with no live message once, in file order;
+    running lines and lines stamped since the broker's loss are left out."""
+    job_id = make_job(store, 10)
+    with store.session() as s:
+        lines = {ln.line_no: ln.id for ln in q.iter_lines(s, job_id)}
+        q.mark_enqueued(s, [lines[2], lines[3]], now=100.0)  # lost: before the broker's loss at 150
+        q.mark_enqueued(s, [lines[5]], now=200.0)  # still carried
+        claimed = q.claim_lines(s, job_id=job_id, owner="w", lease_seconds=60, request_ids=[lines[7]])
+        assert [c.request_id for c in claimed] == [lines[7]]
+    pages: list[list[int]] = []
+    after: int | None = None
+    while True:
+        with store.session() as s:
+            page = q.unqueued_lines(s, job_id, lost_before=150.0, after_line=after, limit=3)
+        if not page:
+            break
+        pages.append([line.line_no for line in page])
+        assert [line.id for line in page] == [lines[line.line_no] for line in page]
+        after = page[-1].line_no
+    assert pages == [[1, 2, 3], [4, 6, 8], [9, 10]]
+    with store.session() as s:  # without a loss, only the lines never stamped
+        assert [x.line_no for x in q.unqueued_lines(s, job_id, lost_before=None)] == [1, 4, 6, 8, 9, 10]

@@ -181,7 +181,8 @@ def enqueue_pending(
     A chunk is ``chunk_size`` lines, or ``PACKS_PER_MESSAGE`` packs of embedding lines when the
     job packs them.
     """
-    enqueued = messages = after = 0
+    enqueued = messages = 0
+    after: int | None = None
     with store.session() as session:
         priority = q.get_job(session, job_id).priority
         options = q.job_options(session, job_id)
@@ -189,7 +190,9 @@ def enqueue_pending(
     page_size = max(1, PAGE_SIZE // packed) * packed  # whole messages: 4,096, not 4,096 + 904
     while True:
         with store.session() as session:
-            page = q.unqueued_lines(session, job_id, lost_before=lost_before, after_id=after, limit=page_size)
+            page = q.unqueued_lines(
+                session, job_id, lost_before=lost_before, after_line=after, limit=page_size
+            )
             if not page:
                 break
             for endpoint, ids in _by_endpoint(page).items():
@@ -197,15 +200,15 @@ def enqueue_pending(
                 for start in range(0, len(ids), size):
                     publish(job_id, ids[start : start + size], endpoint, priority)
                     messages += 1
-            q.mark_enqueued(session, [rid for rid, _ in page], now=time.time())
-        enqueued, after = enqueued + len(page), page[-1][0]
+            q.mark_enqueued(session, [line.id for line in page], now=time.time())
+        enqueued, after = enqueued + len(page), page[-1].line_no
     return SweepReport(enqueued=enqueued, messages=messages)
 
 
-def _by_endpoint(page: list[tuple[int, str]]) -> dict[str, list[int]]:
+def _by_endpoint(page: list[q.Unqueued]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
-    for rid, endpoint in page:
-        groups[endpoint].append(rid)
+    for line in page:
+        groups[line.endpoint].append(line.id)
     return groups
 
 

@@ -62,6 +62,7 @@ from jobs.store.jobs import (
     update_options,
 )
 from jobs.store.lines import (
+    Unqueued,
     claim_lines,
     expire_leases,
     insert_request_values,
@@ -112,6 +113,7 @@ __all__ = [
     "ResultPage",
     "RollupGroup",
     "TimeBucket",
+    "Unqueued",
     "active_jobs",
     "audio_files",
     "audio_paths",

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -249,25 +249,42 @@ def expire_leases(session: Session, job_id: int, *, now: float) -> int:
     return int(session.connection().execute(stmt).rowcount)
 
 
+class Unqueued(NamedTuple):
+    """A pending line with no live message: its id, endpoint and line number (the page's key)."""
+
+    id: int
+    endpoint: str
+    line_no: int
+
+
 def unqueued_lines(
-    session: Session, job_id: int, *, lost_before: float | None, after_id: int = 0, limit: int = 5000
-) -> list[tuple[int, str]]:
+    session: Session,
+    job_id: int,
+    *,
+    lost_before: float | None,
+    after_line: int | None = None,
+    limit: int = 5000,
+) -> list[Unqueued]:
     """Pending lines with no live message: never enqueued, or enqueued before the broker lost it.
 
-    Returns (id, endpoint) pairs in id order, from ``after_id`` on: a keyset page.
+    In line order, after ``after_line`` (from the first if None): a keyset page along the index
+    on (job, state, line), so each page reads only its own lines. Ordered by id, PostgreSQL read
+    every pending line of a freshly ingested job and sorted them, for each page: 1.1 s a page of
+    4,096 at a million lines.
     """
     lost = _req.c.enqueued_at.is_(None)
     if lost_before is not None:
         lost = sa.or_(lost, _req.c.enqueued_at < lost_before)
+    where = [_req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value, lost]
+    if after_line is not None:
+        where.append(_req.c.line_no > after_line)
     query = (
-        sa.select(_req.c.id, _req.c.endpoint)
-        .where(
-            _req.c.job_id == job_id, _req.c.state == RequestState.PENDING.value, _req.c.id > after_id, lost
-        )
-        .order_by(_req.c.id)
+        sa.select(_req.c.id, _req.c.endpoint, _req.c.line_no)
+        .where(*where)
+        .order_by(_req.c.job_id, _req.c.state, _req.c.line_no)
         .limit(limit)
     )
-    return [(row[0], row[1]) for row in session.connection().execute(query)]
+    return [Unqueued(*row) for row in session.connection().execute(query)]
 
 
 def mark_enqueued(session: Session, request_ids: Sequence[int], *, now: float) -> None:
