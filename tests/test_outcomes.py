@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -207,3 +208,21 @@ def test_a_result_file_is_written_whole_and_leaves_no_part_file(tmp_path: Path) 
     target = write_result_file(tmp_path / "a", "b.mp3", b"data")
     assert target.read_bytes() == b"data"
     assert list(target.parent.iterdir()) == [target]
+
+
+def test_call_ids_are_unique_32_hex_digits_and_a_forked_child_draws_its_own() -> None:
+    ids = [outcomes.new_call_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out without pytest's teardown
+        os.write(write, outcomes.new_call_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = outcomes.new_call_id()
+    assert len(child) == 32
+    assert child[:16] != mine[:16]  # another prefix: the parent's counter could not collide with it

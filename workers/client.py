@@ -19,6 +19,7 @@ of the error (``workers.retry.classify_exception``: retryable; whether the relay
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -111,7 +112,7 @@ class RawResponse:
     """What came back from one call, before classification."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive: httpx's Headers, or aiohttp's CIMultiDictProxy
     content: bytes
     route: str | None = None  # the provider and key that answered, when calls are routed
 
@@ -184,7 +185,9 @@ class _Direct:
                 **self._proxy,
             ) as response:
                 content = await response.read()
-        return RawResponse(response.status, httpx.Headers(response.raw_headers), content)
+        # aiohttp's own headers: case-insensitive like httpx's, built already, and looked up in C
+        # (an httpx.Headers of them cost 17 us a call, with a lookup 2 us each).
+        return RawResponse(response.status, response.headers, content)
 
 
 JSON = "application/json"

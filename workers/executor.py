@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -273,7 +272,7 @@ class Executor:
             async with self.pacing.slot(unit.model, unit.est_tokens, stop=self._halt_event) as permit:
                 if permit is None:  # the job stopped while this call waited its turn
                     return None
-                sent = await self._send(unit, request, uuid.uuid4().hex)
+                sent = await self._send(unit, request, outcomes.new_call_id())
         self.stats.calls += 1
         answered = await self._parse(unit, self._read(unit, sent))
         await self.pacing.finish(permit, answered.call, used_tokens=outcomes.used_tokens(unit, answered))

@@ -46,6 +46,7 @@ from enum import StrEnum
 import aiohttp
 import httpx
 import orjson
+from multidict import CIMultiDictProxy
 
 MAX_MESSAGE = 500
 MAX_RETRY_AFTER_S = 3600.0  # a relay asking for more than an hour is broken, not throttling
@@ -308,7 +309,7 @@ def classify_exception(exc: BaseException) -> Classification:
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
-    if value is not None or isinstance(headers, httpx.Headers):  # httpx's lookup ignores case already
+    if value is not None or isinstance(headers, (httpx.Headers, CIMultiDictProxy)):  # both ignore case
         return value
     for key, candidate in headers.items():
         if key.lower() == name:
