@@ -313,8 +313,7 @@ class Relay:
         return self._respond(call, status, body, content_type, headers)
 
     def release_hangs(self) -> None:
-        """Answer the calls a hang holds now, not at ``hang_seconds`` (a test's cue that does not
-        depend on how fast the machine is); later hangs hold as before."""
+        """Answer the calls a hang holds now (a test's cue, not a timer); later hangs hold again."""
         released, self._hangs = self._hangs, asyncio.Event()
         released.set()
 
