@@ -270,7 +270,8 @@ def unqueued_lines(
     In line order, after ``after_line`` (from the first if None): a keyset page along the index
     on (job, state, line), so each page reads only its own lines. Ordered by id, PostgreSQL read
     every pending line of a freshly ingested job and sorted them, for each page: 1.1 s a page of
-    4,096 at a million lines.
+    4,096 at a million lines. The key relies on line numbers being unique in a job: ingest, the
+    only writer of lines, numbers them by their place in the job's one file.
     """
     lost = _req.c.enqueued_at.is_(None)
     if lost_before is not None:
