@@ -6,8 +6,8 @@ relays do (``batcher dev-relay --limit-*``, ``--max-concurrent``).
 
 "% of the limit" is what the relay's limits admitted per second by their own clock (the one the
 windows count by; the successful answers per second when the relay has no limit), averaged over
-the seconds after the warm-up (the first ``WARM_UP_S``) and before the last one, over the limit;
-"429s" is the share of the calls it refused in those same seconds (and over the whole job,
+the seconds after the warm-up (the first ``WARM_UP_S``) and before the job's drain (``steady``),
+over the limit; "429s" is the share of the calls it refused in those same seconds (and over the whole job,
 warm-up included); "busiest window" is the most requests one of its windows ever held.
 """
 
@@ -51,13 +51,31 @@ def per_second(stats: dict[str, Any]) -> tuple[list[int], list[int]]:
 
 
 def steady(stats: dict[str, Any], *, warm_up: int = WARM_UP_S) -> tuple[float, float]:
-    """(successes per second, share of calls refused) after the warm-up, before the last second."""
+    """(successes per second, share of calls refused) after the warm-up, before the drain.
+
+    The drain is the job's tail: the trailing seconds holding under half the median second's
+    calls (retries that waited out a Retry-After after the last fresh line went out) and the
+    partial second before them in which the work ran out.
+    """
     calls, ok = per_second(stats)
     head = min(warm_up, max(0, len(calls) - 3))
-    calls, ok = calls[head:-1], ok[head:-1]
+    calls, ok = calls[head:], ok[head:]
+    end = steady_end(calls)
+    calls, ok = calls[:end], ok[:end]
     if not calls:
         return 0.0, 0.0
     return sum(ok) / len(ok), (sum(calls) - sum(ok)) / max(1, sum(calls))
+
+
+def steady_end(calls: list[int]) -> int:
+    """Where the drain of these per-second call counts starts (see ``steady``)."""
+    if len(calls) < 3:
+        return max(0, len(calls) - 1)
+    half = statistics.median(calls) / 2
+    end = len(calls)
+    while end > 1 and calls[end - 1] < half:
+        end -= 1
+    return end - 1
 
 
 def refused_share(stats: dict[str, Any]) -> float:
