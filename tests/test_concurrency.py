@@ -68,6 +68,23 @@ def test_an_overload_answer_in_slow_start_cuts_to_the_calls_out_when_deeper() ->
     assert state.limit == pytest.approx(21.0)
 
 
+def test_only_the_refusal_of_a_call_sent_after_the_last_cut_cuts_again() -> None:
+    """The calls out when a cut was made are its batch; a call sent since is new evidence, even
+    within the round trip (a slow start far past the cap comes down in milliseconds)."""
+    state = ConcurrencyState(ceiling=256, limit=30.0, recent=0.05)
+    on_overload(state, 1.0, in_flight=30, sent_at=0.999)
+    assert state.limit == pytest.approx(27.0)
+    on_overload(state, 1.001, in_flight=29, sent_at=0.998)  # out before the cut: already answered for
+    assert state.limit == pytest.approx(27.0)
+    on_overload(state, 1.002, in_flight=26, sent_at=1.0015)  # sent after it: the limit is still too high
+    assert state.limit == pytest.approx(25.0)
+    on_overload(state, 1.003, in_flight=25, sent_at=1.0025)
+    assert state.limit == pytest.approx(24.0)
+    assert state.decreases == 3
+    on_overload(state, 1.004)  # no send time (a timeout): at most once a round trip, as before
+    assert state.decreases == 3
+
+
 def test_an_aimed_limit_probes_upwards_slowly() -> None:
     state = ConcurrencyState(ceiling=256, limit=21.0, slow_start=False)
     on_overload(state, 0.0, in_flight=21)
@@ -118,7 +135,7 @@ def simulate(
         if good:
             on_sample(state, rtt, in_flight=in_flight + 1, now=now)
         else:
-            on_overload(state, now, in_flight=in_flight + 1)
+            on_overload(state, now, in_flight=in_flight + 1, sent_at=now - rtt)
         if now > 5:
             ok, refused = ok + good, refused + (not good)
     return ok / (seconds - 5), refused / max(1, ok + refused)
@@ -152,7 +169,7 @@ def simulate_client_time(
             if what == "read":
                 on_sample(state, now - sent, in_flight=out + 1, now=now)
             else:
-                on_overload(state, now, in_flight=out + 1)
+                on_overload(state, now, in_flight=out + 1, sent_at=sent)
             if now > 5:
                 ok, refused = ok + (what == "read"), refused + (what == "refused")
     return ok / 25, refused / max(1, ok + refused)

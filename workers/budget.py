@@ -107,6 +107,13 @@ class Budget:
         going = self.reserved + self.elsewhere
         return f"spent ${spent:.4f} with ${going:.4f} in flight of a ${self.limit} budget"
 
+    def reached_text(self) -> str:
+        """Why the job paused, and how to go on."""
+        return (
+            f"budget reached: {self.spent_text()}; raise it with "
+            "`batcher resume JOB --budget USD` (workers) or `batcher run-job JOB --budget USD`"
+        )
+
 
 def job_budget(store: Store, job_id: int, options: JobOptions) -> Budget | None:
     """The budget a job's options ask for (``budget``, ``prices``, ``group``), or None."""

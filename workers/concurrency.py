@@ -17,8 +17,12 @@ Vegas do) and Envoy's adaptive concurrency filter, one per executor:
   that count: at least one place less than it was, at most ``decrease`` below it (one odd count
   must not crash it), except in slow start, where the count is the cut if it is deeper (the limit
   ran past the cap for a round trip). A fixed fraction took a limit of 21 in use to 19 where the
-  relay capped 20; aimed, it goes to 20. Each at most once per round trip, since one overload
-  sends back a batch of such answers.
+  relay capped 20; aimed, it goes to 20. One overload sends back a batch of such answers: a cut
+  answers for the calls already out when it was made, so only the refusal of a call sent after
+  the last cut cuts again (as TCP's recovery does; refusals come back at once, so a slow start
+  that ran far past the cap comes down within milliseconds, not one step a round trip while the
+  places above the cap keep drawing refusals). Signals that do not say when their call left
+  (timeouts, latency) cut at most once per round trip.
 - **Additive increase** after that, only while the limit is in use (at least half of it in
   flight: an idle limit proves nothing): ``gain`` per round trip after an overload (a hard cap
   is near: the probe above it is slow), ``latency_gain`` after a latency back-off.
@@ -93,14 +97,28 @@ def on_sample(state: ConcurrencyState, rtt: float, *, in_flight: int, now: float
     state.limit = min(float(state.ceiling), state.limit + step)
 
 
-def on_overload(state: ConcurrencyState, now: float, *, in_flight: int | None = None) -> None:
+def on_overload(
+    state: ConcurrencyState, now: float, *, in_flight: int | None = None, sent_at: float | None = None
+) -> None:
     """A refused or reset connection or a timeout; with ``in_flight`` (this call among them), an
-    overload answer that came back with that many calls out: the limit is aimed under it."""
-    _decrease(state, now, overload=True, refused_at=in_flight)
+    overload answer that came back with that many calls out: the limit is aimed under it.
+    ``sent_at`` is when the call left (the clock of ``now``): a call sent before the last cut is
+    one it already answered for."""
+    _decrease(state, now, overload=True, refused_at=in_flight, sent_at=sent_at)
 
 
-def _decrease(state: ConcurrencyState, now: float, *, overload: bool, refused_at: int | None = None) -> None:
-    if now - state.last_decrease < (state.recent or 0.0):
+def _decrease(
+    state: ConcurrencyState,
+    now: float,
+    *,
+    overload: bool,
+    refused_at: int | None = None,
+    sent_at: float | None = None,
+) -> None:
+    if sent_at is not None:
+        if sent_at <= state.last_decrease:
+            return
+    elif now - state.last_decrease < (state.recent or 0.0):
         return
     cut = state.limit * state.tuning.decrease
     if refused_at is not None:

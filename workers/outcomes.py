@@ -62,6 +62,7 @@ class Call:
     duration_ms: int
     call_id: str = field(default_factory=new_call_id)
     route: str | None = None  # the provider and key it went to (routed calls), answered or not
+    sent_at: float = 0.0  # when it left, by this process's monotonic clock (0: not known)
     request_id: str | None = field(init=False)  # the upstream request id, if the call got an answer
 
     def __post_init__(self) -> None:
@@ -86,12 +87,15 @@ class Exchange:
     call_id: str
     started_at: datetime
     duration_ms: int
+    sent_at: float  # when it left, by this process's monotonic clock
 
     def call(
         self, classification: Classification, response: RawResponse | None, *, route: str | None = None
     ) -> Call:
         """The finished call, once its answer has been classified."""
-        return Call(classification, response, self.started_at, self.duration_ms, self.call_id, route)
+        return Call(
+            classification, response, self.started_at, self.duration_ms, self.call_id, route, self.sent_at
+        )
 
 
 @dataclass(frozen=True, slots=True)

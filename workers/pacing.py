@@ -157,7 +157,7 @@ class Pacing:
         if c.verdict == Verdict.OK:
             on_sample(self.concurrency, call.duration_ms / 1000, in_flight=self.in_flight + 1, now=now)
         elif c.throttle is Throttle.OVERLOAD:  # answered at once: about the calls out when it went
-            on_overload(self.concurrency, now, in_flight=self.in_flight + 1)
+            on_overload(self.concurrency, now, in_flight=self.in_flight + 1, sent_at=call.sent_at or None)
             self.counters.overloaded += 1
         elif c.error_class in ("connection", "timeout"):
             on_overload(self.concurrency, now)
