@@ -137,6 +137,11 @@ class AdaptiveGate:
         self.held = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    @property
+    def queued(self) -> bool:
+        """Somebody waits for a place: the next one given back is handed on at once."""
+        return bool(self._waiters)
+
     def try_enter(self) -> bool:
         """Take a place at once if one is free and nobody waits for one (no task, no yield)."""
         if self.held < self.state.admitted and not self._waiters:

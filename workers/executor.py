@@ -260,7 +260,7 @@ class Executor:
     async def _call(self, unit: Unit) -> Answered | None:
         """One paced call for the unit, its answer parsed and the limiter settled; None if halted first.
 
-        A good answer's place is let go as soon as it is back, and the loop yielded once, so the
+        A good answer's place is let go as soon as it is back, and the loop yielded once, so a
         call handed the place sends before this answer is scrubbed, parsed and recorded (at the
         relay's cap, batcher's own work inside a place is calls the relay does not get: about a
         millisecond of a 50 ms call). An error answer keeps its place until the pace has heard it:
@@ -274,7 +274,9 @@ class Executor:
                 sent = await self._send(unit, request, outcomes.new_call_id())
                 if not (isinstance(sent.answer, RawResponse) and sent.answer.status < 400):
                     return await self._heard(unit, sent, permit)
-        await asyncio.sleep(0)
+                handed_on = self.pacing.queued  # the place goes to a call waiting for one
+        if handed_on:
+            await asyncio.sleep(0)
         return await self._heard(unit, sent, permit)
 
     async def _heard(self, unit: Unit, sent: Exchange, permit: Permit) -> Answered:

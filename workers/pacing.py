@@ -56,6 +56,11 @@ class Pacing:
         self._gate = AdaptiveGate(self.concurrency)
         self._keys: set[str] = set()
 
+    @property
+    def queued(self) -> bool:
+        """A call waits for a place in the gate."""
+        return self._gate.queued
+
     def key_of(self, model: str) -> str:
         """The limiter key: one pace per (provider, model)."""
         return f"{self.provider}|{model}"
