@@ -139,6 +139,21 @@ async def test_an_overload_aims_the_concurrency_under_the_calls_out() -> None:
         await h.__aexit__(None, None, None)
 
 
+async def test_an_overload_heard_inside_its_place_counts_it_once() -> None:
+    """22 calls out, the refused one still holding its place as the pace hears it: in slow start
+    the limit goes to 21 (one under the count), not 22."""
+    p = Pacing(TicketLimiter(), concurrency=64, provider="relay")
+    p.concurrency.limit = 40.0
+    held = [p.slot("m", 0) for _ in range(22)]
+    permits = [await h.__aenter__() for h in held]
+    busy = call(Verdict.RETRY, sent=True, status=503, error_class="overloaded", throttle=Throttle.OVERLOAD)
+    assert permits[0] is not None
+    await p.finish(permits[0], busy, used_tokens=None, in_place=True)
+    assert p.concurrency.limit == 21.0
+    for h in held:
+        await h.__aexit__(None, None, None)
+
+
 async def test_slots_beyond_the_concurrency_wait_for_a_free_one() -> None:
     p = pacing(TicketLimiter(), concurrency=1)
     inside, release = asyncio.Event(), asyncio.Event()

@@ -260,11 +260,10 @@ class Executor:
     async def _call(self, unit: Unit) -> Answered | None:
         """One paced call for the unit, its answer parsed and the limiter settled; None if halted first.
 
-        A good answer's place is let go as soon as it is back, and the loop yielded once, so a
-        call handed the place sends before this answer is scrubbed, parsed and recorded (at the
-        relay's cap, batcher's own work inside a place is calls the relay does not get: about a
-        millisecond of a 50 ms call). An error answer keeps its place until the pace has heard it:
-        an overload answer's cut comes before anyone else goes out.
+        A good answer's place is let go as soon as it is back, and the loop yielded once, so a call
+        handed the place sends before this answer is parsed and recorded (at the relay's cap, work
+        inside a place is calls the relay does not get: about 1 ms of a 50 ms call). An error answer
+        keeps its place until the pace has heard it: an overload's cut comes before anyone goes.
         """
         async with self._answers.hold(answer_bytes(unit)):
             request = await self._files.request(unit, unit.content())
@@ -273,17 +272,18 @@ class Executor:
                     return None
                 sent = await self._send(unit, request, outcomes.new_call_id())
                 if not (isinstance(sent.answer, RawResponse) and sent.answer.status < 400):
-                    return await self._heard(unit, sent, permit)
+                    return await self._heard(unit, sent, permit, in_place=True)
                 handed_on = self.pacing.queued  # the place goes to a call waiting for one
         if handed_on:
             await asyncio.sleep(0)
-        return await self._heard(unit, sent, permit)
+        return await self._heard(unit, sent, permit, in_place=False)
 
-    async def _heard(self, unit: Unit, sent: Exchange, permit: Permit) -> Answered:
-        """The answer read and parsed, and the pace and the limiter told."""
+    async def _heard(self, unit: Unit, sent: Exchange, permit: Permit, *, in_place: bool) -> Answered:
+        """The answer read and parsed, and the pace and the limiter told (``in_place``: from its place)."""
         self.stats.calls += 1
         answered = await self._parse(unit, self._read(unit, sent))
-        await self.pacing.finish(permit, answered.call, used_tokens=outcomes.used_tokens(unit, answered))
+        used = outcomes.used_tokens(unit, answered)
+        await self.pacing.finish(permit, answered.call, used_tokens=used, in_place=in_place)
         return answered
 
     async def _send(self, unit: Unit, request: RequestContent, call_id: str) -> Exchange:

@@ -133,14 +133,17 @@ class Pacing:
         self._gate.leave(waiter)
         return False
 
-    async def finish(self, permit: Permit, call: Call, *, used_tokens: int | None) -> None:
+    async def finish(
+        self, permit: Permit, call: Call, *, used_tokens: int | None, in_place: bool = False
+    ) -> None:
         """The call ended: adapt the concurrency and the pace, then settle the reservation.
 
         ``used_tokens`` is what an answered call used; None when that is unknown, and then a call
         that may have run upstream keeps its reservation and a refused one used nothing.
+        ``in_place``: the call still holds its place in the gate (it is among ``in_flight``).
         """
         c = call.classification
-        self._adapt_concurrency(call)
+        self._adapt_concurrency(call, out=self.in_flight + (0 if in_place else 1))
         if c.throttle is Throttle.RATE:
             pause = c.retry_after
             if pause is None and call.response is not None:
@@ -157,12 +160,13 @@ class Pacing:
         if answered:
             self.counters.count(1, used_tokens, now=time.monotonic())
 
-    def _adapt_concurrency(self, call: Call) -> None:
+    def _adapt_concurrency(self, call: Call, *, out: int) -> None:
+        """``out``: the calls in flight, this one among them."""
         c, now = call.classification, time.monotonic()
         if c.verdict == Verdict.OK:
-            on_sample(self.concurrency, call.duration_ms / 1000, in_flight=self.in_flight + 1, now=now)
+            on_sample(self.concurrency, call.duration_ms / 1000, in_flight=out, now=now)
         elif c.throttle is Throttle.OVERLOAD:  # answered at once: about the calls out when it went
-            on_overload(self.concurrency, now, in_flight=self.in_flight + 1, sent_at=call.sent_at or None)
+            on_overload(self.concurrency, now, in_flight=out, sent_at=call.sent_at or None)
             self.counters.overloaded += 1
         elif c.error_class in ("connection", "timeout"):
             on_overload(self.concurrency, now)
