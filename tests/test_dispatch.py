@@ -151,23 +151,26 @@ def _embedding_job(tmp_path: Path, lines: int, options: JobOptions) -> tuple[Sto
     return store, result.job.id
 
 
+_LINES = 2 * 2 * PACKS_PER_MESSAGE + 10  # two whole messages of packs of 2, and a rest
+
+
 @pytest.mark.parametrize(
     ("options", "sizes"),
     [
-        (JobOptions(pack_size=2), [2 * PACKS_PER_MESSAGE, 40 - 2 * PACKS_PER_MESSAGE, 1]),
-        (JobOptions(pack=False, pack_size=2), [3] * 13 + [1, 1]),
+        (JobOptions(pack_size=2), [2 * PACKS_PER_MESSAGE, 2 * PACKS_PER_MESSAGE, 10, 1]),
+        (JobOptions(pack=False, pack_size=2), [3] * (_LINES // 3) + [_LINES % 3, 1]),
     ],
 )
 def test_packed_lines_travel_several_packs_a_message(
     tmp_path: Path, options: JobOptions, sizes: list[int]
 ) -> None:
     """A packing job's embedding lines go PACKS_PER_MESSAGE packs a message; other lines a chunk."""
-    store, job_id = _embedding_job(tmp_path, 40, options)
+    store, job_id = _embedding_job(tmp_path, _LINES, options)
     publish = Recorder()
     enqueue_pending(store, job_id, publish, lost_before=None, chunk_size=3)
     store.close()
     assert [len(ids) for ids in publish.messages] == sizes
-    assert sorted(publish.lines) == list(range(1, 42))
+    assert sorted(publish.lines) == list(range(1, _LINES + 2))
 
 
 def test_no_sweep_takes_its_turn_while_a_start_enqueues(job: tuple[Store, int], redis_url: str) -> None:
