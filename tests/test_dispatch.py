@@ -17,6 +17,7 @@ from jobs.options import JobOptions
 from tests.helpers import batch_line, write_jsonl
 from workers.dispatch import (
     EPOCH_KEY,
+    MESSAGE_LINES_MAX,
     PACKS_PER_MESSAGE,
     PENDING_SCAN_S,
     SCANNED_KEY,
@@ -171,6 +172,15 @@ def test_packed_lines_travel_several_packs_a_message(
     store.close()
     assert [len(ids) for ids in publish.messages] == sizes
     assert sorted(publish.lines) == list(range(1, _LINES + 2))
+
+
+def test_a_message_holds_at_most_message_lines_max_whatever_the_pack_size(tmp_path: Path) -> None:
+    """64 packs of 1,024 would be 65,536 ids: more than SQLite takes in the claim's one statement."""
+    store, job_id = _embedding_job(tmp_path, MESSAGE_LINES_MAX + 5, JobOptions(pack_size=1024))
+    publish = Recorder()
+    enqueue_pending(store, job_id, publish, lost_before=None)
+    store.close()
+    assert [len(ids) for ids in publish.messages] == [MESSAGE_LINES_MAX, 5, 1]
 
 
 def test_no_sweep_takes_its_turn_while_a_start_enqueues(job: tuple[Store, int], redis_url: str) -> None:

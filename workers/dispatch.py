@@ -60,10 +60,13 @@ STALE_MESSAGE_S = 30.0  # far above the time from a message's delivery to its li
 CHUNK_SIZE = 500
 # Packed lines travel 64 packs a message: at 500 lines a task made two calls and paid a task's
 # set-up (claim, executor, journal, leases of the dead) for them; at 16 packs that set-up still
-# cost 15 % of the wall time (1M lines, two workers on PostgreSQL: 211 and 226 s at 16 packs, 181
-# and 190 s at 64). A message of 64 packs is still far fewer calls than one of 500 unpacked lines,
+# cost 15 % of the wall time (1M lines, two workers on PostgreSQL: 211 and 226 s at 16 packs,
+# 173-190 s at 64). A message of 64 packs is still far fewer calls than one of 500 unpacked lines,
 # so it ends as well within the task's time limit.
 PACKS_PER_MESSAGE = 64
+# At most this many lines a message whatever the pack size: a worker claims a message's ids in one
+# statement, and SQLite takes at most 32,766 parameters in one (64 packs of 512 would be 32,768).
+MESSAGE_LINES_MAX = 16_384
 PAGE_SIZE = 5000
 SWEEP_LOCK_KEY = "batcher:sweeper:lock"
 PENDING_SCAN_S = 60.0
@@ -181,14 +184,15 @@ def enqueue_pending(
     """Send every pending line of the job that has no live message, in chunks; stamp them.
 
     A chunk is ``chunk_size`` lines, or ``PACKS_PER_MESSAGE`` packs of embedding lines when the
-    job packs them.
+    job packs them (at most ``MESSAGE_LINES_MAX`` lines).
     """
     enqueued = messages = 0
     after: int | None = None
     with store.session() as session:
         priority = q.get_job(session, job_id).priority
         options = q.job_options(session, job_id)
-    packed = max(chunk_size, options.pack_size * PACKS_PER_MESSAGE) if options.pack else chunk_size
+    packs = min(options.pack_size * PACKS_PER_MESSAGE, MESSAGE_LINES_MAX)
+    packed = max(chunk_size, packs) if options.pack else chunk_size
     page_size = max(1, PAGE_SIZE // packed) * packed  # whole messages, never a split one
     while True:
         with store.session() as session:
